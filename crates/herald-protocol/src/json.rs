@@ -1,0 +1,100 @@
+//! `RawJson`: a JSON value carried through Herald verbatim, never re-parsed or re-encoded.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// A piece of valid JSON text (publication `data`, `info`, ...) that Herald embeds in
+/// frames as-is. Equality compares the text, so `{"a":1}` and `{ "a": 1 }` differ.
+#[derive(Clone)]
+pub struct RawJson(Box<RawValue>);
+
+/// The text given to [`RawJson::from_string`] is not a single valid JSON value.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid JSON: {0}")]
+pub struct RawJsonError(#[source] serde_json::Error);
+
+impl RawJson {
+    /// Validates `text` as one JSON value and keeps it unchanged.
+    pub fn from_string(text: String) -> Result<Self, RawJsonError> {
+        RawValue::from_string(text).map(Self).map_err(RawJsonError)
+    }
+
+    /// Serializes any value into raw JSON.
+    pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Result<Self, RawJsonError> {
+        serde_json::value::to_raw_value(value)
+            .map(Self)
+            .map_err(RawJsonError)
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// `null` as raw JSON.
+    pub fn null() -> Self {
+        Self(serde_json::value::to_raw_value(&()).unwrap_or_else(|_| unreachable_null()))
+    }
+}
+
+// `()` always serializes to `null`; this keeps `null()` free of `unwrap`.
+fn unreachable_null() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable_null())
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for RawJson {}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+impl fmt::Display for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(deserializer).map(Self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_text_verbatim() {
+        let raw = RawJson::from_string(r#"{ "b": [1, 2] }"#.to_owned()).expect("valid");
+        assert_eq!(raw.get(), r#"{ "b": [1, 2] }"#);
+        assert_eq!(serde_json::to_string(&raw).expect("ser"), r#"{ "b": [1, 2] }"#);
+    }
+
+    #[test]
+    fn rejects_invalid_and_trailing_text() {
+        assert!(RawJson::from_string("{".to_owned()).is_err());
+        assert!(RawJson::from_string("1 2".to_owned()).is_err());
+        assert!(RawJson::from_string(String::new()).is_err());
+    }
+
+    #[test]
+    fn null_is_null() {
+        assert_eq!(RawJson::null().get(), "null");
+    }
+}

@@ -1,0 +1,194 @@
+//! Property tests: every wire type survives encode → decode unchanged, alone and batched.
+
+use herald_protocol::*;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+fn text() -> impl Strategy<Value = String> {
+    // Printable text with quotes, backslashes, newlines and non-ASCII, which the
+    // encoder must escape so that a frame never contains a raw newline.
+    proptest::string::string_regex("[a-z0-9:$#,\"\\\\\n é€😀-]{0,12}").expect("regex")
+}
+
+fn raw_json() -> impl Strategy<Value = RawJson> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        text().prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+            prop::collection::btree_map(text(), inner, 0..4)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+    .prop_map(|v| RawJson::from_value(&v).expect("json"))
+}
+
+fn client_info() -> impl Strategy<Value = ClientInfo> {
+    (text(), text(), proptest::option::of(raw_json()), proptest::option::of(raw_json())).prop_map(
+        |(user, client, conn_info, chan_info)| ClientInfo {
+            user,
+            client,
+            conn_info,
+            chan_info,
+        },
+    )
+}
+
+fn publication() -> impl Strategy<Value = Publication> {
+    (
+        raw_json(),
+        proptest::option::of(client_info()),
+        any::<u64>(),
+        prop::collection::btree_map(text(), text(), 0..3),
+    )
+        .prop_map(|(data, info, offset, tags)| Publication {
+            data,
+            info,
+            offset,
+            tags,
+        })
+}
+
+fn subscribe_request() -> impl Strategy<Value = SubscribeRequest> {
+    (
+        text(),
+        text(),
+        any::<bool>(),
+        text(),
+        any::<u64>(),
+        proptest::option::of(raw_json()),
+        any::<(bool, bool, bool)>(),
+        any::<i64>(),
+    )
+        .prop_map(
+            |(channel, token, recover, epoch, offset, data, (positioned, recoverable, join_leave), flag)| {
+                SubscribeRequest {
+                    channel,
+                    token,
+                    recover,
+                    epoch,
+                    offset,
+                    data,
+                    positioned,
+                    recoverable,
+                    join_leave,
+                    flag,
+                }
+            },
+        )
+}
+
+fn subscribe_result() -> impl Strategy<Value = SubscribeResult> {
+    (
+        any::<(bool, u32, bool)>(),
+        text(),
+        prop::collection::vec(publication(), 0..3),
+        any::<(bool, u64, bool, bool, bool)>(),
+        proptest::option::of(raw_json()),
+    )
+        .prop_map(
+            |((expires, ttl, recoverable), epoch, publications, (recovered, offset, positioned, was_recovering, join_leave), data)| {
+                SubscribeResult {
+                    expires,
+                    ttl,
+                    recoverable,
+                    epoch,
+                    publications,
+                    recovered,
+                    offset,
+                    positioned,
+                    data,
+                    was_recovering,
+                    join_leave,
+                }
+            },
+        )
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    let id = 1..u32::MAX;
+    prop_oneof![
+        (id.clone(), text(), proptest::option::of(raw_json()), prop::collection::btree_map(text(), subscribe_request(), 0..2), text(), text())
+            .prop_map(|(id, token, data, subs, name, version)| Command {
+                id,
+                connect: Some(ConnectRequest { token, data, subs, name, version, headers: BTreeMap::new() }),
+                ..Command::default()
+            }),
+        (id.clone(), subscribe_request()).prop_map(|(id, s)| Command { id, subscribe: Some(s), ..Command::default() }),
+        (id.clone(), text()).prop_map(|(id, channel)| Command { id, unsubscribe: Some(UnsubscribeRequest { channel }), ..Command::default() }),
+        (id.clone(), text(), proptest::option::of(raw_json())).prop_map(|(id, channel, data)| Command { id, publish: Some(PublishRequest { channel, data }), ..Command::default() }),
+        (id.clone(), text(), any::<i32>(), proptest::option::of((any::<u64>(), text())), any::<bool>()).prop_map(|(id, channel, limit, since, reverse)| Command {
+            id,
+            history: Some(HistoryRequest { channel, limit, since: since.map(|(offset, epoch)| StreamPosition { offset, epoch }), reverse }),
+            ..Command::default()
+        }),
+        (id.clone(), text()).prop_map(|(id, token)| Command { id, refresh: Some(RefreshRequest { token }), ..Command::default() }),
+        (id.clone(), text(), text()).prop_map(|(id, channel, token)| Command { id, sub_refresh: Some(SubRefreshRequest { channel, token }), ..Command::default() }),
+        (id, text()).prop_map(|(id, channel)| Command { id, presence_stats: Some(PresenceStatsRequest { channel }), ..Command::default() }),
+        proptest::option::of(raw_json()).prop_map(|data| Command { send: Some(SendRequest { data }), ..Command::default() }),
+        Just(Command::default()),
+    ]
+}
+
+fn reply() -> impl Strategy<Value = Reply> {
+    let id = 1..u32::MAX;
+    prop_oneof![
+        (id.clone(), any::<u32>(), text(), any::<bool>()).prop_map(|(id, code, message, temporary)| Reply::error(id, Error { code, message, temporary })),
+        (id.clone(), text(), text(), prop::collection::btree_map(text(), subscribe_result(), 0..2), any::<(bool, u32, u32, bool)>())
+            .prop_map(|(id, client, version, subs, (expires, ttl, ping, pong))| Reply {
+                id,
+                connect: Some(ConnectResult { client, version, subs, expires, ttl, ping, pong, ..ConnectResult::default() }),
+                ..Reply::default()
+            }),
+        (id.clone(), subscribe_result()).prop_map(|(id, s)| Reply { id, subscribe: Some(s), ..Reply::default() }),
+        (id.clone(), prop::collection::vec(publication(), 0..3), text(), any::<u64>()).prop_map(|(id, publications, epoch, offset)| Reply {
+            id,
+            history: Some(HistoryResult { publications, epoch, offset }),
+            ..Reply::default()
+        }),
+        (id.clone(), prop::collection::btree_map(text(), client_info(), 0..3)).prop_map(|(id, presence)| Reply { id, presence: Some(PresenceResult { presence }), ..Reply::default() }),
+        (id, any::<(u32, u32)>()).prop_map(|(id, (num_clients, num_users))| Reply { id, presence_stats: Some(PresenceStatsResult { num_clients, num_users }), ..Reply::default() }),
+        (text(), publication()).prop_map(|(channel, p)| Reply::push(Push { channel, publication: Some(p), ..Push::default() })),
+        (text(), client_info()).prop_map(|(channel, info)| Reply::push(Push { channel, join: Some(Join { info }), ..Push::default() })),
+        (text(), any::<u32>(), text()).prop_map(|(channel, code, reason)| Reply::push(Push { channel, unsubscribe: Some(Unsubscribe { code, reason }), ..Push::default() })),
+        (text(), any::<u32>(), text()).prop_map(|(channel, code, reason)| Reply::push(Push { channel, disconnect: Some(Disconnect { code, reason }), ..Push::default() })),
+        Just(Reply::default()),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn command_round_trips(cmds in prop::collection::vec(command(), 1..5)) {
+        let mut w = FrameWriter::default();
+        for c in &cmds {
+            let one = serde_json::to_string(c).expect("encode");
+            prop_assert!(!one.contains('\n'));
+            prop_assert_eq!(&serde_json::from_str::<Command>(&one).expect("decode"), c);
+            w.push(c).expect("encode");
+        }
+        let frame = w.take();
+        let decoded = decode_commands(std::str::from_utf8(&frame).expect("utf8")).expect("decode");
+        prop_assert_eq!(decoded, cmds);
+    }
+
+    #[test]
+    fn reply_round_trips(replies in prop::collection::vec(reply(), 1..5)) {
+        let mut w = FrameWriter::default();
+        for r in &replies {
+            w.push_encoded(&frame::encode(r).expect("encode"));
+        }
+        let frame = w.take();
+        let decoded = decode_replies(std::str::from_utf8(&frame).expect("utf8")).expect("decode");
+        prop_assert_eq!(decoded, replies);
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics(s in "\\PC{0,64}") {
+        let _ = decode_commands(&s);
+        let _ = decode_replies(&s);
+    }
+}

@@ -1,7 +1,8 @@
 //! The wire types: commands from clients, replies and pushes from the server.
 //!
 //! Empty strings, zero numbers, `false` and empty collections are omitted when
-//! encoding and default when decoding, as the JSON protocol specifies.
+//! encoding and default when decoding, as the JSON protocol specifies. An optional JSON
+//! field (`data`, `info`, ...) that holds `null` decodes as absent.
 
 use crate::RawJson;
 use serde::{Deserialize, Serialize};

@@ -27,8 +27,14 @@ fn raw_json() -> impl Strategy<Value = RawJson> {
     .prop_map(|v| RawJson::from_value(&v).expect("json"))
 }
 
+/// An optional JSON field: `null` there decodes as absent, so the generator never makes
+/// `Some(null)` (the wire cannot tell the two apart).
+fn opt_json() -> impl Strategy<Value = Option<RawJson>> {
+    proptest::option::of(raw_json()).prop_map(|o| o.filter(|j| j.get() != "null"))
+}
+
 fn client_info() -> impl Strategy<Value = ClientInfo> {
-    (text(), text(), proptest::option::of(raw_json()), proptest::option::of(raw_json())).prop_map(
+    (text(), text(), opt_json(), opt_json()).prop_map(
         |(user, client, conn_info, chan_info)| ClientInfo {
             user,
             client,
@@ -60,7 +66,7 @@ fn subscribe_request() -> impl Strategy<Value = SubscribeRequest> {
         any::<bool>(),
         text(),
         any::<u64>(),
-        proptest::option::of(raw_json()),
+        opt_json(),
         any::<(bool, bool, bool)>(),
         any::<i64>(),
     )
@@ -88,7 +94,7 @@ fn subscribe_result() -> impl Strategy<Value = SubscribeResult> {
         text(),
         prop::collection::vec(publication(), 0..3),
         any::<(bool, u64, bool, bool, bool)>(),
-        proptest::option::of(raw_json()),
+        opt_json(),
     )
         .prop_map(
             |((expires, ttl, recoverable), epoch, publications, (recovered, offset, positioned, was_recovering, join_leave), data)| {
@@ -112,7 +118,7 @@ fn subscribe_result() -> impl Strategy<Value = SubscribeResult> {
 fn command() -> impl Strategy<Value = Command> {
     let id = 1..u32::MAX;
     prop_oneof![
-        (id.clone(), text(), proptest::option::of(raw_json()), prop::collection::btree_map(text(), subscribe_request(), 0..2), text(), text())
+        (id.clone(), text(), opt_json(), prop::collection::btree_map(text(), subscribe_request(), 0..2), text(), text())
             .prop_map(|(id, token, data, subs, name, version)| Command {
                 id,
                 connect: Some(ConnectRequest { token, data, subs, name, version, headers: BTreeMap::new() }),
@@ -120,7 +126,7 @@ fn command() -> impl Strategy<Value = Command> {
             }),
         (id.clone(), subscribe_request()).prop_map(|(id, s)| Command { id, subscribe: Some(s), ..Command::default() }),
         (id.clone(), text()).prop_map(|(id, channel)| Command { id, unsubscribe: Some(UnsubscribeRequest { channel }), ..Command::default() }),
-        (id.clone(), text(), proptest::option::of(raw_json())).prop_map(|(id, channel, data)| Command { id, publish: Some(PublishRequest { channel, data }), ..Command::default() }),
+        (id.clone(), text(), opt_json()).prop_map(|(id, channel, data)| Command { id, publish: Some(PublishRequest { channel, data }), ..Command::default() }),
         (id.clone(), text(), any::<i32>(), proptest::option::of((any::<u64>(), text())), any::<bool>()).prop_map(|(id, channel, limit, since, reverse)| Command {
             id,
             history: Some(HistoryRequest { channel, limit, since: since.map(|(offset, epoch)| StreamPosition { offset, epoch }), reverse }),
@@ -129,7 +135,7 @@ fn command() -> impl Strategy<Value = Command> {
         (id.clone(), text()).prop_map(|(id, token)| Command { id, refresh: Some(RefreshRequest { token }), ..Command::default() }),
         (id.clone(), text(), text()).prop_map(|(id, channel, token)| Command { id, sub_refresh: Some(SubRefreshRequest { channel, token }), ..Command::default() }),
         (id, text()).prop_map(|(id, channel)| Command { id, presence_stats: Some(PresenceStatsRequest { channel }), ..Command::default() }),
-        proptest::option::of(raw_json()).prop_map(|data| Command { send: Some(SendRequest { data }), ..Command::default() }),
+        opt_json().prop_map(|data| Command { send: Some(SendRequest { data }), ..Command::default() }),
         Just(Command::default()),
     ]
 }

@@ -1,1 +1,58 @@
-//! placeholder
+//! The broker boundary of Herald: how a gateway node publishes, reads history and learns
+//! of publications made anywhere in the cluster.
+//!
+//! [`Broker`] is deliberately narrow so that the connection code never knows which
+//! implementation runs: the embedded [`memory::MemoryBroker`] (a single node, no Redis)
+//! or the Redis backbone. [`conformance`] is the one suite every implementation passes.
+
+pub mod conformance;
+pub mod memory;
+mod types;
+
+pub use types::*;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// Receives what the broker delivers to this node. Implementations must return quickly
+/// and never block: the broker calls them from its delivery path.
+pub trait BrokerHandler: Send + Sync + 'static {
+    /// A publication in a channel this node subscribed to, in offset order per channel.
+    fn on_publication(&self, channel: &str, publication: Arc<StoredPublication>);
+}
+
+/// What a gateway node needs from the message backbone.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Starts delivering publications of subscribed channels to `handler`. Called once,
+    /// before any other method.
+    async fn start(&self, handler: Arc<dyn BrokerHandler>) -> Result<(), BrokerError>;
+
+    /// Publishes to a channel: assigns the next offset (when the channel keeps history),
+    /// stores it, and delivers it to every subscribed node. With an idempotency key that
+    /// was seen within its TTL, returns the first result and publishes nothing.
+    async fn publish(
+        &self,
+        channel: &str,
+        request: PublishRequest,
+    ) -> Result<PublishOutcome, BrokerError>;
+
+    /// Starts delivering publications of these channels to this node.
+    async fn subscribe(&self, channels: &[String]) -> Result<(), BrokerError>;
+
+    /// Stops delivering publications of these channels to this node.
+    async fn unsubscribe(&self, channels: &[String]) -> Result<(), BrokerError>;
+
+    /// Reads a channel's history and its current position. The position's epoch is
+    /// created if the channel has none yet, so a client can subscribe before the first
+    /// publication and still recover it.
+    async fn history(&self, channel: &str, query: HistoryQuery)
+    -> Result<HistoryPage, BrokerError>;
+
+    /// Removes a channel's stored publications, keeping its position: a client that
+    /// recovers from before the removal is told recovery failed.
+    async fn remove_history(&self, channel: &str) -> Result<(), BrokerError>;
+
+    /// Whether the broker can serve traffic now.
+    fn health(&self) -> BrokerHealth;
+}

@@ -279,7 +279,10 @@ mod tests {
     fn error_codes_round_trip_and_serialize_as_numbers() {
         for c in ErrorCode::ALL {
             assert_eq!(ErrorCode::try_from(c.code()), Ok(c));
-            assert_eq!(serde_json::to_string(&c).expect("ser"), c.code().to_string());
+            assert_eq!(
+                serde_json::to_string(&c).expect("ser"),
+                c.code().to_string()
+            );
         }
         assert_eq!(ErrorCode::try_from(99), Err(UnknownCode(99)));
         assert!(ErrorCode::Internal.temporary());

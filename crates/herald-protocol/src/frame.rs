@@ -43,8 +43,10 @@ fn decode_lines<T: DeserializeOwned>(frame: &str) -> Result<Vec<T>, FrameError> 
         if !trimmed.starts_with('{') {
             return Err(FrameError::NotObject { line: i + 1 });
         }
-        let msg =
-            serde_json::from_str(line).map_err(|source| FrameError::Json { line: i + 1, source })?;
+        let msg = serde_json::from_str(line).map_err(|source| FrameError::Json {
+            line: i + 1,
+            source,
+        })?;
         out.push(msg);
     }
     if out.is_empty() {
@@ -87,7 +89,8 @@ impl FrameWriter {
         self.separate();
         let mark = self.buf.len();
         if let Err(e) = serde_json::to_writer((&mut self.buf).writer(), msg) {
-            self.buf.truncate(mark.saturating_sub(usize::from(self.count > 0)));
+            self.buf
+                .truncate(mark.saturating_sub(usize::from(self.count > 0)));
             return Err(e);
         }
         self.count += 1;

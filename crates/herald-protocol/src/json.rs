@@ -83,7 +83,10 @@ mod tests {
     fn keeps_text_verbatim() {
         let raw = RawJson::from_string(r#"{ "b": [1, 2] }"#.to_owned()).expect("valid");
         assert_eq!(raw.get(), r#"{ "b": [1, 2] }"#);
-        assert_eq!(serde_json::to_string(&raw).expect("ser"), r#"{ "b": [1, 2] }"#);
+        assert_eq!(
+            serde_json::to_string(&raw).expect("ser"),
+            r#"{ "b": [1, 2] }"#
+        );
     }
 
     #[test]

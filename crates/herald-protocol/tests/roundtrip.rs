@@ -34,14 +34,14 @@ fn opt_json() -> impl Strategy<Value = Option<RawJson>> {
 }
 
 fn client_info() -> impl Strategy<Value = ClientInfo> {
-    (text(), text(), opt_json(), opt_json()).prop_map(
-        |(user, client, conn_info, chan_info)| ClientInfo {
+    (text(), text(), opt_json(), opt_json()).prop_map(|(user, client, conn_info, chan_info)| {
+        ClientInfo {
             user,
             client,
             conn_info,
             chan_info,
-        },
-    )
+        }
+    })
 }
 
 fn publication() -> impl Strategy<Value = Publication> {
@@ -71,7 +71,16 @@ fn subscribe_request() -> impl Strategy<Value = SubscribeRequest> {
         any::<i64>(),
     )
         .prop_map(
-            |(channel, token, recover, epoch, offset, data, (positioned, recoverable, join_leave), flag)| {
+            |(
+                channel,
+                token,
+                recover,
+                epoch,
+                offset,
+                data,
+                (positioned, recoverable, join_leave),
+                flag,
+            )| {
                 SubscribeRequest {
                     channel,
                     token,
@@ -97,7 +106,13 @@ fn subscribe_result() -> impl Strategy<Value = SubscribeResult> {
         opt_json(),
     )
         .prop_map(
-            |((expires, ttl, recoverable), epoch, publications, (recovered, offset, positioned, was_recovering, join_leave), data)| {
+            |(
+                (expires, ttl, recoverable),
+                epoch,
+                publications,
+                (recovered, offset, positioned, was_recovering, join_leave),
+                data,
+            )| {
                 SubscribeResult {
                     expires,
                     ttl,
@@ -118,24 +133,77 @@ fn subscribe_result() -> impl Strategy<Value = SubscribeResult> {
 fn command() -> impl Strategy<Value = Command> {
     let id = 1..u32::MAX;
     prop_oneof![
-        (id.clone(), text(), opt_json(), prop::collection::btree_map(text(), subscribe_request(), 0..2), text(), text())
+        (
+            id.clone(),
+            text(),
+            opt_json(),
+            prop::collection::btree_map(text(), subscribe_request(), 0..2),
+            text(),
+            text()
+        )
             .prop_map(|(id, token, data, subs, name, version)| Command {
                 id,
-                connect: Some(ConnectRequest { token, data, subs, name, version, headers: BTreeMap::new() }),
+                connect: Some(ConnectRequest {
+                    token,
+                    data,
+                    subs,
+                    name,
+                    version,
+                    headers: BTreeMap::new()
+                }),
                 ..Command::default()
             }),
-        (id.clone(), subscribe_request()).prop_map(|(id, s)| Command { id, subscribe: Some(s), ..Command::default() }),
-        (id.clone(), text()).prop_map(|(id, channel)| Command { id, unsubscribe: Some(UnsubscribeRequest { channel }), ..Command::default() }),
-        (id.clone(), text(), opt_json()).prop_map(|(id, channel, data)| Command { id, publish: Some(PublishRequest { channel, data }), ..Command::default() }),
-        (id.clone(), text(), any::<i32>(), proptest::option::of((any::<u64>(), text())), any::<bool>()).prop_map(|(id, channel, limit, since, reverse)| Command {
+        (id.clone(), subscribe_request()).prop_map(|(id, s)| Command {
             id,
-            history: Some(HistoryRequest { channel, limit, since: since.map(|(offset, epoch)| StreamPosition { offset, epoch }), reverse }),
+            subscribe: Some(s),
             ..Command::default()
         }),
-        (id.clone(), text()).prop_map(|(id, token)| Command { id, refresh: Some(RefreshRequest { token }), ..Command::default() }),
-        (id.clone(), text(), text()).prop_map(|(id, channel, token)| Command { id, sub_refresh: Some(SubRefreshRequest { channel, token }), ..Command::default() }),
-        (id, text()).prop_map(|(id, channel)| Command { id, presence_stats: Some(PresenceStatsRequest { channel }), ..Command::default() }),
-        opt_json().prop_map(|data| Command { send: Some(SendRequest { data }), ..Command::default() }),
+        (id.clone(), text()).prop_map(|(id, channel)| Command {
+            id,
+            unsubscribe: Some(UnsubscribeRequest { channel }),
+            ..Command::default()
+        }),
+        (id.clone(), text(), opt_json()).prop_map(|(id, channel, data)| Command {
+            id,
+            publish: Some(PublishRequest { channel, data }),
+            ..Command::default()
+        }),
+        (
+            id.clone(),
+            text(),
+            any::<i32>(),
+            proptest::option::of((any::<u64>(), text())),
+            any::<bool>()
+        )
+            .prop_map(|(id, channel, limit, since, reverse)| Command {
+                id,
+                history: Some(HistoryRequest {
+                    channel,
+                    limit,
+                    since: since.map(|(offset, epoch)| StreamPosition { offset, epoch }),
+                    reverse
+                }),
+                ..Command::default()
+            }),
+        (id.clone(), text()).prop_map(|(id, token)| Command {
+            id,
+            refresh: Some(RefreshRequest { token }),
+            ..Command::default()
+        }),
+        (id.clone(), text(), text()).prop_map(|(id, channel, token)| Command {
+            id,
+            sub_refresh: Some(SubRefreshRequest { channel, token }),
+            ..Command::default()
+        }),
+        (id, text()).prop_map(|(id, channel)| Command {
+            id,
+            presence_stats: Some(PresenceStatsRequest { channel }),
+            ..Command::default()
+        }),
+        opt_json().prop_map(|data| Command {
+            send: Some(SendRequest { data }),
+            ..Command::default()
+        }),
         Just(Command::default()),
     ]
 }
@@ -143,25 +211,96 @@ fn command() -> impl Strategy<Value = Command> {
 fn reply() -> impl Strategy<Value = Reply> {
     let id = 1..u32::MAX;
     prop_oneof![
-        (id.clone(), any::<u32>(), text(), any::<bool>()).prop_map(|(id, code, message, temporary)| Reply::error(id, Error { code, message, temporary })),
-        (id.clone(), text(), text(), prop::collection::btree_map(text(), subscribe_result(), 0..2), any::<(bool, u32, u32, bool)>())
-            .prop_map(|(id, client, version, subs, (expires, ttl, ping, pong))| Reply {
+        (id.clone(), any::<u32>(), text(), any::<bool>()).prop_map(
+            |(id, code, message, temporary)| Reply::error(
                 id,
-                connect: Some(ConnectResult { client, version, subs, expires, ttl, ping, pong, ..ConnectResult::default() }),
-                ..Reply::default()
-            }),
-        (id.clone(), subscribe_result()).prop_map(|(id, s)| Reply { id, subscribe: Some(s), ..Reply::default() }),
-        (id.clone(), prop::collection::vec(publication(), 0..3), text(), any::<u64>()).prop_map(|(id, publications, epoch, offset)| Reply {
+                Error {
+                    code,
+                    message,
+                    temporary
+                }
+            )
+        ),
+        (
+            id.clone(),
+            text(),
+            text(),
+            prop::collection::btree_map(text(), subscribe_result(), 0..2),
+            any::<(bool, u32, u32, bool)>()
+        )
+            .prop_map(
+                |(id, client, version, subs, (expires, ttl, ping, pong))| Reply {
+                    id,
+                    connect: Some(ConnectResult {
+                        client,
+                        version,
+                        subs,
+                        expires,
+                        ttl,
+                        ping,
+                        pong,
+                        ..ConnectResult::default()
+                    }),
+                    ..Reply::default()
+                }
+            ),
+        (id.clone(), subscribe_result()).prop_map(|(id, s)| Reply {
             id,
-            history: Some(HistoryResult { publications, epoch, offset }),
+            subscribe: Some(s),
             ..Reply::default()
         }),
-        (id.clone(), prop::collection::btree_map(text(), client_info(), 0..3)).prop_map(|(id, presence)| Reply { id, presence: Some(PresenceResult { presence }), ..Reply::default() }),
-        (id, any::<(u32, u32)>()).prop_map(|(id, (num_clients, num_users))| Reply { id, presence_stats: Some(PresenceStatsResult { num_clients, num_users }), ..Reply::default() }),
-        (text(), publication()).prop_map(|(channel, p)| Reply::push(Push { channel, publication: Some(p), ..Push::default() })),
-        (text(), client_info()).prop_map(|(channel, info)| Reply::push(Push { channel, join: Some(Join { info }), ..Push::default() })),
-        (text(), any::<u32>(), text()).prop_map(|(channel, code, reason)| Reply::push(Push { channel, unsubscribe: Some(Unsubscribe { code, reason }), ..Push::default() })),
-        (text(), any::<u32>(), text()).prop_map(|(channel, code, reason)| Reply::push(Push { channel, disconnect: Some(Disconnect { code, reason }), ..Push::default() })),
+        (
+            id.clone(),
+            prop::collection::vec(publication(), 0..3),
+            text(),
+            any::<u64>()
+        )
+            .prop_map(|(id, publications, epoch, offset)| Reply {
+                id,
+                history: Some(HistoryResult {
+                    publications,
+                    epoch,
+                    offset
+                }),
+                ..Reply::default()
+            }),
+        (
+            id.clone(),
+            prop::collection::btree_map(text(), client_info(), 0..3)
+        )
+            .prop_map(|(id, presence)| Reply {
+                id,
+                presence: Some(PresenceResult { presence }),
+                ..Reply::default()
+            }),
+        (id, any::<(u32, u32)>()).prop_map(|(id, (num_clients, num_users))| Reply {
+            id,
+            presence_stats: Some(PresenceStatsResult {
+                num_clients,
+                num_users
+            }),
+            ..Reply::default()
+        }),
+        (text(), publication()).prop_map(|(channel, p)| Reply::push(Push {
+            channel,
+            publication: Some(p),
+            ..Push::default()
+        })),
+        (text(), client_info()).prop_map(|(channel, info)| Reply::push(Push {
+            channel,
+            join: Some(Join { info }),
+            ..Push::default()
+        })),
+        (text(), any::<u32>(), text()).prop_map(|(channel, code, reason)| Reply::push(Push {
+            channel,
+            unsubscribe: Some(Unsubscribe { code, reason }),
+            ..Push::default()
+        })),
+        (text(), any::<u32>(), text()).prop_map(|(channel, code, reason)| Reply::push(Push {
+            channel,
+            disconnect: Some(Disconnect { code, reason }),
+            ..Push::default()
+        })),
         Just(Reply::default()),
     ]
 }

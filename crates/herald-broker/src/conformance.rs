@@ -1,0 +1,364 @@
+//! The conformance suite every [`Broker`] implementation must pass.
+//!
+//! Each check takes a freshly made broker that has not been started, and uses channel
+//! names of its own, so a suite may share one backend (a Redis server) between checks.
+//! Use [`broker_conformance_tests!`](crate::broker_conformance_tests) to turn the suite
+//! into `#[tokio::test]` functions for an implementation.
+
+use crate::{Broker, BrokerHandler, HistoryQuery, PublishRequest, StoredPublication};
+use herald_protocol::RawJson;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long a check waits for a delivery before it fails.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A handler that records every delivery.
+pub struct Collector {
+    tx: mpsc::UnboundedSender<(String, Arc<StoredPublication>)>,
+}
+
+impl BrokerHandler for Collector {
+    fn on_publication(&self, channel: &str, publication: Arc<StoredPublication>) {
+        let _ = self.tx.send((channel.to_owned(), publication));
+    }
+}
+
+/// Starts `broker` with a [`Collector`] and returns the receiving end.
+pub async fn start<B: Broker>(
+    broker: &B,
+) -> mpsc::UnboundedReceiver<(String, Arc<StoredPublication>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    broker
+        .start(Arc::new(Collector { tx }))
+        .await
+        .expect("broker starts");
+    rx
+}
+
+/// A channel name unique to this run.
+pub fn channel(tag: &str) -> String {
+    format!("conf-{tag}-{}", crate::new_epoch())
+}
+
+fn data(n: u64) -> RawJson {
+    RawJson::from_value(&serde_json::json!({ "n": n })).expect("json")
+}
+
+fn history(size: usize) -> impl Fn(u64) -> PublishRequest {
+    move |n| PublishRequest::new(data(n)).with_history(size, Duration::from_secs(60))
+}
+
+async fn next(
+    rx: &mut mpsc::UnboundedReceiver<(String, Arc<StoredPublication>)>,
+) -> (String, Arc<StoredPublication>) {
+    tokio::time::timeout(DELIVERY_TIMEOUT, rx.recv())
+        .await
+        .expect("a delivery within the timeout")
+        .expect("the broker keeps its handler")
+}
+
+async fn nothing_more(rx: &mut mpsc::UnboundedReceiver<(String, Arc<StoredPublication>)>) {
+    // Deliveries of a single broker arrive in milliseconds; a quiet half second means none.
+    if let Ok(Some((c, p))) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+        panic!("unexpected delivery on {c}: {p:?}");
+    }
+}
+
+/// Offsets start at 1 and are contiguous; the epoch does not change between publishes.
+pub async fn offsets_are_contiguous<B: Broker>(broker: B) {
+    let _rx = start(&broker).await;
+    let ch = channel("offsets");
+    let req = history(100);
+    let first = broker.publish(&ch, req(1)).await.expect("publish");
+    assert_eq!(first.position.offset, 1);
+    assert!(!first.position.epoch.is_empty());
+    for n in 2..=20 {
+        let out = broker.publish(&ch, req(n)).await.expect("publish");
+        assert_eq!(out.position.offset, n);
+        assert_eq!(out.position.epoch, first.position.epoch);
+        assert!(!out.duplicate);
+    }
+}
+
+/// A subscribed node gets publications of its channels only, in order, and stops
+/// getting them after unsubscribing.
+pub async fn delivers_subscribed_channels_only<B: Broker>(broker: B) {
+    let mut rx = start(&broker).await;
+    let (a, b) = (channel("sub-a"), channel("sub-b"));
+    broker
+        .subscribe(std::slice::from_ref(&a))
+        .await
+        .expect("subscribe");
+    let req = history(10);
+    for n in 1..=5 {
+        broker.publish(&a, req(n)).await.expect("publish a");
+        broker.publish(&b, req(n)).await.expect("publish b");
+    }
+    for n in 1..=5 {
+        let (c, p) = next(&mut rx).await;
+        assert_eq!(c, a);
+        assert_eq!(p.publication.offset, n);
+        assert_eq!(p.publication.data, data(n));
+        assert!(!p.epoch.is_empty());
+    }
+    nothing_more(&mut rx).await;
+    broker
+        .unsubscribe(std::slice::from_ref(&a))
+        .await
+        .expect("unsubscribe");
+    broker.publish(&a, req(6)).await.expect("publish");
+    nothing_more(&mut rx).await;
+}
+
+/// Without history a publication has no offset, is not stored, and is still delivered.
+pub async fn publish_without_history<B: Broker>(broker: B) {
+    let mut rx = start(&broker).await;
+    let ch = channel("nohist");
+    broker
+        .subscribe(std::slice::from_ref(&ch))
+        .await
+        .expect("subscribe");
+    let out = broker
+        .publish(&ch, PublishRequest::new(data(1)))
+        .await
+        .expect("publish");
+    assert_eq!(out.position.offset, 0);
+    let (c, p) = next(&mut rx).await;
+    assert_eq!((c.as_str(), p.publication.offset), (ch.as_str(), 0));
+    let page = broker
+        .history(&ch, HistoryQuery::default())
+        .await
+        .expect("history");
+    assert!(page.publications.is_empty());
+}
+
+/// Concurrent publishers: every node sees the offsets in order with no gap.
+pub async fn concurrent_publishers_deliver_in_order<B: Broker>(broker: B) {
+    let broker = Arc::new(broker);
+    let mut rx = start(broker.as_ref()).await;
+    let ch = channel("concurrent");
+    broker
+        .subscribe(std::slice::from_ref(&ch))
+        .await
+        .expect("subscribe");
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let (broker, ch) = (broker.clone(), ch.clone());
+            tokio::spawn(async move {
+                for n in 0..50 {
+                    broker
+                        .publish(&ch, history(1000)(t * 100 + n))
+                        .await
+                        .expect("publish");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("publisher task");
+    }
+    for expected in 1..=200 {
+        let (_, p) = next(&mut rx).await;
+        assert_eq!(
+            p.publication.offset, expected,
+            "delivery order must be offset order"
+        );
+    }
+}
+
+/// History reads: since, limit, reverse, and the position.
+pub async fn history_queries<B: Broker>(broker: B) {
+    let _rx = start(&broker).await;
+    let ch = channel("history");
+    let req = history(100);
+    for n in 1..=10 {
+        broker.publish(&ch, req(n)).await.expect("publish");
+    }
+    let offsets = |page: &crate::HistoryPage| -> Vec<u64> {
+        page.publications.iter().map(|p| p.offset).collect()
+    };
+    let all = broker
+        .history(&ch, HistoryQuery::default())
+        .await
+        .expect("history");
+    assert_eq!(offsets(&all), (1..=10).collect::<Vec<_>>());
+    assert_eq!(all.position.offset, 10);
+    assert_eq!(all.publications[2].data, data(3));
+
+    let q = |since_offset, limit, reverse| HistoryQuery {
+        since_offset,
+        limit,
+        reverse,
+    };
+    let since = broker
+        .history(&ch, q(Some(7), None, false))
+        .await
+        .expect("since");
+    assert_eq!(offsets(&since), vec![8, 9, 10]);
+    let limited = broker
+        .history(&ch, q(Some(2), Some(3), false))
+        .await
+        .expect("limit");
+    assert_eq!(offsets(&limited), vec![3, 4, 5]);
+    let newest = broker
+        .history(&ch, q(None, Some(2), true))
+        .await
+        .expect("reverse");
+    assert_eq!(offsets(&newest), vec![10, 9]);
+    let before = broker
+        .history(&ch, q(Some(4), Some(10), true))
+        .await
+        .expect("reverse since");
+    assert_eq!(offsets(&before), vec![3, 2, 1]);
+    let position_only = broker
+        .history(&ch, q(None, Some(0), false))
+        .await
+        .expect("position");
+    assert!(position_only.publications.is_empty());
+    assert_eq!(position_only.position, all.position);
+    let at_top = broker
+        .history(&ch, q(Some(10), None, false))
+        .await
+        .expect("at top");
+    assert!(at_top.publications.is_empty());
+}
+
+/// History keeps at most `history_size` publications; offsets keep counting.
+pub async fn history_is_trimmed_to_size<B: Broker>(broker: B) {
+    let _rx = start(&broker).await;
+    let ch = channel("trim");
+    let req = history(3);
+    for n in 1..=8 {
+        broker.publish(&ch, req(n)).await.expect("publish");
+    }
+    let page = broker
+        .history(&ch, HistoryQuery::default())
+        .await
+        .expect("history");
+    let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
+    assert_eq!(offsets, vec![6, 7, 8]);
+    assert_eq!(page.position.offset, 8);
+}
+
+/// Publications leave history after their TTL; the position and epoch stay.
+pub async fn history_expires<B: Broker>(broker: B) {
+    let _rx = start(&broker).await;
+    let ch = channel("ttl");
+    let out = broker
+        .publish(
+            &ch,
+            PublishRequest::new(data(1)).with_history(10, Duration::from_secs(1)),
+        )
+        .await
+        .expect("publish");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let page = broker
+        .history(&ch, HistoryQuery::default())
+        .await
+        .expect("history");
+    assert!(
+        page.publications.is_empty(),
+        "expired publication still in history"
+    );
+    assert_eq!(page.position, out.position);
+}
+
+/// The same idempotency key publishes once and returns the first result.
+pub async fn idempotent_publish<B: Broker>(broker: B) {
+    let mut rx = start(&broker).await;
+    let ch = channel("idem");
+    broker
+        .subscribe(std::slice::from_ref(&ch))
+        .await
+        .expect("subscribe");
+    let mut req = history(10)(1);
+    req.idempotency_key = Some("order-42".into());
+    let first = broker.publish(&ch, req.clone()).await.expect("publish");
+    let again = broker.publish(&ch, req).await.expect("publish again");
+    assert_eq!(again.position, first.position);
+    assert!(again.duplicate && !first.duplicate);
+    let (_, p) = next(&mut rx).await;
+    assert_eq!(p.publication.offset, 1);
+    nothing_more(&mut rx).await;
+    let page = broker
+        .history(&ch, HistoryQuery::default())
+        .await
+        .expect("history");
+    assert_eq!(page.publications.len(), 1);
+}
+
+/// Removing history keeps the position, so recovery from before it fails visibly.
+pub async fn remove_history_keeps_position<B: Broker>(broker: B) {
+    let _rx = start(&broker).await;
+    let ch = channel("remove");
+    for n in 1..=3 {
+        broker.publish(&ch, history(10)(n)).await.expect("publish");
+    }
+    broker.remove_history(&ch).await.expect("remove");
+    let page = broker
+        .history(&ch, HistoryQuery::default())
+        .await
+        .expect("history");
+    assert!(page.publications.is_empty());
+    assert_eq!(page.position.offset, 3);
+    let next_pub = broker.publish(&ch, history(10)(4)).await.expect("publish");
+    assert_eq!(next_pub.position.offset, 4);
+    assert_eq!(next_pub.position.epoch, page.position.epoch);
+}
+
+/// A channel that was never published to has offset 0 and an epoch that its first
+/// publication keeps, so a client that subscribed early can recover it.
+pub async fn position_before_first_publish<B: Broker>(broker: B) {
+    let _rx = start(&broker).await;
+    let ch = channel("early");
+    let early = broker
+        .history(
+            &ch,
+            HistoryQuery {
+                limit: Some(0),
+                ..HistoryQuery::default()
+            },
+        )
+        .await
+        .expect("position");
+    assert_eq!(early.position.offset, 0);
+    assert!(!early.position.epoch.is_empty());
+    let out = broker.publish(&ch, history(10)(1)).await.expect("publish");
+    assert_eq!(out.position.epoch, early.position.epoch);
+    assert!(broker.health().ready);
+}
+
+/// Generates one `#[tokio::test]` per conformance check for a broker made by `$make`
+/// (an expression evaluating to a closure that returns a future of the broker).
+#[macro_export]
+macro_rules! broker_conformance_tests {
+    ($make:expr) => {
+        $crate::broker_conformance_tests!(@each $make;
+            offsets_are_contiguous,
+            delivers_subscribed_channels_only,
+            publish_without_history,
+            concurrent_publishers_deliver_in_order,
+            history_queries,
+            history_is_trimmed_to_size,
+            history_expires,
+            idempotent_publish,
+            remove_history_keeps_position,
+            position_before_first_publish,
+        );
+    };
+    (@each $make:expr; $($check:ident),* $(,)?) => {
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let make = $make;
+                    $crate::conformance::$check(make().await).await;
+                }
+            )*
+        }
+    };
+}

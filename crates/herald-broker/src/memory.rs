@@ -1,0 +1,346 @@
+//! The embedded in-memory broker: one node, no Redis, same semantics as the backbone.
+
+use crate::{
+    Broker, BrokerError, BrokerHandler, BrokerHealth, HistoryPage, HistoryQuery, PublishOutcome,
+    PublishRequest, StoredPublication, new_epoch,
+};
+use async_trait::async_trait;
+use herald_protocol::{Publication, StreamPosition};
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+/// Tuning of the memory broker.
+#[derive(Debug, Clone)]
+pub struct MemoryConfig {
+    /// How long an idle channel keeps its epoch and top offset after its last publish.
+    pub meta_ttl: Duration,
+    /// How long an idempotency key is remembered.
+    pub idempotency_ttl: Duration,
+    /// How often expired history, keys and idle channels are swept.
+    pub sweep_interval: Duration,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            meta_ttl: Duration::from_secs(30 * 24 * 3600),
+            idempotency_ttl: Duration::from_secs(5 * 60),
+            sweep_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A broker that lives inside the gateway process. History and offsets are lost when
+/// the process exits, and a restarted node gives every channel a new epoch, so clients
+/// are told their recovery failed instead of silently missing publications.
+pub struct MemoryBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: MemoryConfig,
+    channels: Mutex<HashMap<String, Arc<Mutex<Channel>>>>,
+    handler: OnceLock<Arc<dyn BrokerHandler>>,
+}
+
+struct Channel {
+    epoch: String,
+    top: u64,
+    entries: VecDeque<Entry>,
+    idempotency: HashMap<String, (StreamPosition, Instant)>,
+    subscribed: bool,
+    touched: Instant,
+}
+
+struct Entry {
+    expires: Instant,
+    publication: Publication,
+}
+
+impl Channel {
+    fn new(now: Instant) -> Self {
+        Self {
+            epoch: new_epoch(),
+            top: 0,
+            entries: VecDeque::new(),
+            idempotency: HashMap::new(),
+            subscribed: false,
+            touched: now,
+        }
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while self.entries.front().is_some_and(|e| e.expires <= now) {
+            self.entries.pop_front();
+        }
+        self.idempotency.retain(|_, (_, until)| *until > now);
+    }
+
+    fn position(&self) -> StreamPosition {
+        StreamPosition {
+            offset: self.top,
+            epoch: self.epoch.clone(),
+        }
+    }
+}
+
+impl MemoryBroker {
+    /// A broker with default tuning.
+    pub fn new() -> Self {
+        Self::with_config(MemoryConfig::default())
+    }
+
+    /// A broker with the given tuning.
+    pub fn with_config(config: MemoryConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                channels: Mutex::new(HashMap::new()),
+                handler: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The number of channels with state (for tests and metrics).
+    pub fn channel_count(&self) -> usize {
+        self.inner.channels.lock().len()
+    }
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Inner {
+    fn channel(&self, name: &str) -> Arc<Mutex<Channel>> {
+        let mut channels = self.channels.lock();
+        if let Some(c) = channels.get(name) {
+            return c.clone();
+        }
+        let c = Arc::new(Mutex::new(Channel::new(Instant::now())));
+        channels.insert(name.to_owned(), c.clone());
+        c
+    }
+
+    fn existing(&self, name: &str) -> Option<Arc<Mutex<Channel>>> {
+        self.channels.lock().get(name).cloned()
+    }
+
+    fn sweep(&self, now: Instant) {
+        let mut channels = self.channels.lock();
+        channels.retain(|_, c| {
+            let mut c = c.lock();
+            c.prune(now);
+            c.subscribed
+                || !c.entries.is_empty()
+                || !c.idempotency.is_empty()
+                || now.duration_since(c.touched) < self.config.meta_ttl
+        });
+    }
+}
+
+async fn sweeper(inner: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.sweep(Instant::now());
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn start(&self, handler: Arc<dyn BrokerHandler>) -> Result<(), BrokerError> {
+        self.inner
+            .handler
+            .set(handler)
+            .map_err(|_| BrokerError::Lifecycle)?;
+        tokio::spawn(sweeper(
+            Arc::downgrade(&self.inner),
+            self.inner.config.sweep_interval,
+        ));
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        channel: &str,
+        request: PublishRequest,
+    ) -> Result<PublishOutcome, BrokerError> {
+        let handler = self.inner.handler.get().ok_or(BrokerError::Lifecycle)?;
+        let now = Instant::now();
+        let keeps_history = request.keeps_history();
+        let mut publication = Publication {
+            data: request.data,
+            info: request.info,
+            offset: 0,
+            tags: request.tags,
+        };
+        if !keeps_history && request.idempotency_key.is_none() {
+            // No stream: nothing to store, only deliver if this node listens.
+            let Some(state) = self.inner.existing(channel) else {
+                return Ok(PublishOutcome {
+                    position: StreamPosition::default(),
+                    duplicate: false,
+                });
+            };
+            let state = state.lock();
+            if state.subscribed {
+                handler.on_publication(
+                    channel,
+                    Arc::new(StoredPublication {
+                        publication,
+                        epoch: String::new(),
+                    }),
+                );
+            }
+            return Ok(PublishOutcome {
+                position: StreamPosition::default(),
+                duplicate: false,
+            });
+        }
+
+        let state = self.inner.channel(channel);
+        // The channel lock is held while delivering so that offset order is delivery order.
+        let mut state = state.lock();
+        state.prune(now);
+        state.touched = now;
+        if let Some(key) = &request.idempotency_key
+            && let Some((position, _)) = state.idempotency.get(key)
+        {
+            return Ok(PublishOutcome {
+                position: position.clone(),
+                duplicate: true,
+            });
+        }
+        let position = if keeps_history {
+            state.top += 1;
+            publication.offset = state.top;
+            state.entries.push_back(Entry {
+                expires: now + request.history_ttl,
+                publication: publication.clone(),
+            });
+            while state.entries.len() > request.history_size {
+                state.entries.pop_front();
+            }
+            state.position()
+        } else {
+            StreamPosition::default()
+        };
+        if let Some(key) = request.idempotency_key {
+            state.idempotency.insert(
+                key,
+                (position.clone(), now + self.inner.config.idempotency_ttl),
+            );
+        }
+        if state.subscribed {
+            handler.on_publication(
+                channel,
+                Arc::new(StoredPublication {
+                    publication,
+                    epoch: position.epoch.clone(),
+                }),
+            );
+        }
+        Ok(PublishOutcome {
+            position,
+            duplicate: false,
+        })
+    }
+
+    async fn subscribe(&self, channels: &[String]) -> Result<(), BrokerError> {
+        for name in channels {
+            self.inner.channel(name).lock().subscribed = true;
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, channels: &[String]) -> Result<(), BrokerError> {
+        for name in channels {
+            if let Some(c) = self.inner.existing(name) {
+                c.lock().subscribed = false;
+            }
+        }
+        Ok(())
+    }
+
+    async fn history(
+        &self,
+        channel: &str,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, BrokerError> {
+        let now = Instant::now();
+        let state = self.inner.channel(channel);
+        let mut state = state.lock();
+        state.prune(now);
+        let limit = query.limit.unwrap_or(usize::MAX);
+        let publications = if limit == 0 {
+            Vec::new()
+        } else if query.reverse {
+            let below = query.since_offset.unwrap_or(u64::MAX);
+            state
+                .entries
+                .iter()
+                .rev()
+                .filter(|e| e.publication.offset < below)
+                .take(limit)
+                .map(|e| e.publication.clone())
+                .collect()
+        } else {
+            let above = query.since_offset.unwrap_or(0);
+            // Entries are sorted by offset: skip to the first one after `above`.
+            let start = state
+                .entries
+                .partition_point(|e| e.publication.offset <= above);
+            state
+                .entries
+                .range(start..)
+                .take(limit)
+                .map(|e| e.publication.clone())
+                .collect()
+        };
+        Ok(HistoryPage {
+            publications,
+            position: state.position(),
+        })
+    }
+
+    async fn remove_history(&self, channel: &str) -> Result<(), BrokerError> {
+        if let Some(c) = self.inner.existing(channel) {
+            c.lock().entries.clear();
+        }
+        Ok(())
+    }
+
+    fn health(&self) -> BrokerHealth {
+        BrokerHealth::ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::broker_conformance_tests!(|| async { MemoryBroker::new() });
+
+    #[tokio::test]
+    async fn sweep_forgets_idle_channels_but_not_subscribed_ones() {
+        let broker = MemoryBroker::with_config(MemoryConfig {
+            meta_ttl: Duration::from_millis(10),
+            ..MemoryConfig::default()
+        });
+        broker
+            .history("idle", HistoryQuery::default())
+            .await
+            .expect("history");
+        broker.subscribe(&["kept".to_owned()]).await.expect("sub");
+        assert_eq!(broker.channel_count(), 2);
+        broker.inner.sweep(Instant::now() + Duration::from_secs(1));
+        assert_eq!(broker.channel_count(), 1);
+    }
+}

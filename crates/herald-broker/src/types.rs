@@ -1,0 +1,133 @@
+//! Values that cross the broker boundary.
+
+use herald_protocol::{ClientInfo, Publication, RawJson, StreamPosition};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A publication as stored and delivered: the wire publication plus its epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPublication {
+    /// The publication (with its offset, 0 when the channel keeps no history).
+    pub publication: Publication,
+    /// The epoch of the stream the offset belongs to ("" without history).
+    pub epoch: String,
+}
+
+/// What to publish and how long to keep it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishRequest {
+    /// The payload (valid JSON).
+    pub data: RawJson,
+    /// The publishing client, when a client published.
+    pub info: Option<ClientInfo>,
+    /// Free-form tags.
+    pub tags: BTreeMap<String, String>,
+    /// Publications kept in the channel's history; 0 keeps none (no offsets either).
+    pub history_size: usize,
+    /// How long a publication stays in history.
+    pub history_ttl: Duration,
+    /// Publishing again with the same key within its TTL publishes nothing.
+    pub idempotency_key: Option<String>,
+}
+
+impl PublishRequest {
+    /// A request for `data` with no history.
+    pub fn new(data: RawJson) -> Self {
+        Self {
+            data,
+            info: None,
+            tags: BTreeMap::new(),
+            history_size: 0,
+            history_ttl: Duration::ZERO,
+            idempotency_key: None,
+        }
+    }
+
+    /// Keeps `size` publications for `ttl`.
+    pub fn with_history(mut self, size: usize, ttl: Duration) -> Self {
+        self.history_size = size;
+        self.history_ttl = ttl;
+        self
+    }
+
+    /// Whether this publication goes into a stream with offsets.
+    pub fn keeps_history(&self) -> bool {
+        self.history_size > 0 && !self.history_ttl.is_zero()
+    }
+}
+
+/// The result of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishOutcome {
+    /// The offset and epoch assigned (zero and empty without history).
+    pub position: StreamPosition,
+    /// The idempotency key had been seen: this is the first publish's result.
+    pub duplicate: bool,
+}
+
+/// Which part of a channel's history to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only publications after this offset (the epoch is not checked by the broker; the
+    /// caller compares it with the page's position).
+    pub since_offset: Option<u64>,
+    /// At most this many publications; `None` reads all, `Some(0)` only the position.
+    pub limit: Option<usize>,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+/// A page of history and the stream's position when it was read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// Publications in the order asked for.
+    pub publications: Vec<herald_protocol::Publication>,
+    /// The top offset and the epoch.
+    pub position: StreamPosition,
+}
+
+/// Whether a broker can serve traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerHealth {
+    /// Ready to publish and deliver.
+    pub ready: bool,
+    /// Why not, when not.
+    pub detail: String,
+}
+
+impl BrokerHealth {
+    /// Healthy.
+    pub fn ok() -> Self {
+        Self {
+            ready: true,
+            detail: String::new(),
+        }
+    }
+}
+
+/// A broker operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The backend cannot be reached or refused the operation; temporary.
+    #[error("broker unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The backend did not answer in time; temporary.
+    #[error("broker timed out")]
+    Timeout,
+    /// The backend answered something Herald cannot use.
+    #[error("broker protocol error")]
+    Protocol(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// `start` was not called, or was called twice.
+    #[error("broker not started or started twice")]
+    Lifecycle,
+}
+
+/// Generates a fresh epoch: a short random string that differs whenever history is lost.
+pub fn new_epoch() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}

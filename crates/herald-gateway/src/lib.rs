@@ -1,1 +1,19 @@
-//! placeholder
+//! The Herald gateway: a WebSocket fan-out server speaking the Centrifuge client
+//! protocol, with a server HTTP API, health and metrics.
+//!
+//! The library never binds its own port or reads signals: the caller passes a listener
+//! and a [`CancellationToken`](tokio_util::sync::CancellationToken) to [`run`], which
+//! makes the whole server testable in-process.
+
+pub mod api;
+pub mod auth;
+pub mod channel;
+pub mod config;
+mod connection;
+pub mod hub;
+pub mod metrics;
+pub mod node;
+pub mod server;
+
+pub use config::Config;
+pub use server::{StartError, build, router, run, serve};

@@ -1,0 +1,387 @@
+//! Command handling: decode a frame, dispatch each command, queue its reply.
+
+use super::{Conn, Fail, Session};
+use crate::auth::{TokenError, unix_now};
+use crate::channel::{Action, Channel};
+use crate::hub::ConnHandle;
+use herald_broker::{HistoryQuery, PublishRequest};
+use herald_protocol::{
+    ClientInfo, Command, CommandError, ConnectRequest, ConnectResult, DisconnectCode, ErrorCode,
+    HistoryRequest, HistoryResult, PresenceResult, PresenceStatsResult, Reply, Request,
+    SubRefreshResult, UnsubscribeResult, decode_commands,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Converts an expiry in Unix seconds to a deadline and the seconds left.
+pub(super) fn expiry(at: Option<u64>) -> (Option<Instant>, u32) {
+    match at {
+        None => (None, 0),
+        Some(at) => {
+            let left = at.saturating_sub(unix_now());
+            (
+                Some(Instant::now() + Duration::from_secs(left)),
+                u32::try_from(left).unwrap_or(u32::MAX),
+            )
+        }
+    }
+}
+
+impl Conn {
+    pub(super) async fn on_frame(&mut self, text: &str) -> Result<(), DisconnectCode> {
+        let commands = decode_commands(text).map_err(|e| {
+            tracing::debug!(error = %e, "malformed frame");
+            DisconnectCode::BadRequest
+        })?;
+        for cmd in &commands {
+            self.on_command(cmd).await?;
+        }
+        Ok(())
+    }
+
+    fn reply_error(&mut self, id: u32, code: ErrorCode) {
+        self.node
+            .metrics
+            .reply_errors
+            .with_label_values(&[code.code().to_string().as_str()])
+            .inc();
+        let _ = self.out.push(&Reply::error(id, code.to_error()));
+    }
+
+    async fn on_command(&mut self, cmd: &Command) -> Result<(), DisconnectCode> {
+        let request = match cmd.request() {
+            Ok(r) => r,
+            Err(CommandError::UnknownMethod) => {
+                self.node
+                    .metrics
+                    .messages_received
+                    .with_label_values(&["unknown"])
+                    .inc();
+                self.reply_error(cmd.id, ErrorCode::MethodNotFound);
+                return Ok(());
+            }
+            Err(CommandError::SeveralMethods) if cmd.id > 0 => {
+                self.reply_error(cmd.id, ErrorCode::BadRequest);
+                return Ok(());
+            }
+            Err(CommandError::SeveralMethods) => return Err(DisconnectCode::BadRequest),
+        };
+        self.node
+            .metrics
+            .messages_received
+            .with_label_values(&[request.name()])
+            .inc();
+        // Only pongs and `send` go without an id.
+        if cmd.id == 0 && !matches!(request, Request::Pong | Request::Send(_)) {
+            return Err(DisconnectCode::BadRequest);
+        }
+        if self.session.is_none() && !matches!(request, Request::Connect(_)) {
+            return Err(DisconnectCode::BadRequest);
+        }
+        let result = match request {
+            Request::Pong => {
+                self.pong_deadline = None;
+                return Ok(());
+            }
+            Request::Send(_) => return Ok(()),
+            Request::Connect(req) => self.on_connect(req).await,
+            Request::Subscribe(req) => self.on_subscribe(req).await,
+            Request::Unsubscribe(req) => {
+                self.remove_sub(&req.channel).await;
+                Ok(Reply {
+                    unsubscribe: Some(UnsubscribeResult {}),
+                    ..Reply::default()
+                })
+            }
+            Request::Publish(req) => self.on_publish(&req.channel, req.data.clone()).await,
+            Request::History(req) => self.on_history(req).await,
+            Request::Presence(req) => self.on_presence(&req.channel, false),
+            Request::PresenceStats(req) => self.on_presence(&req.channel, true),
+            Request::Refresh(req) => self.on_refresh(&req.token),
+            Request::SubRefresh(req) => self.on_sub_refresh(&req.channel, &req.token),
+            Request::Rpc(_) => Err(Fail::Error(ErrorCode::NotAvailable)),
+        };
+        match result {
+            Ok(mut reply) => {
+                reply.id = cmd.id;
+                let _ = self.out.push(&reply);
+                Ok(())
+            }
+            Err(Fail::Error(code)) => {
+                self.reply_error(cmd.id, code);
+                Ok(())
+            }
+            Err(Fail::Disconnect(code)) => Err(code),
+        }
+    }
+
+    async fn on_connect(&mut self, req: &ConnectRequest) -> Result<Reply, Fail> {
+        if self.session.is_some() {
+            return Err(Fail::Disconnect(DisconnectCode::BadRequest));
+        }
+        if self.node.draining() {
+            return Err(Fail::Disconnect(DisconnectCode::Shutdown));
+        }
+        let config = self.node.config.clone();
+        let claims = if req.token.is_empty() {
+            if !config.client.allow_anonymous {
+                return Err(Fail::Disconnect(DisconnectCode::InvalidToken));
+            }
+            crate::auth::ConnectionClaims::default()
+        } else {
+            match self.node.verifier.verify_connection(&req.token) {
+                Ok(c) => c,
+                Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired.into()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "connection token refused");
+                    return Err(Fail::Disconnect(DisconnectCode::InvalidToken));
+                }
+            }
+        };
+        let expires = claims.expires_at();
+        if expires.is_some_and(|t| t <= unix_now()) {
+            return Err(ErrorCode::TokenExpired.into());
+        }
+        let (expires_at, ttl) = expiry(expires);
+        let client: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string());
+        let user: Arc<str> = Arc::from(claims.sub.as_str());
+        let span = tracing::Span::current();
+        span.record("client", &*client);
+        span.record("user", &*user);
+        let handle = ConnHandle {
+            id: self.id,
+            client: client.clone(),
+            user: user.clone(),
+            tx: self.tx.clone(),
+            closer: self.closer.clone(),
+        };
+        self.node.hub.register(handle.clone());
+        self.session = Some(Session {
+            client: client.clone(),
+            user,
+            conn_info: claims.info.clone(),
+            expires_at,
+            handle,
+        });
+        self.next_ping = Instant::now() + config.client.ping_interval;
+
+        let mut subs = BTreeMap::new();
+        for channel in &claims.channels {
+            let recover_from = req.subs.get(channel);
+            let opts = super::subscribe::SubOptions {
+                recover: recover_from.is_some_and(|s| s.recover),
+                offset: recover_from.map_or(0, |s| s.offset),
+                epoch: recover_from.map(|s| s.epoch.clone()).unwrap_or_default(),
+                reject_unrecovered: false,
+                join_leave: false,
+                expires_at: None,
+                ttl: 0,
+                chan_info: None,
+            };
+            match self.subscribe_channel(channel, opts).await {
+                Ok(result) => {
+                    subs.insert(channel.clone(), result);
+                }
+                Err(Fail::Error(ErrorCode::Internal)) => {
+                    return Err(Fail::Disconnect(DisconnectCode::Internal));
+                }
+                Err(Fail::Disconnect(code)) => return Err(Fail::Disconnect(code)),
+                Err(Fail::Error(code)) => {
+                    tracing::warn!(
+                        channel,
+                        code = code.code(),
+                        "server-side subscription refused"
+                    );
+                }
+            }
+        }
+        tracing::debug!("connected");
+        Ok(Reply {
+            connect: Some(ConnectResult {
+                client: client.to_string(),
+                version: crate::node::VERSION.to_owned(),
+                expires: expires_at.is_some(),
+                ttl,
+                ping: u32::try_from(config.client.ping_interval.as_secs()).unwrap_or(u32::MAX),
+                pong: true,
+                node: self.node.name.clone(),
+                subs,
+                ..ConnectResult::default()
+            }),
+            ..Reply::default()
+        })
+    }
+
+    fn user(&self) -> &str {
+        self.session.as_ref().map_or("", |s| &s.user)
+    }
+
+    async fn on_publish(
+        &mut self,
+        channel: &str,
+        data: Option<herald_protocol::RawJson>,
+    ) -> Result<Reply, Fail> {
+        let config = self.node.config.clone();
+        let ch = Channel::resolve(&config, channel)?;
+        ch.check(
+            Action::Publish,
+            self.user(),
+            self.subs.contains_key(channel),
+        )?;
+        let data = data.ok_or(ErrorCode::BadRequest)?;
+        let mut req = PublishRequest::new(data).with_history(ch.ns.history_size, ch.ns.history_ttl);
+        req.info = self.client_info(None);
+        let timer = self
+            .node
+            .metrics
+            .publish_duration
+            .with_label_values(&["client"])
+            .start_timer();
+        let published = self.node.broker.publish(channel, req).await;
+        timer.observe_duration();
+        match published {
+            Ok(_) => Ok(Reply {
+                publish: Some(herald_protocol::PublishResult {}),
+                ..Reply::default()
+            }),
+            Err(e) => {
+                self.node
+                    .metrics
+                    .broker_errors
+                    .with_label_values(&["publish"])
+                    .inc();
+                tracing::warn!(error = %e, "publish failed");
+                Err(ErrorCode::Internal.into())
+            }
+        }
+    }
+
+    async fn on_history(&mut self, req: &HistoryRequest) -> Result<Reply, Fail> {
+        let config = self.node.config.clone();
+        let ch = Channel::resolve(&config, &req.channel)?;
+        ch.check(
+            Action::History,
+            self.user(),
+            self.subs.contains_key(req.channel.as_str()),
+        )?;
+        let size = ch.ns.history_size;
+        let query = HistoryQuery {
+            since_offset: req.since.as_ref().map(|s| s.offset),
+            limit: match req.limit {
+                0 => Some(0),
+                n if n < 0 => Some(size),
+                n => Some(usize::try_from(n).unwrap_or(size).min(size)),
+            },
+            reverse: req.reverse,
+        };
+        let page = self
+            .node
+            .broker
+            .history(&req.channel, query)
+            .await
+            .map_err(|e| {
+                self.node
+                    .metrics
+                    .broker_errors
+                    .with_label_values(&["history"])
+                    .inc();
+                tracing::warn!(error = %e, "history read failed");
+                ErrorCode::Internal
+            })?;
+        if let Some(since) = &req.since
+            && !since.epoch.is_empty()
+            && since.epoch != page.position.epoch
+        {
+            return Err(ErrorCode::UnrecoverablePosition.into());
+        }
+        Ok(Reply {
+            history: Some(HistoryResult {
+                publications: page.publications,
+                epoch: page.position.epoch,
+                offset: page.position.offset,
+            }),
+            ..Reply::default()
+        })
+    }
+
+    fn on_presence(&mut self, channel: &str, stats: bool) -> Result<Reply, Fail> {
+        let config = self.node.config.clone();
+        let ch = Channel::resolve(&config, channel)?;
+        ch.check(
+            Action::Presence,
+            self.user(),
+            self.subs.contains_key(channel),
+        )?;
+        let infos = self.node.hub.presence(channel);
+        Ok(if stats {
+            let users: std::collections::HashSet<&str> =
+                infos.iter().map(|i| i.user.as_str()).collect();
+            Reply {
+                presence_stats: Some(PresenceStatsResult {
+                    num_clients: u32::try_from(infos.len()).unwrap_or(u32::MAX),
+                    num_users: u32::try_from(users.len()).unwrap_or(u32::MAX),
+                }),
+                ..Reply::default()
+            }
+        } else {
+            Reply {
+                presence: Some(PresenceResult {
+                    presence: infos
+                        .into_iter()
+                        .map(|i: ClientInfo| (i.client.clone(), i))
+                        .collect(),
+                }),
+                ..Reply::default()
+            }
+        })
+    }
+
+    fn on_refresh(&mut self, token: &str) -> Result<Reply, Fail> {
+        let claims = match self.node.verifier.verify_connection(token) {
+            Ok(c) => c,
+            Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired.into()),
+            Err(_) => return Err(Fail::Disconnect(DisconnectCode::InvalidToken)),
+        };
+        let session = self
+            .session
+            .as_mut()
+            .ok_or(Fail::Disconnect(DisconnectCode::BadRequest))?;
+        if claims.sub != *session.user {
+            return Err(Fail::Disconnect(DisconnectCode::InvalidToken));
+        }
+        let (expires_at, ttl) = expiry(claims.expires_at());
+        session.expires_at = expires_at;
+        Ok(Reply {
+            refresh: Some(herald_protocol::RefreshResult {
+                client: session.client.to_string(),
+                version: crate::node::VERSION.to_owned(),
+                expires: expires_at.is_some(),
+                ttl,
+            }),
+            ..Reply::default()
+        })
+    }
+
+    fn on_sub_refresh(&mut self, channel: &str, token: &str) -> Result<Reply, Fail> {
+        let claims = match self.node.verifier.verify_subscription(token) {
+            Ok(c) => c,
+            Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired.into()),
+            Err(_) => return Err(ErrorCode::PermissionDenied.into()),
+        };
+        if claims.channel != channel || claims.sub != self.user() {
+            return Err(ErrorCode::PermissionDenied.into());
+        }
+        let sub = self.subs.get_mut(channel).ok_or(ErrorCode::BadRequest)?;
+        let (expires_at, ttl) = expiry(claims.expires_at());
+        sub.expires_at = expires_at;
+        Ok(Reply {
+            sub_refresh: Some(SubRefreshResult {
+                expires: expires_at.is_some(),
+                ttl,
+            }),
+            ..Reply::default()
+        })
+    }
+}

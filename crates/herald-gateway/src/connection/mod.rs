@@ -1,0 +1,347 @@
+//! One task per WebSocket connection: it reads commands, writes replies and queued
+//! pushes (batched into one frame per wake-up), and runs the connection's timers.
+
+mod commands;
+mod subscribe;
+
+use crate::hub::{Closer, ConnHandle, ConnId, Outgoing};
+use crate::node::Node;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use herald_protocol::{DisconnectCode, ErrorCode, FrameWriter, RawJson, Reply, UnsubscribeCode};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// Why a command did not get a normal reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fail {
+    /// Reply with this error; the connection stays.
+    Error(ErrorCode),
+    /// Close the connection with this code.
+    Disconnect(DisconnectCode),
+}
+
+impl From<ErrorCode> for Fail {
+    fn from(code: ErrorCode) -> Self {
+        Fail::Error(code)
+    }
+}
+
+/// The authenticated part of a connection.
+struct Session {
+    client: Arc<str>,
+    user: Arc<str>,
+    conn_info: Option<RawJson>,
+    expires_at: Option<Instant>,
+    handle: ConnHandle,
+}
+
+/// One subscription of this connection.
+struct Sub {
+    /// The channel keeps history: publications carry offsets to check.
+    positioned: bool,
+    /// The last offset delivered (or skipped as already known).
+    offset: u64,
+    epoch: Arc<str>,
+    expires_at: Option<Instant>,
+    join_leave: bool,
+    chan_info: Option<RawJson>,
+}
+
+struct Conn {
+    node: Arc<Node>,
+    id: ConnId,
+    tx: mpsc::Sender<Outgoing>,
+    closer: Arc<Closer>,
+    session: Option<Session>,
+    subs: HashMap<Arc<str>, Sub>,
+    out: FrameWriter,
+    /// Unsubscribes decided while draining the queue, carried out before the next flush.
+    deferred: Vec<(Arc<str>, UnsubscribeCode)>,
+    opened: Instant,
+    next_ping: Instant,
+    pong_deadline: Option<Instant>,
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub async fn serve(socket: WebSocket, node: Arc<Node>) {
+    let id = node.next_conn_id();
+    let span = tracing::info_span!(
+        "conn",
+        id,
+        client = tracing::field::Empty,
+        user = tracing::field::Empty
+    );
+    node.metrics.connections.inc();
+    let (tx, rx) = mpsc::channel(node.config.client.queue_size);
+    let now = Instant::now();
+    let conn = Conn {
+        id,
+        tx,
+        closer: Arc::new(Closer::default()),
+        session: None,
+        subs: HashMap::new(),
+        out: FrameWriter::with_capacity(256),
+        deferred: Vec::new(),
+        opened: now,
+        next_ping: now + node.config.client.ping_interval,
+        pong_deadline: None,
+        node: node.clone(),
+    };
+    conn.run(socket, rx).instrument(span).await;
+    node.metrics.connections.dec();
+}
+
+impl Conn {
+    async fn run(mut self, mut socket: WebSocket, mut rx: mpsc::Receiver<Outgoing>) {
+        let closer = self.closer.clone();
+        let batch_bytes = self.node.config.client.write_batch_bytes;
+        let mut deadline = self.deadline();
+        let timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(timer);
+        let outcome: Option<DisconnectCode> = loop {
+            let step = tokio::select! {
+                biased;
+                () = closer.requested() => Err(closer.code().unwrap_or(DisconnectCode::ConnectionClosed)),
+                // Authenticated clients are closed by the drain, spread over its window;
+                // a socket that never connected just goes.
+                () = self.node.shutdown.cancelled(), if self.session.is_none() => Err(DisconnectCode::Shutdown),
+                msg = socket.recv() => match msg {
+                    None | Some(Ok(Message::Close(_))) => break None,
+                    Some(Ok(Message::Text(text))) => self.on_frame(text.as_str()).await,
+                    Some(Ok(Message::Binary(_))) => Err(DisconnectCode::BadRequest),
+                    Some(Ok(_)) => Ok(()),
+                    Some(Err(e)) => match read_error_code(e) {
+                        Some(code) => Err(code),
+                        None => break None,
+                    },
+                },
+                item = rx.recv() => {
+                    // `self.tx` keeps the queue open, so `None` cannot happen.
+                    let mut result = item.map_or(Ok(()), |item| self.on_outgoing(item));
+                    while result.is_ok() && self.out.len() < batch_bytes {
+                        match rx.try_recv() {
+                            Ok(item) => result = self.on_outgoing(item),
+                            Err(_) => break,
+                        }
+                    }
+                    result
+                }
+                () = &mut timer => self.on_timer(),
+            };
+            if let Err(code) = step {
+                break Some(code);
+            }
+            self.run_deferred().await;
+            if !self.out.is_empty() && !self.flush(&mut socket).await {
+                break Some(closer.code().unwrap_or(DisconnectCode::WriteError));
+            }
+            let next = self.deadline();
+            if next != deadline {
+                deadline = next;
+                timer.as_mut().reset(deadline);
+            }
+        };
+        if let Some(code) = outcome {
+            self.node
+                .metrics
+                .disconnects
+                .with_label_values(&[code.code().to_string().as_str()])
+                .inc();
+            tracing::debug!(
+                code = code.code(),
+                reason = code.reason(),
+                "closing connection"
+            );
+            // A slow client or a failed write cannot take a close frame in time: just drop.
+            if !matches!(code, DisconnectCode::Slow | DisconnectCode::WriteError) {
+                let close = Message::Close(Some(CloseFrame {
+                    code: code.code(),
+                    reason: Utf8Bytes::from_static(code.reason()),
+                }));
+                let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+            }
+        }
+        self.cleanup().await;
+    }
+
+    /// Writes the pending frame. A client that stops reading is cut off as soon as its
+    /// queue overflows, even while this write waits for the socket.
+    async fn flush(&mut self, socket: &mut WebSocket) -> bool {
+        let count = self.out.count() as u64;
+        let frame = self.out.take();
+        let Ok(text) = Utf8Bytes::try_from(frame) else {
+            tracing::error!("encoded frame is not UTF-8");
+            return false;
+        };
+        let closer = self.closer.clone();
+        let sent = tokio::select! {
+            r = socket.send(Message::Text(text)) => r.is_ok(),
+            () = closer.requested() => false,
+        };
+        if sent {
+            self.node.metrics.messages_sent.inc_by(count);
+            self.node.metrics.frames_sent.inc();
+        }
+        sent
+    }
+
+    fn deadline(&self) -> Instant {
+        let client = &self.node.config.client;
+        let Some(session) = &self.session else {
+            return self.opened + client.connect_timeout;
+        };
+        let mut next = self.next_ping;
+        let candidates = self
+            .pong_deadline
+            .into_iter()
+            .chain(session.expires_at.map(|t| t + client.expire_grace))
+            .chain(
+                self.subs
+                    .values()
+                    .filter_map(|s| s.expires_at.map(|t| t + client.expire_grace)),
+            );
+        for t in candidates {
+            next = next.min(t);
+        }
+        next
+    }
+
+    fn on_timer(&mut self) -> Result<(), DisconnectCode> {
+        let now = Instant::now();
+        let client = &self.node.config.client;
+        let Some(session) = &self.session else {
+            return if now >= self.opened + client.connect_timeout {
+                Err(DisconnectCode::Stale)
+            } else {
+                Ok(())
+            };
+        };
+        if self.pong_deadline.is_some_and(|t| now >= t) {
+            return Err(DisconnectCode::NoPong);
+        }
+        if session
+            .expires_at
+            .is_some_and(|t| now >= t + client.expire_grace)
+        {
+            return Err(DisconnectCode::Expired);
+        }
+        let grace = client.expire_grace;
+        for (channel, sub) in &self.subs {
+            if sub.expires_at.is_some_and(|t| now >= t + grace) {
+                self.deferred
+                    .push((channel.clone(), UnsubscribeCode::Expired));
+            }
+        }
+        if now >= self.next_ping {
+            self.out
+                .push(&Reply::default())
+                .map_err(|_| DisconnectCode::Internal)?;
+            self.next_ping = now + client.ping_interval;
+            if self.pong_deadline.is_none() {
+                self.pong_deadline = Some(now + client.pong_timeout);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_outgoing(&mut self, item: Outgoing) -> Result<(), DisconnectCode> {
+        match item {
+            Outgoing::Publication(p) => {
+                let Some(sub) = self.subs.get_mut(&p.channel) else {
+                    return Ok(());
+                };
+                if sub.positioned && p.offset > 0 {
+                    if p.offset <= sub.offset && p.epoch == sub.epoch {
+                        // Already delivered (recovered in the subscribe reply).
+                        return Ok(());
+                    }
+                    if p.epoch != sub.epoch || p.offset != sub.offset + 1 {
+                        // A gap or a new epoch: never deliver out of order. The client
+                        // resubscribes with recovery and gets the missing part or a clear
+                        // "not recovered".
+                        tracing::debug!(channel = %p.channel, have = sub.offset, got = p.offset, "gap in live stream");
+                        if !self.deferred.iter().any(|(c, _)| *c == p.channel) {
+                            self.deferred
+                                .push((p.channel.clone(), UnsubscribeCode::InsufficientState));
+                        }
+                        return Ok(());
+                    }
+                    sub.offset = p.offset;
+                }
+                self.out.push_encoded(&p.frame);
+            }
+            Outgoing::Push(frame) => self.out.push_encoded(&frame),
+            Outgoing::Unsubscribe { channel, code } => {
+                if self.subs.contains_key(&channel) {
+                    self.deferred.push((channel, code));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_deferred(&mut self) {
+        for (channel, code) in std::mem::take(&mut self.deferred) {
+            if self.remove_sub(&channel).await {
+                let push = Reply::push(herald_protocol::Push {
+                    channel: channel.to_string(),
+                    unsubscribe: Some(herald_protocol::Unsubscribe {
+                        code: code.code(),
+                        reason: code.reason().to_owned(),
+                    }),
+                    ..herald_protocol::Push::default()
+                });
+                let _ = self.out.push(&push);
+            }
+        }
+    }
+
+    /// Ends one subscription: leaves the hub and announces the leave.
+    async fn remove_sub(&mut self, channel: &str) -> bool {
+        let Some(sub) = self.subs.remove(channel) else {
+            return false;
+        };
+        self.node.hub.unsubscribe(channel, self.id).await;
+        if sub.join_leave
+            && let Some(info) = self.client_info(sub.chan_info)
+        {
+            self.node.hub.announce_leave(channel, info);
+        }
+        true
+    }
+
+    fn client_info(&self, chan_info: Option<RawJson>) -> Option<herald_protocol::ClientInfo> {
+        self.session.as_ref().map(|s| herald_protocol::ClientInfo {
+            user: s.user.to_string(),
+            client: s.client.to_string(),
+            conn_info: s.conn_info.clone(),
+            chan_info,
+        })
+    }
+
+    async fn cleanup(&mut self) {
+        let channels: Vec<Arc<str>> = self.subs.keys().cloned().collect();
+        for channel in channels {
+            self.remove_sub(&channel).await;
+        }
+        if self.session.is_some() {
+            self.node.hub.unregister(self.id);
+        }
+    }
+}
+
+/// The close code for a read error, or `None` when the client simply went away.
+fn read_error_code(e: axum::Error) -> Option<DisconnectCode> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner = e.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_) | WsError::Utf8(_) | WsError::Protocol(_)) => {
+            Some(DisconnectCode::BadRequest)
+        }
+        _ => None,
+    }
+}

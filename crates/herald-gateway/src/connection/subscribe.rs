@@ -1,0 +1,229 @@
+//! Subscribing, with recovery: join the hub first, then read history, so that every
+//! publication is either in the reply or arrives live afterwards; the writer drops
+//! live ones the reply already carried.
+
+use super::{Conn, Fail, Sub};
+use crate::auth::TokenError;
+use crate::channel::Channel;
+use crate::hub::Subscriber;
+use herald_broker::HistoryQuery;
+use herald_protocol::{
+    ErrorCode, FLAG_REJECT_UNRECOVERED, Publication, RawJson, Reply, SubscribeRequest,
+    SubscribeResult,
+};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// How to subscribe one channel.
+pub(super) struct SubOptions {
+    pub recover: bool,
+    pub offset: u64,
+    pub epoch: String,
+    pub reject_unrecovered: bool,
+    pub join_leave: bool,
+    pub expires_at: Option<Instant>,
+    pub ttl: u32,
+    pub chan_info: Option<RawJson>,
+}
+
+/// Whether `publications` are exactly everything after `from` up to `top` in `epoch`.
+pub(super) fn is_complete(
+    publications: &[Publication],
+    from: u64,
+    top: u64,
+    client_epoch: &str,
+    epoch: &str,
+) -> bool {
+    if client_epoch != epoch || from > top {
+        return false;
+    }
+    let contiguous = publications
+        .iter()
+        .zip(from + 1..)
+        .all(|(p, expected)| p.offset == expected);
+    contiguous && from + publications.len() as u64 == top
+}
+
+impl Conn {
+    pub(super) async fn on_subscribe(&mut self, req: &SubscribeRequest) -> Result<Reply, Fail> {
+        let config = self.node.config.clone();
+        let ch = Channel::resolve(&config, &req.channel)?;
+        if self.subs.contains_key(req.channel.as_str()) {
+            return Err(ErrorCode::AlreadySubscribed.into());
+        }
+        if self.subs.len() >= config.client.max_channels {
+            return Err(ErrorCode::LimitExceeded.into());
+        }
+        let user = self.session.as_ref().map_or("", |s| &s.user).to_owned();
+        let (expires, chan_info) = if !req.token.is_empty() {
+            match self.node.verifier.verify_subscription(&req.token) {
+                Ok(c) if c.channel == req.channel && c.sub == user => (c.expires_at(), c.info),
+                Ok(_) => return Err(ErrorCode::PermissionDenied.into()),
+                Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired.into()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "subscription token refused");
+                    return Err(ErrorCode::PermissionDenied.into());
+                }
+            }
+        } else if ch.may_subscribe(&user) {
+            (None, None)
+        } else {
+            return Err(ErrorCode::PermissionDenied.into());
+        };
+        if expires.is_some_and(|t| t <= crate::auth::unix_now()) {
+            return Err(ErrorCode::TokenExpired.into());
+        }
+        let (expires_at, ttl) = super::commands::expiry(expires);
+        let opts = SubOptions {
+            recover: req.recover,
+            offset: req.offset,
+            epoch: req.epoch.clone(),
+            reject_unrecovered: req.flag & FLAG_REJECT_UNRECOVERED != 0,
+            join_leave: req.join_leave && ch.ns.join_leave,
+            expires_at,
+            ttl,
+            chan_info,
+        };
+        let result = self.subscribe_channel(&req.channel, opts).await?;
+        Ok(Reply {
+            subscribe: Some(result),
+            ..Reply::default()
+        })
+    }
+
+    /// Subscribes this connection to a channel it is allowed into.
+    pub(super) async fn subscribe_channel(
+        &mut self,
+        channel: &str,
+        opts: SubOptions,
+    ) -> Result<SubscribeResult, Fail> {
+        let config = self.node.config.clone();
+        let ch = Channel::resolve(&config, channel)?;
+        let ns = ch.ns;
+        let info = self
+            .client_info(opts.chan_info.clone())
+            .ok_or(ErrorCode::Unauthorized)?;
+        let session = self.session.as_ref().ok_or(ErrorCode::Unauthorized)?;
+        let subscriber = Subscriber {
+            conn: session.handle.clone(),
+            info: info.clone(),
+            join_leave: opts.join_leave,
+        };
+        let hub = self.node.hub.clone();
+        hub.subscribe(channel, subscriber).await.map_err(|e| {
+            tracing::warn!(error = %e, channel, "node subscription failed");
+            ErrorCode::Internal
+        })?;
+
+        let mut result = SubscribeResult {
+            expires: opts.expires_at.is_some(),
+            ttl: opts.ttl,
+            join_leave: opts.join_leave,
+            ..SubscribeResult::default()
+        };
+        let mut sub = Sub {
+            positioned: ns.history_enabled(),
+            offset: 0,
+            epoch: Arc::from(""),
+            expires_at: opts.expires_at,
+            join_leave: opts.join_leave,
+            chan_info: opts.chan_info,
+        };
+        if ns.history_enabled() {
+            let query = if opts.recover {
+                HistoryQuery {
+                    since_offset: Some(opts.offset),
+                    limit: Some(ns.history_size),
+                    reverse: false,
+                }
+            } else {
+                HistoryQuery {
+                    limit: Some(0),
+                    ..HistoryQuery::default()
+                }
+            };
+            let page = match self.node.broker.history(channel, query).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, channel, "history read failed");
+                    self.node
+                        .metrics
+                        .broker_errors
+                        .with_label_values(&["history"])
+                        .inc();
+                    hub.unsubscribe(channel, self.id).await;
+                    return Err(ErrorCode::Internal.into());
+                }
+            };
+            let top = page.position.offset;
+            result.recoverable = true;
+            result.positioned = true;
+            result.epoch = page.position.epoch.clone();
+            result.offset = top;
+            sub.offset = top;
+            sub.epoch = Arc::from(page.position.epoch.as_str());
+            if opts.recover {
+                result.was_recovering = true;
+                let recoveries = &self.node.metrics.recoveries;
+                if is_complete(
+                    &page.publications,
+                    opts.offset,
+                    top,
+                    &opts.epoch,
+                    &page.position.epoch,
+                ) {
+                    recoveries.with_label_values(&["recovered"]).inc();
+                    result.recovered = true;
+                    result.offset = opts.offset;
+                    result.publications = page.publications;
+                } else if opts.reject_unrecovered {
+                    recoveries.with_label_values(&["rejected"]).inc();
+                    hub.unsubscribe(channel, self.id).await;
+                    return Err(ErrorCode::UnrecoverablePosition.into());
+                } else {
+                    recoveries.with_label_values(&["not_recovered"]).inc();
+                }
+            }
+        }
+        self.subs.insert(Arc::from(channel), sub);
+        if opts.join_leave {
+            hub.announce_join(channel, info);
+        }
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_complete;
+    use herald_protocol::{Publication, RawJson};
+
+    fn pubs(offsets: &[u64]) -> Vec<Publication> {
+        offsets
+            .iter()
+            .map(|&offset| Publication {
+                data: RawJson::null(),
+                info: None,
+                offset,
+                tags: Default::default(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn complete_only_when_contiguous_to_top_in_same_epoch() {
+        assert!(is_complete(&pubs(&[4, 5, 6]), 3, 6, "e", "e"));
+        assert!(is_complete(&[], 6, 6, "e", "e"));
+        assert!(
+            !is_complete(&pubs(&[5, 6]), 3, 6, "e", "e"),
+            "trimmed history"
+        );
+        assert!(!is_complete(&pubs(&[4, 6]), 3, 6, "e", "e"), "hole");
+        assert!(!is_complete(&pubs(&[4, 5]), 3, 6, "e", "e"), "short of top");
+        assert!(
+            !is_complete(&pubs(&[4, 5, 6]), 3, 6, "old", "e"),
+            "epoch changed"
+        );
+        assert!(!is_complete(&[], 9, 6, "e", "e"), "client ahead of stream");
+    }
+}

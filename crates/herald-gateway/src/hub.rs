@@ -1,0 +1,364 @@
+//! The local hub: which connections on this node subscribe to which channels. It keeps
+//! the node's broker subscriptions reference-counted, and fans each publication out by
+//! encoding it once and queueing the same bytes to every local subscriber.
+
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use herald_broker::{Broker, BrokerError, BrokerHandler, StoredPublication};
+use herald_protocol::{ClientInfo, DisconnectCode, Join, Leave, Publication, Push, Reply};
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A node-unique connection number.
+pub type ConnId = u64;
+
+/// A publication encoded once for every subscriber on this node.
+#[derive(Debug)]
+pub struct EncodedPublication {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// The offset (0 without history).
+    pub offset: u64,
+    /// The epoch of the offset.
+    pub epoch: Arc<str>,
+    /// The push, encoded as one JSON object.
+    pub frame: Bytes,
+}
+
+/// What the hub and the server API queue for a connection's writer.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A publication in a subscribed channel.
+    Publication(Arc<EncodedPublication>),
+    /// An already-encoded push (join, leave, message).
+    Push(Bytes),
+    /// The server ends one subscription.
+    Unsubscribe {
+        /// The channel.
+        channel: Arc<str>,
+        /// The unsubscribe code.
+        code: herald_protocol::UnsubscribeCode,
+    },
+}
+
+/// Asks a connection to close itself with a code, from outside its task.
+#[derive(Debug, Default)]
+pub struct Closer {
+    code: AtomicU16,
+    token: CancellationToken,
+}
+
+impl Closer {
+    /// Requests a close; the first code asked for wins.
+    pub fn close(&self, code: DisconnectCode) {
+        let _ = self
+            .code
+            .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire);
+        self.token.cancel();
+    }
+
+    /// The requested code, once a close was requested.
+    pub fn code(&self) -> Option<DisconnectCode> {
+        DisconnectCode::from_code(self.code.load(Ordering::Acquire))
+    }
+
+    /// Resolves when a close is requested.
+    pub async fn requested(&self) {
+        self.token.cancelled().await
+    }
+}
+
+/// How the hub reaches one connection.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    /// Node-unique number.
+    pub id: ConnId,
+    /// The client id given in the connect reply.
+    pub client: Arc<str>,
+    /// The user id ("" = anonymous).
+    pub user: Arc<str>,
+    /// The connection's bounded queue.
+    pub tx: mpsc::Sender<Outgoing>,
+    /// Closes the connection.
+    pub closer: Arc<Closer>,
+}
+
+impl ConnHandle {
+    /// Queues without waiting. A full queue means the client reads too slowly: it is
+    /// closed with 3008 and recovers what it missed when it reconnects.
+    pub fn offer(&self, item: Outgoing, metrics: &Metrics) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.closer.code().is_none() {
+                    metrics.slow_disconnects.inc();
+                }
+                self.closer.close(DisconnectCode::Slow);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// One local subscriber of a channel.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// The connection.
+    pub conn: ConnHandle,
+    /// Who it is, for presence and join/leave.
+    pub info: ClientInfo,
+    /// It wants join/leave pushes.
+    pub join_leave: bool,
+}
+
+#[derive(Default)]
+struct ChannelSubs {
+    name: Option<Arc<str>>,
+    subscribers: HashMap<ConnId, Subscriber>,
+}
+
+/// The local hub.
+pub struct Hub {
+    broker: Arc<dyn Broker>,
+    metrics: Metrics,
+    channels: RwLock<HashMap<Arc<str>, ChannelSubs>>,
+    // One async lock per channel serializes the node's broker (un)subscribe for it, so a
+    // subscribe can never overtake the unsubscribe of the previous last subscriber.
+    broker_subs: Mutex<HashMap<String, Arc<tokio::sync::Mutex<usize>>>>,
+    connections: RwLock<HashMap<ConnId, ConnHandle>>,
+}
+
+#[derive(Serialize)]
+struct PushRef<'a> {
+    push: PushInner<'a>,
+}
+
+#[derive(Serialize)]
+struct PushInner<'a> {
+    channel: &'a str,
+    #[serde(rename = "pub")]
+    publication: &'a Publication,
+}
+
+/// Encodes a publication push without copying the publication.
+pub fn encode_publication(channel: &str, publication: &Publication) -> Bytes {
+    serde_json::to_vec(&PushRef {
+        push: PushInner {
+            channel,
+            publication,
+        },
+    })
+    .map(Bytes::from)
+    .unwrap_or_default()
+}
+
+impl Hub {
+    /// A hub in front of `broker`.
+    pub fn new(broker: Arc<dyn Broker>, metrics: Metrics) -> Self {
+        Self {
+            broker,
+            metrics,
+            channels: RwLock::new(HashMap::new()),
+            broker_subs: Mutex::new(HashMap::new()),
+            connections: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn channel_lock(&self, channel: &str) -> Arc<tokio::sync::Mutex<usize>> {
+        self.broker_subs
+            .lock()
+            .entry(channel.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Adds a local subscriber; the first one subscribes the node at the broker. When
+    /// this returns, every later publication of the channel reaches the subscriber.
+    pub async fn subscribe(&self, channel: &str, sub: Subscriber) -> Result<(), BrokerError> {
+        let lock = self.channel_lock(channel);
+        let mut count = lock.lock().await;
+        if *count == 0
+            && let Err(e) = self.broker.subscribe(&[channel.to_owned()]).await
+        {
+            self.metrics
+                .broker_errors
+                .with_label_values(&["subscribe"])
+                .inc();
+            drop(count);
+            self.forget_lock(channel, &lock);
+            return Err(e);
+        }
+        *count += 1;
+        let mut channels = self.channels.write();
+        let entry = channels.entry(Arc::from(channel)).or_default();
+        if entry.name.is_none() {
+            entry.name = Some(Arc::from(channel));
+            self.metrics.channels.inc();
+        }
+        entry.subscribers.insert(sub.conn.id, sub);
+        self.metrics.subscriptions.inc();
+        Ok(())
+    }
+
+    /// Removes a local subscriber; the last one unsubscribes the node at the broker.
+    pub async fn unsubscribe(&self, channel: &str, conn: ConnId) {
+        let lock = self.channel_lock(channel);
+        let mut count = lock.lock().await;
+        let removed = {
+            let mut channels = self.channels.write();
+            let removed = channels
+                .get_mut(channel)
+                .and_then(|e| e.subscribers.remove(&conn))
+                .is_some();
+            if channels
+                .get(channel)
+                .is_some_and(|e| e.subscribers.is_empty())
+            {
+                channels.remove(channel);
+                self.metrics.channels.dec();
+            }
+            removed
+        };
+        if removed {
+            self.metrics.subscriptions.dec();
+            *count = count.saturating_sub(1);
+            if *count == 0
+                && let Err(e) = self.broker.unsubscribe(&[channel.to_owned()]).await
+            {
+                self.metrics
+                    .broker_errors
+                    .with_label_values(&["unsubscribe"])
+                    .inc();
+                tracing::warn!(error = %e, "broker unsubscribe failed");
+            }
+        }
+        drop(count);
+        self.forget_lock(channel, &lock);
+    }
+
+    fn forget_lock(&self, channel: &str, lock: &Arc<tokio::sync::Mutex<usize>>) {
+        let mut locks = self.broker_subs.lock();
+        // Only the map and our clone hold it: nobody else is waiting, and its count is 0.
+        if Arc::strong_count(lock) == 2 && lock.try_lock().is_ok_and(|c| *c == 0) {
+            locks.remove(channel);
+        }
+    }
+
+    /// Sends an encoded push to every local subscriber of `channel` that asked for
+    /// join/leave pushes.
+    fn to_join_leave_subscribers(&self, channel: &str, frame: Bytes) {
+        let channels = self.channels.read();
+        if let Some(entry) = channels.get(channel) {
+            for sub in entry.subscribers.values().filter(|s| s.join_leave) {
+                sub.conn.offer(Outgoing::Push(frame.clone()), &self.metrics);
+            }
+        }
+    }
+
+    /// Tells the channel's subscribers that `info` joined.
+    pub fn announce_join(&self, channel: &str, info: ClientInfo) {
+        let push = Reply::push(Push {
+            channel: channel.to_owned(),
+            join: Some(Join { info }),
+            ..Push::default()
+        });
+        if let Ok(frame) = herald_protocol::frame::encode(&push) {
+            self.to_join_leave_subscribers(channel, frame);
+        }
+    }
+
+    /// Tells the channel's subscribers that `info` left.
+    pub fn announce_leave(&self, channel: &str, info: ClientInfo) {
+        let push = Reply::push(Push {
+            channel: channel.to_owned(),
+            leave: Some(Leave { info }),
+            ..Push::default()
+        });
+        if let Ok(frame) = herald_protocol::frame::encode(&push) {
+            self.to_join_leave_subscribers(channel, frame);
+        }
+    }
+
+    /// Who subscribes to `channel` on this node.
+    pub fn presence(&self, channel: &str) -> Vec<ClientInfo> {
+        self.channels
+            .read()
+            .get(channel)
+            .map(|e| e.subscribers.values().map(|s| s.info.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Channels with local subscribers, and how many each has.
+    pub fn channels(&self) -> Vec<(String, usize)> {
+        self.channels
+            .read()
+            .iter()
+            .map(|(name, e)| (name.to_string(), e.subscribers.len()))
+            .collect()
+    }
+
+    /// Registers a connection so the server API can reach it.
+    pub fn register(&self, conn: ConnHandle) {
+        self.connections.write().insert(conn.id, conn);
+    }
+
+    /// Forgets a connection.
+    pub fn unregister(&self, id: ConnId) {
+        self.connections.write().remove(&id);
+    }
+
+    /// Connections matching a user (and a client id, when given).
+    pub fn connections_of(&self, user: &str, client: Option<&str>) -> Vec<ConnHandle> {
+        self.connections
+            .read()
+            .values()
+            .filter(|c| &*c.user == user && client.is_none_or(|id| &*c.client == id))
+            .cloned()
+            .collect()
+    }
+
+    /// Every registered connection.
+    pub fn all_connections(&self) -> Vec<ConnHandle> {
+        self.connections.read().values().cloned().collect()
+    }
+
+    /// Registered connections and distinct users.
+    pub fn counts(&self) -> (usize, usize) {
+        let conns = self.connections.read();
+        let users: std::collections::HashSet<&str> = conns
+            .values()
+            .map(|c| &*c.user)
+            .filter(|u| !u.is_empty())
+            .collect();
+        (conns.len(), users.len())
+    }
+}
+
+impl BrokerHandler for Hub {
+    fn on_publication(&self, channel: &str, stored: Arc<StoredPublication>) {
+        self.metrics.broker_publications.inc();
+        let channels = self.channels.read();
+        let Some(entry) = channels.get(channel) else {
+            return;
+        };
+        let Some(name) = entry.name.clone() else {
+            return;
+        };
+        let encoded = Arc::new(EncodedPublication {
+            channel: name,
+            offset: stored.publication.offset,
+            epoch: Arc::from(stored.epoch.as_str()),
+            frame: encode_publication(channel, &stored.publication),
+        });
+        for sub in entry.subscribers.values() {
+            sub.conn
+                .offer(Outgoing::Publication(encoded.clone()), &self.metrics);
+        }
+    }
+}

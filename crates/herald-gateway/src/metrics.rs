@@ -1,0 +1,164 @@
+//! Prometheus metrics. Names live here as constants; label values are bounded (method
+//! names, codes, outcomes), never channel names or user ids.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Open client connections (authenticated or not).
+pub const CONNECTIONS: &str = "herald_connections";
+/// Active client subscriptions on this node.
+pub const SUBSCRIPTIONS: &str = "herald_subscriptions";
+/// Channels with at least one subscriber on this node.
+pub const CHANNELS: &str = "herald_channels";
+/// Messages written to clients (replies, pushes, pings), after batching into frames.
+pub const MESSAGES_SENT: &str = "herald_messages_sent_total";
+/// WebSocket frames written to clients.
+pub const FRAMES_SENT: &str = "herald_frames_sent_total";
+/// Commands received from clients, by method.
+pub const MESSAGES_RECEIVED: &str = "herald_messages_received_total";
+/// Reply errors sent, by code.
+pub const REPLY_ERRORS: &str = "herald_reply_errors_total";
+/// Publish duration through the broker, by source (api, client).
+pub const PUBLISH_DURATION: &str = "herald_publish_duration_seconds";
+/// Broadcast duration (all channels) through the broker.
+pub const BROADCAST_DURATION: &str = "herald_broadcast_duration_seconds";
+/// Subscribe-with-recovery outcomes (recovered, not_recovered, rejected).
+pub const RECOVERIES: &str = "herald_recoveries_total";
+/// Connections closed by the server, by close code.
+pub const DISCONNECTS: &str = "herald_disconnects_total";
+/// Connections cut off because their queue overflowed.
+pub const SLOW_DISCONNECTS: &str = "herald_slow_consumer_disconnects_total";
+/// Publications delivered to this node by the broker.
+pub const BROKER_PUBLICATIONS: &str = "herald_broker_publications_total";
+/// Broker operation errors, by operation.
+pub const BROKER_ERRORS: &str = "herald_broker_errors_total";
+/// Server API calls, by method.
+pub const API_CALLS: &str = "herald_api_calls_total";
+/// 1 while the node accepts traffic, 0 while draining or unhealthy.
+pub const READY: &str = "herald_ready";
+/// Build information (always 1), labelled with the version.
+pub const BUILD_INFO: &str = "herald_build_info";
+
+/// Every metric the gateway exports, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// See [`CONNECTIONS`].
+    pub connections: IntGauge,
+    /// See [`SUBSCRIPTIONS`].
+    pub subscriptions: IntGauge,
+    /// See [`CHANNELS`].
+    pub channels: IntGauge,
+    /// See [`MESSAGES_SENT`].
+    pub messages_sent: IntCounter,
+    /// See [`FRAMES_SENT`].
+    pub frames_sent: IntCounter,
+    /// See [`MESSAGES_RECEIVED`].
+    pub messages_received: IntCounterVec,
+    /// See [`REPLY_ERRORS`].
+    pub reply_errors: IntCounterVec,
+    /// See [`PUBLISH_DURATION`].
+    pub publish_duration: HistogramVec,
+    /// See [`BROADCAST_DURATION`].
+    pub broadcast_duration: Histogram,
+    /// See [`RECOVERIES`].
+    pub recoveries: IntCounterVec,
+    /// See [`DISCONNECTS`].
+    pub disconnects: IntCounterVec,
+    /// See [`SLOW_DISCONNECTS`].
+    pub slow_disconnects: IntCounter,
+    /// See [`BROKER_PUBLICATIONS`].
+    pub broker_publications: IntCounter,
+    /// See [`BROKER_ERRORS`].
+    pub broker_errors: IntCounterVec,
+    /// See [`API_CALLS`].
+    pub api_calls: IntCounterVec,
+    /// See [`READY`].
+    pub ready: IntGauge,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let publish_duration = HistogramVec::new(
+            HistogramOpts::new(PUBLISH_DURATION, "Publish duration through the broker")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["source"],
+        )?;
+        registry.register(Box::new(publish_duration.clone()))?;
+        let broadcast_duration = Histogram::with_opts(
+            HistogramOpts::new(BROADCAST_DURATION, "Broadcast duration through the broker")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(broadcast_duration.clone()))?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(BUILD_INFO, "Herald build information"),
+            &["version"],
+        )?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(Self {
+            connections: gauge(CONNECTIONS, "Open client connections")?,
+            subscriptions: gauge(SUBSCRIPTIONS, "Active client subscriptions")?,
+            channels: gauge(CHANNELS, "Channels with subscribers on this node")?,
+            messages_sent: counter(MESSAGES_SENT, "Messages written to clients")?,
+            frames_sent: counter(FRAMES_SENT, "WebSocket frames written to clients")?,
+            messages_received: counter_vec(
+                MESSAGES_RECEIVED,
+                "Commands received from clients",
+                &["method"],
+            )?,
+            reply_errors: counter_vec(REPLY_ERRORS, "Reply errors sent", &["code"])?,
+            publish_duration,
+            broadcast_duration,
+            recoveries: counter_vec(RECOVERIES, "Subscribe-with-recovery outcomes", &["outcome"])?,
+            disconnects: counter_vec(DISCONNECTS, "Connections closed by the server", &["code"])?,
+            slow_disconnects: counter(SLOW_DISCONNECTS, "Connections cut off as slow consumers")?,
+            broker_publications: counter(
+                BROKER_PUBLICATIONS,
+                "Publications delivered to this node by the broker",
+            )?,
+            broker_errors: counter_vec(BROKER_ERRORS, "Broker operation errors", &["op"])?,
+            api_calls: counter_vec(API_CALLS, "Server API calls", &["method"])?,
+            ready: gauge(READY, "1 while the node accepts traffic")?,
+            registry,
+        })
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,105 @@
+//! State shared by every connection and the server API of one gateway node.
+
+use crate::auth::TokenVerifier;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use herald_broker::Broker;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The server's version, sent in connect replies and `info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// One gateway node.
+pub struct Node {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Token verification.
+    pub verifier: TokenVerifier,
+    /// The backbone.
+    pub broker: Arc<dyn Broker>,
+    /// Local subscriptions.
+    pub hub: Arc<Hub>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// This node's name.
+    pub name: String,
+    /// A unique id for this run of the node.
+    pub uid: String,
+    /// When the node started.
+    pub started: Instant,
+    /// Cancelled when the node begins to shut down.
+    pub shutdown: CancellationToken,
+    /// Tracks every connection task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    draining: AtomicBool,
+    next_conn: AtomicU64,
+}
+
+impl Node {
+    /// Assembles a node.
+    pub fn new(
+        config: Arc<Config>,
+        verifier: TokenVerifier,
+        broker: Arc<dyn Broker>,
+        hub: Arc<Hub>,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let name = if config.node_name.is_empty() {
+            format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "herald".into()),
+                std::process::id()
+            )
+        } else {
+            config.node_name.clone()
+        };
+        Self {
+            config,
+            verifier,
+            broker,
+            hub,
+            metrics,
+            name,
+            uid: uuid::Uuid::new_v4().to_string(),
+            started: Instant::now(),
+            shutdown,
+            tasks: TaskTracker::new(),
+            draining: AtomicBool::new(false),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh node-unique connection number.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Marks the node as draining: `/readyz` turns false and new sockets are refused.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.metrics.ready.set(0);
+    }
+
+    /// Whether the node is draining.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether the node should receive traffic.
+    pub fn ready(&self) -> (bool, String) {
+        if self.draining() {
+            return (false, "draining".into());
+        }
+        let health = self.broker.health();
+        if !health.ready {
+            return (false, format!("broker: {}", health.detail));
+        }
+        (true, String::new())
+    }
+}

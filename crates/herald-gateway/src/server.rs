@@ -1,0 +1,184 @@
+//! Assembly and lifecycle of a node: router, serving, and graceful drain on shutdown.
+
+use crate::auth::{KeyError, TokenVerifier};
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::node::Node;
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use herald_broker::{Broker, BrokerError, BrokerHandler, StoredPublication};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A token key could not be loaded.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The broker did not start.
+    #[error("the broker did not start")]
+    Broker(#[source] BrokerError),
+    /// Metrics could not be registered.
+    #[error("metrics could not be registered")]
+    Metrics(#[source] prometheus::Error),
+    /// Serving failed.
+    #[error("serving failed")]
+    Serve(#[source] std::io::Error),
+}
+
+// The broker holds its handler for its whole life; a weak link avoids a cycle
+// broker → hub → broker.
+struct HubLink(Weak<Hub>);
+
+impl BrokerHandler for HubLink {
+    fn on_publication(&self, channel: &str, publication: Arc<StoredPublication>) {
+        if let Some(hub) = self.0.upgrade() {
+            hub.on_publication(channel, publication);
+        }
+    }
+}
+
+/// Builds a node: loads keys, starts the broker, wires the hub.
+pub async fn build(
+    config: Config,
+    broker: Arc<dyn Broker>,
+    shutdown: CancellationToken,
+) -> Result<Arc<Node>, StartError> {
+    let verifier = TokenVerifier::from_config(&config.token)?;
+    let metrics = Metrics::new().map_err(StartError::Metrics)?;
+    let hub = Arc::new(Hub::new(broker.clone(), metrics.clone()));
+    broker
+        .start(Arc::new(HubLink(Arc::downgrade(&hub))))
+        .await
+        .map_err(StartError::Broker)?;
+    metrics.ready.set(1);
+    Ok(Arc::new(Node::new(
+        Arc::new(config),
+        verifier,
+        broker,
+        hub,
+        metrics,
+        shutdown,
+    )))
+}
+
+/// The HTTP routes of a node.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/connection/websocket", get(websocket))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api", post(crate::api::pipeline_handler))
+        .route("/api/{method}", post(crate::api::method_handler))
+        .with_state(node)
+}
+
+async fn websocket(State(node): State<Arc<Node>>, upgrade: WebSocketUpgrade) -> Response {
+    if node.draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    let c = &node.config.client;
+    let tracker_token = node.tasks.token();
+    upgrade
+        .read_buffer_size(c.read_buffer_bytes)
+        .write_buffer_size(c.write_buffer_bytes)
+        .max_message_size(c.max_frame_bytes)
+        .max_frame_size(c.max_frame_bytes)
+        .on_upgrade(move |socket| async move {
+            crate::connection::serve(socket, node).await;
+            drop(tracker_token);
+        })
+}
+
+async fn readyz(State(node): State<Arc<Node>>) -> Response {
+    match node.ready() {
+        (true, _) => "ready".into_response(),
+        (false, why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        node.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Serves `node` on `listener` until `node.shutdown` is cancelled, then drains: readiness
+/// turns false, no new sockets are accepted, clients are closed with 3001 spread over
+/// the drain window (so they reconnect elsewhere with their offsets), and connection
+/// tasks are awaited up to the shutdown timeout.
+pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<(), StartError> {
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY failed");
+        }
+    });
+    let shutdown = node.shutdown.clone();
+    let app = router(node.clone());
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let serving = tokio::spawn(async move { server.await });
+    shutdown.cancelled().await;
+    node.start_draining();
+    tracing::info!("draining");
+    drain(&node).await;
+    node.tasks.close();
+    let timeout = node.config.shutdown.timeout;
+    if tokio::time::timeout(timeout, node.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = node.tasks.len(),
+            "shutdown timeout: connections still open"
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(5), serving).await {
+        Ok(Ok(Err(e))) => return Err(StartError::Serve(e)),
+        Ok(_) => {}
+        Err(_) => tracing::warn!("HTTP server did not stop in time"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn drain(node: &Node) {
+    let conns = node.hub.all_connections();
+    if conns.is_empty() {
+        return;
+    }
+    let window = node.config.shutdown.drain_window;
+    let start = tokio::time::Instant::now();
+    let n = conns.len() as u32;
+    for (i, conn) in conns.into_iter().enumerate() {
+        let at = start + window.mul_f64(f64::from(i as u32) / f64::from(n));
+        tokio::time::sleep_until(at).await;
+        conn.closer.close(herald_protocol::DisconnectCode::Shutdown);
+    }
+}
+
+/// Builds and serves a node until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    broker: Arc<dyn Broker>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let node = build(config, broker, shutdown).await?;
+    serve(node, listener).await
+}

@@ -1,0 +1,164 @@
+//! Command-line flags.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Herald: a horizontally scaled WebSocket fan-out server.
+///
+/// Clients connect with any Centrifuge protocol v2 SDK (e.g. npm `centrifuge`) to
+/// `ws://HOST:PORT/connection/websocket`; publishers use the HTTP API at `/api/*`.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a gateway node.
+    Serve(Box<ServeArgs>),
+    /// Print a signed connection (or, with --channel, subscription) token.
+    Gentoken(GentokenArgs),
+    /// Publish one message through a node's HTTP API.
+    Publish(PublishArgs),
+    /// Print a channel's publications as JSON lines, resuming across reconnects.
+    Tail(TailArgs),
+    /// Validate configuration (file, HERALD_* environment) and report every problem.
+    Checkconfig(ConfigArgs),
+    /// Exit 0 if a node answers ready (for container health checks).
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Where configuration comes from.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "HERALD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `herald serve`. Precedence: defaults < --config file < HERALD_* env < flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Development mode: embedded broker, generated token secret and API key, permissive
+    /// namespaces with history, anonymous clients allowed; prints a token and examples.
+    /// Explicit flags still win.
+    #[arg(long)]
+    pub dev: bool,
+    /// Address to listen on [default: 127.0.0.1:8000].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Message backbone: memory (one node) or redis.
+    #[arg(long, value_name = "KIND")]
+    pub broker: Option<String>,
+    /// Redis URL, e.g. redis://127.0.0.1:6379.
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// HMAC secret (≥ 32 bytes) for HS256/384/512 tokens.
+    #[arg(long, value_name = "SECRET")]
+    pub token_hmac_secret: Option<String>,
+    /// PEM file with an RSA public key for RS*/PS* tokens.
+    #[arg(long, value_name = "FILE")]
+    pub token_rsa_public_key: Option<String>,
+    /// PEM file with an EC public key for ES256/ES384 tokens.
+    #[arg(long, value_name = "FILE")]
+    pub token_ec_public_key: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, value_name = "AUD")]
+    pub token_audience: Option<String>,
+    /// Required `iss` claim.
+    #[arg(long, value_name = "ISS")]
+    pub token_issuer: Option<String>,
+    /// Key for the server API (X-API-Key).
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// Accept connections without a token.
+    #[arg(long)]
+    pub allow_anonymous: bool,
+    /// This node's name.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Log format: human or json.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// `herald gentoken`.
+#[derive(Debug, Args)]
+pub struct GentokenArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The user id (`sub` claim).
+    #[arg(long, short = 'u')]
+    pub user: String,
+    /// Lifetime, e.g. 1h, 30m, 7d; 0 for a token that never expires.
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+    /// Make a subscription token for this channel instead of a connection token.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Public info to attach (JSON).
+    #[arg(long, value_name = "JSON")]
+    pub info: Option<String>,
+    /// HMAC secret (else from --config / HERALD_TOKEN_HMAC_SECRET).
+    #[arg(long, value_name = "SECRET")]
+    pub token_hmac_secret: Option<String>,
+}
+
+/// `herald publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The channel.
+    pub channel: String,
+    /// The data: JSON (a bare word is sent as a JSON string).
+    pub data: String,
+    /// The node's base URL.
+    #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    /// The server API key.
+    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Publish at most once for this key.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `herald tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The channel.
+    pub channel: String,
+    /// The node's WebSocket URL.
+    #[arg(
+        long,
+        env = "HERALD_WS_URL",
+        default_value = "ws://127.0.0.1:8000/connection/websocket"
+    )]
+    pub url: String,
+    /// Connection token (else one is made from --token-hmac-secret, else anonymous).
+    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Secret to sign a token for --user.
+    #[arg(long, env = "HERALD_TOKEN_HMAC_SECRET", hide_env_values = true)]
+    pub token_hmac_secret: Option<String>,
+    /// User for a token made from the secret.
+    #[arg(long, default_value = "herald-tail")]
+    pub user: String,
+    /// Start after this position (OFFSET:EPOCH) and print what was missed first.
+    #[arg(long, value_name = "OFFSET:EPOCH")]
+    pub since: Option<String>,
+    /// Exit after this many publications.
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+/// `herald healthcheck`.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The readiness URL.
+    #[arg(long, default_value = "http://127.0.0.1:8000/readyz")]
+    pub url: String,
+}

@@ -1,0 +1,180 @@
+//! `herald serve`: build the configuration from its layers, start logging, and run a
+//! node until SIGTERM or SIGINT.
+
+use crate::cli::ServeArgs;
+use anyhow::{Context, bail};
+use herald_broker::Broker;
+use herald_broker::memory::MemoryBroker;
+use herald_gateway::config::{
+    BrokerKind, Config, ConfigBuilder, DEFAULT_NAMESPACE, LogFormat, NamespaceConfig,
+    WILDCARD_NAMESPACE,
+};
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Builds the configuration: defaults (or `--dev` defaults) < file < env < flags.
+pub fn build_config(args: &ServeArgs) -> Result<Config, herald_gateway::config::ConfigError> {
+    let mut base = Config::default();
+    if args.dev {
+        base.broker = BrokerKind::Memory;
+        base.client.allow_anonymous = true;
+    }
+    let mut b = ConfigBuilder::from_config(&base);
+    if let Some(path) = &args.config.config {
+        b = b.file(path);
+    }
+    b = b.env(std::env::vars());
+    let flags: [(&str, &Option<String>); 10] = [
+        ("listen", &args.listen),
+        ("broker", &args.broker),
+        ("redis_url", &args.redis_url),
+        ("token.hmac_secret", &args.token_hmac_secret),
+        ("token.rsa_public_key", &args.token_rsa_public_key),
+        ("token.ec_public_key", &args.token_ec_public_key),
+        ("token.audience", &args.token_audience),
+        ("token.issuer", &args.token_issuer),
+        ("api.key", &args.api_key),
+        ("node_name", &args.node_name),
+    ];
+    for (path, value) in flags {
+        if let Some(v) = value {
+            b = b.set(path, v);
+        }
+    }
+    if let Some(f) = &args.log_format {
+        b = b.set("log_format", f);
+    }
+    if args.allow_anonymous {
+        b = b.set("client.allow_anonymous", "true");
+    }
+    if args.dev {
+        let open = NamespaceConfig::permissive();
+        b = b
+            .namespace_if_absent(DEFAULT_NAMESPACE, &open)
+            .namespace_if_absent(WILDCARD_NAMESPACE, &open);
+        // Generated only where nothing was given.
+        let probe = b.clone().build();
+        let (secret_missing, key_missing) = match &probe {
+            Ok(c) => (!c.has_token_key(), c.api.key.is_empty()),
+            Err(_) => (true, true),
+        };
+        if secret_missing && !has_key_setting(&b) {
+            b = b.set("token.hmac_secret", &random_secret());
+        }
+        if key_missing && args.api_key.is_none() && std::env::var_os("HERALD_API_KEY").is_none() {
+            b = b.set("api.key", &random_secret());
+        }
+    }
+    b.build()
+}
+
+fn has_key_setting(b: &ConfigBuilder) -> bool {
+    b.clone().build().is_ok_and(|c| c.has_token_key())
+}
+
+fn random_secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+async fn signals(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    token.cancel();
+}
+
+/// Runs `herald serve`.
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = match build_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    init_logging(config.log_format);
+    let broker: Arc<dyn Broker> = match config.broker {
+        BrokerKind::Memory => Arc::new(MemoryBroker::new()),
+        BrokerKind::Redis => bail!(
+            "broker \"redis\" is not available in this build yet; use --broker memory for a single node"
+        ),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr().context("listener address")?;
+    if config.api.key.is_empty() && !config.api.insecure {
+        tracing::warn!("no api.key set: the server API (/api/*) is disabled");
+    }
+    if args.dev {
+        print_dev_banner(&config, addr);
+    }
+    tracing::info!(%addr, broker = ?config.broker, version = herald_gateway::node::VERSION, "listening");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+    herald_gateway::run(config, broker, listener, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::print_stdout)]
+fn print_dev_banner(config: &Config, addr: std::net::SocketAddr) {
+    let secret = config.token.hmac_secret.expose();
+    let token = if secret.is_empty() {
+        String::from("(no HMAC secret: sign tokens with your configured key)")
+    } else {
+        crate::tools::sign(secret, &serde_json::json!({"sub": "dev-user", "exp": herald_gateway::auth::unix_now() + 86_400}))
+            .unwrap_or_else(|e| format!("(cannot sign: {e})"))
+    };
+    let key = config.api.key.expose();
+    println!(
+        r#"
+Herald {version} is running in development mode (embedded broker, permissive namespaces,
+history on, anonymous clients allowed). Not for production.
+
+  WebSocket   ws://{addr}/connection/websocket
+  Server API  http://{addr}/api/...   (X-API-Key below)
+  Health      http://{addr}/livez  http://{addr}/readyz   Metrics http://{addr}/metrics
+
+  HMAC secret {secret}
+  API key     {key}
+  Token       {token}
+              (user "dev-user", valid 24h)
+
+Try it:
+  herald tail news --url ws://{addr}/connection/websocket
+  curl -s -X POST http://{addr}/api/publish -H 'X-API-Key: {key}' \
+       -d '{{"channel":"news","data":{{"text":"hello"}}}}'
+  herald publish news '{{"text":"hi"}}' --url http://{addr} --api-key {key}
+
+In a browser (npm i centrifuge):
+  const c = new Centrifuge('ws://{addr}/connection/websocket', {{ token: '<Token above>' }});
+  c.newSubscription('news').on('publication', ctx => console.log(ctx.data)).subscribe();
+  c.connect();
+"#,
+        version = herald_gateway::node::VERSION,
+    );
+}

@@ -1,0 +1,153 @@
+//! Small tools: `gentoken`, `publish`, `checkconfig`, `healthcheck`.
+
+use crate::cli::{ConfigArgs, GentokenArgs, HealthcheckArgs, PublishArgs};
+use anyhow::{Context, bail};
+use herald_gateway::auth::unix_now;
+use herald_gateway::config::ConfigBuilder;
+use serde_json::{Value, json};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Signs claims with an HMAC secret (HS256).
+pub fn sign(secret: &str, claims: &Value) -> anyhow::Result<String> {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .context("cannot sign the token")
+}
+
+fn config_secret(config: &ConfigArgs) -> anyhow::Result<String> {
+    let mut b = ConfigBuilder::new();
+    if let Some(path) = &config.config {
+        b = b.file(path);
+    }
+    // Only the secret matters here; other problems (e.g. no key at all) are not ours.
+    let b = b.env(std::env::vars().filter(|(k, _)| k == "HERALD_TOKEN_HMAC_SECRET"));
+    let secret = b
+        .set("client.allow_anonymous", "true")
+        .build()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .token
+        .hmac_secret
+        .expose()
+        .to_owned();
+    if secret.is_empty() {
+        bail!(
+            "no HMAC secret: pass --token-hmac-secret, set HERALD_TOKEN_HMAC_SECRET, or --config a file with token.hmac_secret"
+        );
+    }
+    Ok(secret)
+}
+
+/// `herald gentoken`.
+#[allow(clippy::print_stdout)]
+pub fn gentoken(args: GentokenArgs) -> anyhow::Result<ExitCode> {
+    let secret = match args.token_hmac_secret {
+        Some(s) => s,
+        None => config_secret(&args.config)?,
+    };
+    let ttl = if args.ttl == "0" {
+        None
+    } else {
+        Some(
+            humantime::parse_duration(&args.ttl)
+                .with_context(|| format!("invalid --ttl {:?}", args.ttl))?,
+        )
+    };
+    let mut claims = json!({ "sub": args.user });
+    if let Some(ttl) = ttl {
+        claims["exp"] = json!(unix_now() + ttl.as_secs());
+    }
+    if let Some(channel) = args.channel {
+        claims["channel"] = json!(channel);
+    }
+    if let Some(info) = args.info {
+        claims["info"] = serde_json::from_str(&info).context("--info is not valid JSON")?;
+    }
+    println!("{}", sign(&secret, &claims)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses publish data: JSON as given, anything else as a JSON string.
+pub fn parse_data(data: &str) -> Value {
+    serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_owned()))
+}
+
+/// `herald publish`.
+#[allow(clippy::print_stdout)]
+pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
+    let mut body = json!({ "channel": args.channel, "data": parse_data(&args.data) });
+    if let Some(key) = args.idempotency_key {
+        body["idempotency_key"] = json!(key);
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("HTTP client")?;
+    let url = format!("{}/api/publish", args.url.trim_end_matches('/'));
+    let mut req = client.post(&url).json(&body);
+    if let Some(key) = &args.api_key {
+        req = req.header("X-API-Key", key);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = resp.status();
+    let reply: Value = resp.json().await.context("the reply is not JSON")?;
+    if let Some(err) = reply.get("error") {
+        bail!("publish failed ({status}): {err}");
+    }
+    println!("{}", reply.get("result").unwrap_or(&Value::Null));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herald checkconfig`.
+#[allow(clippy::print_stdout)]
+pub fn checkconfig(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
+    let mut b = ConfigBuilder::new();
+    if let Some(path) = &args.config {
+        b = b.file(path);
+    }
+    match b.env(std::env::vars()).build() {
+        Ok(c) => {
+            println!(
+                "configuration OK: listen {}, broker {:?}, {} namespace(s), server API {}",
+                c.listen,
+                c.broker,
+                c.namespaces.len(),
+                if c.api.key.is_empty() && !c.api.insecure {
+                    "disabled (no api.key)"
+                } else {
+                    "on"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprint!("{e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// `herald healthcheck`.
+pub async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<ExitCode> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .context("HTTP client")?;
+    match client.get(&args.url).send().await {
+        Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
+        Ok(r) => {
+            eprintln!("herald: not ready: {}", r.status());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("herald: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

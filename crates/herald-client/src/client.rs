@@ -116,7 +116,8 @@ impl Client {
     }
 
     /// Closes the connection cleanly and stops reconnecting. Calls waiting for the
-    /// connection fail with [`ClientError::Closed`]. Subscriptions stay registered and
+    /// connection fail with [`ClientError::Closed`]; calls in flight with
+    /// [`ClientError::Interrupted`]. Subscriptions stay registered and
     /// resume, with recovery, on the next [`connect`](Self::connect).
     pub async fn disconnect(&self) {
         let (ack, done) = oneshot::channel();
@@ -265,8 +266,9 @@ impl Client {
         Ok(reply.rpc.unwrap_or_default())
     }
 
-    /// Sends one command and waits for its reply. While connecting the command waits for
-    /// the connection; the timeout covers both.
+    /// Sends one command and waits for its reply. While not connected the command waits
+    /// for the connection (it fails with [`ClientError::Closed`] if the client becomes
+    /// disconnected meanwhile); the timeout covers both.
     async fn call(&self, command: Command) -> Result<Reply, ClientError> {
         let (reply, replied) = oneshot::channel();
         self.send(Control::Call {

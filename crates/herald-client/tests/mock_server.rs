@@ -584,11 +584,24 @@ async fn terminal_close_codes_stop_reconnecting() {
     server
         .no_connection_within(Duration::from_millis(300))
         .await;
-    // Calls fail at once while disconnected.
-    assert!(matches!(
-        client.presence("a").await,
-        Err(ClientError::Closed)
-    ));
+    // A call made while disconnected waits for the next connection.
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.presence_stats("a").await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let connecting = client.clone();
+    let connect = tokio::spawn(async move { connecting.connect().await });
+    let mut conn = server.accept().await;
+    conn.handshake(json!({"client": "c2"})).await;
+    connect.await.expect("join").expect("connected");
+    let cmd = conn.command().await;
+    conn.reply(
+        &cmd["id"],
+        json!({"presence_stats": {"num_clients": 1, "num_users": 1}}),
+    )
+    .await;
+    assert_eq!(call.await.expect("join").expect("stats").num_clients, 1);
 }
 
 #[tokio::test]
@@ -661,39 +674,39 @@ async fn a_slow_consumer_is_resubscribed_with_recovery_not_skipped() {
         (true, true, 40, "E".into())
     );
     let mut next = 9;
+    let mut resubscribes = 0;
     while next <= 40 {
-        match next_event(&mut sub).await {
-            SubscriptionEvent::Publication(p) => {
-                assert_eq!(p.offset, next);
-                next += 1;
-            }
-            SubscriptionEvent::Subscribed { recovered, .. } => assert!(recovered),
-            other => panic!("unexpected {other:?}"),
-        }
-        // Serve the resubscribes the overflow causes.
-        while let Ok(Some(Ok(Message::Text(text)))) =
-            tokio::time::timeout(Duration::from_millis(1), conn.ws.next()).await
-        {
-            for line in text.split('\n') {
-                let cmd: Value = serde_json::from_str(line).expect("json");
+        // Read events and serve the resubscribes each overflow causes, concurrently.
+        tokio::select! {
+            event = sub.next() => match event.expect("subscription open") {
+                SubscriptionEvent::Publication(p) => {
+                    assert_eq!(p.offset, next);
+                    next += 1;
+                }
+                SubscriptionEvent::Subscribed { recovered, .. } => assert!(recovered),
+                other => panic!("unexpected {other:?}"),
+            },
+            cmd = conn.command() => {
                 if let Some(s) = cmd.get("subscribe") {
+                    resubscribes += 1;
                     let from = s["offset"].as_u64().unwrap_or(0);
+                    assert_eq!(from, next - 1, "recovers from the last delivered offset");
                     let pubs: Vec<Value> = (from + 1..=40)
                         .map(|o| json!({"data": {"n": o}, "offset": o}))
                         .collect();
-                    conn.reply(
-                        &cmd["id"],
-                        json!({"subscribe": {"recoverable": true, "positioned": true,
+                    let result = json!({"subscribe": {"recoverable": true, "positioned": true,
                         "epoch": "E", "offset": from, "was_recovering": true, "recovered": true,
-                        "publications": pubs}}),
-                    )
-                    .await;
+                        "publications": pubs}});
+                    conn.reply(&cmd["id"], result).await;
                 } else {
+                    assert_eq!(cmd["unsubscribe"]["channel"], "fast");
                     conn.reply(&cmd["id"], json!({"unsubscribe": {}})).await;
                 }
             }
+            () = tokio::time::sleep(WAIT) => panic!("stuck at offset {next}"),
         }
     }
+    assert!(resubscribes >= 1);
 }
 
 #[tokio::test]
@@ -717,6 +730,17 @@ async fn disconnect_closes_cleanly_and_stops() {
     server
         .no_connection_within(Duration::from_millis(300))
         .await;
+    // A call waiting for a connection fails once disconnect() is called.
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.presence("a").await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client.disconnect().await;
+    assert!(matches!(
+        call.await.expect("join"),
+        Err(ClientError::Closed)
+    ));
     // connect() again resubscribes with recovery.
     let connecting = client.clone();
     let connect = tokio::spawn(async move { connecting.connect().await });

@@ -319,6 +319,8 @@ impl ConfigError {
 pub struct ConfigBuilder {
     table: toml::Table,
     problems: Vec<ConfigProblem>,
+    /// A file or TOML layer failed to load: semantic checks would only add noise.
+    load_failed: bool,
 }
 
 impl Default for ConfigBuilder {
@@ -339,6 +341,7 @@ impl ConfigBuilder {
         Self {
             table,
             problems: Vec::new(),
+            load_failed: false,
         }
     }
 
@@ -346,15 +349,21 @@ impl ConfigBuilder {
     pub fn file(mut self, path: &Path) -> Self {
         let at = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Err(e) => self.problems.push(ConfigProblem {
-                at,
-                message: format!("cannot read: {e}"),
-            }),
-            Ok(text) => match text.parse::<toml::Table>() {
-                Err(e) => self.problems.push(ConfigProblem {
+            Err(e) => {
+                self.load_failed = true;
+                self.problems.push(ConfigProblem {
                     at,
-                    message: format!("not valid TOML: {}", e.message()),
-                }),
+                    message: format!("cannot read: {e}"),
+                });
+            }
+            Ok(text) => match text.parse::<toml::Table>() {
+                Err(e) => {
+                    self.load_failed = true;
+                    self.problems.push(ConfigProblem {
+                        at,
+                        message: format!("not valid TOML: {}", e.to_string().trim()),
+                    });
+                }
                 Ok(t) => merge(&mut self.table, t),
             },
         }
@@ -364,10 +373,13 @@ impl ConfigBuilder {
     /// Merges TOML text over the current values (for tests and embedded defaults).
     pub fn toml(mut self, text: &str) -> Self {
         match text.parse::<toml::Table>() {
-            Err(e) => self.problems.push(ConfigProblem {
-                at: "<toml>".into(),
-                message: e.message().to_owned(),
-            }),
+            Err(e) => {
+                self.load_failed = true;
+                self.problems.push(ConfigProblem {
+                    at: "<toml>".into(),
+                    message: e.to_string().trim().to_owned(),
+                });
+            }
             Ok(t) => merge(&mut self.table, t),
         }
         self
@@ -460,6 +472,9 @@ impl ConfigBuilder {
     /// Deserializes and validates, reporting every problem at once.
     pub fn build(self) -> Result<Config, ConfigError> {
         let mut problems = self.problems;
+        if self.load_failed {
+            return Err(ConfigError { problems });
+        }
         let config = match Config::deserialize(toml::Value::Table(self.table)) {
             Ok(c) => c,
             Err(e) => {

@@ -129,14 +129,18 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<(), StartEr
         }
     });
     let shutdown = node.shutdown.clone();
+    // The listener stays open through the drain, so load balancers and probes see
+    // `/readyz` turn 503 (and new sockets refused) instead of connection errors.
+    let stop_accepting = CancellationToken::new();
     let app = router(node.clone());
     let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
     let serving = tokio::spawn(async move { server.await });
     shutdown.cancelled().await;
     node.start_draining();
     tracing::info!("draining");
     drain(&node).await;
+    stop_accepting.cancel();
     node.tasks.close();
     let timeout = node.config.shutdown.timeout;
     if tokio::time::timeout(timeout, node.tasks.wait())

@@ -107,7 +107,8 @@ pub(crate) struct Task {
     want_connected: bool,
     shutdown: bool,
     backoff: Backoff,
-    /// Calls made while connecting; sent once the `connect` reply arrives.
+    /// Calls made while not connected; sent once the `connect` reply arrives, failed
+    /// when the client becomes disconnected, dropped when their caller gives up.
     waiting: VecDeque<(Box<Command>, ReplyTx)>,
     subs: HashMap<String, SubEntry>,
     calls: Calls,
@@ -186,6 +187,13 @@ impl Task {
                         continue;
                     }
                     if !self.cfg.reconnect {
+                        // Below 1000 the code is a connecting code, which means something
+                        // else among disconnected codes.
+                        let code = if code >= 1000 {
+                            code
+                        } else {
+                            disconnected_code::NO_RECONNECT
+                        };
                         self.stop(code, &reason);
                         continue;
                     }
@@ -286,6 +294,9 @@ impl Task {
             }
             Control::Disconnect { ack } => {
                 if self.state() == ConnectionState::Disconnected {
+                    for (_, tx) in self.waiting.drain(..) {
+                        let _ = tx.send(Err(ClientError::Closed));
+                    }
                     let _ = ack.send(());
                     return;
                 }
@@ -301,10 +312,12 @@ impl Task {
             Control::Call { command, reply } => {
                 if self.authenticated() {
                     self.send_call(command, reply);
-                } else if self.want_connected {
-                    self.waiting.push_back((command, reply));
                 } else {
-                    let _ = reply.send(Err(ClientError::Closed));
+                    if !self.want_connected {
+                        // No sweep runs while idle, so abandoned calls are dropped here.
+                        self.waiting.retain(|(_, tx)| !tx.is_closed());
+                    }
+                    self.waiting.push_back((command, reply));
                 }
             }
             Control::Subscribe {

@@ -47,7 +47,8 @@ struct Sub {
     offset: u64,
     epoch: Arc<str>,
     expires_at: Option<Instant>,
-    join_leave: bool,
+    /// The namespace announces joins and leaves.
+    announce_leave: bool,
     chan_info: Option<RawJson>,
 }
 
@@ -306,7 +307,7 @@ impl Conn {
             return false;
         };
         self.node.hub.unsubscribe(channel, self.id).await;
-        if sub.join_leave
+        if sub.announce_leave
             && let Some(info) = self.client_info(sub.chan_info)
         {
             self.node.hub.announce_leave(channel, info);
@@ -337,8 +338,11 @@ impl Conn {
 /// The close code for a read error, or `None` when the client simply went away.
 fn read_error_code(e: axum::Error) -> Option<DisconnectCode> {
     use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
     let inner = e.into_inner();
     match inner.downcast_ref::<WsError>() {
+        // Vanishing without a close handshake is a client going away, not a bad request.
+        Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => None,
         Some(WsError::Capacity(_) | WsError::Utf8(_) | WsError::Protocol(_)) => {
             Some(DisconnectCode::BadRequest)
         }

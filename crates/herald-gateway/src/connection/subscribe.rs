@@ -20,6 +20,7 @@ pub(super) struct SubOptions {
     pub offset: u64,
     pub epoch: String,
     pub reject_unrecovered: bool,
+    /// The subscriber wants join/leave pushes (granted only where the namespace emits them).
     pub join_leave: bool,
     pub expires_at: Option<Instant>,
     pub ttl: u32,
@@ -79,7 +80,7 @@ impl Conn {
             offset: req.offset,
             epoch: req.epoch.clone(),
             reject_unrecovered: req.flag & FLAG_REJECT_UNRECOVERED != 0,
-            join_leave: req.join_leave && ch.ns.join_leave,
+            join_leave: req.join_leave,
             expires_at,
             ttl,
             chan_info,
@@ -104,10 +105,14 @@ impl Conn {
             .client_info(opts.chan_info.clone())
             .ok_or(ErrorCode::Unauthorized)?;
         let session = self.session.as_ref().ok_or(ErrorCode::Unauthorized)?;
+        // The namespace decides whether joins and leaves are announced; the subscriber
+        // decides whether it receives them.
+        let announce = ns.join_leave;
+        let receive = opts.join_leave && ns.join_leave;
         let subscriber = Subscriber {
             conn: session.handle.clone(),
             info: info.clone(),
-            join_leave: opts.join_leave,
+            join_leave: receive,
         };
         let hub = self.node.hub.clone();
         hub.subscribe(channel, subscriber).await.map_err(|e| {
@@ -118,7 +123,7 @@ impl Conn {
         let mut result = SubscribeResult {
             expires: opts.expires_at.is_some(),
             ttl: opts.ttl,
-            join_leave: opts.join_leave,
+            join_leave: receive,
             ..SubscribeResult::default()
         };
         let mut sub = Sub {
@@ -126,7 +131,7 @@ impl Conn {
             offset: 0,
             epoch: Arc::from(""),
             expires_at: opts.expires_at,
-            join_leave: opts.join_leave,
+            announce_leave: announce,
             chan_info: opts.chan_info,
         };
         if ns.history_enabled() {
@@ -186,7 +191,7 @@ impl Conn {
             }
         }
         self.subs.insert(Arc::from(channel), sub);
-        if opts.join_leave {
+        if announce {
             hub.announce_join(channel, info);
         }
         Ok(result)

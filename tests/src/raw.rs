@@ -1,0 +1,159 @@
+//! A raw protocol client over tokio-tungstenite: send exact frames, read exact replies,
+//! observe close codes. For tests of edge cases an SDK would never produce.
+
+use futures_util::{SinkExt, StreamExt};
+use herald_protocol::Reply;
+use serde_json::Value;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+/// How long a raw client waits for the next frame by default.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// One raw WebSocket connection.
+pub struct Raw {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pending: std::collections::VecDeque<Reply>,
+    next_id: u32,
+}
+
+/// What the server did next.
+#[derive(Debug)]
+pub enum Event {
+    /// A reply, push or ping.
+    Reply(Reply),
+    /// The server closed with this code and reason.
+    Closed(u16, String),
+    /// The connection ended without a close frame.
+    Gone,
+}
+
+impl Raw {
+    /// Opens a socket to `url`.
+    pub async fn open(url: &str) -> Raw {
+        let (ws, _) = connect_async(url).await.expect("websocket connect");
+        Raw {
+            ws,
+            pending: Default::default(),
+            next_id: 0,
+        }
+    }
+
+    /// Opens a socket and authenticates with `token`; returns the connect result.
+    pub async fn connect(url: &str, token: &str) -> (Raw, Value) {
+        let mut raw = Raw::open(url).await;
+        let reply = raw
+            .call(serde_json::json!({ "connect": { "token": token } }))
+            .await;
+        assert!(reply.get("error").is_none(), "connect failed: {reply}");
+        (raw, reply["connect"].clone())
+    }
+
+    /// Sends a text frame as is.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    /// Sends a WebSocket message as is.
+    pub async fn send(&mut self, msg: Message) {
+        let _ = self.ws.send(msg).await;
+    }
+
+    /// Sends one command (adding an id) and returns the id.
+    pub async fn command(&mut self, mut cmd: Value) -> u32 {
+        self.next_id += 1;
+        cmd["id"] = self.next_id.into();
+        self.send_text(&cmd.to_string()).await;
+        self.next_id
+    }
+
+    /// Sends a command and waits for its reply (pushes that arrive first are kept for
+    /// [`Raw::next`]); returns the reply as JSON.
+    pub async fn call(&mut self, cmd: Value) -> Value {
+        let id = self.command(cmd).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.read_frame()).await {
+                Ok(Event::Reply(r)) if r.id == id => return serde_json::to_value(r).expect("json"),
+                Ok(Event::Reply(r)) => self.pending.push_back(r),
+                Ok(other) => panic!("no reply to command {id}: {other:?}"),
+                Err(_) => panic!("no reply to command {id} within {WAIT:?}"),
+            }
+        }
+    }
+
+    async fn read_frame(&mut self) -> Event {
+        if let Some(r) = self.pending.pop_front() {
+            return Event::Reply(r);
+        }
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let mut replies =
+                        herald_protocol::decode_replies(t.as_str()).expect("server frame decodes");
+                    let first = replies.remove(0);
+                    self.pending.extend(replies);
+                    return Event::Reply(first);
+                }
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return Event::Closed(f.code.into(), f.reason.to_string());
+                }
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return Event::Gone,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// The next event within `within`, or `None` on timeout.
+    pub async fn next_within(&mut self, within: Duration) -> Option<Event> {
+        tokio::time::timeout(within, self.read_frame()).await.ok()
+    }
+
+    /// The next event within [`WAIT`]; panics on timeout.
+    pub async fn next(&mut self) -> Event {
+        self.next_within(WAIT)
+            .await
+            .expect("an event within the wait")
+    }
+
+    /// The next push or reply, skipping pings; panics on close or timeout.
+    pub async fn next_reply(&mut self) -> Reply {
+        loop {
+            match self.next().await {
+                Event::Reply(r) if r.is_ping() => continue,
+                Event::Reply(r) => return r,
+                other => panic!("expected a reply, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code (skipping anything else).
+    pub async fn closed_within(&mut self, within: Duration) -> u16 {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.read_frame()).await {
+                Ok(Event::Closed(code, _)) => return code,
+                Ok(Event::Gone) => return 0,
+                Ok(Event::Reply(_)) => continue,
+                Err(_) => panic!("the server did not close within {within:?}"),
+            }
+        }
+    }
+
+    /// Offsets of the next `n` publications of `channel` (skipping pings and others).
+    pub async fn publications(&mut self, channel: &str, n: usize) -> Vec<u64> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let r = self.next_reply().await;
+            if let Some(push) = r.push
+                && push.channel == channel
+                && let Some(p) = push.publication
+            {
+                out.push(p.offset);
+            }
+        }
+        out
+    }
+}

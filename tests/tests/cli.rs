@@ -1,0 +1,251 @@
+//! The `herald` command line: help, version, config checking, tokens, publish and tail.
+
+use herald_tests::raw::Raw;
+use herald_tests::{Herald, free_port, herald_bin, secret};
+use serde_json::json;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn herald(args: &[&str]) -> std::process::Output {
+    Command::new(herald_bin())
+        .args(args)
+        .env_remove("HERALD_API_KEY")
+        .env_remove("HERALD_TOKEN_HMAC_SECRET")
+        .output()
+        .expect("run herald")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_and_version() {
+    let out = herald(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for cmd in [
+        "serve",
+        "gentoken",
+        "publish",
+        "tail",
+        "checkconfig",
+        "healthcheck",
+    ] {
+        assert!(help.contains(cmd), "{cmd} missing from --help:\n{help}");
+    }
+    let out = herald(&["--version"]);
+    assert!(text(&out.stdout).starts_with("herald "));
+}
+
+#[test]
+fn checkconfig_reports_every_problem_and_serve_refuses_bad_config() {
+    let dir = std::env::temp_dir().join(format!("herald-cli-{}", free_port()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "broker = \"redis\"\n[client]\nqueue_size = 1\nping_interval = \"1s\"\n",
+    )
+    .expect("write");
+    let out = herald(&["checkconfig", "--config", bad.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    for key in [
+        "redis_url",
+        "token",
+        "client.queue_size",
+        "client.pong_timeout",
+    ] {
+        assert!(err.contains(key), "{key} missing:\n{err}");
+    }
+    let out = herald(&["serve", "--config", bad.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("invalid configuration"));
+
+    let good = dir.join("good.toml");
+    std::fs::write(&good, format!("[token]\nhmac_secret = \"{}\"\n", secret())).expect("write");
+    let out = herald(&["checkconfig", "--config", good.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("configuration OK"));
+    let out = herald(&["checkconfig", "--config", "/nonexistent.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn serve_fails_fast_on_a_taken_port() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let out = herald(&["serve", "--dev", "--listen", &addr]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot listen"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn gentoken_publish_and_tail_work_against_a_node() {
+    let h = Herald::start("").await;
+    let token = text(
+        &herald(&[
+            "gentoken",
+            "--user",
+            "cli",
+            "--ttl",
+            "10m",
+            "--token-hmac-secret",
+            &h.secret,
+        ])
+        .stdout,
+    )
+    .trim()
+    .to_owned();
+    let (_raw, connect) = Raw::connect(&h.ws_url(), &token).await;
+    assert_eq!(connect["expires"], true);
+
+    let mut tail = Command::new(herald_bin())
+        .args([
+            "tail",
+            "news",
+            "--url",
+            &h.ws_url(),
+            "--token",
+            &token,
+            "--count",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tail");
+    // Wait for the tail to be subscribed before publishing.
+    let mut stderr = BufReader::new(tail.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("connected (") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).expect("read") > 0,
+            "tail exited before connecting"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let url = h.url("");
+    for n in 1..=3 {
+        let out = herald(&[
+            "publish",
+            "news",
+            &json!({"n": n}).to_string(),
+            "--url",
+            &url,
+            "--api-key",
+            &h.api_key,
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")["offset"],
+            n
+        );
+    }
+    let mut stdout = String::new();
+    tail.stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("read");
+    assert!(tail.wait().expect("wait").success());
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines[2]["offset"], 3);
+    assert_eq!(lines[2]["data"], json!({"n": 3}));
+
+    // --since resumes from a position: the two publications after offset 1.
+    let epoch = h.api("history", json!({"channel": "news"})).await["result"]["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
+    let out = Command::new(herald_bin())
+        .args([
+            "tail",
+            "news",
+            "--url",
+            &h.ws_url(),
+            "--token",
+            &token,
+            "--count",
+            "2",
+            "--since",
+            &format!("1:{epoch}"),
+        ])
+        .output()
+        .expect("tail");
+    let offsets: Vec<u64> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["offset"]
+                .as_u64()
+                .expect("offset")
+        })
+        .collect();
+    assert_eq!(offsets, vec![2, 3]);
+
+    let wrong = herald(&["publish", "news", "1", "--url", &url, "--api-key", "wrong"]);
+    assert!(!wrong.status.success());
+    let health = herald(&["healthcheck", "--url", &h.url("/readyz")]);
+    assert!(health.status.success());
+}
+
+#[tokio::test]
+async fn dev_mode_prints_a_working_token_and_api_key() {
+    let port = free_port();
+    let mut child = Command::new(herald_bin())
+        .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("HERALD_API_KEY")
+        .env_remove("HERALD_TOKEN_HMAC_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve --dev");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let (mut token, mut key) = (String::new(), String::new());
+    let mut line = String::new();
+    while out.read_line(&mut line).expect("read") > 0 {
+        if let Some(v) = line.trim().strip_prefix("Token") {
+            token = v.trim().to_owned();
+        }
+        if let Some(v) = line.trim().strip_prefix("API key") {
+            key = v.trim().to_owned();
+        }
+        if !token.is_empty() && !key.is_empty() {
+            break;
+        }
+        line.clear();
+    }
+    let ws = format!("ws://127.0.0.1:{port}/connection/websocket");
+    let (mut raw, _) = Raw::connect(&ws, &token).await;
+    // Permissive namespaces: any namespace, history on.
+    let sub = raw
+        .call(json!({"subscribe": {"channel": "anything:here"}}))
+        .await;
+    assert_eq!(sub["subscribe"]["recoverable"], true, "{sub}");
+    let reply = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/publish"))
+        .header("X-API-Key", &key)
+        .json(&json!({"channel": "anything:here", "data": "hi"}))
+        .send()
+        .await
+        .expect("publish")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
+    assert_eq!(reply["result"]["offset"], 1, "{reply}");
+    assert_eq!(raw.publications("anything:here", 1).await, vec![1]);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -23,7 +23,7 @@ pub struct Raw {
 #[derive(Debug)]
 pub enum Event {
     /// A reply, push or ping.
-    Reply(Reply),
+    Reply(Box<Reply>),
     /// The server closed with this code and reason.
     Closed(u16, String),
     /// The connection ended without a close frame.
@@ -76,8 +76,10 @@ impl Raw {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             match tokio::time::timeout_at(deadline, self.read_frame()).await {
-                Ok(Event::Reply(r)) if r.id == id => return serde_json::to_value(r).expect("json"),
-                Ok(Event::Reply(r)) => self.pending.push_back(r),
+                Ok(Event::Reply(r)) if r.id == id => {
+                    return serde_json::to_value(*r).expect("json");
+                }
+                Ok(Event::Reply(r)) => self.pending.push_back(*r),
                 Ok(other) => panic!("no reply to command {id}: {other:?}"),
                 Err(_) => panic!("no reply to command {id} within {WAIT:?}"),
             }
@@ -86,7 +88,7 @@ impl Raw {
 
     async fn read_frame(&mut self) -> Event {
         if let Some(r) = self.pending.pop_front() {
-            return Event::Reply(r);
+            return Event::Reply(Box::new(r));
         }
         loop {
             match self.ws.next().await {
@@ -95,7 +97,7 @@ impl Raw {
                         herald_protocol::decode_replies(t.as_str()).expect("server frame decodes");
                     let first = replies.remove(0);
                     self.pending.extend(replies);
-                    return Event::Reply(first);
+                    return Event::Reply(Box::new(first));
                 }
                 Some(Ok(Message::Close(Some(f)))) => {
                     return Event::Closed(f.code.into(), f.reason.to_string());
@@ -123,7 +125,7 @@ impl Raw {
         loop {
             match self.next().await {
                 Event::Reply(r) if r.is_ping() => continue,
-                Event::Reply(r) => return r,
+                Event::Reply(r) => return *r,
                 other => panic!("expected a reply, got {other:?}"),
             }
         }

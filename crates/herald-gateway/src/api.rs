@@ -280,7 +280,7 @@ pub async fn call(node: &Arc<Node>, method: &str, params: Value) -> ApiResult {
                 };
                 replies.push(reply);
             }
-            return Ok(json!({ "replies": replies }));
+            Ok(json!({ "replies": replies }))
         }
         _ => Err(ErrorCode::MethodNotFound.into()),
     }

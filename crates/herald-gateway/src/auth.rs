@@ -238,10 +238,10 @@ mod tests {
         .expect("keys")
     }
 
-    fn hs(alg: Algorithm, claims: serde_json::Value) -> String {
+    fn hs(alg: Algorithm, claims: &serde_json::Value) -> String {
         encode(
             &Header::new(alg),
-            &claims,
+            claims,
             &EncodingKey::from_secret(SECRET.as_bytes()),
         )
         .expect("encode")
@@ -254,14 +254,14 @@ mod tests {
             let claims = v
                 .verify_connection(&hs(
                     alg,
-                    json!({"sub": "42", "exp": unix_now() + 60, "info": {"name": "Ann"}}),
+                    &json!({"sub": "42", "exp": unix_now() + 60, "info": {"name": "Ann"}}),
                 ))
                 .expect("valid");
             assert_eq!(claims.sub, "42");
             assert_eq!(claims.info.expect("info").get(), r#"{"name":"Ann"}"#);
         }
         let forever = v
-            .verify_connection(&hs(Algorithm::HS256, json!({"sub": "1"})))
+            .verify_connection(&hs(Algorithm::HS256, &json!({"sub": "1"})))
             .expect("no exp");
         assert_eq!(forever.expires_at(), None);
     }
@@ -269,20 +269,23 @@ mod tests {
     #[test]
     fn rejects_expired_not_yet_valid_and_tampered() {
         let v = verifier("", "");
-        let expired = hs(Algorithm::HS256, json!({"sub": "1", "exp": unix_now() - 5}));
+        let expired = hs(
+            Algorithm::HS256,
+            &json!({"sub": "1", "exp": unix_now() - 5}),
+        );
         assert!(matches!(
             v.verify_connection(&expired),
             Err(TokenError::Expired)
         ));
         let future = hs(
             Algorithm::HS256,
-            json!({"sub": "1", "nbf": unix_now() + 600}),
+            &json!({"sub": "1", "nbf": unix_now() + 600}),
         );
         assert!(matches!(
             v.verify_connection(&future),
             Err(TokenError::Invalid(_))
         ));
-        let mut tampered = hs(Algorithm::HS256, json!({"sub": "1"}));
+        let mut tampered = hs(Algorithm::HS256, &json!({"sub": "1"}));
         tampered.pop();
         tampered.push('A');
         assert!(v.verify_connection(&tampered).is_err());
@@ -319,7 +322,7 @@ mod tests {
         let v = verifier("herald", "auth.example");
         let good = hs(
             Algorithm::HS256,
-            json!({"sub": "1", "aud": "herald", "iss": "auth.example"}),
+            &json!({"sub": "1", "aud": "herald", "iss": "auth.example"}),
         );
         assert!(v.verify_connection(&good).is_ok());
         for bad in [
@@ -327,7 +330,7 @@ mod tests {
             json!({"sub": "1", "aud": "herald", "iss": "evil"}),
             json!({"sub": "1"}),
         ] {
-            assert!(v.verify_connection(&hs(Algorithm::HS256, bad)).is_err());
+            assert!(v.verify_connection(&hs(Algorithm::HS256, &bad)).is_err());
         }
     }
 
@@ -337,12 +340,12 @@ mod tests {
         let ok = v
             .verify_subscription(&hs(
                 Algorithm::HS256,
-                json!({"sub": "1", "channel": "$secret"}),
+                &json!({"sub": "1", "channel": "$secret"}),
             ))
             .expect("valid");
         assert_eq!(ok.channel, "$secret");
         assert!(
-            v.verify_subscription(&hs(Algorithm::HS256, json!({"sub": "1"})))
+            v.verify_subscription(&hs(Algorithm::HS256, &json!({"sub": "1"})))
                 .is_err()
         );
     }

@@ -637,7 +637,7 @@ impl Config {
             {
                 bad(&at, "names use letters, digits, '_' and '-' only (or \"*\" for any other namespace)".into());
             }
-            if (ns.history_size > 0) != !ns.history_ttl.is_zero() {
+            if (ns.history_size > 0) == ns.history_ttl.is_zero() {
                 bad(
                     &at,
                     "history_size and history_ttl must both be set or both be zero".into(),

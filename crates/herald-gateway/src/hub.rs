@@ -252,7 +252,7 @@ impl Hub {
 
     /// Sends an encoded push to every local subscriber of `channel` that asked for
     /// join/leave pushes.
-    fn to_join_leave_subscribers(&self, channel: &str, frame: Bytes) {
+    fn to_join_leave_subscribers(&self, channel: &str, frame: &Bytes) {
         let channels = self.channels.read();
         if let Some(entry) = channels.get(channel) {
             for sub in entry.subscribers.values().filter(|s| s.join_leave) {
@@ -269,7 +269,7 @@ impl Hub {
             ..Push::default()
         });
         if let Ok(frame) = herald_protocol::frame::encode(&push) {
-            self.to_join_leave_subscribers(channel, frame);
+            self.to_join_leave_subscribers(channel, &frame);
         }
     }
 
@@ -281,7 +281,7 @@ impl Hub {
             ..Push::default()
         });
         if let Ok(frame) = herald_protocol::frame::encode(&push) {
-            self.to_join_leave_subscribers(channel, frame);
+            self.to_join_leave_subscribers(channel, &frame);
         }
     }
 

@@ -74,17 +74,15 @@ pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     while let Some(event) = sub.next().await {
         match event {
             SubscriptionEvent::Subscribed {
-                recovered,
-                was_recovering,
+                recovered: false,
+                was_recovering: true,
                 position,
                 ..
             } => {
-                if was_recovering && !recovered {
-                    eprintln!(
-                        "herald tail: could not recover missed publications; continuing from {}:{}",
-                        position.offset, position.epoch
-                    );
-                }
+                eprintln!(
+                    "herald tail: could not recover missed publications; continuing from {}:{}",
+                    position.offset, position.epoch
+                );
             }
             SubscriptionEvent::Publication(p) => {
                 let line = json!({ "channel": args.channel, "offset": p.offset, "data": p.data, "info": p.info, "tags": p.tags });

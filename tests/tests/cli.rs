@@ -5,7 +5,6 @@ use herald_tests::{Herald, free_port, herald_bin, secret};
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 fn herald(args: &[&str]) -> std::process::Output {
     Command::new(herald_bin())
@@ -125,14 +124,13 @@ async fn gentoken_publish_and_tail_work_against_a_node() {
     // Wait for the tail to be subscribed before publishing.
     let mut stderr = BufReader::new(tail.stderr.take().expect("stderr"));
     let mut line = String::new();
-    while !line.contains("connected (") {
+    while !line.contains("subscribed to news") {
         line.clear();
         assert!(
             stderr.read_line(&mut line).expect("read") > 0,
-            "tail exited before connecting"
+            "tail exited before subscribing"
         );
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let url = h.url("");
     for n in 1..=3 {
         let out = herald(&[

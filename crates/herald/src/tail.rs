@@ -74,15 +74,23 @@ pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     while let Some(event) = sub.next().await {
         match event {
             SubscriptionEvent::Subscribed {
-                recovered: false,
-                was_recovering: true,
+                recovered,
+                was_recovering,
                 position,
                 ..
             } => {
-                eprintln!(
-                    "herald tail: could not recover missed publications; continuing from {}:{}",
-                    position.offset, position.epoch
-                );
+                let at = format!("{}:{}", position.offset, position.epoch);
+                match (was_recovering, recovered) {
+                    (true, false) => eprintln!(
+                        "herald tail: subscribed to {}; missed publications could not be recovered, continuing from {at}",
+                        args.channel
+                    ),
+                    (true, true) => eprintln!(
+                        "herald tail: subscribed to {}; recovered from {at}",
+                        args.channel
+                    ),
+                    _ => eprintln!("herald tail: subscribed to {} at {at}", args.channel),
+                }
             }
             SubscriptionEvent::Publication(p) => {
                 let line = json!({ "channel": args.channel, "offset": p.offset, "data": p.data, "info": p.info, "tags": p.tags });

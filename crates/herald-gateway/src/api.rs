@@ -1,6 +1,11 @@
 //! The server HTTP API (`/api/*`, `X-API-Key`): publish, broadcast, history, presence,
 //! info, channels, disconnect, unsubscribe and batch, in the same request and response
 //! shapes as the Centrifugo server API, so its client libraries work unchanged.
+//!
+//! Payloads are never parsed into generic JSON values: parameters are decoded straight
+//! from the body into typed structs holding [`RawJson`], and results are encoded from
+//! typed structs, so publication data reaches subscribers and history readers byte for
+//! byte (big numbers, key order and all).
 
 use crate::channel::Channel;
 use crate::hub::Outgoing;
@@ -11,10 +16,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_broker::{HistoryQuery, PublishRequest};
 use herald_protocol::{
-    ClientInfo, DisconnectCode, ErrorCode, Publication, RawJson, StreamPosition, UnsubscribeCode,
+    ClientInfo, ErrorCode, Publication, RawJson, StreamPosition, UnsubscribeCode,
 };
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -45,7 +52,44 @@ impl ApiError {
     }
 }
 
-type ApiResult = Result<Value, ApiError>;
+/// An encoded result.
+type Raw = Box<RawValue>;
+type ApiResult = Result<Raw, ApiError>;
+
+/// `{"result": ..}` or `{"error": ..}`.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a ApiError>,
+}
+
+impl Envelope<'_> {
+    fn of(outcome: &Result<Raw, ApiError>) -> Envelope<'_> {
+        match outcome {
+            Ok(r) => Envelope {
+                result: Some(r),
+                error: None,
+            },
+            Err(e) => Envelope {
+                result: None,
+                error: Some(e),
+            },
+        }
+    }
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> ApiResult {
+    serde_json::value::to_raw_value(value).map_err(|e| {
+        tracing::error!(error = %e, "cannot encode an API result");
+        ApiError::from(ErrorCode::Internal)
+    })
+}
+
+fn parse<T: DeserializeOwned>(params: &str) -> Result<T, ApiError> {
+    serde_json::from_str(params).map_err(|e| ApiError::bad_request(format!("invalid params: {e}")))
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,10 +143,10 @@ struct ChannelsParams {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DisconnectSpec {
     code: u16,
     #[serde(default)]
-    #[allow(dead_code)]
     reason: String,
 }
 
@@ -127,38 +171,39 @@ struct UnsubscribeParams {
 
 #[derive(Deserialize)]
 struct BatchParams {
-    commands: Vec<BTreeMap<String, Value>>,
-}
-
-#[derive(Serialize)]
-struct PublicationOut<'a> {
-    data: &'a RawJson,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    info: Option<&'a ClientInfo>,
-    #[serde(skip_serializing_if = "is_zero")]
-    offset: u64,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    tags: &'a BTreeMap<String, String>,
+    commands: Vec<BTreeMap<String, Raw>>,
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-fn publication_json(p: &Publication) -> Value {
-    serde_json::to_value(PublicationOut {
-        data: &p.data,
-        info: p.info.as_ref(),
-        offset: p.offset,
-        tags: &p.tags,
-    })
-    .unwrap_or(Value::Null)
+#[derive(Serialize)]
+struct PositionOut<'a> {
+    #[serde(skip_serializing_if = "is_zero")]
+    offset: u64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    epoch: &'a str,
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(params: Value) -> Result<T, ApiError> {
-    serde_json::from_value(params)
-        .map_err(|e| ApiError::bad_request(format!("invalid params: {e}")))
+impl<'a> From<&'a StreamPosition> for PositionOut<'a> {
+    fn from(p: &'a StreamPosition) -> Self {
+        Self {
+            offset: p.offset,
+            epoch: &p.epoch,
+        }
+    }
 }
+
+#[derive(Serialize)]
+struct HistoryOut<'a> {
+    publications: &'a [Publication],
+    #[serde(flatten)]
+    position: PositionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct Empty {}
 
 /// The API's methods, in the order `info` lists them.
 pub const METHODS: &[&str] = &[
@@ -175,8 +220,8 @@ pub const METHODS: &[&str] = &[
     "batch",
 ];
 
-/// Runs one API method with JSON params.
-pub async fn call(node: &Arc<Node>, method: &str, params: Value) -> ApiResult {
+/// Runs one API method with its JSON params (the request body).
+pub async fn call(node: &Arc<Node>, method: &str, params: &str) -> ApiResult {
     match METHODS.iter().find(|m| **m == method) {
         Some(m) => node.metrics.api_calls.with_label_values(&[m]).inc(),
         None => {
@@ -197,7 +242,7 @@ pub async fn call(node: &Arc<Node>, method: &str, params: Value) -> ApiResult {
                 .remove_history(&p.channel)
                 .await
                 .map_err(|e| internal(node, "history_remove", &e))?;
-            Ok(json!({}))
+            encode(&Empty {})
         }
         "presence" | "presence_stats" => {
             let p: ChannelParams = parse(params)?;
@@ -207,45 +252,28 @@ pub async fn call(node: &Arc<Node>, method: &str, params: Value) -> ApiResult {
             }
             let infos = node.hub.presence(&p.channel);
             if method == "presence" {
-                let map: BTreeMap<String, ClientInfo> =
-                    infos.into_iter().map(|i| (i.client.clone(), i)).collect();
-                Ok(json!({ "presence": map }))
+                let presence: BTreeMap<&str, &ClientInfo> =
+                    infos.iter().map(|i| (i.client.as_str(), i)).collect();
+                encode(&json!({ "presence": presence }))
             } else {
                 let users: std::collections::HashSet<&str> =
                     infos.iter().map(|i| i.user.as_str()).collect();
-                Ok(json!({ "num_clients": infos.len(), "num_users": users.len() }))
+                encode(&json!({ "num_clients": infos.len(), "num_users": users.len() }))
             }
         }
-        "info" => Ok(info(node)),
+        "info" => encode(&info(node)),
         "channels" => {
-            let p: ChannelsParams = if params.is_null() {
-                ChannelsParams::default()
-            } else {
-                parse(params)?
-            };
-            let channels: BTreeMap<String, Value> = node
+            let p: ChannelsParams = parse(params)?;
+            let channels: BTreeMap<String, serde_json::Value> = node
                 .hub
                 .channels()
                 .into_iter()
                 .filter(|(name, _)| p.pattern.is_empty() || glob_match(&p.pattern, name))
                 .map(|(name, n)| (name, json!({ "num_clients": n })))
                 .collect();
-            Ok(json!({ "channels": channels }))
+            encode(&json!({ "channels": channels }))
         }
-        "disconnect" => {
-            let p: DisconnectParams = parse(params)?;
-            let code = match p.disconnect {
-                None => DisconnectCode::ForceDisconnect,
-                Some(spec) => DisconnectCode::from_code(spec.code).ok_or_else(|| {
-                    ApiError::bad_request(format!("unknown disconnect code {}", spec.code))
-                })?,
-            };
-            let client = (!p.client.is_empty()).then_some(p.client.as_str());
-            for conn in node.hub.connections_of(&p.user, client) {
-                conn.closer.close(code);
-            }
-            Ok(json!({}))
-        }
+        "disconnect" => disconnect(node, parse(params)?),
         "unsubscribe" => {
             let p: UnsubscribeParams = parse(params)?;
             Channel::resolve(&node.config, &p.channel)?;
@@ -260,27 +288,33 @@ pub async fn call(node: &Arc<Node>, method: &str, params: Value) -> ApiResult {
                     &node.metrics,
                 );
             }
-            Ok(json!({}))
+            encode(&Empty {})
         }
         "batch" => {
             let p: BatchParams = parse(params)?;
-            let mut replies = Vec::with_capacity(p.commands.len());
+            let mut replies: Vec<Raw> = Vec::with_capacity(p.commands.len());
             for command in p.commands {
                 let mut entries = command.into_iter();
                 let reply = match (entries.next(), entries.next()) {
                     (Some((m, params)), None) if m != "batch" => {
-                        match Box::pin(call(node, &m, params)).await {
-                            Ok(result) => json!({ m: result }),
-                            Err(e) => json!({ "error": e }),
+                        match Box::pin(call(node, &m, params.get())).await {
+                            Ok(result) => encode(&BTreeMap::from([(m.as_str(), &*result)]))?,
+                            Err(e) => encode(&Envelope {
+                                result: None,
+                                error: Some(&e),
+                            })?,
                         }
                     }
-                    _ => {
-                        json!({ "error": ApiError::bad_request("each batch command names exactly one method (not batch)") })
-                    }
+                    _ => encode(&Envelope {
+                        result: None,
+                        error: Some(&ApiError::bad_request(
+                            "each batch command names exactly one method (not batch)",
+                        )),
+                    })?,
                 };
                 replies.push(reply);
             }
-            Ok(json!({ "replies": replies }))
+            encode(&json!({ "replies": replies }))
         }
         _ => Err(ErrorCode::MethodNotFound.into()),
     }
@@ -308,17 +342,6 @@ fn publish_request(
     req
 }
 
-fn position_json(p: &StreamPosition) -> Value {
-    let mut out = serde_json::Map::new();
-    if p.offset > 0 {
-        out.insert("offset".into(), json!(p.offset));
-    }
-    if !p.epoch.is_empty() {
-        out.insert("epoch".into(), json!(p.epoch));
-    }
-    Value::Object(out)
-}
-
 async fn publish(node: &Arc<Node>, p: PublishParams) -> ApiResult {
     let ch = Channel::resolve(&node.config, &p.channel)?;
     let data = p
@@ -333,7 +356,7 @@ async fn publish(node: &Arc<Node>, p: PublishParams) -> ApiResult {
     let out = node.broker.publish(&p.channel, req).await;
     timer.observe_duration();
     let out = out.map_err(|e| internal(node, "publish", &e))?;
-    Ok(position_json(&out.position))
+    encode(&PositionOut::from(&out.position))
 }
 
 async fn broadcast(node: &Arc<Node>, p: BroadcastParams) -> ApiResult {
@@ -344,7 +367,7 @@ async fn broadcast(node: &Arc<Node>, p: BroadcastParams) -> ApiResult {
         return Err(ApiError::bad_request("channels is empty"));
     }
     let timer = node.metrics.broadcast_duration.start_timer();
-    let mut responses = Vec::with_capacity(p.channels.len());
+    let mut responses: Vec<Raw> = Vec::with_capacity(p.channels.len());
     for channel in &p.channels {
         let one = async {
             let ch = Channel::resolve(&node.config, channel)?;
@@ -359,15 +382,12 @@ async fn broadcast(node: &Arc<Node>, p: BroadcastParams) -> ApiResult {
                 .publish(channel, req)
                 .await
                 .map_err(|e| internal(node, "publish", &e))?;
-            Ok::<_, ApiError>(position_json(&out.position))
+            encode(&PositionOut::from(&out.position))
         };
-        responses.push(match one.await {
-            Ok(result) => json!({ "result": result }),
-            Err(e) => json!({ "error": e }),
-        });
+        responses.push(encode(&Envelope::of(&one.await))?);
     }
     timer.observe_duration();
-    Ok(json!({ "responses": responses }))
+    encode(&json!({ "responses": responses }))
 }
 
 async fn history(node: &Arc<Node>, p: HistoryParams) -> ApiResult {
@@ -396,17 +416,49 @@ async fn history(node: &Arc<Node>, p: HistoryParams) -> ApiResult {
     {
         return Err(ErrorCode::UnrecoverablePosition.into());
     }
-    let mut out = position_json(&page.position);
-    if let Value::Object(map) = &mut out {
-        map.insert(
-            "publications".into(),
-            Value::Array(page.publications.iter().map(publication_json).collect()),
-        );
-    }
-    Ok(out)
+    encode(&HistoryOut {
+        publications: &page.publications,
+        position: PositionOut::from(&page.position),
+    })
 }
 
-fn info(node: &Node) -> Value {
+fn disconnect(node: &Node, p: DisconnectParams) -> ApiResult {
+    let (code, reason) = match p.disconnect {
+        None => {
+            let c = herald_protocol::DisconnectCode::ForceDisconnect;
+            (c.code(), c.reason().to_owned())
+        }
+        Some(spec) => {
+            // 3000–3999 are the protocol's codes, 4000–4999 the application's own.
+            if !(3000..=4999).contains(&spec.code) {
+                return Err(ApiError::bad_request(format!(
+                    "disconnect code {} is outside 3000–4999",
+                    spec.code
+                )));
+            }
+            if spec.reason.len() > 123 {
+                return Err(ApiError::bad_request(
+                    "disconnect reason is longer than 123 bytes",
+                ));
+            }
+            let reason = if spec.reason.is_empty() {
+                herald_protocol::DisconnectCode::from_code(spec.code)
+                    .map_or("disconnect", |c| c.reason())
+                    .to_owned()
+            } else {
+                spec.reason
+            };
+            (spec.code, reason)
+        }
+    };
+    let client = (!p.client.is_empty()).then_some(p.client.as_str());
+    for conn in node.hub.connections_of(&p.user, client) {
+        conn.closer.close_with(code, &reason);
+    }
+    encode(&Empty {})
+}
+
+fn info(node: &Node) -> serde_json::Value {
     let (clients, users) = node.hub.counts();
     let channels = node.hub.channels();
     let subs: usize = channels.iter().map(|(_, n)| n).sum();
@@ -477,21 +529,29 @@ fn unauthorized(node: &Node) -> Response {
     } else {
         "missing or wrong API key (send it in the X-API-Key header)"
     };
-    (
-        StatusCode::UNAUTHORIZED,
-        axum::Json(
-            json!({ "error": { "code": ErrorCode::Unauthorized.code(), "message": message } }),
-        ),
-    )
-        .into_response()
+    let body = json!({ "error": { "code": ErrorCode::Unauthorized.code(), "message": message } });
+    (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
 }
 
-fn body_json(body: &Bytes) -> Result<Value, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Object(Default::default()));
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn envelope_response(status: StatusCode, outcome: &Result<Raw, ApiError>) -> Response {
+    let body = serde_json::to_string(&Envelope::of(outcome)).unwrap_or_default();
+    json_response(status, body)
+}
+
+/// The params text of a body: an empty body means `{}`.
+fn body_text(body: &Bytes) -> Result<&str, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("body is not UTF-8"))?;
+    if text.trim().is_empty() {
+        return Ok("{}");
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))
+    // Syntax errors are a 400 (not JSON at all); shape errors are reported per method.
+    serde_json::from_str::<&RawValue>(text)
+        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
+    Ok(text)
 }
 
 /// `POST /api/{method}`.
@@ -504,21 +564,19 @@ pub async fn method_handler(
     if !authorized(&node, &headers) {
         return unauthorized(&node);
     }
-    let params = match body_json(&body) {
+    let params = match body_text(&body) {
         Ok(p) => p,
-        Err(e) => {
-            return (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": e }))).into_response();
-        }
+        Err(e) => return envelope_response(StatusCode::BAD_REQUEST, &Err(e)),
     };
-    let out = match call(&node, &method, params).await {
-        Ok(result) if method == "batch" => result,
-        Ok(result) => json!({ "result": result }),
+    let outcome = call(&node, &method, params).await;
+    match outcome {
+        // A batch reply is `{"replies": ..}` itself, not wrapped in a result.
+        Ok(raw) if method == "batch" => json_response(StatusCode::OK, raw.get().to_owned()),
         Err(e) if e.code == ErrorCode::MethodNotFound.code() => {
-            return (StatusCode::NOT_FOUND, axum::Json(json!({ "error": e }))).into_response();
+            envelope_response(StatusCode::NOT_FOUND, &Err(e))
         }
-        Err(e) => json!({ "error": e }),
-    };
-    axum::Json(out).into_response()
+        outcome => envelope_response(StatusCode::OK, &outcome),
+    }
 }
 
 /// `POST /api`: newline-separated `{"method": .., "params": ..}` commands, answered by
@@ -528,34 +586,33 @@ pub async fn pipeline_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    #[derive(Deserialize)]
+    struct Cmd {
+        method: String,
+        #[serde(default)]
+        params: Option<Raw>,
+    }
     if !authorized(&node, &headers) {
         return unauthorized(&node);
     }
     let Ok(text) = std::str::from_utf8(&body) else {
-        return (StatusCode::BAD_REQUEST, "body is not UTF-8").into_response();
+        return envelope_response(
+            StatusCode::BAD_REQUEST,
+            &Err(ApiError::bad_request("body is not UTF-8")),
+        );
     };
     let mut lines = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        #[derive(Deserialize)]
-        struct Cmd {
-            method: String,
-            #[serde(default)]
-            params: Value,
-        }
-        let reply = match serde_json::from_str::<Cmd>(line) {
-            Err(e) => json!({ "error": ApiError::bad_request(format!("invalid command: {e}")) }),
-            Ok(cmd) => match call(&node, &cmd.method, cmd.params).await {
-                Ok(result) => json!({ "result": result }),
-                Err(e) => json!({ "error": e }),
-            },
+        let outcome = match serde_json::from_str::<Cmd>(line) {
+            Err(e) => Err(ApiError::bad_request(format!("invalid command: {e}"))),
+            Ok(cmd) => {
+                let params = cmd.params.as_deref().map_or("{}", RawValue::get);
+                call(&node, &cmd.method, params).await
+            }
         };
-        lines.push(reply.to_string());
+        lines.push(serde_json::to_string(&Envelope::of(&outcome)).unwrap_or_default());
     }
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        lines.join("\n"),
-    )
-        .into_response()
+    json_response(StatusCode::OK, lines.join("\n"))
 }
 
 #[cfg(test)]

@@ -393,7 +393,7 @@ impl ConfigBuilder {
             let Some(rest) = name.strip_prefix("HERALD_") else {
                 continue;
             };
-            if ENV_IGNORED.contains(&rest) {
+            if ENV_IGNORED.contains(&rest) || rest.starts_with("TEST_") {
                 continue;
             }
             match known.get(&name) {
@@ -494,8 +494,9 @@ impl ConfigBuilder {
     }
 }
 
-// Read by the binary itself, not configuration keys.
-const ENV_IGNORED: &[&str] = &["LOG", "CONFIG"];
+// Read by the `herald` tools and test harnesses, not configuration keys: `serve` must
+// start in a shell where they are set.
+const ENV_IGNORED: &[&str] = &["LOG", "CONFIG", "URL", "WS_URL", "TOKEN", "BIN"];
 
 fn merge(base: &mut toml::Table, over: toml::Table) {
     for (k, v) in over {

@@ -10,7 +10,6 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -49,22 +48,35 @@ pub enum Outgoing {
 /// Asks a connection to close itself with a code, from outside its task.
 #[derive(Debug, Default)]
 pub struct Closer {
-    code: AtomicU16,
+    requested: Mutex<Option<(u16, String)>>,
     token: CancellationToken,
 }
 
 impl Closer {
-    /// Requests a close; the first code asked for wins.
+    /// Requests a close with one of Herald's codes; the first request wins.
     pub fn close(&self, code: DisconnectCode) {
-        let _ = self
-            .code
-            .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire);
+        self.close_with(code.code(), code.reason());
+    }
+
+    /// Requests a close with any code (3000–4999, application codes included) and
+    /// reason; the first request wins.
+    pub fn close_with(&self, code: u16, reason: &str) {
+        let mut requested = self.requested.lock();
+        if requested.is_none() {
+            *requested = Some((code, reason.to_owned()));
+        }
+        drop(requested);
         self.token.cancel();
     }
 
-    /// The requested code, once a close was requested.
-    pub fn code(&self) -> Option<DisconnectCode> {
-        DisconnectCode::from_code(self.code.load(Ordering::Acquire))
+    /// The requested code and reason, once a close was requested.
+    pub fn requested_close(&self) -> Option<(u16, String)> {
+        self.requested.lock().clone()
+    }
+
+    /// Whether a close was requested.
+    pub fn is_closing(&self) -> bool {
+        self.token.is_cancelled()
     }
 
     /// Resolves when a close is requested.
@@ -95,7 +107,7 @@ impl ConnHandle {
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.closer.code().is_none() {
+                if !self.closer.is_closing() {
                     metrics.slow_disconnects.inc();
                 }
                 self.closer.close(DisconnectCode::Slow);

@@ -103,10 +103,10 @@ impl Conn {
         let mut deadline = self.deadline();
         let timer = tokio::time::sleep_until(deadline);
         tokio::pin!(timer);
-        let outcome: Option<DisconnectCode> = loop {
+        let outcome: Option<(u16, String)> = loop {
             let step = tokio::select! {
                 biased;
-                () = closer.requested() => Err(closer.code().unwrap_or(DisconnectCode::ConnectionClosed)),
+                () = closer.requested() => break Some(closer.requested_close().unwrap_or_else(|| reason_of(DisconnectCode::ConnectionClosed))),
                 // Authenticated clients are closed by the drain, spread over its window;
                 // a socket that never connected just goes.
                 () = self.node.shutdown.cancelled(), if self.session.is_none() => Err(DisconnectCode::Shutdown),
@@ -134,11 +134,15 @@ impl Conn {
                 () = &mut timer => self.on_timer(),
             };
             if let Err(code) = step {
-                break Some(code);
+                break Some(reason_of(code));
             }
             self.run_deferred().await;
             if !self.out.is_empty() && !self.flush(&mut socket).await {
-                break Some(closer.code().unwrap_or(DisconnectCode::WriteError));
+                break Some(
+                    closer
+                        .requested_close()
+                        .unwrap_or_else(|| reason_of(DisconnectCode::WriteError)),
+                );
             }
             let next = self.deadline();
             if next != deadline {
@@ -146,24 +150,31 @@ impl Conn {
                 timer.as_mut().reset(deadline);
             }
         };
-        if let Some(code) = outcome {
+        if let Some((code, reason)) = outcome {
+            let label = if code >= 4000 {
+                "application".to_owned()
+            } else {
+                code.to_string()
+            };
             self.node
                 .metrics
                 .disconnects
-                .with_label_values(&[code.code().to_string().as_str()])
+                .with_label_values(&[label.as_str()])
                 .inc();
-            tracing::debug!(
-                code = code.code(),
-                reason = code.reason(),
-                "closing connection"
-            );
-            // A slow client or a failed write cannot take a close frame in time: just drop.
-            if !matches!(code, DisconnectCode::Slow | DisconnectCode::WriteError) {
+            tracing::debug!(code, reason, "closing connection");
+            // A failed write cannot take a close frame; a slow client gets a brief chance
+            // (its queued bytes go first), everyone else a second.
+            let wait = match DisconnectCode::from_code(code) {
+                Some(DisconnectCode::WriteError) => None,
+                Some(DisconnectCode::Slow) => Some(Duration::from_millis(250)),
+                _ => Some(Duration::from_secs(1)),
+            };
+            if let Some(wait) = wait {
                 let close = Message::Close(Some(CloseFrame {
-                    code: code.code(),
-                    reason: Utf8Bytes::from_static(code.reason()),
+                    code,
+                    reason: Utf8Bytes::from(reason),
                 }));
-                let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+                let _ = tokio::time::timeout(wait, socket.send(close)).await;
             }
         }
         self.cleanup().await;
@@ -333,6 +344,10 @@ impl Conn {
             self.node.hub.unregister(self.id);
         }
     }
+}
+
+fn reason_of(code: DisconnectCode) -> (u16, String) {
+    (code.code(), code.reason().to_owned())
 }
 
 /// The close code for a read error, or `None` when the client simply went away.

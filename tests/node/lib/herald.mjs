@@ -9,6 +9,12 @@
 //   const client = newClient(node, { user: 'u1' });
 //   ...
 //   afterEach(closeClients); after(() => node.stop());
+//
+// closeClients() closes every client of the process, so files whose tests run
+// concurrently (describe with { concurrency: true }) call it in after() instead.
+//
+// Environment: HERALD_BIN (the binary), HERALD_LOG (server log filter, default
+// info,herald_gateway=debug), HERALD_TEST_VERBOSE=1 (echo server logs to stderr).
 
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -84,14 +90,20 @@ export function nowSeconds() {
   return Math.floor(Date.now() / 1000);
 }
 
+const HMAC_ALGS = { HS256: 'sha256', HS384: 'sha384', HS512: 'sha512' };
+
 /**
- * Signs an HS256 JWT with node:crypto. Herald uses the configured secret string's
- * bytes as the HMAC key, so the key here is the same string.
+ * Signs a JWT with node:crypto: HS256 unless `alg` says HS384/HS512, or 'none' for an
+ * unsigned token (which a server must refuse). Herald uses the configured secret
+ * string's bytes as the HMAC key, so the key here is the same string.
  */
-export function signJwt(secret, claims) {
+export function signJwt(secret, claims, { alg = 'HS256' } = {}) {
   const part = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
-  const signingInput = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
-  const sig = crypto.createHmac('sha256', secret).update(signingInput).digest('base64url');
+  const signingInput = `${part({ alg, typ: 'JWT' })}.${part(claims)}`;
+  if (alg === 'none') return `${signingInput}.`;
+  const hash = HMAC_ALGS[alg];
+  if (!hash) throw new Error(`signJwt: unsupported alg ${alg}`);
+  const sig = crypto.createHmac(hash, secret).update(signingInput).digest('base64url');
   return `${signingInput}.${sig}`;
 }
 
@@ -112,22 +124,49 @@ export async function waitUntil(fn, { timeout = 5000, interval = 20, what = 'con
 }
 
 /**
+ * `promise`'s value, or null if it takes longer than `ms`. The timer is cleared either
+ * way: a pending timer would keep the test process alive after its tests are done.
+ */
+export async function within(promise, ms) {
+  let timer;
+  const timeout = new Promise((resolve) => {
+    timer = setTimeout(() => resolve(null), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// Waits started by nextEvent and not yet settled. closeClients() abandons them, so a
+// test that failed before awaiting one does not keep its timer (and the process) alive.
+const pendingWaits = new Set();
+
+/**
  * The next `event` from an EventEmitter-like object (the SDK's client and
  * subscriptions) for which `filter(ctx)` holds; rejects after `timeout` ms.
  */
 export function nextEvent(emitter, event, { timeout = 5000, filter = () => true, explain } = {}) {
   return new Promise((resolve, reject) => {
+    const wait = {
+      abandon: () => {
+        clearTimeout(timer);
+        emitter.off(event, onEvent);
+        pendingWaits.delete(wait);
+      },
+    };
     const onEvent = (ctx) => {
       if (!filter(ctx)) return;
-      clearTimeout(timer);
-      emitter.off(event, onEvent);
+      wait.abandon();
       resolve(ctx);
     };
     const timer = setTimeout(() => {
-      emitter.off(event, onEvent);
+      wait.abandon();
       reject(new Error(`timed out after ${timeout} ms waiting for '${event}'${explain ? `\n${explain()}` : ''}`));
     }, timeout);
     emitter.on(event, onEvent);
+    pendingWaits.add(wait);
   });
 }
 
@@ -320,6 +359,22 @@ export class HeraldNode {
     return method === 'batch' ? body : body.result;
   }
 
+  /**
+   * The value of a Prometheus sample from /metrics, e.g.
+   * `metric('herald_disconnects_total', { code: '3008' })`; 0 when absent.
+   */
+  async metric(name, labels = {}) {
+    const text = await (await fetch(`${this.url}/metrics`)).text();
+    const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+    for (const line of text.split('\n')) {
+      const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+      if (!m || m[1] !== name) continue;
+      const have = m[2] ? m[2].split(',') : [];
+      if (want.every((w) => have.includes(w))) return Number(m[3]);
+    }
+    return 0;
+  }
+
   /** Publishes through the API; resolves to { offset, epoch }. */
   publish(channel, data, extra = {}) {
     return this.api('publish', { channel, data, ...extra });
@@ -329,8 +384,7 @@ export class HeraldNode {
   async stop({ signal = 'SIGTERM', timeout = 6000 } = {}) {
     if (this.exitInfo === null) {
       this.child.kill(signal);
-      const killed = sleep(timeout).then(() => 'timeout');
-      if ((await Promise.race([this.exited, killed])) === 'timeout') {
+      if ((await within(this.exited, timeout)) === null) {
         this.child.kill('SIGKILL');
         await this.exited;
       }
@@ -440,9 +494,18 @@ export class Transcript {
     this.entries.push({ t: Date.now() - this.t0, kind, text });
   }
 
-  /** Human-readable lines: `+ms kind text`, long frames (tokens) clipped. */
-  toString() {
-    return this.entries.map((e) => `  +${e.t}ms ${e.kind} ${clip(e.text)}`).join('\n');
+  /**
+   * Human-readable lines: `+ms kind text`, long frames (tokens) clipped. A long
+   * transcript keeps its first `head` and last `tail` entries.
+   */
+  toString(head = 40, tail = 80) {
+    const line = (e) => `  +${e.t}ms ${e.kind} ${clip(e.text)}`;
+    if (this.entries.length <= head + tail) return this.entries.map(line).join('\n');
+    return [
+      ...this.entries.slice(0, head).map(line),
+      `  … ${this.entries.length - head - tail} entries left out …`,
+      ...this.entries.slice(-tail).map(line),
+    ].join('\n');
   }
 }
 
@@ -628,8 +691,12 @@ export function rawClient(node, opts) {
   return new RawClient(node.wsUrl, opts);
 }
 
-/** Disconnects every SDK client and raw socket created through this module. */
+/**
+ * Disconnects every SDK client and raw socket created through this module, and
+ * abandons pending nextEvent() waits (their promises never settle).
+ */
 export async function closeClients() {
+  for (const w of [...pendingWaits]) w.abandon();
   for (const c of liveClients) {
     try {
       c.close();

@@ -1,20 +1,16 @@
 // Connecting with the real SDK: tokens, expired and invalid tokens. (Token refresh
 // over time is in expiry.test.mjs.)
 
-import { test, describe, before, after, afterEach } from 'node:test';
+import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startHerald,
   newClient,
-  newSub,
-  rawClient,
   closeClients,
   nextEvent,
-  waitUntil,
   signJwt,
   randomHex,
   nowSeconds,
-  uniq,
   sleep,
 } from '../lib/herald.mjs';
 
@@ -65,6 +61,25 @@ test('a token signed with another secret is refused with 3500 and no reconnect',
   await sleep(300);
   assert.equal(client.state, 'disconnected', `the SDK must not reconnect after 3500\n${client.explain()}`);
   assert.equal(client.sockets.length, 1, client.explain());
+});
+
+test('HS384 and HS512 tokens are accepted; alg none and a tampered payload are refused', { timeout: 10000 }, async () => {
+  for (const alg of ['HS384', 'HS512']) {
+    const client = newClient(node, { token: signJwt(node.secret, { sub: `user-${alg}` }, { alg }) });
+    const connected = nextEvent(client, 'connected', { explain: client.explain });
+    client.connect();
+    await connected;
+    client.disconnect();
+  }
+  const unsigned = signJwt(node.secret, { sub: 'mallory' }, { alg: 'none' });
+  const [head, , sig] = node.token({ sub: 'alice' }).split('.');
+  const tampered = [head, Buffer.from(JSON.stringify({ sub: 'admin' })).toString('base64url'), sig].join('.');
+  for (const token of [unsigned, tampered]) {
+    const client = newClient(node, { token });
+    const disconnected = nextEvent(client, 'disconnected', { explain: client.explain });
+    client.connect();
+    assert.equal((await disconnected).code, 3500, client.explain());
+  }
 });
 
 test('a connection without a token is refused when anonymous clients are not allowed', { timeout: 10000 }, async () => {

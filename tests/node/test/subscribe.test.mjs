@@ -83,6 +83,18 @@ describe('publications', () => {
     assert.ok(sub.pubs.every((p) => p.channel === channel && p.info === undefined), 'API publications carry no client info');
   });
 
+  test('any JSON value is data', { timeout: 10000 }, async () => {
+    const client = await connected();
+    const channel = uniq('json');
+    const [sub] = await subscribed(client, channel);
+    const values = ['text', 42, [1, 2], true, {}, 1.5e300, 'nul\u0000byte'];
+    for (const data of values) await node.publish(channel, data);
+    await waitUntil(() => sub.pubs.length === values.length, { what: 'publications', explain: client.explain });
+    assert.deepEqual(sub.pubs.map((p) => p.data), values);
+    // null is no data.
+    assert.equal((await node.apiRaw('publish', { channel, data: null })).body.error?.code, 107);
+  });
+
   test('concurrent API publications are delivered in offset order without gaps', { timeout: 10000 }, async () => {
     const client = await connected();
     const channel = uniq('burst');
@@ -103,6 +115,28 @@ describe('publications', () => {
     // Each publication arrives with the data its publish call got that offset for.
     const byOffset = new Map(results.map((r, k) => [r.offset, k]));
     for (const p of sub.pubs) assert.equal(p.data.k, byOffset.get(p.offset));
+  });
+
+  test('tags set through the API reach the subscriber', { timeout: 10000 }, async () => {
+    const client = await connected();
+    const channel = uniq('tags');
+    const [sub] = await subscribed(client, channel);
+    await node.publish(channel, { t: 1 }, { tags: { kind: 'note', lang: 'en' } });
+    await waitUntil(() => sub.pubs.length === 1, { what: 'publication', explain: client.explain });
+    assert.deepEqual(sub.pubs[0].tags, { kind: 'note', lang: 'en' }, client.explain());
+  });
+
+  test('fan-out: every subscriber gets every publication, in order', { timeout: 15000 }, async () => {
+    const channel = uniq('fanout');
+    const clients = await Promise.all(Array.from({ length: 20 }, (_, k) => connected({ user: `fan-${k}` })));
+    const subs = await Promise.all(clients.map(async (c) => (await subscribed(c, channel))[0]));
+    const N = 30;
+    await Promise.all(Array.from({ length: N }, (_, k) => node.publish(channel, { k })));
+    await waitUntil(() => subs.every((s) => s.pubs.length >= N), { what: `${N} publications at each of 20 clients` });
+    await sleep(100);
+    subs.forEach((s, k) => {
+      assert.deepEqual(s.pubs.map((p) => p.offset), Array.from({ length: N }, (_, i) => i + 1), clients[k].explain());
+    });
   });
 
   test('a subscriber publishes through the SDK; publications carry the publisher info', { timeout: 10000 }, async () => {
@@ -159,6 +193,26 @@ describe('subscription tokens ($ channels)', () => {
     await node.publish(channel, { secret: 1 });
     await waitUntil(() => sub.pubs.length === 1, { what: 'publication', explain: client.explain });
     assert.deepEqual(sub.pubs[0].data, { secret: 1 });
+  });
+
+  test('an expired subscription token (109) makes the SDK ask getToken again', { timeout: 10000 }, async () => {
+    const client = await connected({ user: 'alice' });
+    const channel = uniq('$secret');
+    let calls = 0;
+    const [, ctx] = await subscribed(client, channel, {
+      minResubscribeDelay: 50,
+      maxResubscribeDelay: 200,
+      getToken: async () => {
+        calls += 1;
+        return node.subToken({ sub: 'alice', channel, ttl: calls === 1 ? -10 : 60 });
+      },
+    });
+    assert.equal(calls, 2, client.explain());
+    assert.ok(ctx);
+    assert.ok(
+      client.transcript.entries.some((e) => e.kind === '<' && /"error":\{"code":109/.test(e.text)),
+      `the first subscribe was answered with 109\n${client.explain()}`,
+    );
   });
 
   test('a token for a different channel is refused', { timeout: 10000 }, async () => {
@@ -310,6 +364,39 @@ describe('presence and join/leave', () => {
     await node.api('disconnect', { user: 'carol' });
     const left2 = await leave2;
     assert.equal(left2.channel, channel);
+  });
+
+  test('a socket that dies is a leave, and leaves presence', { timeout: 10000 }, async () => {
+    const channel = uniq('room:drop');
+    const alice = await connected({ user: 'alice' });
+    const [aliceSub] = await subscribed(alice, channel, { joinLeave: true });
+    const bob = await connected({ user: 'bob', minReconnectDelay: 5000, maxReconnectDelay: 5000 });
+    await subscribed(bob, channel, { joinLeave: true });
+    assert.equal((await aliceSub.presenceStats()).numClients, 2);
+    const leave = nextEvent(aliceSub, 'leave', { filter: (c) => c.info.user === 'bob', explain: alice.explain });
+    bob.sockets.at(-1).terminate(); // no close frame: the server learns from the socket
+    const left = await leave;
+    assert.equal(left.info.client, bob.clientId);
+    assert.deepEqual(await aliceSub.presenceStats(), { numClients: 1, numUsers: 1 });
+  });
+
+  test('subscription token info is the chan_info others see', { timeout: 10000 }, async () => {
+    const channel = uniq('$room:vip');
+    const alice = await connected({ user: 'alice' });
+    const [aliceSub] = await subscribed(alice, channel, {
+      joinLeave: true,
+      getToken: async () => node.subToken({ sub: 'alice', channel }),
+    });
+    const join = nextEvent(aliceSub, 'join', { filter: (c) => c.info.user === 'bob', explain: alice.explain });
+    const bob = await connected({ user: 'bob' });
+    await subscribed(bob, channel, {
+      joinLeave: true,
+      getToken: async () => node.subToken({ sub: 'bob', channel, info: { role: 'moderator' } }),
+    });
+    const joined = await join;
+    assert.deepEqual(joined.info.chanInfo, { role: 'moderator' }, alice.explain());
+    const presence = await aliceSub.presence();
+    assert.deepEqual(presence.clients[bob.clientId]?.chanInfo, { role: 'moderator' }, JSON.stringify(presence));
   });
 
   test('no join/leave pushes for a subscriber that did not ask, or where the namespace has none', { timeout: 10000 }, async () => {

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod raw;
+pub mod redis;
 
 use rand::Rng;
 use serde_json::{Value, json};

@@ -23,6 +23,10 @@ impl BrokerHandler for Collector {
     fn on_publication(&self, channel: &str, publication: Arc<StoredPublication>) {
         let _ = self.tx.send((channel.to_owned(), publication));
     }
+
+    fn on_insufficient_state(&self, channel: &str) {
+        panic!("a healthy broker reported insufficient state for {channel}");
+    }
 }
 
 /// Starts `broker` with a [`Collector`] and returns the receiving end.

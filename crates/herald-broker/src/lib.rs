@@ -19,6 +19,11 @@ use std::sync::Arc;
 pub trait BrokerHandler: Send + Sync + 'static {
     /// A publication in a channel this node subscribed to, in offset order per channel.
     fn on_publication(&self, channel: &str, publication: Arc<StoredPublication>);
+
+    /// The node can no longer deliver `channel` without a gap (its stream was reset, or
+    /// publications were lost beyond repair): every local subscriber must resubscribe
+    /// with recovery, which tells each one plainly whether it missed anything.
+    fn on_insufficient_state(&self, channel: &str);
 }
 
 /// What a gateway node needs from the message backbone.

@@ -373,4 +373,28 @@ impl BrokerHandler for Hub {
                 .offer(Outgoing::Publication(encoded.clone()), &self.metrics);
         }
     }
+
+    fn on_insufficient_state(&self, channel: &str) {
+        let channels = self.channels.read();
+        let Some(entry) = channels.get(channel) else {
+            return;
+        };
+        let Some(name) = entry.name.clone() else {
+            return;
+        };
+        tracing::warn!(
+            channel,
+            subscribers = entry.subscribers.len(),
+            "stream continuity lost; subscribers resubscribe with recovery"
+        );
+        for sub in entry.subscribers.values() {
+            sub.conn.offer(
+                Outgoing::Unsubscribe {
+                    channel: name.clone(),
+                    code: herald_protocol::UnsubscribeCode::InsufficientState,
+                },
+                &self.metrics,
+            );
+        }
+    }
 }

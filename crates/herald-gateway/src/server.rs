@@ -45,6 +45,12 @@ impl BrokerHandler for HubLink {
             hub.on_publication(channel, publication);
         }
     }
+
+    fn on_insufficient_state(&self, channel: &str) {
+        if let Some(hub) = self.0.upgrade() {
+            hub.on_insufficient_state(channel);
+        }
+    }
 }
 
 /// Builds a node: loads keys, starts the broker, wires the hub.

@@ -1,0 +1,990 @@
+//! The Redis broker: publishing through the function library, node subscriptions on a
+//! dedicated pub/sub client, and the safety nets that make delivery gap-free.
+
+use crate::envelope::{self, Decoded};
+use crate::metrics::RedisMetrics;
+use crate::sequencer::{Sequencer, Verdict};
+use crate::{FUNCTION_LIBRARY, FUNCTION_VERSION};
+use async_trait::async_trait;
+use bytes::Bytes;
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use fred::types::config::UnresponsiveConfig;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use herald_broker::{
+    Broker, BrokerError, BrokerHandler, BrokerHealth, HistoryPage, HistoryQuery, PublishOutcome,
+    PublishRequest, StoredPublication, new_epoch,
+};
+use herald_protocol::StreamPosition;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How the broker reaches and uses Redis.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port`, or `redis-cluster://host:port?node=host:port&node=...`.
+    pub url: String,
+    /// Prefix of every key and pub/sub channel, so several deployments can share a Redis.
+    pub prefix: String,
+    /// How long a channel's epoch and top offset live after its last publication.
+    pub meta_ttl: Duration,
+    /// How long an idempotency key's result is remembered.
+    pub idempotency_ttl: Duration,
+    /// Give up connecting at start after this long.
+    pub connect_timeout: Duration,
+    /// A command that gets no answer within this fails (and its connection is recycled).
+    pub command_timeout: Duration,
+    /// Dispatch workers; a channel always goes to the same one, which keeps its order.
+    pub workers: usize,
+    /// How often idle channels' top offsets are compared with what the node delivered.
+    pub top_check_interval: Duration,
+    /// How often the pub/sub connection is probed.
+    pub probe_interval: Duration,
+    /// A probe with no echo for this long marks pub/sub unhealthy and reconnects it.
+    pub probe_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "herald".into(),
+            meta_ttl: Duration::from_secs(30 * 24 * 3600),
+            idempotency_ttl: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(5),
+            workers: 4,
+            top_check_interval: Duration::from_secs(2),
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(4),
+        }
+    }
+}
+
+/// The broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisStartError {
+    /// The URL is not a Redis URL.
+    #[error("invalid Redis URL {url:?}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: fred::error::Error,
+    },
+    /// Redis did not answer in time.
+    #[error("cannot reach Redis at {url} within {timeout:?}")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// The connect timeout.
+        timeout: Duration,
+    },
+    /// Redis refused the connection or a start-up command.
+    #[error("Redis at {url} failed during start-up")]
+    Redis {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: fred::error::Error,
+    },
+    /// The server is older than 7.0 (no functions, no sharded pub/sub).
+    #[error("Redis {found} is too old: Herald needs Redis 7.0 or newer")]
+    TooOld {
+        /// The version found.
+        found: String,
+    },
+    /// The loaded function library is not one this gateway can use.
+    #[error(
+        "Redis holds Herald function library version {found:?}, this gateway needs {FUNCTION_VERSION:?}"
+    )]
+    FunctionVersion {
+        /// The version found.
+        found: String,
+    },
+    /// Metrics could not be created.
+    #[error("metrics could not be created")]
+    Metrics(#[source] prometheus::Error),
+}
+
+/// A Herald broker over Redis. See the crate docs.
+pub struct RedisBroker {
+    inner: Arc<Inner>,
+}
+
+type SharedRead = Shared<BoxFuture<'static, Result<Arc<HistoryPage>, Arc<BrokerError>>>>;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ReadKey {
+    channel: String,
+    since: u64,
+    limit: i64,
+    reverse: bool,
+}
+
+enum Work {
+    Publication { channel: String, payload: Bytes },
+    CatchUp(String),
+}
+
+struct Probe {
+    last_echo: Instant,
+    sent_at: Option<Instant>,
+    reconnect_requested: bool,
+}
+
+struct Inner {
+    config: RedisConfig,
+    cluster: bool,
+    client: Client,
+    subscriber: SubscriberClient,
+    handler: OnceLock<Arc<dyn BrokerHandler>>,
+    channels: Mutex<HashMap<String, Sequencer>>,
+    workers: OnceLock<Vec<mpsc::UnboundedSender<Work>>>,
+    inflight: Mutex<HashMap<ReadKey, SharedRead>>,
+    metrics: RedisMetrics,
+    probe: Mutex<Probe>,
+    probe_channel: String,
+}
+
+fn unavailable(e: fred::error::Error) -> BrokerError {
+    if matches!(e.kind(), ErrorKind::Timeout) {
+        BrokerError::Timeout
+    } else {
+        BrokerError::Unavailable(Box::new(e))
+    }
+}
+
+fn protocol(message: &str) -> BrokerError {
+    BrokerError::Protocol(message.to_owned().into())
+}
+
+fn secs(d: Duration) -> String {
+    d.as_secs().max(1).to_string()
+}
+
+impl RedisBroker {
+    /// Connects, checks the server, and loads the function library. Fails fast with a
+    /// clear error when Redis is unreachable or too old; reconnects by itself afterwards.
+    pub async fn connect(config: RedisConfig) -> Result<Self, RedisStartError> {
+        let url = config.url.clone();
+        let fred_config = Config::from_url(&url).map_err(|source| RedisStartError::Url {
+            url: url.clone(),
+            source,
+        })?;
+        let cluster = fred_config.server.is_clustered();
+        let mut builder = Builder::from_config(fred_config);
+        builder
+            .with_connection_config(|c| {
+                c.connection_timeout = config.connect_timeout;
+                c.internal_command_timeout = config.command_timeout;
+                c.unresponsive = UnresponsiveConfig {
+                    max_timeout: Some(config.command_timeout),
+                    interval: Duration::from_millis(500),
+                };
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = config.command_timeout;
+                // Pub/sub messages wait here for the dispatcher; a lagging reader loses
+                // messages (then repaired), so leave room for bursts.
+                p.broadcast_channel_capacity = 1 << 16;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+        let redis_err = |source| RedisStartError::Redis {
+            url: url.clone(),
+            source,
+        };
+        let client = builder.build().map_err(redis_err)?;
+        let subscriber = builder.build_subscriber_client().map_err(redis_err)?;
+        let subscriber_client = subscriber.to_client();
+        for c in [&client, &subscriber_client] {
+            match tokio::time::timeout(config.connect_timeout, c.init()).await {
+                Ok(Ok(_task)) => {}
+                Ok(Err(source)) => return Err(RedisStartError::Redis { url, source }),
+                Err(_) => {
+                    let _ = c.quit().await;
+                    return Err(RedisStartError::Unreachable {
+                        url,
+                        timeout: config.connect_timeout,
+                    });
+                }
+            }
+        }
+        let info: String = client
+            .info(Some(fred::types::InfoKind::Server))
+            .await
+            .map_err(redis_err)?;
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_owned();
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        if major < 7 {
+            return Err(RedisStartError::TooOld { found: version });
+        }
+        warn_on_eviction(&client).await;
+        load_functions(&client, cluster)
+            .await
+            .map_err(|e| match e {
+                LoadError::Redis(source) => RedisStartError::Redis {
+                    url: url.clone(),
+                    source,
+                },
+                LoadError::Version(found) => RedisStartError::FunctionVersion { found },
+            })?;
+        let probe_id = new_epoch();
+        let prefix = &config.prefix;
+        let probe_channel = format!("{prefix}:{{probe-{probe_id}}}:pub");
+        tracing::info!(redis = %version, cluster, "connected to Redis");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                cluster,
+                client,
+                subscriber,
+                handler: OnceLock::new(),
+                channels: Mutex::new(HashMap::new()),
+                workers: OnceLock::new(),
+                inflight: Mutex::new(HashMap::new()),
+                metrics: RedisMetrics::new().map_err(RedisStartError::Metrics)?,
+                probe: Mutex::new(Probe {
+                    last_echo: Instant::now(),
+                    sent_at: None,
+                    reconnect_requested: false,
+                }),
+                probe_channel,
+                config,
+            }),
+        })
+    }
+
+    /// Registers the broker's metrics (pub/sub reconnects, gap repairs, probe results,
+    /// history reads, publish latency) into a registry.
+    pub fn register_metrics(
+        &self,
+        registry: &prometheus::Registry,
+    ) -> Result<(), prometheus::Error> {
+        self.inner.metrics.register(registry)
+    }
+}
+
+enum LoadError {
+    Redis(fred::error::Error),
+    Version(String),
+}
+
+/// Loads the library unless the same or a newer version is already there, so a
+/// gateway of an older release never downgrades it during a rolling update.
+async fn load_functions(client: &Client, cluster: bool) -> Result<(), LoadError> {
+    let loaded: Option<String> = client
+        .fcall_ro::<Value, _, _, _>("herald_version", Vec::<String>::new(), Vec::<String>::new())
+        .await
+        .ok()
+        .and_then(|v| v.as_string());
+    let ours: u64 = FUNCTION_VERSION.parse().unwrap_or(0);
+    match loaded.as_deref().map(|v| v.parse::<u64>().unwrap_or(0)) {
+        Some(v) if v >= ours && !cluster => return Ok(()),
+        _ => {}
+    }
+    if cluster {
+        client
+            .function_load_cluster::<(), _>(true, FUNCTION_LIBRARY)
+            .await
+            .map_err(LoadError::Redis)?;
+    } else {
+        client
+            .function_load::<Value, _>(true, FUNCTION_LIBRARY)
+            .await
+            .map_err(LoadError::Redis)?;
+    }
+    let now: Option<String> = client
+        .fcall_ro::<Value, _, _, _>("herald_version", Vec::<String>::new(), Vec::<String>::new())
+        .await
+        .map_err(LoadError::Redis)?
+        .as_string();
+    match now {
+        Some(v) if v.parse::<u64>().unwrap_or(0) >= ours => Ok(()),
+        other => Err(LoadError::Version(other.unwrap_or_default())),
+    }
+}
+
+/// An eviction policy may drop history or meta keys, and then "recovered" could be
+/// claimed over a hole; only `noeviction` is safe.
+async fn warn_on_eviction(client: &Client) {
+    let reply: Result<Value, _> = client
+        .custom(
+            fred::types::CustomCommand::new_static("CONFIG", None, false),
+            vec!["GET", "maxmemory-policy"],
+        )
+        .await;
+    let policy = reply
+        .ok()
+        .map(Value::into_array)
+        .and_then(|a| a.get(1).and_then(Value::as_string));
+    match policy.as_deref() {
+        Some("noeviction") => {}
+        Some(p) => tracing::warn!(
+            policy = p,
+            "Redis maxmemory-policy can evict Herald's history keys, which breaks recovery; use noeviction"
+        ),
+        None => tracing::warn!("cannot read Redis maxmemory-policy; make sure it is noeviction"),
+    }
+}
+
+impl Inner {
+    fn key(&self, channel: &str, suffix: &str) -> String {
+        format!("{}:{{{channel}}}:{suffix}", self.config.prefix)
+    }
+
+    fn pubsub_channel(&self, channel: &str) -> String {
+        self.key(channel, "pub")
+    }
+
+    fn channel_of<'a>(&self, pubsub: &'a str) -> Option<&'a str> {
+        pubsub
+            .strip_prefix(self.config.prefix.as_str())?
+            .strip_prefix(":{")?
+            .strip_suffix("}:pub")
+    }
+
+    fn handler(&self) -> Option<&Arc<dyn BrokerHandler>> {
+        self.handler.get()
+    }
+
+    fn route(&self, channel: &str, work: Work) {
+        let Some(workers) = self.workers.get() else {
+            return;
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        channel.hash(&mut h);
+        let i = (h.finish() % workers.len() as u64) as usize;
+        let _ = workers[i].send(work);
+    }
+
+    fn catch_up_all(&self) {
+        let names: Vec<String> = self.channels.lock().keys().cloned().collect();
+        for name in names {
+            self.route(&name.clone(), Work::CatchUp(name));
+        }
+    }
+
+    async fn read_history(
+        &self,
+        channel: &str,
+        since: u64,
+        limit: i64,
+        reverse: bool,
+    ) -> Result<HistoryPage, BrokerError> {
+        let keys = vec![self.key(channel, "stream"), self.key(channel, "meta")];
+        let args = vec![
+            since.to_string(),
+            limit.to_string(),
+            if reverse { "1" } else { "0" }.to_owned(),
+            new_epoch(),
+            secs(self.config.meta_ttl),
+        ];
+        let reply: Value = self
+            .client
+            .fcall("herald_history", keys, args)
+            .await
+            .map_err(unavailable)?;
+        parse_history(reply)
+    }
+
+    /// Delivers a publication that is next in sequence.
+    fn deliver(&self, channel: &str, d: Decoded) {
+        {
+            let mut channels = self.channels.lock();
+            let Some(seq) = channels.get_mut(channel) else {
+                return;
+            };
+            seq.advance(d.publication.offset, &d.epoch);
+        }
+        if let Some(h) = self.handler() {
+            h.on_publication(
+                channel,
+                Arc::new(StoredPublication {
+                    publication: d.publication,
+                    epoch: d.epoch,
+                }),
+            );
+        }
+    }
+
+    /// The stream cannot be followed without a hole: subscribers must resubscribe with
+    /// recovery, and the node continues from `offset` in `epoch`.
+    fn lost(&self, channel: &str, offset: u64, epoch: &str) {
+        self.metrics.resets.inc();
+        {
+            let mut channels = self.channels.lock();
+            let Some(seq) = channels.get_mut(channel) else {
+                return;
+            };
+            seq.advance(offset, epoch);
+        }
+        tracing::warn!(channel, offset, epoch, "stream continuity lost");
+        if let Some(h) = self.handler() {
+            h.on_insufficient_state(channel);
+        }
+    }
+
+    /// Offers a publication in sequence: delivers it, drops a duplicate, or repairs the
+    /// gap before it from the stream (one read for the whole node).
+    async fn offer(&self, channel: &str, d: Decoded) {
+        loop {
+            let verdict = match self.channels.lock().get(channel) {
+                Some(seq) => seq.judge(d.publication.offset, &d.epoch),
+                None => return,
+            };
+            match verdict {
+                Verdict::Deliver => return self.deliver(channel, d),
+                Verdict::Duplicate => return,
+                Verdict::Reset => return self.lost(channel, d.publication.offset, &d.epoch),
+                Verdict::Gap { from, to } => {
+                    self.metrics.gap_repairs.inc();
+                    if !self.repair(channel, from, to, &d.epoch).await {
+                        self.lost(channel, to, &d.epoch);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn repair(&self, channel: &str, from: u64, to: u64, epoch: &str) -> bool {
+        let count = i64::try_from(to - from + 1).unwrap_or(i64::MAX);
+        let page = match self.read_history(channel, from - 1, count, false).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, channel, "gap repair read failed");
+                return false;
+            }
+        };
+        if page.position.epoch != epoch {
+            return false;
+        }
+        let mut expected = from;
+        for p in page.publications {
+            if p.offset != expected {
+                return false;
+            }
+            self.metrics.gap_repair_messages.inc();
+            self.deliver(
+                channel,
+                Decoded {
+                    publication: p,
+                    epoch: epoch.to_owned(),
+                },
+            );
+            expected += 1;
+            if expected > to {
+                break;
+            }
+        }
+        expected > to
+    }
+
+    /// Brings a channel up to its stream's top (after a reconnect, a lagging reader, or
+    /// a top-offset check that found the node behind).
+    async fn catch_up(&self, channel: &str) {
+        let known = self
+            .channels
+            .lock()
+            .get(channel)
+            .and_then(|s| s.position().map(|(o, e)| (o, e.to_owned())));
+        let Some((last, epoch)) = known else {
+            return;
+        };
+        let page = match self.read_history(channel, last, -1, false).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, channel, "catch-up read failed; the next check retries");
+                return;
+            }
+        };
+        let top = page.position.offset;
+        if page.position.epoch != epoch {
+            return self.lost(channel, top, &page.position.epoch);
+        }
+        for p in page.publications {
+            self.offer(
+                channel,
+                Decoded {
+                    publication: p,
+                    epoch: epoch.clone(),
+                },
+            )
+            .await;
+        }
+        let behind = self
+            .channels
+            .lock()
+            .get(channel)
+            .and_then(|s| s.position().map(|(o, _)| o < top))
+            .unwrap_or(false);
+        if behind {
+            // The stream no longer holds what was missed (expired or trimmed).
+            self.lost(channel, top, &epoch);
+        }
+    }
+
+    async fn on_message(&self, channel: &str, payload: &[u8]) {
+        match envelope::decode_envelope(payload) {
+            Ok(d) => self.offer(channel, d).await,
+            Err(e) => tracing::warn!(error = %e, channel, "unreadable pub/sub message ignored"),
+        }
+    }
+
+    fn probe_echo(&self) {
+        let mut probe = self.probe.lock();
+        let now = Instant::now();
+        if let Some(sent) = probe.sent_at.take() {
+            self.metrics
+                .probe_roundtrip
+                .observe(now.duration_since(sent).as_secs_f64());
+        }
+        probe.last_echo = now;
+        probe.reconnect_requested = false;
+    }
+
+    fn pubsub_fresh(&self) -> bool {
+        self.probe.lock().last_echo.elapsed() < self.config.probe_timeout
+    }
+}
+
+fn parse_history(reply: Value) -> Result<HistoryPage, BrokerError> {
+    let mut parts = reply.into_array().into_iter();
+    let top = parts
+        .next()
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| protocol("history reply without top"))?;
+    let epoch = parts
+        .next()
+        .and_then(|v| v.as_string())
+        .ok_or_else(|| protocol("history reply without epoch"))?;
+    let entries = parts.next().map(Value::into_array).unwrap_or_default();
+    let mut publications = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let mut e = entry.into_array().into_iter();
+        let id = e.next().and_then(|v| v.as_string()).unwrap_or_default();
+        let offset: u64 = id
+            .split('-')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| protocol("stream entry id is not <offset>-0"))?;
+        let fields = e.next().map(Value::into_array).unwrap_or_default();
+        let (mut data, mut info, mut tags) = (Bytes::new(), Bytes::new(), Bytes::new());
+        let mut it = fields.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            let v = v.into_bytes().unwrap_or_default();
+            match k.as_string().as_deref() {
+                Some("d") => data = v,
+                Some("i") => info = v,
+                Some("t") => tags = v,
+                _ => {}
+            }
+        }
+        publications.push(envelope::publication(offset, &data, &info, &tags));
+    }
+    Ok(HistoryPage {
+        publications,
+        position: StreamPosition { offset: top, epoch },
+    })
+}
+
+async fn dispatch(
+    inner: Weak<Inner>,
+    mut rx: tokio::sync::broadcast::Receiver<fred::types::Message>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let msg = rx.recv().await;
+        let Some(inner) = inner.upgrade() else { return };
+        match msg {
+            Ok(msg) => {
+                let name: &str = &msg.channel;
+                if name == inner.probe_channel {
+                    inner.probe_echo();
+                    continue;
+                }
+                let Some(channel) = inner.channel_of(name) else {
+                    continue;
+                };
+                let channel = channel.to_owned();
+                let payload = msg.value.into_bytes().unwrap_or_default();
+                inner.route(&channel.clone(), Work::Publication { channel, payload });
+            }
+            Err(RecvError::Lagged(n)) => {
+                // Messages were dropped before we read them: catch every channel up.
+                inner.metrics.lagged_messages.inc_by(n);
+                tracing::warn!(
+                    dropped = n,
+                    "pub/sub reader lagged; catching up from streams"
+                );
+                inner.catch_up_all();
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn worker(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Work>) {
+    while let Some(work) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        match work {
+            Work::Publication { channel, payload } => inner.on_message(&channel, &payload).await,
+            Work::CatchUp(channel) => inner.catch_up(&channel).await,
+        }
+    }
+}
+
+/// After the pub/sub connection comes back: resubscribe everything first, then read
+/// what was published meanwhile, so nothing falls between the two.
+async fn on_reconnects(
+    inner: Weak<Inner>,
+    mut rx: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
+) {
+    while rx.recv().await.is_ok() {
+        let Some(inner) = inner.upgrade() else { return };
+        inner.metrics.pubsub_reconnects.inc();
+        tracing::warn!("pub/sub connection re-established; resubscribing and catching up");
+        if let Err(e) = inner.subscriber.resubscribe_all().await {
+            tracing::warn!(error = %e, "resubscribe failed; the probe will reconnect again");
+            continue;
+        }
+        inner.probe_echo();
+        inner.catch_up_all();
+    }
+}
+
+/// Finds channels whose stream moved on without the node hearing (a lost tail no later
+/// message reveals) or whose epoch changed, and catches them up.
+async fn top_checks(inner: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let known: Vec<(String, u64, String)> = inner
+            .channels
+            .lock()
+            .iter()
+            .filter_map(|(c, s)| s.position().map(|(o, e)| (c.clone(), o, e.to_owned())))
+            .collect();
+        for chunk in known.chunks(256) {
+            // Concurrent commands on one connection are pipelined by the client.
+            let reads = chunk.iter().map(|(c, _, _)| {
+                inner
+                    .client
+                    .hmget::<Vec<Option<String>>, _, _>(inner.key(c, "meta"), vec!["epoch", "top"])
+            });
+            let replies = futures_util::future::join_all(reads).await;
+            for ((channel, last, epoch), reply) in chunk.iter().zip(replies) {
+                let Ok(fields) = reply else { continue };
+                let now_epoch = fields.first().cloned().flatten();
+                let top: u64 = fields
+                    .get(1)
+                    .cloned()
+                    .flatten()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0);
+                match now_epoch {
+                    Some(e) if e == *epoch && top > *last => {
+                        inner.route(channel, Work::CatchUp(channel.clone()))
+                    }
+                    Some(e) if e == *epoch => {}
+                    // A new epoch, or the meta is gone (Redis lost its data): subscribers
+                    // cannot continue; read the new position (creating its epoch).
+                    _ => match inner.read_history(channel, 0, 0, false).await {
+                        Ok(page) => inner.lost(channel, page.position.offset, &page.position.epoch),
+                        Err(e) => tracing::warn!(error = %e, channel, "top check read failed"),
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Publishes to the node's own probe channel; a pub/sub connection that stops echoing
+/// is reported unhealthy (`/readyz`) and reconnected.
+async fn probes(inner: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let stale = {
+            let mut probe = inner.probe.lock();
+            let stale = probe.last_echo.elapsed() >= inner.config.probe_timeout
+                && !probe.reconnect_requested;
+            if stale {
+                probe.reconnect_requested = true;
+            }
+            if probe.sent_at.is_none() {
+                probe.sent_at = Some(Instant::now());
+            }
+            stale
+        };
+        if stale {
+            inner.metrics.probe_failures.inc();
+            tracing::warn!("pub/sub probe got no echo; reconnecting the pub/sub connection");
+            let subscriber = inner.subscriber.clone();
+            tokio::spawn(async move {
+                let _ = subscriber.force_reconnection().await;
+            });
+        }
+        let sent = if inner.cluster {
+            inner
+                .client
+                .spublish::<(), _, _>(inner.probe_channel.as_str(), "probe")
+                .await
+        } else {
+            inner
+                .client
+                .publish::<(), _, _>(inner.probe_channel.as_str(), "probe")
+                .await
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "probe publish failed");
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn start(&self, handler: Arc<dyn BrokerHandler>) -> Result<(), BrokerError> {
+        let inner = &self.inner;
+        inner
+            .handler
+            .set(handler)
+            .map_err(|_| BrokerError::Lifecycle)?;
+        let weak = Arc::downgrade(inner);
+        let mut senders = Vec::with_capacity(inner.config.workers.max(1));
+        for _ in 0..inner.config.workers.max(1) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            senders.push(tx);
+            tokio::spawn(worker(weak.clone(), rx));
+        }
+        let _ = inner.workers.set(senders);
+        tokio::spawn(dispatch(weak.clone(), inner.subscriber.message_rx()));
+        tokio::spawn(on_reconnects(weak.clone(), inner.subscriber.reconnect_rx()));
+        let probe = vec![inner.probe_channel.clone()];
+        if inner.cluster {
+            inner
+                .subscriber
+                .ssubscribe(probe)
+                .await
+                .map_err(unavailable)?;
+        } else {
+            inner
+                .subscriber
+                .subscribe(probe)
+                .await
+                .map_err(unavailable)?;
+        }
+        inner.probe_echo();
+        tokio::spawn(top_checks(weak.clone(), inner.config.top_check_interval));
+        tokio::spawn(probes(weak, inner.config.probe_interval));
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        channel: &str,
+        request: PublishRequest,
+    ) -> Result<PublishOutcome, BrokerError> {
+        let inner = &self.inner;
+        let mut keys = vec![inner.key(channel, "stream"), inner.key(channel, "meta")];
+        if let Some(k) = &request.idempotency_key {
+            keys.push(inner.key(channel, &format!("idem:{k}")));
+        }
+        let size = if request.keeps_history() {
+            request.history_size
+        } else {
+            0
+        };
+        let args = vec![
+            inner.pubsub_channel(channel),
+            request.data.get().to_owned(),
+            size.to_string(),
+            secs(request.history_ttl),
+            secs(inner.config.meta_ttl),
+            new_epoch(),
+            envelope::encode_info(request.info.as_ref()),
+            envelope::encode_tags(&request.tags),
+            secs(inner.config.idempotency_ttl),
+            if inner.cluster { "1" } else { "0" }.to_owned(),
+        ];
+        let started = Instant::now();
+        let reply: Value = inner
+            .client
+            .fcall("herald_publish", keys, args)
+            .await
+            .map_err(unavailable)?;
+        inner
+            .metrics
+            .publish_duration
+            .observe(started.elapsed().as_secs_f64());
+        let mut parts = reply.into_array().into_iter();
+        let offset = parts
+            .next()
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| protocol("publish reply without offset"))?;
+        let epoch = parts.next().and_then(|v| v.as_string()).unwrap_or_default();
+        let duplicate = parts.next().and_then(|v| v.as_u64()) == Some(1);
+        Ok(PublishOutcome {
+            position: StreamPosition { offset, epoch },
+            duplicate,
+        })
+    }
+
+    async fn subscribe(&self, channels: &[String]) -> Result<(), BrokerError> {
+        let inner = &self.inner;
+        {
+            let mut known = inner.channels.lock();
+            for c in channels {
+                known.entry(c.clone()).or_default();
+            }
+        }
+        let names: Vec<String> = channels.iter().map(|c| inner.pubsub_channel(c)).collect();
+        let subscribed = if inner.cluster {
+            inner.subscriber.ssubscribe(names).await
+        } else {
+            inner.subscriber.subscribe(names).await
+        };
+        if let Err(e) = subscribed {
+            let mut known = inner.channels.lock();
+            for c in channels {
+                known.remove(c);
+            }
+            return Err(unavailable(e));
+        }
+        // The position when the node started listening: a publication lost right after
+        // this is then a gap the node can see.
+        for c in channels {
+            let page = inner.read_history(c, 0, 0, false).await?;
+            if let Some(seq) = inner.channels.lock().get_mut(c) {
+                seq.baseline(page.position.offset, &page.position.epoch);
+            }
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, channels: &[String]) -> Result<(), BrokerError> {
+        let inner = &self.inner;
+        {
+            let mut known = inner.channels.lock();
+            for c in channels {
+                known.remove(c);
+            }
+        }
+        let names: Vec<String> = channels.iter().map(|c| inner.pubsub_channel(c)).collect();
+        let done = if inner.cluster {
+            inner.subscriber.sunsubscribe(names).await
+        } else {
+            inner.subscriber.unsubscribe(names).await
+        };
+        done.map_err(unavailable)
+    }
+
+    async fn history(
+        &self,
+        channel: &str,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, BrokerError> {
+        let key = ReadKey {
+            channel: channel.to_owned(),
+            since: query.since_offset.unwrap_or(0),
+            limit: query
+                .limit
+                .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+            reverse: query.reverse,
+        };
+        // At most one read per (channel, position) in flight on this node: a reconnect
+        // storm of clients recovering from the same offset costs one Redis read.
+        let (read, issued) = {
+            let mut inflight = self.inner.inflight.lock();
+            match inflight.get(&key) {
+                Some(read) => (read.clone(), false),
+                None => {
+                    let inner = self.inner.clone();
+                    let k = key.clone();
+                    let read: SharedRead = async move {
+                        inner
+                            .read_history(&k.channel, k.since, k.limit, k.reverse)
+                            .await
+                            .map(Arc::new)
+                            .map_err(Arc::new)
+                    }
+                    .boxed()
+                    .shared();
+                    inflight.insert(key.clone(), read.clone());
+                    (read, true)
+                }
+            }
+        };
+        let kind = if issued { "issued" } else { "coalesced" };
+        self.inner
+            .metrics
+            .history_reads
+            .with_label_values(&[kind])
+            .inc();
+        let result = read.await;
+        if issued {
+            self.inner.inflight.lock().remove(&key);
+        }
+        match result {
+            Ok(page) => Ok(HistoryPage::clone(&page)),
+            Err(e) => Err(BrokerError::Unavailable(Box::new(e))),
+        }
+    }
+
+    async fn remove_history(&self, channel: &str) -> Result<(), BrokerError> {
+        self.inner
+            .client
+            .del::<i64, _>(self.inner.key(channel, "stream"))
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    fn health(&self) -> BrokerHealth {
+        let inner = &self.inner;
+        if !inner.client.is_connected() {
+            return BrokerHealth {
+                ready: false,
+                detail: "Redis command connection down".into(),
+            };
+        }
+        if !inner.subscriber.is_connected() || !inner.pubsub_fresh() {
+            return BrokerHealth {
+                ready: false,
+                detail: "Redis pub/sub unhealthy".into(),
+            };
+        }
+        BrokerHealth::ok()
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        let (client, subscriber) = (self.inner.client.clone(), self.inner.subscriber.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = subscriber.quit().await;
+                let _ = client.quit().await;
+            });
+        }
+    }
+}

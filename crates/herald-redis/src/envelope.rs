@@ -1,0 +1,130 @@
+//! The wire format between Redis and gateways: the MessagePack envelope the publish
+//! function sends on pub/sub, and the fields of a stream entry.
+
+use herald_protocol::{ClientInfo, Publication, RawJson};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The pub/sub envelope `[offset, epoch, data, info, tags]`, packed by `herald_publish`.
+#[derive(Debug, Deserialize)]
+struct Envelope(
+    u64,
+    #[serde(with = "serde_bytes")] Vec<u8>,
+    #[serde(with = "serde_bytes")] Vec<u8>,
+    #[serde(with = "serde_bytes")] Vec<u8>,
+    #[serde(with = "serde_bytes")] Vec<u8>,
+);
+
+/// A pub/sub message Herald cannot read (not published by `herald_publish`).
+#[derive(Debug, thiserror::Error)]
+#[error("malformed publication envelope")]
+pub struct EnvelopeError(#[source] rmp_serde::decode::Error);
+
+/// A decoded publication and the epoch of its offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// The publication.
+    pub publication: Publication,
+    /// Its epoch ("" without history).
+    pub epoch: String,
+}
+
+/// Decodes a pub/sub envelope.
+pub fn decode_envelope(bytes: &[u8]) -> Result<Decoded, EnvelopeError> {
+    let Envelope(offset, epoch, data, info, tags) =
+        rmp_serde::from_slice(bytes).map_err(EnvelopeError)?;
+    Ok(Decoded {
+        publication: publication(offset, &data, &info, &tags),
+        epoch: String::from_utf8_lossy(&epoch).into_owned(),
+    })
+}
+
+/// Builds a publication from stored fields. Data that is not valid JSON (a foreign
+/// publisher's mistake) is delivered as a JSON string of its text, so the offset
+/// sequence stays whole; unreadable info or tags are left out.
+pub fn publication(offset: u64, data: &[u8], info: &[u8], tags: &[u8]) -> Publication {
+    let text = String::from_utf8_lossy(data).into_owned();
+    let data = match RawJson::from_string(text.clone()) {
+        Ok(raw) => raw,
+        Err(_) => {
+            tracing::warn!(
+                offset,
+                "publication data is not valid JSON; delivering it as a string"
+            );
+            RawJson::from_value(&text).unwrap_or_else(|_| RawJson::null())
+        }
+    };
+    let info: Option<ClientInfo> = if info.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(info).ok()
+    };
+    let tags: BTreeMap<String, String> = if tags.is_empty() {
+        BTreeMap::new()
+    } else {
+        serde_json::from_slice(tags).unwrap_or_default()
+    };
+    Publication {
+        data,
+        info,
+        offset,
+        tags,
+    }
+}
+
+/// Encodes publisher info for the publish function ("" when absent).
+pub fn encode_info(info: Option<&ClientInfo>) -> String {
+    info.and_then(|i| serde_json::to_string(i).ok())
+        .unwrap_or_default()
+}
+
+/// Encodes tags for the publish function ("" when empty).
+pub fn encode_tags(tags: &BTreeMap<String, String>) -> String {
+    if tags.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(tags).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(offset: u64, epoch: &str, data: &str, info: &str, tags: &str) -> Vec<u8> {
+        // The same shape Lua's cmsgpack.pack({offset, epoch, data, info, tags}) writes.
+        rmp_serde::to_vec(&(offset, epoch, data, info, tags)).expect("pack")
+    }
+
+    #[test]
+    fn decodes_what_the_function_packs() {
+        let info = encode_info(Some(&ClientInfo {
+            user: "42".into(),
+            client: "c".into(),
+            ..ClientInfo::default()
+        }));
+        let tags = encode_tags(&BTreeMap::from([("k".to_owned(), "v".to_owned())]));
+        let d = decode_envelope(&pack(7, "ep", r#"{"a":[1,2]}"#, &info, &tags)).expect("decode");
+        assert_eq!(d.epoch, "ep");
+        assert_eq!(d.publication.offset, 7);
+        assert_eq!(d.publication.data.get(), r#"{"a":[1,2]}"#);
+        assert_eq!(d.publication.info.expect("info").user, "42");
+        assert_eq!(d.publication.tags.get("k").map(String::as_str), Some("v"));
+    }
+
+    #[test]
+    fn keeps_big_numbers_verbatim_and_wraps_invalid_json() {
+        let d = decode_envelope(&pack(1, "e", "123456789012345678901234567890", "", ""))
+            .expect("decode");
+        assert_eq!(d.publication.data.get(), "123456789012345678901234567890");
+        let p = publication(2, b"not json", b"", b"");
+        assert_eq!(p.data.get(), r#""not json""#);
+        assert!(p.info.is_none() && p.tags.is_empty());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(decode_envelope(b"\xc1garbage").is_err());
+        assert!(decode_envelope(&rmp_serde::to_vec(&(1u64, "e")).expect("pack")).is_err());
+    }
+}

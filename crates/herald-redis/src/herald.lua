@@ -1,0 +1,115 @@
+#!lua name=herald
+--[[
+Herald's Redis function library. Gateways load it at start (FUNCTION LOAD REPLACE) and
+check herald_version; any publisher, in any language, can call it directly.
+
+Keys of one channel share a hash tag, so they live in one slot (Redis Cluster):
+  <prefix>:{<channel>}:stream   STREAM, entry id "<offset>-0", fields d (data JSON),
+                                i (publisher info JSON or ""), t (tags JSON or "")
+  <prefix>:{<channel>}:meta     HASH: epoch, top
+  <prefix>:{<channel>}:idem:<k> HASH: offset, epoch (idempotent publish results)
+]]
+
+local VERSION = '1'
+
+--[[
+FCALL herald_publish <numkeys 2|3> <stream> <meta> [<idem key>]
+      <pubsub channel> <data> <history size> <history ttl s> <meta ttl s> <new epoch>
+      <info json|""> <tags json|""> <idempotency ttl s> <sharded 0|1>
+Returns {offset, epoch, duplicate 0|1}. With history size 0 nothing is stored and the
+offset is 0. The publication goes out on pub/sub as a MessagePack array
+[offset, epoch, data, info, tags] in the same atomic step that assigns its offset, so
+pub/sub order is offset order and no subscriber sees an offset history lacks.
+]]
+local function publish(keys, args)
+  local stream, meta, idem = keys[1], keys[2], keys[3]
+  if idem then
+    local prev = redis.call('HMGET', idem, 'offset', 'epoch')
+    if prev[1] then
+      return {tonumber(prev[1]), prev[2], 1}
+    end
+  end
+  local channel, data = args[1], args[2]
+  local size, history_ttl, meta_ttl = tonumber(args[3]), args[4], args[5]
+  local info, tags = args[7], args[8]
+  local offset, epoch = 0, ''
+  if size > 0 then
+    epoch = redis.call('HGET', meta, 'epoch')
+    if not epoch then
+      -- No meta: a new stream, or history was lost. A fresh epoch makes that visible.
+      epoch = args[6]
+      redis.call('HSET', meta, 'epoch', epoch)
+    end
+    offset = redis.call('HINCRBY', meta, 'top', 1)
+    if offset == 1 then
+      redis.call('DEL', stream)
+    end
+    redis.call('XADD', stream, 'MAXLEN', size, offset .. '-0', 'd', data, 'i', info, 't', tags)
+    redis.call('EXPIRE', stream, history_ttl)
+    redis.call('EXPIRE', meta, meta_ttl)
+  end
+  local envelope = cmsgpack.pack({offset, epoch, data, info, tags})
+  if args[10] == '1' then
+    redis.call('SPUBLISH', channel, envelope)
+  else
+    redis.call('PUBLISH', channel, envelope)
+  end
+  if idem then
+    redis.call('HSET', idem, 'offset', offset, 'epoch', epoch)
+    redis.call('EXPIRE', idem, args[9])
+  end
+  return {offset, epoch, 0}
+end
+
+--[[
+FCALL herald_history 2 <stream> <meta> <since offset> <limit, -1 = all> <reverse 0|1>
+      <new epoch> <meta ttl s>
+Returns {top, epoch, entries} read atomically; entries as XRANGE/XREVRANGE returns them.
+Creates the epoch if the channel has none, so a client that subscribes before the first
+publication can recover it. Forward reads return offsets > since; reverse reads return
+offsets < since (since 0 = from the newest).
+]]
+local function history(keys, args)
+  local stream, meta = keys[1], keys[2]
+  local since, limit, reverse = tonumber(args[1]), tonumber(args[2]), args[3] == '1'
+  local state = redis.call('HMGET', meta, 'epoch', 'top')
+  local epoch, top = state[1], tonumber(state[2] or '0')
+  if not epoch then
+    epoch = args[4]
+    redis.call('HSET', meta, 'epoch', epoch)
+    redis.call('EXPIRE', meta, args[5])
+  end
+  local entries = {}
+  if limit ~= 0 then
+    if reverse then
+      local upper = '+'
+      if since > 0 then
+        upper = '(' .. since .. '-0'
+      end
+      if limit > 0 then
+        entries = redis.call('XREVRANGE', stream, upper, '-', 'COUNT', limit)
+      else
+        entries = redis.call('XREVRANGE', stream, upper, '-')
+      end
+    else
+      local lower = '(' .. since .. '-0'
+      if since == 0 then
+        lower = '-'
+      end
+      if limit > 0 then
+        entries = redis.call('XRANGE', stream, lower, '+', 'COUNT', limit)
+      else
+        entries = redis.call('XRANGE', stream, lower, '+')
+      end
+    end
+  end
+  return {top, epoch, entries}
+end
+
+local function version()
+  return VERSION
+end
+
+redis.register_function('herald_publish', publish)
+redis.register_function('herald_history', history)
+redis.register_function{function_name = 'herald_version', callback = version, flags = {'no-writes'}}

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod balancer;
 pub mod raw;
 pub mod redis;
 
@@ -118,6 +119,18 @@ impl Herald {
         Self::start_on(port, &secret(), &secret(), extra, args).await
     }
 
+    /// Starts `n` nodes sharing one token secret and API key, all on the Redis broker
+    /// at `redis_url`.
+    pub async fn group(n: usize, redis_url: &str, extra: &str) -> Vec<Herald> {
+        let (secret, key) = (secret(), secret());
+        let mut nodes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let args = ["--broker", "redis", "--redis-url", redis_url];
+            nodes.push(Self::start_on(free_port(), &secret, &key, extra, &args).await);
+        }
+        nodes
+    }
+
     /// Starts a node on a given port with given secrets (to restart "the same" node).
     pub async fn start_on(
         port: u16,
@@ -219,6 +232,11 @@ impl Herald {
             .await;
         assert!(reply.get("error").is_none(), "publish failed: {reply}");
         reply["result"]["offset"].as_u64().unwrap_or(0)
+    }
+
+    /// The node's configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("herald.toml")
     }
 
     /// The process id.

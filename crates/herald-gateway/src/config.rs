@@ -18,8 +18,11 @@ pub struct Config {
     pub node_name: String,
     /// Which message backbone to use.
     pub broker: BrokerKind,
-    /// Redis URL for `broker = "redis"`.
+    /// Redis URL for `broker = "redis"`: `redis://host:port`, or
+    /// `redis-cluster://host:port?node=host:port&node=host:port` for Redis Cluster.
     pub redis_url: String,
+    /// Prefix of Herald's Redis keys and channels (several deployments can share a Redis).
+    pub redis_prefix: String,
     /// Log format.
     pub log_format: LogFormat,
     /// Connection and subscription token verification.
@@ -42,6 +45,7 @@ impl Default for Config {
             node_name: String::new(),
             broker: BrokerKind::Memory,
             redis_url: String::new(),
+            redis_prefix: "herald".into(),
             log_format: LogFormat::Human,
             token: TokenConfig::default(),
             api: ApiConfig::default(),
@@ -567,6 +571,17 @@ impl Config {
         };
         if self.broker == BrokerKind::Redis && self.redis_url.is_empty() {
             bad("redis_url", "required when broker = \"redis\"".into());
+        }
+        if self.redis_prefix.is_empty()
+            || !self
+                .redis_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+        {
+            bad(
+                "redis_prefix",
+                "must be non-empty: letters, digits, '_', '-', '.', ':'".into(),
+            );
         }
         if !self.has_token_key() && !self.client.allow_anonymous {
             bad(

@@ -150,6 +150,11 @@ impl Metrics {
         })
     }
 
+    /// The registry, for components (such as a broker) that export metrics of their own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

@@ -166,6 +166,18 @@ fn protocol(message: &str) -> BrokerError {
     BrokerError::Protocol(message.to_owned().into())
 }
 
+/// An error with its causes, for logs ("broker unavailable: ERR ...").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 fn secs(d: Duration) -> String {
     d.as_secs().max(1).to_string()
 }
@@ -380,6 +392,41 @@ impl Inner {
         }
     }
 
+    /// Calls a library function; an empty Redis (restarted without persistence) has no
+    /// library, so it is loaded again and the call retried once.
+    async fn fcall(
+        &self,
+        name: &str,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Value, BrokerError> {
+        match self
+            .client
+            .fcall::<Value, _, _, _>(name, keys.clone(), args.clone())
+            .await
+        {
+            Ok(v) => Ok(v),
+            Err(e) if e.details().contains("Function not found") => {
+                tracing::warn!(
+                    "Herald's function library is missing (Redis lost its data?); loading it again"
+                );
+                load_functions(&self.client, self.cluster)
+                    .await
+                    .map_err(|e| match e {
+                        LoadError::Redis(e) => unavailable(e),
+                        LoadError::Version(v) => {
+                            protocol(&format!("function library version {v:?}"))
+                        }
+                    })?;
+                self.client
+                    .fcall(name, keys, args)
+                    .await
+                    .map_err(unavailable)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     async fn read_history(
         &self,
         channel: &str,
@@ -395,11 +442,7 @@ impl Inner {
             new_epoch(),
             secs(self.config.meta_ttl),
         ];
-        let reply: Value = self
-            .client
-            .fcall("herald_history", keys, args)
-            .await
-            .map_err(unavailable)?;
+        let reply = self.fcall("herald_history", keys, args).await?;
         parse_history(reply)
     }
 
@@ -467,7 +510,7 @@ impl Inner {
         let page = match self.read_history(channel, from - 1, count, false).await {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, channel, "gap repair read failed");
+                tracing::warn!(error = %chain(&e), channel, "gap repair read failed");
                 return false;
             }
         };
@@ -509,7 +552,7 @@ impl Inner {
         let page = match self.read_history(channel, last, -1, false).await {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, channel, "catch-up read failed; the next check retries");
+                tracing::warn!(error = %chain(&e), channel, "catch-up read failed; the next check retries");
                 return;
             }
         };
@@ -542,7 +585,9 @@ impl Inner {
     async fn on_message(&self, channel: &str, payload: &[u8]) {
         match envelope::decode_envelope(payload) {
             Ok(d) => self.offer(channel, d).await,
-            Err(e) => tracing::warn!(error = %e, channel, "unreadable pub/sub message ignored"),
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), channel, "unreadable pub/sub message ignored")
+            }
         }
     }
 
@@ -660,7 +705,7 @@ async fn on_reconnects(
         inner.metrics.pubsub_reconnects.inc();
         tracing::warn!("pub/sub connection re-established; resubscribing and catching up");
         if let Err(e) = inner.subscriber.resubscribe_all().await {
-            tracing::warn!(error = %e, "resubscribe failed; the probe will reconnect again");
+            tracing::warn!(error = %chain(&e), "resubscribe failed; the probe will reconnect again");
             continue;
         }
         inner.probe_echo();
@@ -708,7 +753,9 @@ async fn top_checks(inner: Weak<Inner>, every: Duration) {
                     // cannot continue; read the new position (creating its epoch).
                     _ => match inner.read_history(channel, 0, 0, false).await {
                         Ok(page) => inner.lost(channel, page.position.offset, &page.position.epoch),
-                        Err(e) => tracing::warn!(error = %e, channel, "top check read failed"),
+                        Err(e) => {
+                            tracing::warn!(error = %chain(&e), channel, "top check read failed")
+                        }
                     },
                 }
             }
@@ -827,11 +874,7 @@ impl Broker for RedisBroker {
             if inner.cluster { "1" } else { "0" }.to_owned(),
         ];
         let started = Instant::now();
-        let reply: Value = inner
-            .client
-            .fcall("herald_publish", keys, args)
-            .await
-            .map_err(unavailable)?;
+        let reply = inner.fcall("herald_publish", keys, args).await?;
         inner
             .metrics
             .publish_duration

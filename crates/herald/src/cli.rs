@@ -54,9 +54,12 @@ pub struct ServeArgs {
     /// Message backbone: memory (one node) or redis.
     #[arg(long, value_name = "KIND")]
     pub broker: Option<String>,
-    /// Redis URL, e.g. redis://127.0.0.1:6379.
+    /// Redis URL: redis://HOST:PORT, or redis-cluster://HOST:PORT?node=HOST:PORT&node=... .
     #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,
+    /// Prefix of Herald's Redis keys and channels [default: herald].
+    #[arg(long, value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
     /// HMAC secret (≥ 32 bytes) for HS256/384/512 tokens.
     #[arg(long, value_name = "SECRET")]
     pub token_hmac_secret: Option<String>,
@@ -124,6 +127,15 @@ pub struct PublishArgs {
     /// Publish at most once for this key.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Publish straight to Redis instead of through a node (history settings come from
+    /// the channel's namespace in --config).
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of Herald's Redis keys with --redis-url [default: herald].
+    #[arg(long, value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// `herald tail`.

@@ -2,16 +2,26 @@
 //! node until SIGTERM or SIGINT.
 
 use crate::cli::ServeArgs;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use herald_broker::Broker;
 use herald_broker::memory::MemoryBroker;
 use herald_gateway::config::{
     BrokerKind, Config, ConfigBuilder, DEFAULT_NAMESPACE, LogFormat, NamespaceConfig,
     WILDCARD_NAMESPACE,
 };
+use herald_redis::{RedisBroker, RedisConfig};
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+/// The Redis broker settings a node's configuration implies.
+pub fn redis_config(config: &Config) -> RedisConfig {
+    RedisConfig {
+        url: config.redis_url.clone(),
+        prefix: config.redis_prefix.clone(),
+        ..RedisConfig::default()
+    }
+}
 
 /// Builds the configuration: defaults (or `--dev` defaults) < file < env < flags.
 pub fn build_config(args: &ServeArgs) -> Result<Config, herald_gateway::config::ConfigError> {
@@ -25,10 +35,11 @@ pub fn build_config(args: &ServeArgs) -> Result<Config, herald_gateway::config::
         b = b.file(path);
     }
     b = b.env(std::env::vars());
-    let flags: [(&str, &Option<String>); 10] = [
+    let flags: [(&str, &Option<String>); 11] = [
         ("listen", &args.listen),
         ("broker", &args.broker),
         ("redis_url", &args.redis_url),
+        ("redis_prefix", &args.redis_prefix),
         ("token.hmac_secret", &args.token_hmac_secret),
         ("token.rsa_public_key", &args.token_rsa_public_key),
         ("token.ec_public_key", &args.token_ec_public_key),
@@ -117,11 +128,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     init_logging(config.log_format);
+    let mut redis = None;
     let broker: Arc<dyn Broker> = match config.broker {
         BrokerKind::Memory => Arc::new(MemoryBroker::new()),
-        BrokerKind::Redis => bail!(
-            "broker \"redis\" is not available in this build yet; use --broker memory for a single node"
-        ),
+        BrokerKind::Redis => {
+            let broker = Arc::new(
+                RedisBroker::connect(redis_config(&config))
+                    .await
+                    .context("the Redis broker could not start")?,
+            );
+            redis = Some(broker.clone());
+            broker
+        }
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -136,7 +154,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(%addr, broker = ?config.broker, version = herald_gateway::node::VERSION, "listening");
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
-    herald_gateway::run(config, broker, listener, shutdown).await?;
+    let node = herald_gateway::build(config, broker, shutdown).await?;
+    if let Some(redis) = redis {
+        redis
+            .register_metrics(node.metrics.registry())
+            .context("cannot register the Redis metrics")?;
+    }
+    herald_gateway::serve(node, listener).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -75,9 +75,52 @@ pub fn parse_data(data: &str) -> Value {
     serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_owned()))
 }
 
+/// `herald publish --redis-url`: through the function library, as any publisher could.
+#[allow(clippy::print_stdout)]
+async fn publish_to_redis(args: &PublishArgs, url: &str) -> anyhow::Result<ExitCode> {
+    use herald_broker::{Broker, PublishRequest};
+    let mut b = ConfigBuilder::new();
+    if let Some(path) = &args.config.config {
+        b = b.file(path);
+    }
+    b = b
+        .set("redis_url", url)
+        .set("client.allow_anonymous", "true");
+    if let Some(prefix) = &args.redis_prefix {
+        b = b.set("redis_prefix", prefix);
+    }
+    let config = b.build().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ch = herald_gateway::channel::Channel::resolve(&config, &args.channel).map_err(|code| {
+        anyhow::anyhow!(
+            "channel {:?}: {} (namespaces come from --config)",
+            args.channel,
+            code.message()
+        )
+    })?;
+    let data = herald_protocol::RawJson::from_value(&parse_data(&args.data)).context("data")?;
+    let mut req = PublishRequest::new(data).with_history(ch.ns.history_size, ch.ns.history_ttl);
+    req.idempotency_key = args.idempotency_key.clone();
+    let broker = herald_redis::RedisBroker::connect(crate::serve::redis_config(&config))
+        .await
+        .context("cannot connect to Redis")?;
+    let out = broker
+        .publish(&args.channel, req)
+        .await
+        .context("publish failed")?;
+    let mut reply = json!({});
+    if out.position.offset > 0 {
+        reply = json!({ "offset": out.position.offset, "epoch": out.position.epoch });
+    }
+    println!("{reply}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `herald publish`.
 #[allow(clippy::print_stdout)]
 pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.redis_url {
+        return publish_to_redis(&args, url).await;
+    }
     let mut body = json!({ "channel": args.channel, "data": parse_data(&args.data) });
     if let Some(key) = args.idempotency_key {
         body["idempotency_key"] = json!(key);

@@ -1,0 +1,342 @@
+//! Several gateway nodes on one Redis: every client gets every publication of its
+//! channels once and in order, whichever node it is on and whatever fails meanwhile.
+
+use herald_client::{Client, SubscribeOptions, Subscription, SubscriptionEvent};
+use herald_tests::balancer::Balancer;
+use herald_tests::raw::{Event, Raw};
+use herald_tests::redis::RedisServer;
+use herald_tests::{Herald, herald_bin};
+use serde_json::json;
+use std::time::Duration;
+
+/// Publishes through the function library with `redis-cli`, exactly as a publisher in
+/// any language would (the contract documented in the README).
+fn fcall_publish(redis: &RedisServer, channel: &str, data: &str) -> String {
+    let stream = format!("herald:{{{channel}}}:stream");
+    let meta = format!("herald:{{{channel}}}:meta");
+    let pubsub = format!("herald:{{{channel}}}:pub");
+    redis.cli(&[
+        "FCALL",
+        "herald_publish",
+        "2",
+        &stream,
+        &meta,
+        &pubsub,
+        data,
+        "100",
+        "300",
+        "2592000",
+        "cli-epoch",
+        "",
+        "",
+        "300",
+        "0",
+    ])
+}
+
+async fn subscribed_raw(node: &Herald, user: &str, channel: &str) -> Raw {
+    let (mut raw, _) = Raw::connect(&node.ws_url(), &node.token(user)).await;
+    let reply = raw.call(json!({"subscribe": {"channel": channel}})).await;
+    assert!(reply.get("subscribe").is_some(), "{reply}");
+    raw
+}
+
+/// Reads publications of `channel` until `n` arrived; any unsubscribe or close fails.
+async fn read_all(raw: &mut Raw, channel: &str, n: usize) -> Vec<(u64, serde_json::Value)> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        match raw.next_within(Duration::from_secs(15)).await {
+            Some(Event::Reply(r)) => {
+                if let Some(push) = r.push {
+                    assert!(push.unsubscribe.is_none(), "unsubscribed: {push:?}");
+                    if push.channel == channel
+                        && let Some(p) = push.publication
+                    {
+                        got.push((p.offset, serde_json::from_str(p.data.get()).expect("json")));
+                    }
+                }
+            }
+            other => panic!("after {} publications: {other:?}", got.len()),
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn three_nodes_deliver_every_publisher_once_in_order() {
+    let redis = RedisServer::start();
+    let nodes = Herald::group(3, &redis.url(), "").await;
+    let mut clients = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for j in 0..2 {
+            clients.push(subscribed_raw(node, &format!("u{i}{j}"), "news").await);
+        }
+    }
+    // Three kinds of publisher, interleaved: redis-cli FCALL, a node's HTTP API, and the
+    // CLI publishing straight to Redis.
+    for n in 1..=30u64 {
+        match n % 3 {
+            0 => {
+                let out = fcall_publish(&redis, "news", &json!({ "n": n }).to_string());
+                assert!(out.starts_with(&n.to_string()), "FCALL said {out}");
+            }
+            1 => assert_eq!(nodes[1].publish("news", json!({ "n": n })).await, n),
+            _ => {
+                let out = std::process::Command::new(herald_bin())
+                    .args([
+                        "publish",
+                        "news",
+                        &json!({ "n": n }).to_string(),
+                        "--redis-url",
+                        &redis.url(),
+                    ])
+                    .arg("--config")
+                    .arg(nodes[0].config_path())
+                    .output()
+                    .expect("herald publish");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+    for c in &mut clients {
+        let got = read_all(c, "news", 30).await;
+        let expected: Vec<(u64, serde_json::Value)> =
+            (1..=30).map(|n| (n, json!({ "n": n }))).collect();
+        assert_eq!(got, expected);
+    }
+}
+
+fn sdk(url: &str, token: String) -> Client {
+    Client::builder(url)
+        .token(token)
+        .min_backoff(Duration::from_millis(50))
+        .max_backoff(Duration::from_millis(400))
+        .build()
+        .expect("client")
+}
+
+/// Collects offsets until `n` arrived; returns them with how many resubscribes recovered.
+async fn collect_offsets(sub: &mut Subscription, n: usize) -> (Vec<u64>, usize) {
+    let (mut offsets, mut recovered) = (Vec::new(), 0);
+    while offsets.len() < n {
+        match tokio::time::timeout(Duration::from_secs(20), sub.next()).await {
+            Ok(Some(SubscriptionEvent::Publication(p))) => offsets.push(p.offset),
+            Ok(Some(SubscriptionEvent::Subscribed {
+                was_recovering: true,
+                recovered: r,
+                ..
+            })) => {
+                assert!(r, "a recovery failed after {} publications", offsets.len());
+                recovered += 1;
+            }
+            Ok(Some(SubscriptionEvent::Subscribed { .. })) => {}
+            other => panic!("after {} publications: {other:?}", offsets.len()),
+        }
+    }
+    (offsets, recovered)
+}
+
+#[tokio::test]
+async fn killed_node_clients_recover_on_other_nodes_without_loss() {
+    let redis = RedisServer::start();
+    let mut nodes = Herald::group(3, &redis.url(), "").await;
+    let lb = Balancer::start(nodes.iter().map(|n| n.port).collect()).await;
+    let mut subs = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let c = sdk(&lb.ws_url(), nodes[0].token(&format!("u{i}")));
+        let mut sub = c
+            .subscribe("news", SubscribeOptions::default())
+            .await
+            .expect("subscribe");
+        c.connect().await.expect("connect");
+        match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+            Ok(Some(SubscriptionEvent::Subscribed { .. })) => {}
+            other => panic!("not subscribed: {other:?}"),
+        }
+        subs.push(sub);
+        clients.push(c);
+    }
+    let publisher = nodes.pop().expect("node 2");
+    let (url, key) = (publisher.url("/api/publish"), publisher.api_key.clone());
+    let publishing = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        for n in 1..=300 {
+            let r = http
+                .post(&url)
+                .header("X-API-Key", &key)
+                .json(&json!({"channel": "news", "data": n}))
+                .send()
+                .await;
+            assert!(
+                r.is_ok_and(|r| r.status().is_success()),
+                "publish {n} failed"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    nodes[0].signal("KILL");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    nodes[1].signal("KILL");
+    publishing.await.expect("publisher");
+    let mut recoveries = 0;
+    for sub in &mut subs {
+        let (offsets, recovered) = collect_offsets(sub, 300).await;
+        assert_eq!(
+            offsets,
+            (1..=300).collect::<Vec<_>>(),
+            "no gap, no duplicate"
+        );
+        recoveries += recovered;
+    }
+    // Clients on the killed nodes had to reconnect elsewhere and recover.
+    assert!(recoveries >= 1, "no client was on a killed node");
+    drop(publisher);
+}
+
+#[tokio::test]
+async fn pubsub_kills_pauses_and_stops_lose_nothing() {
+    let redis = RedisServer::start();
+    let nodes = Herald::group(2, &redis.url(), "").await;
+    let mut clients = vec![
+        subscribed_raw(&nodes[0], "a", "news").await,
+        subscribed_raw(&nodes[1], "b", "news").await,
+    ];
+    // A steady stream of publications through node 0 while Redis is abused.
+    let (url, key) = (nodes[0].url("/api/publish"), nodes[0].api_key.clone());
+    let publishing = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        for n in 1..=250 {
+            let r = http
+                .post(&url)
+                .header("X-API-Key", &key)
+                .json(&json!({"channel": "news", "data": n}))
+                .send()
+                .await;
+            assert!(
+                r.is_ok_and(|r| r.status().is_success()),
+                "publish {n} failed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let at = |ms| tokio::time::sleep(Duration::from_millis(ms));
+    at(300).await;
+    let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert!(
+        killed.trim().parse::<u32>().unwrap_or(0) >= 2,
+        "killed {killed}"
+    );
+    at(400).await;
+    redis.cli(&["CLIENT", "PAUSE", "800"]);
+    at(1200).await;
+    redis.signal("STOP");
+    at(1500).await;
+    redis.signal("CONT");
+    at(400).await;
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    publishing.await.expect("publisher");
+    for c in &mut clients {
+        let got: Vec<u64> = read_all(c, "news", 250)
+            .await
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect();
+        assert_eq!(got, (1..=250).collect::<Vec<_>>());
+    }
+    assert!(
+        nodes[0]
+            .metric("herald_redis_pubsub_reconnects_total")
+            .await
+            >= 2.0
+    );
+}
+
+#[tokio::test]
+async fn redis_restart_without_persistence_is_reported_never_papered_over() {
+    let mut redis = RedisServer::start();
+    let nodes = Herald::group(1, &redis.url(), "").await;
+    let node = &nodes[0];
+    let (mut raw, _) = Raw::connect(&node.ws_url(), &node.token("u")).await;
+    let sub = raw.call(json!({"subscribe": {"channel": "news"}})).await;
+    let epoch = sub["subscribe"]["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
+    for n in 1..=5 {
+        node.publish("news", json!(n)).await;
+    }
+    raw.publications("news", 5).await;
+    redis.restart();
+    // The node notices the lost stream and asks its subscriber to resubscribe.
+    let mut told = false;
+    while let Some(Event::Reply(r)) = raw.next_within(Duration::from_secs(15)).await {
+        if let Some(u) = r.push.and_then(|p| p.unsubscribe) {
+            assert_eq!(u.code, 2500);
+            told = true;
+            break;
+        }
+    }
+    assert!(told, "the subscriber was not told that history was lost");
+    let again = raw
+        .call(
+            json!({"subscribe": {"channel": "news", "recover": true, "offset": 5, "epoch": epoch}}),
+        )
+        .await;
+    let again = &again["subscribe"];
+    assert_eq!(again["was_recovering"], true, "{again}");
+    assert!(again.get("recovered").is_none(), "{again}");
+    assert_ne!(again["epoch"], epoch.as_str());
+    let (mut strict, _) = Raw::connect(&node.ws_url(), &node.token("v")).await;
+    let rejected = strict
+        .call(json!({"subscribe": {"channel": "news", "recover": true, "offset": 5, "epoch": epoch, "flag": 2}}))
+        .await;
+    assert_eq!(rejected["error"]["code"], 112, "{rejected}");
+}
+
+#[tokio::test]
+async fn redis_down_at_start_fails_fast_and_readyz_follows_redis() {
+    let port = herald_tests::free_port();
+    let out = std::process::Command::new(herald_bin())
+        .args([
+            "serve",
+            "--broker",
+            "redis",
+            "--redis-url",
+            &format!("redis://127.0.0.1:{port}"),
+            "--allow-anonymous",
+            "--listen",
+        ])
+        .arg(format!("127.0.0.1:{}", herald_tests::free_port()))
+        .output()
+        .expect("herald");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Redis"), "{err}");
+
+    let redis = RedisServer::start();
+    let nodes = Herald::group(1, &redis.url(), "").await;
+    redis.signal("STOP");
+    let http = reqwest::Client::new();
+    let mut unready = false;
+    for _ in 0..100 {
+        let status = http
+            .get(nodes[0].url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status();
+        if status == 503 {
+            unready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    redis.signal("CONT");
+    assert!(unready, "/readyz stayed ready while Redis was stopped");
+}

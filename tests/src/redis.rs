@@ -162,11 +162,14 @@ impl RedisCluster {
 
     /// A `redis-cluster://` URL listing every primary.
     pub fn url(&self) -> String {
-        let hosts: Vec<String> = self
-            .nodes
+        let others: Vec<String> = self.nodes[1..]
             .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
+            .map(|n| format!("node=127.0.0.1:{}", n.port))
             .collect();
-        format!("redis-cluster://{}", hosts.join(","))
+        format!(
+            "redis-cluster://127.0.0.1:{}?{}",
+            self.nodes[0].port,
+            others.join("&")
+        )
     }
 }

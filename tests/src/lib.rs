@@ -153,7 +153,12 @@ impl Herald {
             .and_then(|mut f| f.write_all(config.as_bytes()))
             .expect("write config");
         let log = std::fs::File::create(dir.join("herald.log")).expect("log file");
-        let child = Command::new(herald_bin())
+        let mut cmd = Command::new(herald_bin());
+        // The test's own HERALD_* variables (seeds, paths) are not the node's.
+        for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("HERALD_")) {
+            cmd.env_remove(name);
+        }
+        let child = cmd
             .arg("serve")
             .arg("--config")
             .arg(&path)

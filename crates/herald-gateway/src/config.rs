@@ -36,6 +36,10 @@ pub struct Config {
     /// Channel namespaces by name; `default` applies to channels without a `:`, and `*`
     /// to namespaces not configured by name.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// Things worth telling the operator that are not errors (unknown `HERALD_*`
+    /// variables), to be logged once logging is up.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -52,6 +56,7 @@ impl Default for Config {
             client: ClientConfig::default(),
             shutdown: ShutdownConfig::default(),
             namespaces: BTreeMap::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -323,6 +328,7 @@ impl ConfigError {
 pub struct ConfigBuilder {
     table: toml::Table,
     problems: Vec<ConfigProblem>,
+    warnings: Vec<String>,
     /// A file or TOML layer failed to load: semantic checks would only add noise.
     load_failed: bool,
 }
@@ -345,6 +351,7 @@ impl ConfigBuilder {
         Self {
             table,
             problems: Vec::new(),
+            warnings: Vec::new(),
             load_failed: false,
         }
     }
@@ -390,7 +397,8 @@ impl ConfigBuilder {
     }
 
     /// Applies `HERALD_*` variables: `HERALD_CLIENT_PING_INTERVAL=10s` sets
-    /// `client.ping_interval`. Unknown `HERALD_*` names are reported, not ignored.
+    /// `client.ping_interval`. Unknown `HERALD_*` names become warnings (a typo should be
+    /// visible), except the ones Kubernetes injects for a Service named `herald`.
     pub fn env<I: IntoIterator<Item = (String, String)>>(mut self, vars: I) -> Self {
         let known = env_names(&self.table);
         for (name, value) in vars {
@@ -407,10 +415,10 @@ impl ConfigBuilder {
                         self.problems.push(ConfigProblem { at: name, message });
                     }
                 }
-                None => self.problems.push(ConfigProblem {
-                    at: name,
-                    message: "unknown HERALD_* variable".into(),
-                }),
+                None if is_kubernetes_service_var(rest) => {}
+                None => self
+                    .warnings
+                    .push(format!("ignoring unknown environment variable {name}")),
             }
         }
         self
@@ -491,11 +499,19 @@ impl ConfigBuilder {
         };
         problems.extend(config.problems());
         if problems.is_empty() {
+            let mut config = config;
+            config.warnings = self.warnings;
             Ok(config)
         } else {
             Err(ConfigError { problems })
         }
     }
+}
+
+/// Kubernetes sets `<SERVICE>_PORT`, `<SERVICE>_PORT_<n>_TCP...` and
+/// `<SERVICE>_SERVICE_HOST/PORT...` for every Service in the namespace.
+fn is_kubernetes_service_var(rest: &str) -> bool {
+    rest == "PORT" || rest.starts_with("PORT_") || rest.starts_with("SERVICE_")
 }
 
 // Read by the `herald` tools and test harnesses, not configuration keys: `serve` must
@@ -706,13 +722,11 @@ mod tests {
             .toml(
                 "broker = \"redis\"\n[client]\nping_interval = \"2s\"\npong_timeout = \"5s\"\nqueue_size = 1\n[namespaces.chat]\nhistory_size = 10\n[namespaces.\"bad name\"]\n",
             )
-            .env([("HERALD_NOPE".to_owned(), "1".to_owned())])
             .set("client.allow_anonymous", "maybe")
             .build()
             .expect_err("invalid");
         let at: Vec<&str> = err.problems.iter().map(|p| p.at.as_str()).collect();
         for expected in [
-            "HERALD_NOPE",
             "client.allow_anonymous",
             "redis_url",
             "token",
@@ -723,6 +737,24 @@ mod tests {
         ] {
             assert!(at.contains(&expected), "{expected} missing from {at:?}");
         }
+    }
+
+    #[test]
+    fn unknown_env_vars_warn_and_kubernetes_service_vars_are_ignored() {
+        let config = ConfigBuilder::new()
+            .set("client.allow_anonymous", "true")
+            .env([
+                ("HERALD_NOPE".to_owned(), "1".to_owned()),
+                ("HERALD_PORT".to_owned(), "tcp://10.0.0.1:80".to_owned()),
+                ("HERALD_PORT_80_TCP_ADDR".to_owned(), "10.0.0.1".to_owned()),
+                ("HERALD_SERVICE_HOST".to_owned(), "10.0.0.1".to_owned()),
+            ])
+            .build()
+            .expect("warnings are not errors");
+        assert_eq!(
+            config.warnings,
+            vec!["ignoring unknown environment variable HERALD_NOPE".to_owned()]
+        );
     }
 
     #[test]

@@ -128,6 +128,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     init_logging(config.log_format);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let mut redis = None;
     let broker: Arc<dyn Broker> = match config.broker {
         BrokerKind::Memory => Arc::new(MemoryBroker::new()),

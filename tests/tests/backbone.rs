@@ -398,3 +398,72 @@ async fn redis_cluster_with_sharded_pubsub_delivers_and_recovers_across_nodes() 
         "keys should spread over the primaries"
     );
 }
+
+#[tokio::test]
+async fn presence_and_join_leave_span_nodes_and_a_dead_nodes_entries_expire() {
+    let redis = RedisServer::start();
+    let mut nodes = Herald::group(2, &redis.url(), "[client]\npresence_ttl = \"3s\"\n").await;
+    // A watcher on node B hears joins and leaves made on node A.
+    let (mut watcher, _) = Raw::connect(&nodes[1].ws_url(), &nodes[1].token("watcher")).await;
+    watcher
+        .call(json!({"subscribe": {"channel": "news", "join_leave": true}}))
+        .await;
+    let on_a = subscribed_raw(&nodes[0], "ann", "news").await;
+    let mut joined = Vec::new();
+    while joined.len() < 2 {
+        if let Some(j) = watcher.next_reply().await.push.and_then(|p| p.join) {
+            joined.push(j.info.user);
+        }
+    }
+    assert_eq!(joined, vec!["watcher".to_owned(), "ann".to_owned()]);
+    // Presence asked on node B lists the subscriber on node A, through the API too.
+    let listed = watcher
+        .call(json!({"presence_stats": {"channel": "news"}}))
+        .await;
+    assert_eq!(
+        listed["presence_stats"],
+        json!({"num_clients": 2, "num_users": 2}),
+        "{listed}"
+    );
+    let api = nodes[1].api("presence", json!({"channel": "news"})).await;
+    assert_eq!(
+        api["result"]["presence"].as_object().map(|m| m.len()),
+        Some(2),
+        "{api}"
+    );
+    drop(on_a);
+    loop {
+        if let Some(l) = watcher.next_reply().await.push.and_then(|p| p.leave) {
+            assert_eq!(l.info.user, "ann");
+            break;
+        }
+    }
+    // A node that dies cannot say goodbye: its subscribers expire from presence.
+    let _on_a_again = subscribed_raw(&nodes[0], "bob", "news").await;
+    let stats = nodes[1]
+        .api("presence_stats", json!({"channel": "news"}))
+        .await;
+    assert_eq!(stats["result"]["num_clients"], 2, "{stats}");
+    nodes[0].signal("KILL");
+    nodes[0].wait_exit(Duration::from_secs(5)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let stats = nodes[1]
+            .api("presence_stats", json!({"channel": "news"}))
+            .await;
+        if stats["result"]["num_clients"] == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dead node's presence never expired: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The live subscriber stays present beyond the TTL: its node refreshes it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let stats = nodes[1]
+        .api("presence_stats", json!({"channel": "news"}))
+        .await;
+    assert_eq!(stats["result"]["num_clients"], 1, "{stats}");
+}

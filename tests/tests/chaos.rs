@@ -36,7 +36,11 @@ async fn chaos_run_ends_with_every_client_holding_the_exact_streams() {
 
     let redis = RedisServer::start();
     let url = redis.url();
-    let mut nodes: Vec<Option<Herald>> = Herald::group(3, &url, NAMESPACE).await.into_iter().map(Some).collect();
+    let mut nodes: Vec<Option<Herald>> = Herald::group(3, &url, NAMESPACE)
+        .await
+        .into_iter()
+        .map(Some)
+        .collect();
     let ports: Vec<u16> = nodes.iter().flatten().map(|n| n.port).collect();
     let (secret, key) = {
         let first = nodes[0].as_ref().expect("node");
@@ -50,13 +54,19 @@ async fn chaos_run_ends_with_every_client_holding_the_exact_streams() {
     let mut readers = Vec::new();
     for i in 0..6 {
         let c = Client::builder(lb.ws_url())
-            .token(herald_tests::sign(&secret, &json!({"sub": format!("u{i}")})))
+            .token(herald_tests::sign(
+                &secret,
+                &json!({"sub": format!("u{i}")}),
+            ))
             .min_backoff(Duration::from_millis(50))
             .max_backoff(Duration::from_millis(500))
             .build()
             .expect("client");
         for ch in CHANNELS {
-            let mut sub = c.subscribe(ch, SubscribeOptions::default()).await.expect("subscribe");
+            let mut sub = c
+                .subscribe(ch, SubscribeOptions::default())
+                .await
+                .expect("subscribe");
             let seen = seen.clone();
             readers.push(tokio::spawn(async move {
                 while let Some(event) = sub.next().await {
@@ -87,7 +97,10 @@ async fn chaos_run_ends_with_every_client_holding_the_exact_streams() {
         let (live, stop, key) = (live.clone(), stop.clone(), key.clone());
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
         tokio::spawn(async move {
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(8)).build().expect("http");
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(8))
+                .build()
+                .expect("http");
             let mut made = 0u64;
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -128,7 +141,8 @@ async fn chaos_run_ends_with_every_client_holding_the_exact_streams() {
                     // Back after a while, on the same port.
                     tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
                     let args = ["--broker", "redis", "--redis-url", url.as_str()];
-                    nodes[i] = Some(Herald::start_on(ports[i], &secret, &key, NAMESPACE, &args).await);
+                    nodes[i] =
+                        Some(Herald::start_on(ports[i], &secret, &key, NAMESPACE, &args).await);
                     live.lock().push(ports[i]);
                 }
             }
@@ -143,7 +157,11 @@ async fn chaos_run_ends_with_every_client_holding_the_exact_streams() {
             _ => {
                 if let Some(node) = nodes.iter().flatten().next() {
                     let user = format!("u{}", rng.random_range(0..6));
-                    node.api("disconnect", json!({"user": user, "disconnect": {"code": 3011, "reason": "chaos"}})).await;
+                    node.api(
+                        "disconnect",
+                        json!({"user": user, "disconnect": {"code": 3011, "reason": "chaos"}}),
+                    )
+                    .await;
                     forced += 1;
                 }
             }
@@ -157,12 +175,22 @@ async fn chaos_run_ends_with_every_client_holding_the_exact_streams() {
     let node = nodes.iter().flatten().next().expect("a node is up");
     let mut truth = BTreeMap::new();
     for ch in CHANNELS {
-        let page = node.api("history", json!({"channel": ch, "limit": -1})).await;
+        let page = node
+            .api("history", json!({"channel": ch, "limit": -1}))
+            .await;
         let pubs: Vec<(u64, serde_json::Value)> = page["result"]["publications"]
             .as_array()
-            .map(|a| a.iter().map(|p| (p["offset"].as_u64().expect("offset"), p["data"].clone())).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|p| (p["offset"].as_u64().expect("offset"), p["data"].clone()))
+                    .collect()
+            })
             .unwrap_or_default();
-        assert_eq!(pubs.first().map(|p| p.0).unwrap_or(1), 1, "history must hold the whole stream");
+        assert_eq!(
+            pubs.first().map(|p| p.0).unwrap_or(1),
+            1,
+            "history must hold the whole stream"
+        );
         truth.insert(ch, pubs);
     }
     let total: usize = truth.values().map(Vec::len).sum();
@@ -170,7 +198,11 @@ async fn chaos_run_ends_with_every_client_holding_the_exact_streams() {
     loop {
         let complete = {
             let seen = seen.lock();
-            (0..clients.len()).all(|i| CHANNELS.iter().all(|ch| seen.get(&(i, *ch)).map_or(0, Vec::len) >= truth[ch].len()))
+            (0..clients.len()).all(|i| {
+                CHANNELS
+                    .iter()
+                    .all(|ch| seen.get(&(i, *ch)).map_or(0, Vec::len) >= truth[ch].len())
+            })
         };
         if complete || Instant::now() > wait_until {
             break;
@@ -184,8 +216,15 @@ async fn chaos_run_ends_with_every_client_holding_the_exact_streams() {
     for i in 0..clients.len() {
         for ch in CHANNELS {
             let got = seen.get(&(i, ch)).cloned().unwrap_or_default();
-            assert_eq!(got.len(), truth[ch].len(), "client {i} on {ch}: count (seed {seed})");
-            assert!(got == truth[ch], "client {i} on {ch}: sequence differs from the stream (seed {seed})");
+            assert_eq!(
+                got.len(),
+                truth[ch].len(),
+                "client {i} on {ch}: count (seed {seed})"
+            );
+            assert!(
+                got == truth[ch],
+                "client {i} on {ch}: sequence differs from the stream (seed {seed})"
+            );
         }
     }
     assert!(total as u64 >= made && made > 0);

@@ -4,9 +4,10 @@
 
 use async_trait::async_trait;
 use herald_broker::{
-    Broker, BrokerError, BrokerHandler, BrokerHealth, HistoryPage, HistoryQuery, PublishOutcome,
-    PublishRequest,
+    Broker, BrokerError, BrokerHandler, BrokerHealth, HistoryPage, HistoryQuery, JoinLeave,
+    PublishOutcome, PublishRequest,
 };
+use herald_protocol::ClientInfo;
 use herald_redis::{RedisBroker, RedisConfig};
 use herald_tests::redis::RedisServer;
 use std::sync::Arc;
@@ -62,6 +63,23 @@ impl Broker for WithServer {
     }
     async fn remove_history(&self, channel: &str) -> Result<(), BrokerError> {
         self.broker.remove_history(channel).await
+    }
+    async fn add_presence(
+        &self,
+        channel: &str,
+        info: &ClientInfo,
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        self.broker.add_presence(channel, info, ttl).await
+    }
+    async fn remove_presence(&self, channel: &str, client: &str) -> Result<(), BrokerError> {
+        self.broker.remove_presence(channel, client).await
+    }
+    async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, BrokerError> {
+        self.broker.presence(channel).await
+    }
+    async fn publish_join_leave(&self, channel: &str, event: JoinLeave) -> Result<(), BrokerError> {
+        self.broker.publish_join_leave(channel, event).await
     }
     fn health(&self) -> BrokerHealth {
         self.broker.health()

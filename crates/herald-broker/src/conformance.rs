@@ -5,8 +5,9 @@
 //! Use [`broker_conformance_tests!`](crate::broker_conformance_tests) to turn the suite
 //! into `#[tokio::test]` functions for an implementation.
 
-use crate::{Broker, BrokerHandler, HistoryQuery, PublishRequest, StoredPublication};
-use herald_protocol::RawJson;
+use crate::{Broker, BrokerHandler, HistoryQuery, JoinLeave, PublishRequest, StoredPublication};
+use herald_protocol::{ClientInfo, RawJson};
+use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -17,11 +18,23 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// A handler that records every delivery.
 pub struct Collector {
     tx: mpsc::UnboundedSender<(String, Arc<StoredPublication>)>,
+    joins: Mutex<Vec<(String, JoinLeave)>>,
+}
+
+impl Collector {
+    /// Join/leave events received so far.
+    pub fn join_leaves(&self) -> Vec<(String, JoinLeave)> {
+        self.joins.lock().clone()
+    }
 }
 
 impl BrokerHandler for Collector {
     fn on_publication(&self, channel: &str, publication: Arc<StoredPublication>) {
         let _ = self.tx.send((channel.to_owned(), publication));
+    }
+
+    fn on_join_leave(&self, channel: &str, event: JoinLeave) {
+        self.joins.lock().push((channel.to_owned(), event));
     }
 
     fn on_insufficient_state(&self, channel: &str) {
@@ -33,12 +46,26 @@ impl BrokerHandler for Collector {
 pub async fn start<B: Broker>(
     broker: &B,
 ) -> mpsc::UnboundedReceiver<(String, Arc<StoredPublication>)> {
+    start_with_collector(broker).await.0
+}
+
+/// Starts `broker` with a [`Collector`] and returns it with the receiving end.
+pub async fn start_with_collector<B: Broker>(
+    broker: &B,
+) -> (
+    mpsc::UnboundedReceiver<(String, Arc<StoredPublication>)>,
+    Arc<Collector>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let collector = Arc::new(Collector {
+        tx,
+        joins: Mutex::new(Vec::new()),
+    });
     broker
-        .start(Arc::new(Collector { tx }))
+        .start(collector.clone())
         .await
         .expect("broker starts");
-    rx
+    (rx, collector)
 }
 
 /// A channel name unique to this run.
@@ -334,6 +361,97 @@ pub async fn position_before_first_publish<B: Broker>(broker: B) {
     assert!(broker.health().ready);
 }
 
+fn who(user: &str, client: &str) -> ClientInfo {
+    ClientInfo {
+        user: user.into(),
+        client: client.into(),
+        conn_info: Some(RawJson::from_value(&serde_json::json!({ "name": user })).expect("json")),
+        chan_info: None,
+    }
+}
+
+/// Presence: added entries are listed with their info, removed ones are not, and
+/// entries not refreshed within their TTL expire (a crashed node's subscribers).
+pub async fn presence_lifecycle<B: Broker>(broker: B) {
+    let _rx = start(&broker).await;
+    let ch = channel("presence");
+    let long = Duration::from_secs(60);
+    broker
+        .add_presence(&ch, &who("1", "c1"), long)
+        .await
+        .expect("add");
+    broker
+        .add_presence(&ch, &who("1", "c2"), long)
+        .await
+        .expect("add");
+    broker
+        .add_presence(&ch, &who("2", "c3"), Duration::from_secs(1))
+        .await
+        .expect("add");
+    let clients = |list: Vec<ClientInfo>| {
+        let mut c: Vec<String> = list.into_iter().map(|i| i.client).collect();
+        c.sort();
+        c
+    };
+    assert_eq!(
+        clients(broker.presence(&ch).await.expect("presence")),
+        vec!["c1", "c2", "c3"]
+    );
+    let listed = broker.presence(&ch).await.expect("presence");
+    let c1 = listed.iter().find(|i| i.client == "c1").expect("c1");
+    assert_eq!(c1, &who("1", "c1"), "info kept verbatim");
+    broker.remove_presence(&ch, "c2").await.expect("remove");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        clients(broker.presence(&ch).await.expect("presence")),
+        vec!["c1"],
+        "c2 removed, c3 expired"
+    );
+    assert!(
+        broker
+            .presence(&channel("nobody"))
+            .await
+            .expect("presence")
+            .is_empty()
+    );
+}
+
+/// Join and leave events reach subscribed nodes, and only those.
+pub async fn join_leave_reaches_subscribed_nodes<B: Broker>(broker: B) {
+    let (mut rx, collector) = start_with_collector(&broker).await;
+    let ch = channel("joins");
+    broker
+        .subscribe(std::slice::from_ref(&ch))
+        .await
+        .expect("subscribe");
+    broker
+        .publish_join_leave(&ch, JoinLeave::Join(who("1", "c1")))
+        .await
+        .expect("join");
+    broker.publish(&ch, history(10)(1)).await.expect("publish");
+    broker
+        .publish_join_leave(&ch, JoinLeave::Leave(who("1", "c1")))
+        .await
+        .expect("leave");
+    broker
+        .publish_join_leave(&channel("unheard"), JoinLeave::Join(who("2", "c2")))
+        .await
+        .expect("join elsewhere");
+    next(&mut rx).await;
+    let deadline = tokio::time::Instant::now() + DELIVERY_TIMEOUT;
+    while collector.join_leaves().len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        collector.join_leaves(),
+        vec![
+            (ch.clone(), JoinLeave::Join(who("1", "c1"))),
+            (ch, JoinLeave::Leave(who("1", "c1"))),
+        ]
+    );
+}
+
 /// Generates one `#[tokio::test]` per conformance check for a broker made by `$make`
 /// (an expression evaluating to a closure that returns a future of the broker).
 #[macro_export]
@@ -350,6 +468,8 @@ macro_rules! broker_conformance_tests {
             idempotent_publish,
             remove_history_keeps_position,
             position_before_first_publish,
+            presence_lifecycle,
+            join_leave_reaches_subscribed_nodes,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

@@ -12,13 +12,18 @@ mod types;
 pub use types::*;
 
 use async_trait::async_trait;
+use herald_protocol::ClientInfo;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Receives what the broker delivers to this node. Implementations must return quickly
 /// and never block: the broker calls them from its delivery path.
 pub trait BrokerHandler: Send + Sync + 'static {
     /// A publication in a channel this node subscribed to, in offset order per channel.
     fn on_publication(&self, channel: &str, publication: Arc<StoredPublication>);
+
+    /// A client joined or left `channel` (on any node).
+    fn on_join_leave(&self, channel: &str, event: JoinLeave);
 
     /// The node can no longer deliver `channel` without a gap (its stream was reset, or
     /// publications were lost beyond repair): every local subscriber must resubscribe
@@ -57,6 +62,24 @@ pub trait Broker: Send + Sync + 'static {
     /// Removes a channel's stored publications, keeping its position: a client that
     /// recovers from before the removal is told recovery failed.
     async fn remove_history(&self, channel: &str) -> Result<(), BrokerError>;
+
+    /// Records (or refreshes) a subscriber in the channel's presence for `ttl`; nodes
+    /// refresh their own subscribers well within it, so a crashed node's entries expire.
+    async fn add_presence(
+        &self,
+        channel: &str,
+        info: &ClientInfo,
+        ttl: Duration,
+    ) -> Result<(), BrokerError>;
+
+    /// Removes a subscriber from the channel's presence.
+    async fn remove_presence(&self, channel: &str, client: &str) -> Result<(), BrokerError>;
+
+    /// Everyone present in the channel, on every node.
+    async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, BrokerError>;
+
+    /// Tells every subscribed node that a client joined or left.
+    async fn publish_join_leave(&self, channel: &str, event: JoinLeave) -> Result<(), BrokerError>;
 
     /// Whether the broker can serve traffic now.
     fn health(&self) -> BrokerHealth;

@@ -1,10 +1,11 @@
 //! The embedded in-memory broker: one node, no Redis, same semantics as the backbone.
 
 use crate::{
-    Broker, BrokerError, BrokerHandler, BrokerHealth, HistoryPage, HistoryQuery, PublishOutcome,
-    PublishRequest, StoredPublication, new_epoch,
+    Broker, BrokerError, BrokerHandler, BrokerHealth, HistoryPage, HistoryQuery, JoinLeave,
+    PublishOutcome, PublishRequest, StoredPublication, new_epoch,
 };
 use async_trait::async_trait;
+use herald_protocol::ClientInfo;
 use herald_protocol::{Publication, StreamPosition};
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
@@ -50,6 +51,7 @@ struct Channel {
     top: u64,
     entries: VecDeque<Entry>,
     idempotency: HashMap<String, (StreamPosition, Instant)>,
+    presence: HashMap<String, (ClientInfo, Instant)>,
     subscribed: bool,
     touched: Instant,
 }
@@ -66,6 +68,7 @@ impl Channel {
             top: 0,
             entries: VecDeque::new(),
             idempotency: HashMap::new(),
+            presence: HashMap::new(),
             subscribed: false,
             touched: now,
         }
@@ -76,6 +79,7 @@ impl Channel {
             self.entries.pop_front();
         }
         self.idempotency.retain(|_, (_, until)| *until > now);
+        self.presence.retain(|_, (_, until)| *until > now);
     }
 
     fn position(&self) -> StreamPosition {
@@ -138,6 +142,7 @@ impl Inner {
             c.subscribed
                 || !c.entries.is_empty()
                 || !c.idempotency.is_empty()
+                || !c.presence.is_empty()
                 || now.duration_since(c.touched) < self.config.meta_ttl
         });
     }
@@ -313,6 +318,48 @@ impl Broker for MemoryBroker {
     async fn remove_history(&self, channel: &str) -> Result<(), BrokerError> {
         if let Some(c) = self.inner.existing(channel) {
             c.lock().entries.clear();
+        }
+        Ok(())
+    }
+
+    async fn add_presence(
+        &self,
+        channel: &str,
+        info: &ClientInfo,
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        let state = self.inner.channel(channel);
+        state
+            .lock()
+            .presence
+            .insert(info.client.clone(), (info.clone(), Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn remove_presence(&self, channel: &str, client: &str) -> Result<(), BrokerError> {
+        if let Some(c) = self.inner.existing(channel) {
+            c.lock().presence.remove(client);
+        }
+        Ok(())
+    }
+
+    async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, BrokerError> {
+        let Some(c) = self.inner.existing(channel) else {
+            return Ok(Vec::new());
+        };
+        let mut c = c.lock();
+        c.prune(Instant::now());
+        Ok(c.presence.values().map(|(info, _)| info.clone()).collect())
+    }
+
+    async fn publish_join_leave(&self, channel: &str, event: JoinLeave) -> Result<(), BrokerError> {
+        let handler = self.inner.handler.get().ok_or(BrokerError::Lifecycle)?;
+        if let Some(c) = self.inner.existing(channel) {
+            // Under the channel lock, like publications, so the two stay in order.
+            let c = c.lock();
+            if c.subscribed {
+                handler.on_join_leave(channel, event);
+            }
         }
         Ok(())
     }

@@ -13,6 +13,15 @@ pub struct StoredPublication {
     pub epoch: String,
 }
 
+/// A client joined or left a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinLeave {
+    /// Joined.
+    Join(ClientInfo),
+    /// Left.
+    Leave(ClientInfo),
+}
+
 /// What to publish and how long to keep it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishRequest {

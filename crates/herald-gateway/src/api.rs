@@ -250,7 +250,11 @@ pub async fn call(node: &Arc<Node>, method: &str, params: &str) -> ApiResult {
             if !ch.ns.presence {
                 return Err(ErrorCode::NotAvailable.into());
             }
-            let infos = node.hub.presence(&p.channel);
+            let infos = node
+                .broker
+                .presence(&p.channel)
+                .await
+                .map_err(|e| internal(node, "presence", &e))?;
             if method == "presence" {
                 let presence: BTreeMap<&str, &ClientInfo> =
                     infos.iter().map(|i| (i.client.as_str(), i)).collect();

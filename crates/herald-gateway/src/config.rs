@@ -161,6 +161,10 @@ pub struct ClientConfig {
     pub write_batch_bytes: usize,
     /// Channels one connection may subscribe to.
     pub max_channels: usize,
+    /// How long a presence entry lives unless its node refreshes it (a crashed node's
+    /// subscribers disappear from presence after this).
+    #[serde(with = "humantime_serde")]
+    pub presence_ttl: Duration,
     /// Socket read buffer per connection, in bytes (small keeps idle connections cheap).
     pub read_buffer_bytes: usize,
     /// Socket write buffer per connection, in bytes.
@@ -179,6 +183,7 @@ impl Default for ClientConfig {
             max_frame_bytes: 64 * 1024,
             write_batch_bytes: 64 * 1024,
             max_channels: 128,
+            presence_ttl: Duration::from_secs(60),
             read_buffer_bytes: 4 * 1024,
             write_buffer_bytes: 4 * 1024,
         }
@@ -643,6 +648,9 @@ impl Config {
         }
         if c.write_batch_bytes < 1024 {
             bad("client.write_batch_bytes", "must be at least 1024".into());
+        }
+        if c.presence_ttl < Duration::from_secs(3) {
+            bad("client.presence_ttl", "must be at least 3s".into());
         }
         if c.max_channels == 0 {
             bad("client.max_channels", "must be at least 1".into());

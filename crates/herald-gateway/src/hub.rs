@@ -4,7 +4,7 @@
 
 use crate::metrics::Metrics;
 use bytes::Bytes;
-use herald_broker::{Broker, BrokerError, BrokerHandler, StoredPublication};
+use herald_broker::{Broker, BrokerError, BrokerHandler, JoinLeave, StoredPublication};
 use herald_protocol::{ClientInfo, DisconnectCode, Join, Leave, Publication, Push, Reply};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
@@ -127,6 +127,8 @@ pub struct Subscriber {
     pub info: ClientInfo,
     /// It wants join/leave pushes.
     pub join_leave: bool,
+    /// It is listed in the channel's presence (this node keeps the entry fresh).
+    pub presence: bool,
 }
 
 #[derive(Default)]
@@ -273,37 +275,33 @@ impl Hub {
         }
     }
 
-    /// Tells the channel's subscribers that `info` joined.
-    pub fn announce_join(&self, channel: &str, info: ClientInfo) {
-        let push = Reply::push(Push {
+    /// Delivers a join or leave (from any node) to the local subscribers that want it.
+    fn deliver_join_leave(&self, channel: &str, event: JoinLeave) {
+        let mut push = Push {
             channel: channel.to_owned(),
-            join: Some(Join { info }),
             ..Push::default()
-        });
-        if let Ok(frame) = herald_protocol::frame::encode(&push) {
+        };
+        match event {
+            JoinLeave::Join(info) => push.join = Some(Join { info }),
+            JoinLeave::Leave(info) => push.leave = Some(Leave { info }),
+        }
+        if let Ok(frame) = herald_protocol::frame::encode(&Reply::push(push)) {
             self.to_join_leave_subscribers(channel, &frame);
         }
     }
 
-    /// Tells the channel's subscribers that `info` left.
-    pub fn announce_leave(&self, channel: &str, info: ClientInfo) {
-        let push = Reply::push(Push {
-            channel: channel.to_owned(),
-            leave: Some(Leave { info }),
-            ..Push::default()
-        });
-        if let Ok(frame) = herald_protocol::frame::encode(&push) {
-            self.to_join_leave_subscribers(channel, &frame);
-        }
-    }
-
-    /// Who subscribes to `channel` on this node.
-    pub fn presence(&self, channel: &str) -> Vec<ClientInfo> {
+    /// This node's subscribers listed in presence, to refresh their entries.
+    pub fn presence_entries(&self) -> Vec<(String, ClientInfo)> {
         self.channels
             .read()
-            .get(channel)
-            .map(|e| e.subscribers.values().map(|s| s.info.clone()).collect())
-            .unwrap_or_default()
+            .iter()
+            .flat_map(|(name, e)| {
+                e.subscribers
+                    .values()
+                    .filter(|s| s.presence)
+                    .map(move |s| (name.to_string(), s.info.clone()))
+            })
+            .collect()
     }
 
     /// Channels with local subscribers, and how many each has.
@@ -372,6 +370,10 @@ impl BrokerHandler for Hub {
             sub.conn
                 .offer(Outgoing::Publication(encoded.clone()), &self.metrics);
         }
+    }
+
+    fn on_join_leave(&self, channel: &str, event: JoinLeave) {
+        self.deliver_join_leave(channel, event);
     }
 
     fn on_insufficient_state(&self, channel: &str) {

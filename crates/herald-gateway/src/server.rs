@@ -46,9 +46,47 @@ impl BrokerHandler for HubLink {
         }
     }
 
+    fn on_join_leave(&self, channel: &str, event: herald_broker::JoinLeave) {
+        if let Some(hub) = self.0.upgrade() {
+            hub.on_join_leave(channel, event);
+        }
+    }
+
     fn on_insufficient_state(&self, channel: &str) {
         if let Some(hub) = self.0.upgrade() {
             hub.on_insufficient_state(channel);
+        }
+    }
+}
+
+/// Keeps this node's presence entries alive, so that entries of a node that died expire
+/// while live ones never do.
+async fn refresh_presence(
+    hub: Weak<Hub>,
+    broker: Arc<dyn Broker>,
+    ttl: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(ttl / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let Some(entries) = hub.upgrade().map(|h| h.presence_entries()) else {
+            return;
+        };
+        for chunk in entries.chunks(64) {
+            let refreshes = chunk
+                .iter()
+                .map(|(channel, info)| broker.add_presence(channel, info, ttl));
+            for result in futures_util::future::join_all(refreshes).await {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "presence refresh failed");
+                }
+            }
         }
     }
 }
@@ -67,6 +105,12 @@ pub async fn build(
         .await
         .map_err(StartError::Broker)?;
     metrics.ready.set(1);
+    tokio::spawn(refresh_presence(
+        Arc::downgrade(&hub),
+        broker.clone(),
+        config.client.presence_ttl,
+        shutdown.clone(),
+    ));
     Ok(Arc::new(Node::new(
         Arc::new(config),
         verifier,

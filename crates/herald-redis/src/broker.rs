@@ -13,10 +13,10 @@ use fred::types::config::UnresponsiveConfig;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use herald_broker::{
-    Broker, BrokerError, BrokerHandler, BrokerHealth, HistoryPage, HistoryQuery, PublishOutcome,
-    PublishRequest, StoredPublication, new_epoch,
+    Broker, BrokerError, BrokerHandler, BrokerHealth, HistoryPage, HistoryQuery, JoinLeave,
+    PublishOutcome, PublishRequest, StoredPublication, new_epoch,
 };
-use herald_protocol::StreamPosition;
+use herald_protocol::{ClientInfo, StreamPosition};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -583,8 +583,15 @@ impl Inner {
     }
 
     async fn on_message(&self, channel: &str, payload: &[u8]) {
-        match envelope::decode_envelope(payload) {
-            Ok(d) => self.offer(channel, d).await,
+        match envelope::decode_incoming(payload) {
+            Ok(envelope::Incoming::Publication(d)) => self.offer(channel, d).await,
+            Ok(envelope::Incoming::JoinLeave(event)) => {
+                if self.channels.lock().contains_key(channel)
+                    && let Some(h) = self.handler()
+                {
+                    h.on_join_leave(channel, event);
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %chain(&e), channel, "unreadable pub/sub message ignored")
             }
@@ -1000,6 +1007,71 @@ impl Broker for RedisBroker {
             .await
             .map(|_| ())
             .map_err(unavailable)
+    }
+
+    async fn add_presence(
+        &self,
+        channel: &str,
+        info: &ClientInfo,
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        let inner = &self.inner;
+        let keys = vec![
+            inner.key(channel, "presence"),
+            inner.key(channel, "presence-exp"),
+        ];
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let args = vec![
+            info.client.clone(),
+            envelope::encode_info(Some(info)),
+            ttl_ms.to_string(),
+        ];
+        inner
+            .fcall("herald_presence_add", keys, args)
+            .await
+            .map(|_| ())
+    }
+
+    async fn remove_presence(&self, channel: &str, client: &str) -> Result<(), BrokerError> {
+        let inner = &self.inner;
+        let keys = vec![
+            inner.key(channel, "presence"),
+            inner.key(channel, "presence-exp"),
+        ];
+        inner
+            .fcall("herald_presence_remove", keys, vec![client.to_owned()])
+            .await
+            .map(|_| ())
+    }
+
+    async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, BrokerError> {
+        let inner = &self.inner;
+        let keys = vec![
+            inner.key(channel, "presence"),
+            inner.key(channel, "presence-exp"),
+        ];
+        let reply = inner.fcall("herald_presence", keys, Vec::new()).await?;
+        let mut out = Vec::new();
+        let mut it = reply.into_array().into_iter();
+        while let (Some(_client), Some(info)) = (it.next(), it.next()) {
+            let bytes = info.into_bytes().unwrap_or_default();
+            if let Ok(info) = serde_json::from_slice::<ClientInfo>(&bytes) {
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn publish_join_leave(&self, channel: &str, event: JoinLeave) -> Result<(), BrokerError> {
+        let inner = &self.inner;
+        let payload = Bytes::from(envelope::encode_join_leave(&event));
+        let name = inner.pubsub_channel(channel);
+        let sent = if inner.cluster {
+            inner.client.spublish::<(), _, _>(name, payload).await
+        } else {
+            inner.client.publish::<(), _, _>(name, payload).await
+        };
+        sent.map_err(unavailable)
     }
 
     fn health(&self) -> BrokerHealth {

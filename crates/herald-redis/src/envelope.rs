@@ -29,6 +29,38 @@ pub struct Decoded {
     pub epoch: String,
 }
 
+/// What arrives on a channel's pub/sub: a publication, or a join/leave event, which
+/// share the channel so they stay in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A publication.
+    Publication(Decoded),
+    /// A client joined or left.
+    JoinLeave(herald_broker::JoinLeave),
+}
+
+/// Encodes a join/leave event: `["join"|"leave", info json]`.
+pub fn encode_join_leave(event: &herald_broker::JoinLeave) -> Vec<u8> {
+    let (kind, info) = match event {
+        herald_broker::JoinLeave::Join(i) => ("join", i),
+        herald_broker::JoinLeave::Leave(i) => ("leave", i),
+    };
+    rmp_serde::to_vec(&(kind, encode_info(Some(info)))).unwrap_or_default()
+}
+
+/// Decodes anything that arrives on a channel's pub/sub.
+pub fn decode_incoming(bytes: &[u8]) -> Result<Incoming, EnvelopeError> {
+    // A two-element array is a join/leave; publications have five elements.
+    if let Ok((kind, info)) = rmp_serde::from_slice::<(String, String)>(bytes) {
+        let info: ClientInfo = serde_json::from_str(&info).unwrap_or_default();
+        return Ok(Incoming::JoinLeave(match kind.as_str() {
+            "leave" => herald_broker::JoinLeave::Leave(info),
+            _ => herald_broker::JoinLeave::Join(info),
+        }));
+    }
+    decode_envelope(bytes).map(Incoming::Publication)
+}
+
 /// Decodes a pub/sub envelope.
 pub fn decode_envelope(bytes: &[u8]) -> Result<Decoded, EnvelopeError> {
     let Envelope(offset, epoch, data, info, tags) =
@@ -120,6 +152,24 @@ mod tests {
         let p = publication(2, b"not json", b"", b"");
         assert_eq!(p.data.get(), r#""not json""#);
         assert!(p.info.is_none() && p.tags.is_empty());
+    }
+
+    #[test]
+    fn join_leave_round_trips_and_is_told_apart_from_publications() {
+        let info = ClientInfo {
+            user: "7".into(),
+            client: "c".into(),
+            ..ClientInfo::default()
+        };
+        let event = herald_broker::JoinLeave::Leave(info);
+        assert_eq!(
+            decode_incoming(&encode_join_leave(&event)).expect("decode"),
+            Incoming::JoinLeave(event)
+        );
+        assert!(matches!(
+            decode_incoming(&pack(3, "e", "1", "", "")),
+            Ok(Incoming::Publication(_))
+        ));
     }
 
     #[test]

@@ -8,9 +8,17 @@ Keys of one channel share a hash tag, so they live in one slot (Redis Cluster):
                                 i (publisher info JSON or ""), t (tags JSON or "")
   <prefix>:{<channel>}:meta     HASH: epoch, top
   <prefix>:{<channel>}:idem:<k> HASH: offset, epoch (idempotent publish results)
+  <prefix>:{<channel>}:presence HASH: client id -> ClientInfo JSON
+  <prefix>:{<channel>}:presence-exp ZSET: client id -> expiry (Redis time, ms)
 ]]
 
-local VERSION = '1'
+-- Redis's own clock, so that the clocks of the nodes never matter.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local VERSION = '2'
 
 --[[
 FCALL herald_publish <numkeys 2|3> <stream> <meta> [<idem key>]
@@ -106,10 +114,50 @@ local function history(keys, args)
   return {top, epoch, entries}
 end
 
+--[[
+FCALL herald_presence_add 2 <presence> <presence-exp> <client> <info json> <ttl ms>
+Adds or refreshes one subscriber; nodes refresh theirs well within the TTL.
+]]
+local function presence_add(keys, args)
+  local ttl = tonumber(args[3])
+  redis.call('HSET', keys[1], args[1], args[2])
+  redis.call('ZADD', keys[2], now_ms() + ttl, args[1])
+  local key_ttl = math.ceil(ttl / 1000) + 60
+  redis.call('EXPIRE', keys[1], key_ttl)
+  redis.call('EXPIRE', keys[2], key_ttl)
+  return 1
+end
+
+-- FCALL herald_presence_remove 2 <presence> <presence-exp> <client>
+local function presence_remove(keys, args)
+  redis.call('HDEL', keys[1], args[1])
+  redis.call('ZREM', keys[2], args[1])
+  return 1
+end
+
+--[[
+FCALL herald_presence 2 <presence> <presence-exp>
+Drops expired entries (subscribers of nodes that died), then returns the rest as
+HGETALL does: client, info, client, info, ...
+]]
+local function presence(keys, args)
+  local expired = redis.call('ZRANGEBYSCORE', keys[2], '-inf', now_ms())
+  for _, client in ipairs(expired) do
+    redis.call('HDEL', keys[1], client)
+  end
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', keys[2], '-inf', now_ms())
+  end
+  return redis.call('HGETALL', keys[1])
+end
+
 local function version()
   return VERSION
 end
 
 redis.register_function('herald_publish', publish)
 redis.register_function('herald_history', history)
+redis.register_function('herald_presence_add', presence_add)
+redis.register_function('herald_presence_remove', presence_remove)
+redis.register_function('herald_presence', presence)
 redis.register_function{function_name = 'herald_version', callback = version, flags = {'no-writes'}}

@@ -279,7 +279,7 @@ export class ApiError extends Error {
 /** One running `herald serve` process. Create with {@link startHerald}. */
 export class HeraldNode {
   constructor(spec, child, dir) {
-    /** What it was started with ({ port, secret, apiKey, config }): pass it to
+    /** What it was started with ({ port, secret, apiKey, config, args }): pass it to
      * startHerald again to start a replacement node on the same port with the same keys. */
     this.spec = spec;
     this.port = spec.port;
@@ -415,7 +415,8 @@ async function spawnOnce(bin, spec, timeout) {
     api: { key: spec.apiKey },
   });
   fs.writeFileSync(file, toToml(config));
-  const child = spawn(bin, ['serve', '--config', file, '--listen', `127.0.0.1:${spec.port}`], {
+  const args = ['serve', '--config', file, '--listen', `127.0.0.1:${spec.port}`, ...(spec.args ?? [])];
+  const child = spawn(bin, args, {
     env: childEnv(),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -452,8 +453,9 @@ async function spawnOnce(bin, spec, timeout) {
  * @param {number} [opts.port]    a fixed port (a restart on the same port); default: a free one
  * @param {string} [opts.secret]  token HMAC secret; default: 64 random hex chars
  * @param {string} [opts.apiKey]  server API key; default: random
+ * @param {string[]} [opts.args]  extra `herald serve` arguments (e.g. `--broker redis`)
  */
-export async function startHerald({ config = {}, base = BASE_CONFIG, port, secret, apiKey, timeout = 10000 } = {}) {
+export async function startHerald({ config = {}, base = BASE_CONFIG, port, secret, apiKey, args = [], timeout = 10000 } = {}) {
   const bin = heraldBin();
   const fixedPort = port !== undefined;
   for (let attempt = 1; ; attempt++) {
@@ -462,6 +464,7 @@ export async function startHerald({ config = {}, base = BASE_CONFIG, port, secre
       secret: secret ?? randomHex(32),
       apiKey: apiKey ?? randomHex(16),
       config: mergeConfig(base, config),
+      args,
     };
     try {
       return await spawnOnce(bin, spec, timeout);

@@ -97,8 +97,8 @@ impl Conn {
             }
             Request::Publish(req) => self.on_publish(&req.channel, req.data.clone()).await,
             Request::History(req) => self.on_history(req).await,
-            Request::Presence(req) => self.on_presence(&req.channel, false),
-            Request::PresenceStats(req) => self.on_presence(&req.channel, true),
+            Request::Presence(req) => self.on_presence(&req.channel, false).await,
+            Request::PresenceStats(req) => self.on_presence(&req.channel, true).await,
             Request::Refresh(req) => self.on_refresh(&req.token),
             Request::SubRefresh(req) => self.on_sub_refresh(&req.channel, &req.token),
             Request::Rpc(_) => Err(Fail::Error(ErrorCode::NotAvailable)),
@@ -306,7 +306,7 @@ impl Conn {
         })
     }
 
-    fn on_presence(&mut self, channel: &str, stats: bool) -> Result<Reply, Fail> {
+    async fn on_presence(&mut self, channel: &str, stats: bool) -> Result<Reply, Fail> {
         let config = self.node.config.clone();
         let ch = Channel::resolve(&config, channel)?;
         ch.check(
@@ -314,7 +314,15 @@ impl Conn {
             self.user(),
             self.subs.contains_key(channel),
         )?;
-        let infos = self.node.hub.presence(channel);
+        let infos = self.node.broker.presence(channel).await.map_err(|e| {
+            self.node
+                .metrics
+                .broker_errors
+                .with_label_values(&["presence"])
+                .inc();
+            tracing::warn!(error = %e, "presence read failed");
+            ErrorCode::Internal
+        })?;
         Ok(if stats {
             let users: std::collections::HashSet<&str> =
                 infos.iter().map(|i| i.user.as_str()).collect();

@@ -49,6 +49,8 @@ struct Sub {
     expires_at: Option<Instant>,
     /// The namespace announces joins and leaves.
     announce_leave: bool,
+    /// Listed in the channel's presence.
+    presence: bool,
     chan_info: Option<RawJson>,
 }
 
@@ -312,16 +314,26 @@ impl Conn {
         }
     }
 
-    /// Ends one subscription: leaves the hub and announces the leave.
+    /// Ends one subscription: leaves the hub and presence, and announces the leave.
     async fn remove_sub(&mut self, channel: &str) -> bool {
         let Some(sub) = self.subs.remove(channel) else {
             return false;
         };
         self.node.hub.unsubscribe(channel, self.id).await;
+        let broker = &self.node.broker;
+        if sub.presence
+            && let Some(session) = &self.session
+            && let Err(e) = broker.remove_presence(channel, &session.client).await
+        {
+            tracing::warn!(error = %e, channel, "presence removal failed");
+        }
         if sub.announce_leave
             && let Some(info) = self.client_info(sub.chan_info)
+            && let Err(e) = broker
+                .publish_join_leave(channel, herald_broker::JoinLeave::Leave(info))
+                .await
         {
-            self.node.hub.announce_leave(channel, info);
+            tracing::warn!(error = %e, channel, "leave announcement failed");
         }
         true
     }

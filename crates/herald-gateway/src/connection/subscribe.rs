@@ -113,6 +113,7 @@ impl Conn {
             conn: session.handle.clone(),
             info: info.clone(),
             join_leave: receive,
+            presence: ns.presence,
         };
         let hub = self.node.hub.clone();
         hub.subscribe(channel, subscriber).await.map_err(|e| {
@@ -132,6 +133,7 @@ impl Conn {
             epoch: Arc::from(""),
             expires_at: opts.expires_at,
             announce_leave: announce,
+            presence: ns.presence,
             chan_info: opts.chan_info,
         };
         if ns.history_enabled() {
@@ -191,8 +193,20 @@ impl Conn {
             }
         }
         self.subs.insert(Arc::from(channel), sub);
-        if announce {
-            hub.announce_join(channel, info);
+        let broker = &self.node.broker;
+        if ns.presence
+            && let Err(e) = broker
+                .add_presence(channel, &info, config.client.presence_ttl)
+                .await
+        {
+            tracing::warn!(error = %e, channel, "presence update failed");
+        }
+        if announce
+            && let Err(e) = broker
+                .publish_join_leave(channel, herald_broker::JoinLeave::Join(info))
+                .await
+        {
+            tracing::warn!(error = %e, channel, "join announcement failed");
         }
         Ok(result)
     }

@@ -72,10 +72,26 @@ async fn three_nodes_deliver_every_publisher_once_in_order() {
             clients.push(subscribed_raw(node, &format!("u{i}{j}"), "news").await);
         }
     }
-    // Three kinds of publisher, interleaved: redis-cli FCALL, a node's HTTP API, and the
-    // CLI publishing straight to Redis.
-    for n in 1..=30u64 {
-        match n % 3 {
+    // Four kinds of publisher, interleaved: redis-cli FCALL, a node's HTTP API, the CLI
+    // publishing straight to Redis, and the Rust Publisher.
+    let publisher = herald_client::Publisher::connect(&redis.url())
+        .await
+        .expect("publisher");
+    for n in 1..=40u64 {
+        match n % 4 {
+            3 => {
+                let data = herald_client::RawJson::from_value(&json!({ "n": n })).expect("json");
+                let options = herald_client::PublishOptions {
+                    history_size: 100,
+                    history_ttl: Duration::from_secs(300),
+                    ..Default::default()
+                };
+                let position = publisher
+                    .publish("news", data, options)
+                    .await
+                    .expect("publish");
+                assert_eq!(position.offset, n);
+            }
             0 => {
                 let out = fcall_publish(&redis, "news", &json!({ "n": n }).to_string());
                 assert!(out.starts_with(&n.to_string()), "FCALL said {out}");
@@ -103,9 +119,9 @@ async fn three_nodes_deliver_every_publisher_once_in_order() {
         }
     }
     for c in &mut clients {
-        let got = read_all(c, "news", 30).await;
+        let got = read_all(c, "news", 40).await;
         let expected: Vec<(u64, serde_json::Value)> =
-            (1..=30).map(|n| (n, json!({ "n": n }))).collect();
+            (1..=40).map(|n| (n, json!({ "n": n }))).collect();
         assert_eq!(got, expected);
     }
 }
@@ -466,4 +482,16 @@ async fn presence_and_join_leave_span_nodes_and_a_dead_nodes_entries_expire() {
         .api("presence_stats", json!({"channel": "news"}))
         .await;
     assert_eq!(stats["result"]["num_clients"], 1, "{stats}");
+}
+
+#[tokio::test]
+async fn an_eviction_policy_that_can_drop_history_is_warned_about() {
+    let redis = RedisServer::start();
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    let nodes = Herald::group(1, &redis.url(), "").await;
+    assert!(
+        nodes[0].log().contains("maxmemory-policy can evict"),
+        "no warning in:\n{}",
+        nodes[0].log()
+    );
 }

@@ -53,6 +53,11 @@ mod subscription;
 mod task;
 mod tracker;
 
+#[cfg(feature = "redis")]
+mod publisher;
+#[cfg(feature = "redis")]
+pub use publisher::{PublishError, PublishOptions, Publisher};
+
 pub use client::{Client, HistoryOptions};
 pub use config::{ClientBuilder, TokenFuture, TokenRefresher};
 pub use error::{BoxError, ClientError, ConfigError, ProtocolError};

@@ -134,6 +134,16 @@ enum Work {
     CatchUp(String),
 }
 
+/// A node (un)subscription waiting to be merged with others into one command.
+struct SubRequest {
+    subscribe: bool,
+    channels: Vec<String>,
+    reply: tokio::sync::oneshot::Sender<Result<(), Arc<BrokerError>>>,
+}
+
+/// Most channels merged into one SUBSCRIBE.
+const SUBSCRIBE_BATCH: usize = 512;
+
 struct Probe {
     last_echo: Instant,
     sent_at: Option<Instant>,
@@ -152,6 +162,7 @@ struct Inner {
     metrics: RedisMetrics,
     probe: Mutex<Probe>,
     probe_channel: String,
+    subscriptions: mpsc::UnboundedSender<SubRequest>,
 }
 
 fn unavailable(e: fred::error::Error) -> BrokerError {
@@ -261,7 +272,8 @@ impl RedisBroker {
         let prefix = &config.prefix;
         let probe_channel = format!("{prefix}:{{probe-{probe_id}}}:pub");
         tracing::info!(redis = %version, cluster, "connected to Redis");
-        Ok(Self {
+        let (subscriptions, requests) = mpsc::unbounded_channel();
+        let broker = Self {
             inner: Arc::new(Inner {
                 cluster,
                 client,
@@ -277,9 +289,12 @@ impl RedisBroker {
                     reconnect_requested: false,
                 }),
                 probe_channel,
+                subscriptions,
                 config,
             }),
-        })
+        };
+        tokio::spawn(batch_subscriptions(Arc::downgrade(&broker.inner), requests));
+        Ok(broker)
     }
 
     /// Registers the broker's metrics (pub/sub reconnects, gap repairs, probe results,
@@ -582,6 +597,87 @@ impl Inner {
         }
     }
 
+    /// Queues a node (un)subscription; concurrent ones are merged into one command,
+    /// which keeps a reconnect storm from costing one round trip per channel.
+    async fn queue_subscription(
+        &self,
+        subscribe: bool,
+        channels: &[String],
+    ) -> Result<(), BrokerError> {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        let request = SubRequest {
+            subscribe,
+            channels: channels.to_vec(),
+            reply,
+        };
+        self.subscriptions
+            .send(request)
+            .map_err(|_| BrokerError::Lifecycle)?;
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(BrokerError::Unavailable(Box::new(e))),
+            Err(_) => Err(BrokerError::Lifecycle),
+        }
+    }
+
+    async fn do_subscribe(&self, channels: &[String]) -> Result<(), BrokerError> {
+        let inner = self;
+        {
+            let mut known = inner.channels.lock();
+            for c in channels {
+                known.entry(c.clone()).or_default();
+            }
+        }
+        let names: Vec<String> = channels.iter().map(|c| inner.pubsub_channel(c)).collect();
+        let subscribed = if inner.cluster {
+            inner.subscriber.ssubscribe(names).await
+        } else {
+            inner.subscriber.subscribe(names).await
+        };
+        if let Err(e) = subscribed {
+            let mut known = inner.channels.lock();
+            for c in channels {
+                known.remove(c);
+            }
+            return Err(unavailable(e));
+        }
+        // The position when the node started listening: a publication lost right after
+        // this is then a gap the node can see.
+        let reads = channels.iter().map(|c| inner.read_history(c, 0, 0, false));
+        let pages = futures_util::future::join_all(reads).await;
+        for (c, page) in channels.iter().zip(pages) {
+            // Best effort: without a baseline the first live publication sets one.
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %chain(&e), channel = %c, "baseline read failed");
+                    continue;
+                }
+            };
+            if let Some(seq) = inner.channels.lock().get_mut(c) {
+                seq.baseline(page.position.offset, &page.position.epoch);
+            }
+        }
+        Ok(())
+    }
+
+    async fn do_unsubscribe(&self, channels: &[String]) -> Result<(), BrokerError> {
+        let inner = self;
+        {
+            let mut known = inner.channels.lock();
+            for c in channels {
+                known.remove(c);
+            }
+        }
+        let names: Vec<String> = channels.iter().map(|c| inner.pubsub_channel(c)).collect();
+        let done = if inner.cluster {
+            inner.subscriber.sunsubscribe(names).await
+        } else {
+            inner.subscriber.unsubscribe(names).await
+        };
+        done.map_err(unavailable)
+    }
+
     async fn on_message(&self, channel: &str, payload: &[u8]) {
         match envelope::decode_incoming(payload) {
             Ok(envelope::Incoming::Publication(d)) => self.offer(channel, d).await,
@@ -697,6 +793,47 @@ async fn worker(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Work>) {
         match work {
             Work::Publication { channel, payload } => inner.on_message(&channel, &payload).await,
             Work::CatchUp(channel) => inner.catch_up(&channel).await,
+        }
+    }
+}
+
+/// Merges waiting (un)subscriptions: consecutive requests of one kind become one
+/// command of up to [`SUBSCRIBE_BATCH`] channels. Order is kept between kinds.
+async fn batch_subscriptions(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<SubRequest>) {
+    let mut pending: Option<SubRequest> = None;
+    loop {
+        let first = match pending.take() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let kind = first.subscribe;
+        let mut channels = first.channels.clone();
+        let mut batch = vec![first];
+        while channels.len() < SUBSCRIBE_BATCH {
+            match rx.try_recv() {
+                Ok(r) if r.subscribe == kind => {
+                    channels.extend(r.channels.iter().cloned());
+                    batch.push(r);
+                }
+                Ok(r) => {
+                    pending = Some(r);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let result = if kind {
+            inner.do_subscribe(&channels).await
+        } else {
+            inner.do_unsubscribe(&channels).await
+        };
+        let result = result.map_err(Arc::new);
+        for r in batch {
+            let _ = r.reply.send(result.clone());
         }
     }
 }
@@ -900,52 +1037,11 @@ impl Broker for RedisBroker {
     }
 
     async fn subscribe(&self, channels: &[String]) -> Result<(), BrokerError> {
-        let inner = &self.inner;
-        {
-            let mut known = inner.channels.lock();
-            for c in channels {
-                known.entry(c.clone()).or_default();
-            }
-        }
-        let names: Vec<String> = channels.iter().map(|c| inner.pubsub_channel(c)).collect();
-        let subscribed = if inner.cluster {
-            inner.subscriber.ssubscribe(names).await
-        } else {
-            inner.subscriber.subscribe(names).await
-        };
-        if let Err(e) = subscribed {
-            let mut known = inner.channels.lock();
-            for c in channels {
-                known.remove(c);
-            }
-            return Err(unavailable(e));
-        }
-        // The position when the node started listening: a publication lost right after
-        // this is then a gap the node can see.
-        for c in channels {
-            let page = inner.read_history(c, 0, 0, false).await?;
-            if let Some(seq) = inner.channels.lock().get_mut(c) {
-                seq.baseline(page.position.offset, &page.position.epoch);
-            }
-        }
-        Ok(())
+        self.inner.queue_subscription(true, channels).await
     }
 
     async fn unsubscribe(&self, channels: &[String]) -> Result<(), BrokerError> {
-        let inner = &self.inner;
-        {
-            let mut known = inner.channels.lock();
-            for c in channels {
-                known.remove(c);
-            }
-        }
-        let names: Vec<String> = channels.iter().map(|c| inner.pubsub_channel(c)).collect();
-        let done = if inner.cluster {
-            inner.subscriber.sunsubscribe(names).await
-        } else {
-            inner.subscriber.unsubscribe(names).await
-        };
-        done.map_err(unavailable)
+        self.inner.queue_subscription(false, channels).await
     }
 
     async fn history(

@@ -41,6 +41,12 @@ async fn subscribed_raw(node: &Herald, user: &str, channel: &str) -> Raw {
     raw
 }
 
+/// One raw client per channel, all subscribing at once.
+async fn subscribe_concurrently(node: &Herald, user: &str, channels: &[String]) -> Vec<Raw> {
+    let subscribing = channels.iter().map(|ch| subscribed_raw(node, user, ch));
+    futures_util::future::join_all(subscribing).await
+}
+
 /// Reads publications of `channel` until `n` arrived; any unsubscribe or close fails.
 async fn read_all(raw: &mut Raw, channel: &str, n: usize) -> Vec<(u64, serde_json::Value)> {
     let mut got = Vec::with_capacity(n);
@@ -178,23 +184,7 @@ async fn killed_node_clients_recover_on_other_nodes_without_loss() {
         clients.push(c);
     }
     let publisher = nodes.pop().expect("node 2");
-    let (url, key) = (publisher.url("/api/publish"), publisher.api_key.clone());
-    let publishing = tokio::spawn(async move {
-        let http = reqwest::Client::new();
-        for n in 1..=300 {
-            let r = http
-                .post(&url)
-                .header("X-API-Key", &key)
-                .json(&json!({"channel": "news", "data": n}))
-                .send()
-                .await;
-            assert!(
-                r.is_ok_and(|r| r.status().is_success()),
-                "publish {n} failed"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    });
+    let publishing = publisher.spawn_publisher("news", 300, Duration::from_millis(2));
     tokio::time::sleep(Duration::from_millis(150)).await;
     nodes[0].signal("KILL");
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -224,23 +214,7 @@ async fn pubsub_kills_pauses_and_stops_lose_nothing() {
         subscribed_raw(&nodes[1], "b", "news").await,
     ];
     // A steady stream of publications through node 0 while Redis is abused.
-    let (url, key) = (nodes[0].url("/api/publish"), nodes[0].api_key.clone());
-    let publishing = tokio::spawn(async move {
-        let http = reqwest::Client::new();
-        for n in 1..=250 {
-            let r = http
-                .post(&url)
-                .header("X-API-Key", &key)
-                .json(&json!({"channel": "news", "data": n}))
-                .send()
-                .await;
-            assert!(
-                r.is_ok_and(|r| r.status().is_success()),
-                "publish {n} failed"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
+    let publishing = nodes[0].spawn_publisher("news", 250, Duration::from_millis(10));
     let at = |ms| tokio::time::sleep(Duration::from_millis(ms));
     at(300).await;
     let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
@@ -363,12 +337,9 @@ async fn redis_cluster_with_sharded_pubsub_delivers_and_recovers_across_nodes() 
     let nodes = Herald::group(2, &cluster.url(), "").await;
     // Channels whose keys land in different slots, so on different primaries.
     let channels: Vec<String> = (0..6).map(|i| format!("room-{i}")).collect();
-    let mut on_a = Vec::new();
-    let mut on_b = Vec::new();
-    for ch in &channels {
-        on_a.push(subscribed_raw(&nodes[0], "a", ch).await);
-        on_b.push(subscribed_raw(&nodes[1], "b", ch).await);
-    }
+    // Concurrent subscriptions: a node merges them into batches that span slots.
+    let mut on_a = subscribe_concurrently(&nodes[0], "a", &channels).await;
+    let mut on_b = subscribe_concurrently(&nodes[1], "b", &channels).await;
     for round in 1..=5u64 {
         for (i, ch) in channels.iter().enumerate() {
             let via = &nodes[i % 2];

@@ -597,6 +597,50 @@ impl Inner {
         }
     }
 
+    /// Subscribes (or unsubscribes) pub/sub channels and returns once Redis has
+    /// processed it: a subscription must be live before history is read, or a
+    /// publication in between would only arrive through the slower safety nets.
+    async fn listen(&self, subscribe: bool, names: Vec<String>) -> Result<(), fred::error::Error> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        if self.cluster {
+            // Sharded (un)subscribe takes channels of one slot at a time.
+            for (_slot, keys) in fred::util::group_by_hash_slot(names)? {
+                let keys: Vec<Key> = keys.into_iter().collect();
+                if subscribe {
+                    self.subscriber.ssubscribe(keys).await?;
+                } else {
+                    self.subscriber.sunsubscribe(keys).await?;
+                }
+            }
+            Ok(())
+        } else {
+            if subscribe {
+                self.subscriber.subscribe(names).await?;
+            } else {
+                self.subscriber.unsubscribe(names).await?;
+            }
+            // The client resolves (UN)SUBSCRIBE when it is written; Redis answers in
+            // order, so a PING reply means it was processed.
+            self.subscriber.ping::<Value>(None).await.map(|_| ())
+        }
+    }
+
+    /// Resubscribes every tracked channel after a reconnect. Only non-empty sets are
+    /// sent (an empty SUBSCRIBE is an error whose reply would be taken for another's).
+    async fn resubscribe(&self) -> Result<(), fred::error::Error> {
+        let names: Vec<String> = if self.cluster {
+            self.subscriber.tracked_shard_channels()
+        } else {
+            self.subscriber.tracked_channels()
+        }
+        .into_iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.listen(true, names).await
+    }
+
     /// Queues a node (un)subscription; concurrent ones are merged into one command,
     /// which keeps a reconnect storm from costing one round trip per channel.
     async fn queue_subscription(
@@ -629,11 +673,7 @@ impl Inner {
             }
         }
         let names: Vec<String> = channels.iter().map(|c| inner.pubsub_channel(c)).collect();
-        let subscribed = if inner.cluster {
-            inner.subscriber.ssubscribe(names).await
-        } else {
-            inner.subscriber.subscribe(names).await
-        };
+        let subscribed = inner.listen(true, names).await;
         if let Err(e) = subscribed {
             let mut known = inner.channels.lock();
             for c in channels {
@@ -670,12 +710,7 @@ impl Inner {
             }
         }
         let names: Vec<String> = channels.iter().map(|c| inner.pubsub_channel(c)).collect();
-        let done = if inner.cluster {
-            inner.subscriber.sunsubscribe(names).await
-        } else {
-            inner.subscriber.unsubscribe(names).await
-        };
-        done.map_err(unavailable)
+        inner.listen(false, names).await.map_err(unavailable)
     }
 
     async fn on_message(&self, channel: &str, payload: &[u8]) {
@@ -848,7 +883,7 @@ async fn on_reconnects(
         let Some(inner) = inner.upgrade() else { return };
         inner.metrics.pubsub_reconnects.inc();
         tracing::warn!("pub/sub connection re-established; resubscribing and catching up");
-        if let Err(e) = inner.subscriber.resubscribe_all().await {
+        if let Err(e) = inner.resubscribe().await {
             tracing::warn!(error = %chain(&e), "resubscribe failed; the probe will reconnect again");
             continue;
         }

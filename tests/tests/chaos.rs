@@ -9,7 +9,7 @@
 use herald_client::{Client, SubscribeOptions, SubscriptionEvent};
 use herald_tests::Herald;
 use herald_tests::balancer::Balancer;
-use herald_tests::redis::RedisServer;
+use herald_tests::redis::{RedisCluster, RedisServer};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -27,15 +27,49 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+/// What the nodes share: one Redis, or a three-primary Redis Cluster.
+enum Backbone {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Backbone {
+    fn url(&self) -> String {
+        match self {
+            Backbone::Single(r) => r.url(),
+            Backbone::Cluster(c) => c.url(),
+        }
+    }
+
+    /// A server to abuse: the one, or a random primary.
+    fn pick(&self, rng: &mut StdRng) -> &RedisServer {
+        match self {
+            Backbone::Single(r) => r,
+            Backbone::Cluster(c) => &c.nodes[rng.random_range(0..c.nodes.len())],
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_run_ends_with_every_client_holding_the_exact_streams() {
-    let seed = env_u64("HERALD_CHAOS_SEED").unwrap_or_else(|| rand::rng().random());
-    let secs = env_u64("HERALD_CHAOS_SECS").unwrap_or(8);
-    eprintln!("chaos seed {seed}, {secs} s (rerun with HERALD_CHAOS_SEED={seed})");
-    let mut rng = StdRng::seed_from_u64(seed);
+    chaos(Backbone::Single(RedisServer::start()), 8).await;
+}
 
-    let redis = RedisServer::start();
-    let url = redis.url();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_run_on_redis_cluster_with_sharded_pubsub() {
+    chaos(Backbone::Cluster(RedisCluster::start()), 6).await;
+}
+
+async fn chaos(backbone: Backbone, default_secs: u64) {
+    let seed = env_u64("HERALD_CHAOS_SEED").unwrap_or_else(|| rand::rng().random());
+    let secs = env_u64("HERALD_CHAOS_SECS").unwrap_or(default_secs);
+    let kind = match backbone {
+        Backbone::Single(_) => "redis",
+        Backbone::Cluster(_) => "redis cluster",
+    };
+    eprintln!("chaos on {kind}: seed {seed}, {secs} s (rerun with HERALD_CHAOS_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let url = backbone.url();
     let mut nodes: Vec<Option<Herald>> = Herald::group(3, &url, NAMESPACE)
         .await
         .into_iter()
@@ -147,11 +181,14 @@ async fn chaos_run_ends_with_every_client_holding_the_exact_streams() {
                 }
             }
             1 => {
-                redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+                backbone
+                    .pick(&mut rng)
+                    .cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
                 pubsub_kills += 1;
             }
             2 => {
-                redis.cli(&["CLIENT", "PAUSE", &rng.random_range(100..500).to_string()]);
+                let ms = rng.random_range(100..500).to_string();
+                backbone.pick(&mut rng).cli(&["CLIENT", "PAUSE", &ms]);
                 pauses += 1;
             }
             _ => {
@@ -210,7 +247,7 @@ async fn chaos_run_ends_with_every_client_holding_the_exact_streams() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!(
-        "chaos: {total} publications ({made} acknowledged), {kills} node kills, {pubsub_kills} pub/sub kills, {pauses} pauses, {forced} forced reconnects"
+        "chaos on {kind}: {total} publications ({made} acknowledged), {kills} node kills, {pubsub_kills} pub/sub kills, {pauses} pauses, {forced} forced reconnects"
     );
     let seen = seen.lock();
     for i in 0..clients.len() {

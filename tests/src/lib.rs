@@ -239,6 +239,39 @@ impl Herald {
         reply["result"]["offset"].as_u64().unwrap_or(0)
     }
 
+    /// Publishes `data = 1..=count` to `channel` through this node's API in the
+    /// background, `every` apart. The task panics if a publish is refused.
+    pub fn spawn_publisher(
+        &self,
+        channel: &str,
+        count: u64,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let (url, key, channel) = (
+            self.url("/api/publish"),
+            self.api_key.clone(),
+            channel.to_owned(),
+        );
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for n in 1..=count {
+                let r = http
+                    .post(&url)
+                    .header("X-API-Key", &key)
+                    .json(&json!({ "channel": channel, "data": n }))
+                    .send()
+                    .await;
+                assert!(
+                    r.is_ok_and(|r| r.status().is_success()),
+                    "publish {n} failed"
+                );
+                if !every.is_zero() {
+                    tokio::time::sleep(every).await;
+                }
+            }
+        })
+    }
+
     /// The node's configuration file.
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("herald.toml")

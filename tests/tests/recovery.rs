@@ -154,21 +154,7 @@ async fn concurrent_publishing_while_subscribing_loses_and_duplicates_nothing() 
         .expect("epoch")
         .to_owned();
     drop(first);
-    let publisher = {
-        let url = h.url("/api/publish");
-        let key = h.api_key.clone();
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            for n in 1..=300 {
-                http.post(&url)
-                    .header("X-API-Key", &key)
-                    .json(&json!({"channel": "big:feed", "data": n}))
-                    .send()
-                    .await
-                    .expect("publish");
-            }
-        })
-    };
+    let publisher = h.spawn_publisher("big:feed", 300, std::time::Duration::ZERO);
     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
     let (mut raw, _) = Raw::connect(&h.ws_url(), &h.token("1")).await;
     let sub = subscribe(&mut raw, "big:feed", Some((0, &epoch)), 0).await["subscribe"].clone();

@@ -249,6 +249,12 @@ pub async fn history_queries<B: Broker>(broker: B) {
         .expect("position");
     assert!(position_only.publications.is_empty());
     assert_eq!(position_only.position, all.position);
+    // Nothing is older than offset 0; no `since` at all means from the newest.
+    let before_first = broker
+        .history(&ch, q(Some(0), None, true))
+        .await
+        .expect("reverse since 0");
+    assert!(before_first.publications.is_empty());
     let at_top = broker
         .history(&ch, q(Some(10), None, false))
         .await

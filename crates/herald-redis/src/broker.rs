@@ -124,7 +124,7 @@ type SharedRead = Shared<BoxFuture<'static, Result<Arc<HistoryPage>, Arc<BrokerE
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct ReadKey {
     channel: String,
-    since: u64,
+    since: Option<u64>,
     limit: i64,
     reverse: bool,
 }
@@ -445,13 +445,14 @@ impl Inner {
     async fn read_history(
         &self,
         channel: &str,
-        since: u64,
+        since: Option<u64>,
         limit: i64,
         reverse: bool,
     ) -> Result<HistoryPage, BrokerError> {
         let keys = vec![self.key(channel, "stream"), self.key(channel, "meta")];
+        let since = since.map_or_else(|| "-1".to_owned(), |s| s.to_string());
         let args = vec![
-            since.to_string(),
+            since,
             limit.to_string(),
             if reverse { "1" } else { "0" }.to_owned(),
             new_epoch(),
@@ -522,7 +523,10 @@ impl Inner {
 
     async fn repair(&self, channel: &str, from: u64, to: u64, epoch: &str) -> bool {
         let count = i64::try_from(to - from + 1).unwrap_or(i64::MAX);
-        let page = match self.read_history(channel, from - 1, count, false).await {
+        let page = match self
+            .read_history(channel, Some(from - 1), count, false)
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %chain(&e), channel, "gap repair read failed");
@@ -564,7 +568,7 @@ impl Inner {
         let Some((last, epoch)) = known else {
             return;
         };
-        let page = match self.read_history(channel, last, -1, false).await {
+        let page = match self.read_history(channel, Some(last), -1, false).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %chain(&e), channel, "catch-up read failed; the next check retries");
@@ -683,7 +687,9 @@ impl Inner {
         }
         // The position when the node started listening: a publication lost right after
         // this is then a gap the node can see.
-        let reads = channels.iter().map(|c| inner.read_history(c, 0, 0, false));
+        let reads = channels
+            .iter()
+            .map(|c| inner.read_history(c, None, 0, false));
         let pages = futures_util::future::join_all(reads).await;
         for (c, page) in channels.iter().zip(pages) {
             // Best effort: without a baseline the first live publication sets one.
@@ -930,7 +936,7 @@ async fn top_checks(inner: Weak<Inner>, every: Duration) {
                     Some(e) if e == *epoch => {}
                     // A new epoch, or the meta is gone (Redis lost its data): subscribers
                     // cannot continue; read the new position (creating its epoch).
-                    _ => match inner.read_history(channel, 0, 0, false).await {
+                    _ => match inner.read_history(channel, None, 0, false).await {
                         Ok(page) => inner.lost(channel, page.position.offset, &page.position.epoch),
                         Err(e) => {
                             tracing::warn!(error = %chain(&e), channel, "top check read failed")
@@ -1086,7 +1092,7 @@ impl Broker for RedisBroker {
     ) -> Result<HistoryPage, BrokerError> {
         let key = ReadKey {
             channel: channel.to_owned(),
-            since: query.since_offset.unwrap_or(0),
+            since: query.since_offset,
             limit: query
                 .limit
                 .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),

@@ -18,7 +18,7 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local VERSION = '2'
+local VERSION = '3'
 
 --[[
 FCALL herald_publish <numkeys 2|3> <stream> <meta> [<idem key>]
@@ -75,7 +75,7 @@ FCALL herald_history 2 <stream> <meta> <since offset> <limit, -1 = all> <reverse
 Returns {top, epoch, entries} read atomically; entries as XRANGE/XREVRANGE returns them.
 Creates the epoch if the channel has none, so a client that subscribes before the first
 publication can recover it. Forward reads return offsets > since; reverse reads return
-offsets < since (since 0 = from the newest).
+offsets < since. A since of -1 means none: from the oldest, or (reverse) the newest.
 ]]
 local function history(keys, args)
   local stream, meta = keys[1], keys[2]
@@ -89,7 +89,10 @@ local function history(keys, args)
   end
   local entries = {}
   if limit ~= 0 then
-    if reverse then
+    if reverse and since == 0 then
+      -- Nothing is older than offset 0.
+      entries = {}
+    elseif reverse then
       local upper = '+'
       if since > 0 then
         upper = '(' .. since .. '-0'
@@ -101,7 +104,7 @@ local function history(keys, args)
       end
     else
       local lower = '(' .. since .. '-0'
-      if since == 0 then
+      if since <= 0 then
         lower = '-'
       end
       if limit > 0 then

@@ -24,4 +24,4 @@ pub use broker::{RedisBroker, RedisConfig, RedisStartError};
 pub const FUNCTION_LIBRARY: &str = include_str!("herald.lua");
 
 /// The library version gateways expect (`FCALL herald_version 0`).
-pub const FUNCTION_VERSION: &str = "2";
+pub const FUNCTION_VERSION: &str = "3";

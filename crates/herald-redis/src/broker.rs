@@ -903,6 +903,11 @@ async fn on_reconnects(
 async fn top_checks(inner: Weak<Inner>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Channels found behind at the last check, with the top seen then. A node is only
+    // caught up when it is still short of that top a whole interval later: publications
+    // in flight on pub/sub arrive within milliseconds, a lost tail never does. Acting at
+    // once would race them (and could call a healthy stream lost if it was trimmed).
+    let mut behind: HashMap<String, u64> = HashMap::new();
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
@@ -912,6 +917,7 @@ async fn top_checks(inner: Weak<Inner>, every: Duration) {
             .iter()
             .filter_map(|(c, s)| s.position().map(|(o, e)| (c.clone(), o, e.to_owned())))
             .collect();
+        let mut still_behind = HashMap::new();
         for chunk in known.chunks(256) {
             // Concurrent commands on one connection are pipelined by the client.
             let reads = chunk.iter().map(|(c, _, _)| {
@@ -930,9 +936,14 @@ async fn top_checks(inner: Weak<Inner>, every: Duration) {
                     .and_then(|t| t.parse().ok())
                     .unwrap_or(0);
                 match now_epoch {
-                    Some(e) if e == *epoch && top > *last => {
-                        inner.route(channel, Work::CatchUp(channel.clone()))
-                    }
+                    Some(e) if e == *epoch && top > *last => match behind.get(channel) {
+                        Some(&seen) if *last < seen => {
+                            inner.route(channel, Work::CatchUp(channel.clone()))
+                        }
+                        _ => {
+                            still_behind.insert(channel.clone(), top);
+                        }
+                    },
                     Some(e) if e == *epoch => {}
                     // A new epoch, or the meta is gone (Redis lost its data): subscribers
                     // cannot continue; read the new position (creating its epoch).
@@ -945,6 +956,7 @@ async fn top_checks(inner: Weak<Inner>, every: Duration) {
                 }
             }
         }
+        behind = still_behind;
     }
 }
 

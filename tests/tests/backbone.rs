@@ -466,3 +466,33 @@ async fn an_eviction_policy_that_can_drop_history_is_warned_about() {
         nodes[0].log()
     );
 }
+
+#[tokio::test]
+async fn history_trimmed_by_maxlen_is_not_recovered_on_another_node() {
+    let redis = RedisServer::start();
+    let nodes = Herald::group(2, &redis.url(), "").await;
+    let mut raw = subscribed_raw(&nodes[0], "u", "tiny:t").await;
+    nodes[0].publish("tiny:t", json!(1)).await;
+    assert_eq!(raw.publications("tiny:t", 1).await, vec![1]);
+    let epoch = nodes[0].api("history", json!({"channel": "tiny:t"})).await["result"]["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
+    drop(raw);
+    // The namespace keeps 3: offsets 2..=7 are trimmed from the stream.
+    for n in 2..=10 {
+        nodes[1].publish("tiny:t", json!(n)).await;
+    }
+    let (mut back, _) = Raw::connect(&nodes[1].ws_url(), &nodes[1].token("u")).await;
+    let recover = json!({"channel": "tiny:t", "recover": true, "offset": 1, "epoch": epoch});
+    let sub = back.call(json!({ "subscribe": recover.clone() })).await["subscribe"].clone();
+    assert_eq!(sub["was_recovering"], true, "{sub}");
+    assert!(sub.get("recovered").is_none(), "{sub}");
+    assert!(sub.get("publications").is_none(), "partial recovery: {sub}");
+    assert_eq!(sub["offset"], 10);
+    let mut strict = recover;
+    strict["flag"] = json!(2);
+    let (mut other, _) = Raw::connect(&nodes[0].ws_url(), &nodes[0].token("v")).await;
+    let rejected = other.call(json!({ "subscribe": strict })).await;
+    assert_eq!(rejected["error"]["code"], 112, "{rejected}");
+}

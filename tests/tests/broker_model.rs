@@ -216,6 +216,7 @@ impl Op {
                     since_offset,
                     limit: *limit,
                     reverse: *reverse,
+                    not_before: None,
                 };
                 let text = format!(
                     "history ch{ch} since_offset={since_offset:?} limit={limit:?} reverse={reverse}"

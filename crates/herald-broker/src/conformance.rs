@@ -222,6 +222,7 @@ pub async fn history_queries<B: Broker>(broker: B) {
         since_offset,
         limit,
         reverse,
+        not_before: None,
     };
     let since = broker
         .history(&ch, q(Some(7), None, false))

@@ -84,6 +84,11 @@ pub struct HistoryQuery {
     pub limit: Option<usize>,
     /// Newest first.
     pub reverse: bool,
+    /// The read must start at or after this instant. A caller that registered for live
+    /// publications at some instant needs a page read after it, or publications made in
+    /// between would be in neither; a broker that shares reads in flight must not hand
+    /// it one that started earlier.
+    pub not_before: Option<std::time::Instant>,
 }
 
 /// A page of history and the stream's position when it was read.

@@ -408,6 +408,7 @@ async fn history(node: &Arc<Node>, p: HistoryParams) -> ApiResult {
             n => usize::try_from(n).unwrap_or(size).min(size),
         }),
         reverse: p.reverse,
+        not_before: None,
     };
     let page = node
         .broker

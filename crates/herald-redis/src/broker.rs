@@ -121,6 +121,13 @@ pub struct RedisBroker {
 
 type SharedRead = Shared<BoxFuture<'static, Result<Arc<HistoryPage>, Arc<BrokerError>>>>;
 
+/// A history read in flight that later callers may share.
+struct InFlight {
+    id: u64,
+    started: Instant,
+    read: SharedRead,
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct ReadKey {
     channel: String,
@@ -158,7 +165,8 @@ struct Inner {
     handler: OnceLock<Arc<dyn BrokerHandler>>,
     channels: Mutex<HashMap<String, Sequencer>>,
     workers: OnceLock<Vec<mpsc::UnboundedSender<Work>>>,
-    inflight: Mutex<HashMap<ReadKey, SharedRead>>,
+    inflight: Mutex<HashMap<ReadKey, InFlight>>,
+    next_read: std::sync::atomic::AtomicU64,
     metrics: RedisMetrics,
     probe: Mutex<Probe>,
     probe_channel: String,
@@ -282,6 +290,7 @@ impl RedisBroker {
                 channels: Mutex::new(HashMap::new()),
                 workers: OnceLock::new(),
                 inflight: Mutex::new(HashMap::new()),
+                next_read: std::sync::atomic::AtomicU64::new(0),
                 metrics: RedisMetrics::new().map_err(RedisStartError::Metrics)?,
                 probe: Mutex::new(Probe {
                     last_echo: Instant::now(),
@@ -1112,10 +1121,15 @@ impl Broker for RedisBroker {
         };
         // At most one read per (channel, position) in flight on this node: a reconnect
         // storm of clients recovering from the same offset costs one Redis read.
+        // A caller that registered for live publications at `not_before` cannot use a
+        // read that started before then.
         let (read, issued) = {
             let mut inflight = self.inner.inflight.lock();
-            match inflight.get(&key) {
-                Some(read) => (read.clone(), false),
+            let usable = inflight
+                .get(&key)
+                .filter(|f| query.not_before.is_none_or(|t| f.started >= t));
+            match usable {
+                Some(f) => (f.read.clone(), None),
                 None => {
                     let inner = self.inner.clone();
                     let k = key.clone();
@@ -1128,20 +1142,40 @@ impl Broker for RedisBroker {
                     }
                     .boxed()
                     .shared();
-                    inflight.insert(key.clone(), read.clone());
-                    (read, true)
+                    let id = self
+                        .inner
+                        .next_read
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let started = Instant::now();
+                    inflight.insert(
+                        key.clone(),
+                        InFlight {
+                            id,
+                            started,
+                            read: read.clone(),
+                        },
+                    );
+                    (read, Some(id))
                 }
             }
         };
-        let kind = if issued { "issued" } else { "coalesced" };
+        let kind = if issued.is_some() {
+            "issued"
+        } else {
+            "coalesced"
+        };
         self.inner
             .metrics
             .history_reads
             .with_label_values(&[kind])
             .inc();
         let result = read.await;
-        if issued {
-            self.inner.inflight.lock().remove(&key);
+        if let Some(id) = issued {
+            let mut inflight = self.inner.inflight.lock();
+            // A newer read may have taken the slot meanwhile; leave that one.
+            if inflight.get(&key).is_some_and(|f| f.id == id) {
+                inflight.remove(&key);
+            }
         }
         match result {
             Ok(page) => Ok(HistoryPage::clone(&page)),

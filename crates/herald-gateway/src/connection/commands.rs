@@ -275,6 +275,7 @@ impl Conn {
                 n => Some(usize::try_from(n).unwrap_or(size).min(size)),
             },
             reverse: req.reverse,
+            not_before: None,
         };
         let page = self
             .node

@@ -120,6 +120,9 @@ impl Conn {
             tracing::warn!(error = %e, channel, "node subscription failed");
             ErrorCode::Internal
         })?;
+        // Live publications reach this connection from here on; the history read must
+        // start no earlier, or one published in between would fall in neither.
+        let registered = std::time::Instant::now();
 
         let mut result = SubscribeResult {
             expires: opts.expires_at.is_some(),
@@ -142,10 +145,12 @@ impl Conn {
                     since_offset: Some(opts.offset),
                     limit: Some(ns.history_size),
                     reverse: false,
+                    not_before: Some(registered),
                 }
             } else {
                 HistoryQuery {
                     limit: Some(0),
+                    not_before: Some(registered),
                     ..HistoryQuery::default()
                 }
             };

@@ -282,6 +282,20 @@ async fn redis_restart_without_persistence_is_reported_never_papered_over() {
     assert_eq!(again["was_recovering"], true, "{again}");
     assert!(again.get("recovered").is_none(), "{again}");
     assert_ne!(again["epoch"], epoch.as_str());
+    // Told once: the node follows the new epoch and does not keep resetting the
+    // channel at every top-offset check (one runs every 2 s).
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Some(event) = raw
+        .next_within(quiet_until - tokio::time::Instant::now())
+        .await
+    {
+        if let Event::Reply(r) = event {
+            assert!(
+                r.push.and_then(|p| p.unsubscribe).is_none(),
+                "told again after the reset"
+            );
+        }
+    }
     let (mut strict, _) = Raw::connect(&node.ws_url(), &node.token("v")).await;
     let rejected = strict
         .call(json!({"subscribe": {"channel": "news", "recover": true, "offset": 5, "epoch": epoch, "flag": 2}}))

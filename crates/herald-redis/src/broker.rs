@@ -148,6 +148,9 @@ struct SubRequest {
     reply: tokio::sync::oneshot::Sender<Result<(), Arc<BrokerError>>>,
 }
 
+/// The largest offset passed to the Lua functions (see `read_history`).
+const MAX_LUA_OFFSET: u64 = 99_999_999_999_999;
+
 /// Most channels merged into one SUBSCRIBE.
 const SUBSCRIBE_BATCH: usize = 512;
 
@@ -459,7 +462,9 @@ impl Inner {
         reverse: bool,
     ) -> Result<HistoryPage, BrokerError> {
         let keys = vec![self.key(channel, "stream"), self.key(channel, "meta")];
-        let since = since.map_or_else(|| "-1".to_owned(), |s| s.to_string());
+        // Lua prints numbers of 1e14 and above in exponent form, which no stream ID
+        // parses as; no real stream gets near, so a larger position means "past the top".
+        let since = since.map_or_else(|| "-1".to_owned(), |s| s.min(MAX_LUA_OFFSET).to_string());
         let args = vec![
             since,
             limit.to_string(),
@@ -500,7 +505,7 @@ impl Inner {
             let Some(seq) = channels.get_mut(channel) else {
                 return;
             };
-            seq.advance(offset, epoch);
+            seq.reset(offset, epoch);
         }
         tracing::warn!(channel, offset, epoch, "stream continuity lost");
         if let Some(h) = self.handler() {
@@ -954,14 +959,10 @@ async fn top_checks(inner: Weak<Inner>, every: Duration) {
                         }
                     },
                     Some(e) if e == *epoch => {}
-                    // A new epoch, or the meta is gone (Redis lost its data): subscribers
-                    // cannot continue; read the new position (creating its epoch).
-                    _ => match inner.read_history(channel, None, 0, false).await {
-                        Ok(page) => inner.lost(channel, page.position.offset, &page.position.epoch),
-                        Err(e) => {
-                            tracing::warn!(error = %chain(&e), channel, "top check read failed")
-                        }
-                    },
+                    // A new epoch, or the meta is gone (Redis lost its data): the
+                    // channel's worker reads the new position and tells subscribers, in
+                    // order with everything else it does for the channel.
+                    _ => inner.route(channel, Work::CatchUp(channel.clone())),
                 }
             }
         }
@@ -1122,30 +1123,40 @@ impl Broker for RedisBroker {
         // At most one read per (channel, position) in flight on this node: a reconnect
         // storm of clients recovering from the same offset costs one Redis read.
         // A caller that registered for live publications at `not_before` cannot use a
-        // read that started before then.
+        // read that started before then; any other caller needs one that started after
+        // its call (so it sees its own earlier publishes). A finished read is never
+        // shared: its page is already old.
+        let not_before = query.not_before.unwrap_or_else(Instant::now);
         let (read, issued) = {
             let mut inflight = self.inner.inflight.lock();
             let usable = inflight
                 .get(&key)
-                .filter(|f| query.not_before.is_none_or(|t| f.started >= t));
+                .filter(|f| f.started >= not_before && f.read.peek().is_none());
             match usable {
                 Some(f) => (f.read.clone(), None),
                 None => {
-                    let inner = self.inner.clone();
-                    let k = key.clone();
-                    let read: SharedRead = async move {
-                        inner
-                            .read_history(&k.channel, k.since, k.limit, k.reverse)
-                            .await
-                            .map(Arc::new)
-                            .map_err(Arc::new)
-                    }
-                    .boxed()
-                    .shared();
                     let id = self
                         .inner
                         .next_read
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let inner = self.inner.clone();
+                    let k = key.clone();
+                    let read: SharedRead = async move {
+                        let page = inner
+                            .read_history(&k.channel, k.since, k.limit, k.reverse)
+                            .await
+                            .map(Arc::new)
+                            .map_err(Arc::new);
+                        // The read leaves the table itself, even if its first caller
+                        // gave up waiting (a cancelled request must not pin its page).
+                        let mut inflight = inner.inflight.lock();
+                        if inflight.get(&k).is_some_and(|f| f.id == id) {
+                            inflight.remove(&k);
+                        }
+                        page
+                    }
+                    .boxed()
+                    .shared();
                     let started = Instant::now();
                     inflight.insert(
                         key.clone(),
@@ -1170,13 +1181,6 @@ impl Broker for RedisBroker {
             .with_label_values(&[kind])
             .inc();
         let result = read.await;
-        if let Some(id) = issued {
-            let mut inflight = self.inner.inflight.lock();
-            // A newer read may have taken the slot meanwhile; leave that one.
-            if inflight.get(&key).is_some_and(|f| f.id == id) {
-                inflight.remove(&key);
-            }
-        }
         match result {
             Ok(page) => Ok(HistoryPage::clone(&page)),
             Err(e) => Err(BrokerError::Unavailable(Box::new(e))),

@@ -18,7 +18,8 @@ pub enum Verdict {
         to: u64,
     },
     /// The stream has a new epoch (its history was lost): the node's subscribers cannot
-    /// continue from what they have. Deliver it after telling them.
+    /// continue from what they have. They are told to resubscribe with recovery, which
+    /// reports the loss; the publication itself is not delivered.
     Reset,
 }
 
@@ -65,6 +66,13 @@ impl Sequencer {
             },
             _ => Verdict::Deliver,
         }
+    }
+
+    /// Moves to `offset` in `epoch` unconditionally (also to offset 0 of a new epoch,
+    /// which [`Sequencer::advance`] ignores as a publication without history).
+    pub fn reset(&mut self, offset: u64, epoch: &str) {
+        self.epoch = Some(epoch.to_owned());
+        self.last = Some(offset);
     }
 
     /// Records that a publication was delivered (or passed over for good).
@@ -124,6 +132,15 @@ mod tests {
         s.advance(12, "e");
         s.baseline(10, "e");
         assert_eq!(s.position(), Some((12, "e")));
+    }
+
+    #[test]
+    fn reset_to_an_empty_new_epoch_sticks() {
+        let mut s = Sequencer::new();
+        s.baseline(10, "old");
+        s.reset(0, "new");
+        assert_eq!(s.position(), Some((0, "new")));
+        assert_eq!(s.judge(1, "new"), Verdict::Deliver);
     }
 
     #[test]

@@ -168,7 +168,8 @@ impl Conn {
         self.next_ping = Instant::now() + config.client.ping_interval;
 
         let mut subs = BTreeMap::new();
-        for channel in &claims.channels {
+        let channels: std::collections::BTreeSet<&String> = claims.channels.iter().collect();
+        for channel in channels {
             let recover_from = req.subs.get(channel);
             let opts = super::subscribe::SubOptions {
                 recover: recover_from.is_some_and(|s| s.recover),

@@ -84,6 +84,7 @@ async fn chaos(backbone: Backbone, default_secs: u64) {
 
     // Clients through the balancer, each on every channel, recording what they get.
     let seen: Seen = Arc::new(Mutex::new(BTreeMap::new()));
+    let confirmed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut clients = Vec::new();
     let mut readers = Vec::new();
     for i in 0..6 {
@@ -101,10 +102,13 @@ async fn chaos(backbone: Backbone, default_secs: u64) {
                 .subscribe(ch, SubscribeOptions::default())
                 .await
                 .expect("subscribe");
-            let seen = seen.clone();
+            let (seen, confirmed) = (seen.clone(), confirmed.clone());
             readers.push(tokio::spawn(async move {
                 while let Some(event) = sub.next().await {
                     match event {
+                        SubscriptionEvent::Subscribed { was_recovering: false, .. } => {
+                            confirmed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         SubscriptionEvent::Publication(p) => {
                             let data = serde_json::from_str(p.data.get()).expect("json");
                             seen.lock().entry((i, ch)).or_default().push((p.offset, data));
@@ -122,7 +126,17 @@ async fn chaos(backbone: Backbone, default_secs: u64) {
         c.connect().await.expect("connect");
         clients.push(c);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Publishing starts once every subscription is confirmed: earlier publications
+    // would (rightly) not be delivered to it, and the final check would fail.
+    let wanted = clients.len() * CHANNELS.len();
+    let confirm_deadline = Instant::now() + Duration::from_secs(20);
+    while confirmed.load(std::sync::atomic::Ordering::Relaxed) < wanted {
+        assert!(
+            Instant::now() < confirm_deadline,
+            "subscriptions not confirmed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Publications through the API of whichever node is up.
     let live: Arc<Mutex<Vec<u16>>> = Arc::new(Mutex::new(ports.clone()));

@@ -112,6 +112,7 @@ async fn lost_history_is_reported_as_not_recovered() {
         .await
         .expect("subscribe");
     let mut offsets = Vec::new();
+    subscribed(&mut sub).await;
     h.publish("tiny:t", json!(1)).await;
     collect(&mut sub, &mut offsets, 1).await;
     let epoch = h.api("history", json!({"channel": "tiny:t"})).await["result"]["epoch"]

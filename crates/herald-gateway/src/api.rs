@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use herald_broker::{HistoryQuery, PublishRequest};
+use herald_broker::PublishRequest;
 use herald_protocol::{
     ClientInfo, ErrorCode, Publication, RawJson, StreamPosition, UnsubscribeCode,
 };
@@ -260,9 +260,8 @@ pub async fn call(node: &Arc<Node>, method: &str, params: &str) -> ApiResult {
                     infos.iter().map(|i| (i.client.as_str(), i)).collect();
                 encode(&json!({ "presence": presence }))
             } else {
-                let users: std::collections::HashSet<&str> =
-                    infos.iter().map(|i| i.user.as_str()).collect();
-                encode(&json!({ "num_clients": infos.len(), "num_users": users.len() }))
+                let (clients, users) = crate::reads::presence_stats(&infos);
+                encode(&json!({ "num_clients": clients, "num_users": users }))
             }
         }
         "info" => encode(&info(node)),
@@ -399,28 +398,13 @@ async fn history(node: &Arc<Node>, p: HistoryParams) -> ApiResult {
     if !ch.ns.history_enabled() {
         return Err(ErrorCode::NotAvailable.into());
     }
-    let size = ch.ns.history_size;
-    let query = HistoryQuery {
-        since_offset: p.since.as_ref().map(|s| s.offset),
-        limit: Some(match p.limit {
-            0 => 0,
-            n if n < 0 => size,
-            n => usize::try_from(n).unwrap_or(size).min(size),
-        }),
-        reverse: p.reverse,
-        not_before: None,
-    };
+    let query = crate::reads::history_query(ch.ns, p.since.as_ref(), p.limit, p.reverse);
     let page = node
         .broker
         .history(&p.channel, query)
         .await
         .map_err(|e| internal(node, "history", &e))?;
-    if let Some(since) = &p.since
-        && !since.epoch.is_empty()
-        && since.epoch != page.position.epoch
-    {
-        return Err(ErrorCode::UnrecoverablePosition.into());
-    }
+    crate::reads::check_since_epoch(p.since.as_ref(), &page.position.epoch)?;
     encode(&HistoryOut {
         publications: &page.publications,
         position: PositionOut::from(&page.position),

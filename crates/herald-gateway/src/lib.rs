@@ -13,6 +13,7 @@ mod connection;
 pub mod hub;
 pub mod metrics;
 pub mod node;
+pub mod reads;
 pub mod server;
 
 pub use config::Config;

@@ -4,7 +4,7 @@ use super::{Conn, Fail, Session};
 use crate::auth::{TokenError, unix_now};
 use crate::channel::{Action, Channel};
 use crate::hub::ConnHandle;
-use herald_broker::{HistoryQuery, PublishRequest};
+use herald_broker::PublishRequest;
 use herald_protocol::{
     ClientInfo, Command, CommandError, ConnectRequest, ConnectResult, DisconnectCode, ErrorCode,
     HistoryRequest, HistoryResult, PresenceResult, PresenceStatsResult, Reply, Request,
@@ -267,17 +267,12 @@ impl Conn {
             self.user(),
             self.subs.contains_key(req.channel.as_str()),
         )?;
-        let size = ch.ns.history_size;
-        let query = HistoryQuery {
-            since_offset: req.since.as_ref().map(|s| s.offset),
-            limit: match req.limit {
-                0 => Some(0),
-                n if n < 0 => Some(size),
-                n => Some(usize::try_from(n).unwrap_or(size).min(size)),
-            },
-            reverse: req.reverse,
-            not_before: None,
-        };
+        let query = crate::reads::history_query(
+            ch.ns,
+            req.since.as_ref(),
+            i64::from(req.limit),
+            req.reverse,
+        );
         let page = self
             .node
             .broker
@@ -292,12 +287,7 @@ impl Conn {
                 tracing::warn!(error = %e, "history read failed");
                 ErrorCode::Internal
             })?;
-        if let Some(since) = &req.since
-            && !since.epoch.is_empty()
-            && since.epoch != page.position.epoch
-        {
-            return Err(ErrorCode::UnrecoverablePosition.into());
-        }
+        crate::reads::check_since_epoch(req.since.as_ref(), &page.position.epoch)?;
         Ok(Reply {
             history: Some(HistoryResult {
                 publications: page.publications,
@@ -326,12 +316,11 @@ impl Conn {
             ErrorCode::Internal
         })?;
         Ok(if stats {
-            let users: std::collections::HashSet<&str> =
-                infos.iter().map(|i| i.user.as_str()).collect();
+            let (clients, users) = crate::reads::presence_stats(&infos);
             Reply {
                 presence_stats: Some(PresenceStatsResult {
-                    num_clients: u32::try_from(infos.len()).unwrap_or(u32::MAX),
-                    num_users: u32::try_from(users.len()).unwrap_or(u32::MAX),
+                    num_clients: u32::try_from(clients).unwrap_or(u32::MAX),
+                    num_users: u32::try_from(users).unwrap_or(u32::MAX),
                 }),
                 ..Reply::default()
             }

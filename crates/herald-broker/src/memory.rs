@@ -186,24 +186,12 @@ impl Broker for MemoryBroker {
             offset: 0,
             tags: request.tags,
         };
-        if !keeps_history && request.idempotency_key.is_none() {
-            // No stream: nothing to store, only deliver if this node listens.
-            let Some(state) = self.inner.existing(channel) else {
-                return Ok(PublishOutcome {
-                    position: StreamPosition::default(),
-                    duplicate: false,
-                });
-            };
-            let state = state.lock();
-            if state.subscribed {
-                handler.on_publication(
-                    channel,
-                    Arc::new(StoredPublication {
-                        publication,
-                        epoch: String::new(),
-                    }),
-                );
-            }
+        if !keeps_history
+            && request.idempotency_key.is_none()
+            && self.inner.existing(channel).is_none()
+        {
+            // No stream, no key to remember and no node listening: nothing to store or
+            // deliver, and no channel state worth creating.
             return Ok(PublishOutcome {
                 position: StreamPosition::default(),
                 duplicate: false,

@@ -126,6 +126,17 @@ impl Client {
         }
     }
 
+    /// Drops the connection abruptly, without a close handshake, as a network failure
+    /// would, and connects again after `offline` (subscriptions resume with recovery).
+    /// Does nothing while not connected. For testing how an application and its server
+    /// handle lost connections.
+    pub async fn drop_connection(&self, offline: Duration) {
+        let (ack, done) = oneshot::channel();
+        if self.send(Control::Interrupt { offline, ack }).is_ok() {
+            let _ = done.await;
+        }
+    }
+
     /// The current connection state.
     pub fn state(&self) -> ConnectionState {
         self.inner.status.borrow().state

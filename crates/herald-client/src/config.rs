@@ -4,6 +4,7 @@ use crate::error::{BoxError, ConfigError};
 use crate::{Client, ClientError};
 use std::fmt;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,7 @@ pub(crate) struct Config {
     pub(crate) reconnect: bool,
     pub(crate) timeout: Duration,
     pub(crate) subscription_buffer: usize,
+    pub(crate) local_address: Option<IpAddr>,
 }
 
 /// Builds a [`Client`]; see [`Client::builder`].
@@ -76,6 +78,7 @@ impl ClientBuilder {
                 reconnect: true,
                 timeout: Duration::from_secs(10),
                 subscription_buffer: 4096,
+                local_address: None,
             },
         }
     }
@@ -138,6 +141,14 @@ impl ClientBuilder {
     /// SDK unsubscribes it and later resubscribes with recovery (default 4096, at least 16).
     pub fn subscription_buffer(mut self, events: usize) -> Self {
         self.config.subscription_buffer = events.max(16);
+        self
+    }
+
+    /// The local address the connection's socket binds to before connecting (default:
+    /// chosen by the operating system). For hosts with several addresses, and for load
+    /// generators that spread connections over source addresses.
+    pub fn local_address(mut self, ip: IpAddr) -> Self {
+        self.config.local_address = Some(ip);
         self
     }
 

@@ -30,6 +30,11 @@ pub(crate) enum Control {
     Disconnect {
         ack: oneshot::Sender<()>,
     },
+    /// Drop the socket without a close handshake, then reconnect after `offline`.
+    Interrupt {
+        offline: Duration,
+        ack: oneshot::Sender<()>,
+    },
     Call {
         command: Box<Command>,
         reply: ReplyTx,
@@ -90,6 +95,9 @@ pub(crate) enum End {
     Stop { code: u16, reason: String },
     /// Every handle is gone.
     Shutdown,
+    /// The application dropped the socket on purpose (no close handshake); connect
+    /// again after `offline`, without touching the backoff.
+    Interrupted { offline: Duration },
 }
 
 pub(crate) struct Task {
@@ -182,6 +190,10 @@ impl Task {
             match end {
                 End::Shutdown => self.shutdown = true,
                 End::Stop { code, reason } => self.stop(code, &reason),
+                End::Interrupted { offline } => {
+                    self.set_connecting(connecting_code::TRANSPORT_CLOSED, "connection dropped");
+                    self.offline(tokio::time::sleep(offline)).await;
+                }
                 End::Reconnect { code, reason } => {
                     if !self.want_connected || self.shutdown {
                         continue;
@@ -226,9 +238,10 @@ impl Task {
                 }
             }
         }
-        let url = self.cfg.url.clone();
-        let handshake =
-            tokio::time::timeout(self.cfg.timeout, tokio_tungstenite::connect_async(url));
+        let handshake = tokio::time::timeout(
+            self.cfg.timeout,
+            socket::open(self.cfg.url.clone(), self.cfg.local_address),
+        );
         let ws = match self.offline(handshake).await {
             None => return self.abandoned(),
             Some(Ok(Ok((ws, _response)))) => ws,
@@ -308,6 +321,12 @@ impl Task {
                         reason: "disconnect called".to_owned(),
                     });
                 }
+            }
+            Control::Interrupt { offline, ack } => {
+                if self.session.is_some() && self.end.is_none() {
+                    self.end = Some(End::Interrupted { offline });
+                }
+                let _ = ack.send(());
             }
             Control::Call { command, reply } => {
                 if self.authenticated() {

@@ -460,6 +460,8 @@ async fn close(ws: &mut Ws, end: &End) {
     let reason = match end {
         End::Stop { reason, .. } | End::Reconnect { reason, .. } => reason.as_str(),
         End::Shutdown => "client dropped",
+        // Dropped as a network failure would: no close frame.
+        End::Interrupted { .. } => return,
     };
     // A close reason must fit in a control frame (123 bytes).
     let mut cut = reason.len().min(120);
@@ -471,4 +473,63 @@ async fn close(ws: &mut Ws, end: &End) {
         reason: Utf8Bytes::from(&reason[..cut]),
     };
     let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(Some(frame))).await;
+}
+
+/// Opens the WebSocket, from `local` when given.
+pub(super) async fn open(
+    url: String,
+    local: Option<std::net::IpAddr>,
+) -> Result<
+    (
+        Ws,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    WsError,
+> {
+    let Some(local) = local else {
+        return tokio_tungstenite::connect_async(url).await;
+    };
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let request = url.into_client_request()?;
+    let uri = request.uri();
+    if uri.scheme_str() != Some("ws") {
+        return Err(WsError::Url(
+            tokio_tungstenite::tungstenite::error::UrlError::UnsupportedUrlScheme,
+        ));
+    }
+    let host = uri
+        .host()
+        .ok_or(WsError::Url(
+            tokio_tungstenite::tungstenite::error::UrlError::NoHostName,
+        ))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let mut last = None;
+    for remote in tokio::net::lookup_host((host.as_str(), port)).await? {
+        if remote.is_ipv4() != local.is_ipv4() {
+            continue;
+        }
+        let socket = if remote.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(std::net::SocketAddr::new(local, 0))?;
+        match socket.connect(remote).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+                    .await;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(WsError::Io(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            "no address of the host matches the local address family",
+        )
+    })))
 }

@@ -23,6 +23,10 @@ pub struct Config {
     pub redis_url: String,
     /// Prefix of Herald's Redis keys and channels (several deployments can share a Redis).
     pub redis_prefix: String,
+    /// Publications per subscribed channel the node keeps in memory, so that clients
+    /// recovering a recent position (a reconnect storm) are answered without reading
+    /// Redis (0 = always read Redis).
+    pub redis_replay_window: usize,
     /// Log format.
     pub log_format: LogFormat,
     /// Connection and subscription token verification.
@@ -50,6 +54,7 @@ impl Default for Config {
             broker: BrokerKind::Memory,
             redis_url: String::new(),
             redis_prefix: "herald".into(),
+            redis_replay_window: 256,
             log_format: LogFormat::Human,
             token: TokenConfig::default(),
             api: ApiConfig::default(),
@@ -169,6 +174,11 @@ pub struct ClientConfig {
     pub read_buffer_bytes: usize,
     /// Socket write buffer per connection, in bytes.
     pub write_buffer_bytes: usize,
+    /// How long the node stays subscribed to a channel after its last local subscriber
+    /// left: clients that drop together and come back (a reconnect storm, a deploy) find
+    /// the channel live and its replay window warm.
+    #[serde(with = "humantime_serde")]
+    pub channel_linger: Duration,
 }
 
 impl Default for ClientConfig {
@@ -186,6 +196,7 @@ impl Default for ClientConfig {
             presence_ttl: Duration::from_secs(60),
             read_buffer_bytes: 4 * 1024,
             write_buffer_bytes: 4 * 1024,
+            channel_linger: Duration::from_secs(10),
         }
     }
 }

@@ -47,6 +47,9 @@ pub struct RedisConfig {
     pub probe_interval: Duration,
     /// A probe with no echo for this long marks pub/sub unhealthy and reconnects it.
     pub probe_timeout: Duration,
+    /// Publications per subscribed channel kept in memory, so that subscribers
+    /// recovering a recent position (a reconnect storm) are answered without Redis.
+    pub replay_window: usize,
 }
 
 impl Default for RedisConfig {
@@ -62,6 +65,7 @@ impl Default for RedisConfig {
             top_check_interval: Duration::from_secs(2),
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_secs(4),
+            replay_window: 256,
         }
     }
 }
@@ -478,21 +482,19 @@ impl Inner {
 
     /// Delivers a publication that is next in sequence.
     fn deliver(&self, channel: &str, d: Decoded) {
+        let stored = Arc::new(StoredPublication {
+            publication: d.publication,
+            epoch: d.epoch,
+        });
         {
             let mut channels = self.channels.lock();
             let Some(seq) = channels.get_mut(channel) else {
                 return;
             };
-            seq.advance(d.publication.offset, &d.epoch);
+            seq.delivered(&stored);
         }
         if let Some(h) = self.handler() {
-            h.on_publication(
-                channel,
-                Arc::new(StoredPublication {
-                    publication: d.publication,
-                    epoch: d.epoch,
-                }),
-            );
+            h.on_publication(channel, stored);
         }
     }
 
@@ -687,7 +689,9 @@ impl Inner {
         {
             let mut known = inner.channels.lock();
             for c in channels {
-                known.entry(c.clone()).or_default();
+                known
+                    .entry(c.clone())
+                    .or_insert_with(|| Sequencer::with_window(inner.config.replay_window));
             }
         }
         let names: Vec<String> = channels.iter().map(|c| inner.pubsub_channel(c)).collect();
@@ -1120,6 +1124,25 @@ impl Broker for RedisBroker {
                 .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),
             reverse: query.reverse,
         };
+        // A subscriber registered for live publications recovering the recent past is
+        // answered from the channel's replay window: what the node delivered last, with
+        // everything after it still to come live.
+        if query.not_before.is_some()
+            && !query.reverse
+            && let Some(page) = self
+                .inner
+                .channels
+                .lock()
+                .get(channel)
+                .and_then(|seq| seq.window().page(key.since, key.limit))
+        {
+            self.inner
+                .metrics
+                .history_reads
+                .with_label_values(&["window"])
+                .inc();
+            return Ok(page);
+        }
         // At most one read per (channel, position) in flight on this node: a reconnect
         // storm of clients recovering from the same offset costs one Redis read.
         // A caller that registered for live publications at `not_before` cannot use a

@@ -1,6 +1,12 @@
 //! Per-channel ordering on one node: decides, for each publication that pub/sub (or a
 //! repair read) hands in, whether to deliver it, drop it as already delivered, repair a
-//! gap first, or report that the stream was reset. Pure logic, no I/O.
+//! gap first, or report that the stream was reset; and keeps the channel's replay
+//! window, the newest publications the node delivered. Pure logic, no I/O.
+
+use herald_broker::{HistoryPage, StoredPublication};
+use herald_protocol::StreamPosition;
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// What to do with an incoming publication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +36,8 @@ pub struct Sequencer {
     epoch: Option<String>,
     /// The last offset delivered (or known to be the top when the node subscribed).
     last: Option<u64>,
+    /// The newest publications delivered, for recoveries served without Redis.
+    window: ReplayWindow,
 }
 
 impl Sequencer {
@@ -43,13 +51,34 @@ impl Sequencer {
         Some((self.last?, self.epoch.as_deref()?))
     }
 
+    /// A sequencer whose replay window keeps up to `window` publications.
+    pub fn with_window(window: usize) -> Self {
+        Self {
+            window: ReplayWindow::new(window),
+            ..Self::default()
+        }
+    }
+
     /// Sets the baseline from the stream's top when the node subscribed, unless a
     /// publication already set one.
     pub fn baseline(&mut self, top: u64, epoch: &str) {
         if self.last.is_none() {
             self.last = Some(top);
             self.epoch = Some(epoch.to_owned());
+            self.window.restart(top, epoch);
         }
+    }
+
+    /// Records a delivered publication: moves the position and keeps it in the replay
+    /// window.
+    pub fn delivered(&mut self, publication: &Arc<StoredPublication>) {
+        self.advance(publication.publication.offset, &publication.epoch);
+        self.window.push(publication);
+    }
+
+    /// The replay window, which answers recoveries of the recent past.
+    pub fn window(&self) -> &ReplayWindow {
+        &self.window
     }
 
     /// Judges an incoming publication.
@@ -73,6 +102,7 @@ impl Sequencer {
     pub fn reset(&mut self, offset: u64, epoch: &str) {
         self.epoch = Some(epoch.to_owned());
         self.last = Some(offset);
+        self.window.restart(offset, epoch);
     }
 
     /// Records that a publication was delivered (or passed over for good).
@@ -89,9 +119,196 @@ impl Sequencer {
     }
 }
 
+/// The newest publications a node delivered in one channel: a contiguous run of offsets
+/// `start + 1 ..= top` of one epoch, ending at the node's position. A subscriber that has
+/// registered for live publications can recover from it instead of reading Redis: every
+/// publication after `top` reaches it live, in order, because the node delivers the
+/// channel in order (repairing gaps from the stream first).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayWindow {
+    capacity: usize,
+    /// `None` until the node knows its position in the stream.
+    epoch: Option<String>,
+    /// The offset just before the first publication kept.
+    start: u64,
+    publications: VecDeque<Arc<StoredPublication>>,
+}
+
+impl ReplayWindow {
+    /// An empty window that keeps up to `capacity` publications.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            ..Self::default()
+        }
+    }
+
+    /// The newest offset covered.
+    fn top(&self) -> u64 {
+        self.start + self.publications.len() as u64
+    }
+
+    /// Continues, empty, from `offset` in `epoch` (a baseline or a reset).
+    fn restart(&mut self, offset: u64, epoch: &str) {
+        self.epoch = Some(epoch.to_owned());
+        self.start = offset;
+        self.publications.clear();
+    }
+
+    /// Appends a delivered publication; one that does not follow the newest kept (a new
+    /// epoch, or a position the node jumped to) starts the window over from it.
+    fn push(&mut self, p: &Arc<StoredPublication>) {
+        let offset = p.publication.offset;
+        if offset == 0 {
+            return;
+        }
+        let follows = self.epoch.as_deref() == Some(p.epoch.as_str()) && offset == self.top() + 1;
+        if !follows {
+            self.restart(offset - 1, &p.epoch);
+        }
+        self.publications.push_back(p.clone());
+        while self.publications.len() > self.capacity {
+            self.publications.pop_front();
+            self.start += 1;
+        }
+    }
+
+    /// The page a recovery read asks for, if the window holds all of it: the
+    /// publications after `since` (at most `limit`; negative = all) and the node's
+    /// position, or only the position when `since` is `None` and `limit` is 0. `None`
+    /// sends the read to Redis.
+    pub fn page(&self, since: Option<u64>, limit: i64) -> Option<HistoryPage> {
+        let epoch = self.epoch.as_ref()?;
+        let top = self.top();
+        let position = StreamPosition {
+            offset: top,
+            epoch: epoch.clone(),
+        };
+        let Some(since) = since else {
+            return (limit == 0).then(|| HistoryPage {
+                publications: Vec::new(),
+                position,
+            });
+        };
+        if since < self.start || since > top {
+            return None;
+        }
+        let skip = usize::try_from(since - self.start).ok()?;
+        let take = usize::try_from(limit).unwrap_or(usize::MAX);
+        Some(HistoryPage {
+            publications: self
+                .publications
+                .iter()
+                .skip(skip)
+                .take(take)
+                .map(|p| p.publication.clone())
+                .collect(),
+            position,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored(offset: u64, epoch: &str) -> Arc<StoredPublication> {
+        Arc::new(StoredPublication {
+            publication: herald_protocol::Publication {
+                data: herald_protocol::RawJson::null(),
+                info: None,
+                offset,
+                tags: Default::default(),
+            },
+            epoch: epoch.to_owned(),
+        })
+    }
+
+    fn offsets(page: &HistoryPage) -> Vec<u64> {
+        page.publications.iter().map(|p| p.offset).collect()
+    }
+
+    #[test]
+    fn the_window_answers_what_it_holds_and_nothing_else() {
+        let mut s = Sequencer::with_window(3);
+        assert_eq!(s.window().page(Some(0), -1), None, "position unknown");
+        s.baseline(10, "e");
+        let empty = s.window().page(Some(10), -1).expect("at the top");
+        assert_eq!((offsets(&empty), empty.position.offset), (vec![], 10));
+        for o in 11..=14 {
+            s.delivered(&stored(o, "e"));
+        }
+        // Holds 12..=14: since 11, 12, 13 and 14 are answerable, 10 is not.
+        assert_eq!(s.window().page(Some(10), -1), None);
+        let page = s.window().page(Some(11), -1).expect("in the window");
+        assert_eq!(
+            (offsets(&page), page.position.offset),
+            (vec![12, 13, 14], 14)
+        );
+        assert_eq!(
+            offsets(&s.window().page(Some(12), 1).expect("limited")),
+            vec![13]
+        );
+        assert_eq!(s.window().page(Some(15), -1), None, "ahead of the node");
+        let position = s.window().page(None, 0).expect("position only");
+        assert_eq!(
+            (position.position.offset, position.position.epoch.as_str()),
+            (14, "e")
+        );
+        assert_eq!(s.window().page(None, 5), None, "a full read goes to Redis");
+    }
+
+    #[test]
+    fn a_jump_or_a_new_epoch_starts_the_window_over() {
+        let mut s = Sequencer::with_window(10);
+        s.baseline(0, "e");
+        s.delivered(&stored(1, "e"));
+        s.delivered(&stored(2, "e"));
+        // The node was told the stream continues from 7 (what was between is lost).
+        s.reset(7, "e");
+        assert_eq!(s.window().page(Some(2), -1), None);
+        s.delivered(&stored(8, "e"));
+        assert_eq!(
+            offsets(&s.window().page(Some(7), -1).expect("after the reset")),
+            vec![8]
+        );
+        // A publication of another epoch restarts from itself.
+        s.delivered(&stored(3, "f"));
+        let page = s.window().page(Some(2), -1).expect("new epoch");
+        assert_eq!(
+            (offsets(&page), page.position.epoch.as_str()),
+            (vec![3], "f")
+        );
+        assert_eq!(s.window().page(Some(7), -1), None);
+    }
+
+    #[test]
+    fn without_a_baseline_the_first_delivery_anchors_the_window() {
+        let mut s = Sequencer::with_window(10);
+        s.delivered(&stored(5, "e"));
+        s.delivered(&stored(6, "e"));
+        assert_eq!(
+            offsets(&s.window().page(Some(4), -1).expect("anchored")),
+            vec![5, 6]
+        );
+        assert_eq!(s.window().page(Some(3), -1), None);
+        // A later baseline does not move a position that publications already set.
+        s.baseline(2, "e");
+        assert_eq!(
+            offsets(&s.window().page(Some(4), -1).expect("kept")),
+            vec![5, 6]
+        );
+    }
+
+    #[test]
+    fn a_zero_capacity_window_only_knows_the_position() {
+        let mut s = Sequencer::with_window(0);
+        s.baseline(3, "e");
+        s.delivered(&stored(4, "e"));
+        assert_eq!(s.window().page(Some(3), -1), None);
+        let at_top = s.window().page(Some(4), -1).expect("at the top");
+        assert_eq!((offsets(&at_top), at_top.position.offset), (vec![], 4));
+    }
 
     #[test]
     fn first_publication_sets_the_baseline() {

@@ -19,6 +19,7 @@ pub fn redis_config(config: &Config) -> RedisConfig {
     RedisConfig {
         url: config.redis_url.clone(),
         prefix: config.redis_prefix.clone(),
+        replay_window: config.redis_replay_window,
         ..RedisConfig::default()
     }
 }

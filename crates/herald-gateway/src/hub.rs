@@ -10,6 +10,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -137,14 +138,29 @@ struct ChannelSubs {
     subscribers: HashMap<ConnId, Subscriber>,
 }
 
+/// The node's subscription to one channel at the broker.
+#[derive(Debug, Default)]
+struct NodeSub {
+    /// Local subscribers.
+    local: usize,
+    /// The node is subscribed at the broker (also while lingering with no subscriber).
+    subscribed: bool,
+    /// Bumped by every local subscribe, so a linger timer knows it is outdated.
+    generation: u64,
+}
+
+// One async lock per channel serializes the node's broker (un)subscribe for it, so a
+// subscribe can never overtake the unsubscribe of the previous last subscriber.
+type NodeSubs = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<NodeSub>>>>>;
+
 /// The local hub.
 pub struct Hub {
     broker: Arc<dyn Broker>,
     metrics: Metrics,
     channels: RwLock<HashMap<Arc<str>, ChannelSubs>>,
-    // One async lock per channel serializes the node's broker (un)subscribe for it, so a
-    // subscribe can never overtake the unsubscribe of the previous last subscriber.
-    broker_subs: Mutex<HashMap<String, Arc<tokio::sync::Mutex<usize>>>>,
+    node_subs: NodeSubs,
+    /// How long the node stays subscribed after the last local subscriber left.
+    linger: Duration,
     connections: RwLock<HashMap<ConnId, ConnHandle>>,
 }
 
@@ -173,19 +189,21 @@ pub fn encode_publication(channel: &str, publication: &Publication) -> Bytes {
 }
 
 impl Hub {
-    /// A hub in front of `broker`.
-    pub fn new(broker: Arc<dyn Broker>, metrics: Metrics) -> Self {
+    /// A hub in front of `broker`; the node stays subscribed to a channel for `linger`
+    /// after its last local subscriber left.
+    pub fn new(broker: Arc<dyn Broker>, metrics: Metrics, linger: Duration) -> Self {
         Self {
             broker,
             metrics,
             channels: RwLock::new(HashMap::new()),
-            broker_subs: Mutex::new(HashMap::new()),
+            node_subs: NodeSubs::default(),
+            linger,
             connections: RwLock::new(HashMap::new()),
         }
     }
 
-    fn channel_lock(&self, channel: &str) -> Arc<tokio::sync::Mutex<usize>> {
-        self.broker_subs
+    fn channel_lock(&self, channel: &str) -> Arc<tokio::sync::Mutex<NodeSub>> {
+        self.node_subs
             .lock()
             .entry(channel.to_owned())
             .or_default()
@@ -196,19 +214,21 @@ impl Hub {
     /// this returns, every later publication of the channel reaches the subscriber.
     pub async fn subscribe(&self, channel: &str, sub: Subscriber) -> Result<(), BrokerError> {
         let lock = self.channel_lock(channel);
-        let mut count = lock.lock().await;
-        if *count == 0
-            && let Err(e) = self.broker.subscribe(&[channel.to_owned()]).await
-        {
-            self.metrics
-                .broker_errors
-                .with_label_values(&["subscribe"])
-                .inc();
-            drop(count);
-            self.forget_lock(channel, &lock);
-            return Err(e);
+        let mut state = lock.lock().await;
+        if !state.subscribed {
+            if let Err(e) = self.broker.subscribe(&[channel.to_owned()]).await {
+                self.metrics
+                    .broker_errors
+                    .with_label_values(&["subscribe"])
+                    .inc();
+                drop(state);
+                forget_lock(&self.node_subs, channel, &lock);
+                return Err(e);
+            }
+            state.subscribed = true;
         }
-        *count += 1;
+        state.local += 1;
+        state.generation += 1;
         let mut channels = self.channels.write();
         let entry = channels.entry(Arc::from(channel)).or_default();
         if entry.name.is_none() {
@@ -220,10 +240,11 @@ impl Hub {
         Ok(())
     }
 
-    /// Removes a local subscriber; the last one unsubscribes the node at the broker.
+    /// Removes a local subscriber; after the last one the node unsubscribes at the
+    /// broker, once the linger time has passed without a new subscriber.
     pub async fn unsubscribe(&self, channel: &str, conn: ConnId) {
         let lock = self.channel_lock(channel);
-        let mut count = lock.lock().await;
+        let mut state = lock.lock().await;
         let removed = {
             let mut channels = self.channels.write();
             let removed = channels
@@ -241,27 +262,40 @@ impl Hub {
         };
         if removed {
             self.metrics.subscriptions.dec();
-            *count = count.saturating_sub(1);
-            if *count == 0
-                && let Err(e) = self.broker.unsubscribe(&[channel.to_owned()]).await
-            {
-                self.metrics
-                    .broker_errors
-                    .with_label_values(&["unsubscribe"])
-                    .inc();
-                tracing::warn!(error = %e, "broker unsubscribe failed");
+            state.local = state.local.saturating_sub(1);
+            if state.local == 0 && state.subscribed {
+                if self.linger.is_zero() {
+                    leave(self.broker.as_ref(), &self.metrics, channel, &mut state).await;
+                } else {
+                    self.linger_then_leave(channel, lock.clone(), state.generation);
+                }
             }
         }
-        drop(count);
-        self.forget_lock(channel, &lock);
+        drop(state);
+        forget_lock(&self.node_subs, channel, &lock);
     }
 
-    fn forget_lock(&self, channel: &str, lock: &Arc<tokio::sync::Mutex<usize>>) {
-        let mut locks = self.broker_subs.lock();
-        // Only the map and our clone hold it: nobody else is waiting, and its count is 0.
-        if Arc::strong_count(lock) == 2 && lock.try_lock().is_ok_and(|c| *c == 0) {
-            locks.remove(channel);
-        }
+    /// Unsubscribes the node after the linger time, unless a subscriber came meanwhile.
+    fn linger_then_leave(
+        &self,
+        channel: &str,
+        lock: Arc<tokio::sync::Mutex<NodeSub>>,
+        generation: u64,
+    ) {
+        let broker = self.broker.clone();
+        let metrics = self.metrics.clone();
+        let node_subs = self.node_subs.clone();
+        let channel = channel.to_owned();
+        let linger = self.linger;
+        tokio::spawn(async move {
+            tokio::time::sleep(linger).await;
+            let mut state = lock.lock().await;
+            if state.local == 0 && state.subscribed && state.generation == generation {
+                leave(broker.as_ref(), &metrics, &channel, &mut state).await;
+            }
+            drop(state);
+            forget_lock(&node_subs, &channel, &lock);
+        });
     }
 
     /// Sends an encoded push to every local subscriber of `channel` that asked for
@@ -398,5 +432,27 @@ impl BrokerHandler for Hub {
                 &self.metrics,
             );
         }
+    }
+}
+
+/// Unsubscribes the node from a channel at the broker.
+async fn leave(broker: &dyn Broker, metrics: &Metrics, channel: &str, state: &mut NodeSub) {
+    state.subscribed = false;
+    if let Err(e) = broker.unsubscribe(&[channel.to_owned()]).await {
+        metrics
+            .broker_errors
+            .with_label_values(&["unsubscribe"])
+            .inc();
+        tracing::warn!(error = %e, "broker unsubscribe failed");
+    }
+}
+
+/// Drops a channel's lock once nothing uses it: only the map and the caller's clone hold
+/// it, nobody waits for it, and the node is not subscribed.
+fn forget_lock(node_subs: &NodeSubs, channel: &str, lock: &Arc<tokio::sync::Mutex<NodeSub>>) {
+    let mut locks = node_subs.lock();
+    if Arc::strong_count(lock) == 2 && lock.try_lock().is_ok_and(|s| s.local == 0 && !s.subscribed)
+    {
+        locks.remove(channel);
     }
 }

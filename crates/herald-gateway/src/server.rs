@@ -99,7 +99,11 @@ pub async fn build(
 ) -> Result<Arc<Node>, StartError> {
     let verifier = TokenVerifier::from_config(&config.token)?;
     let metrics = Metrics::new().map_err(StartError::Metrics)?;
-    let hub = Arc::new(Hub::new(broker.clone(), metrics.clone()));
+    let hub = Arc::new(Hub::new(
+        broker.clone(),
+        metrics.clone(),
+        config.client.channel_linger,
+    ));
     broker
         .start(Arc::new(HubLink(Arc::downgrade(&hub))))
         .await

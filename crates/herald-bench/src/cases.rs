@@ -1,0 +1,196 @@
+//! The named benchmark cases: a scenario at the size one of the performance targets is
+//! defined at, with the targets it checks.
+
+use crate::scenarios::{Params, Row, Scenario};
+use serde::Serialize;
+
+/// How a measurement is compared with its target.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub enum Cmp {
+    AtLeast,
+    AtMost,
+}
+
+/// One performance target.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Target {
+    pub id: &'static str,
+    pub key: &'static str,
+    pub cmp: Cmp,
+    pub limit: f64,
+}
+
+impl Target {
+    /// Whether `rows` meet the target; `None` when the measurement is missing.
+    pub fn met(&self, rows: &[Row]) -> Option<bool> {
+        let v = rows.iter().find(|r| r.key == self.key)?.value;
+        if v.is_nan() {
+            return Some(false);
+        }
+        Some(match self.cmp {
+            Cmp::AtLeast => v >= self.limit,
+            Cmp::AtMost => v <= self.limit,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        let op = match self.cmp {
+            Cmp::AtLeast => "≥",
+            Cmp::AtMost => "≤",
+        };
+        format!("{} {} {op} {}", self.id, self.key, self.limit)
+    }
+}
+
+/// A scenario at a given size.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Case {
+    pub name: &'static str,
+    pub scenario: Scenario,
+    pub full: Params,
+    pub smoke: Params,
+    pub targets: &'static [Target],
+    /// Runs the peer too (false where the peer has no equivalent).
+    pub with_peer: bool,
+}
+
+const fn p(n: usize, rate: f64, secs: u64) -> Params {
+    Params { n, rate, secs }
+}
+
+const fn t(id: &'static str, key: &'static str, cmp: Cmp, limit: f64) -> Target {
+    Target {
+        id,
+        key,
+        cmp,
+        limit,
+    }
+}
+
+use Cmp::{AtLeast, AtMost};
+
+/// Every case, in the order of the targets.
+pub const CASES: &[Case] = &[
+    Case {
+        name: "idle-max",
+        scenario: Scenario::Idle,
+        full: p(19_500, 0.0, 0),
+        smoke: p(100, 0.0, 0),
+        targets: &[t("a1", "connections", AtLeast, 19_500.0)],
+        with_peer: false,
+    },
+    Case {
+        name: "idle",
+        scenario: Scenario::Idle,
+        full: p(10_000, 0.0, 0),
+        smoke: p(100, 0.0, 0),
+        targets: &[
+            t("a2", "rss_per_conn_kib", AtMost, 8.0),
+            t("a3", "rss_after_burst_per_conn_kib", AtMost, 16.0),
+        ],
+        with_peer: true,
+    },
+    Case {
+        name: "fanout-1k",
+        scenario: Scenario::Fanout,
+        full: p(1_000, 1_000.0, 10),
+        smoke: p(50, 100.0, 2),
+        targets: &[
+            t("b1", "deliveries_per_sec", AtLeast, 1_000_000.0),
+            t("b1", "loss", AtMost, 0.0),
+            t("b3", "cpu_us_per_delivery", AtMost, 0.75),
+            t("c2", "lat_p50_ms", AtMost, 10.0),
+            t("c2", "lat_p99_ms", AtMost, 50.0),
+        ],
+        with_peer: true,
+    },
+    Case {
+        name: "peak-1k",
+        scenario: Scenario::Peak,
+        full: p(1_000, 0.0, 10),
+        smoke: p(50, 0.0, 2),
+        targets: &[t("b1", "deliveries_per_sec", AtLeast, 2_000_000.0)],
+        with_peer: true,
+    },
+    Case {
+        name: "fanout-10k",
+        scenario: Scenario::Fanout,
+        full: p(10_000, 100.0, 10),
+        smoke: p(100, 20.0, 2),
+        targets: &[
+            t("b2", "deliveries_per_sec", AtLeast, 1_000_000.0),
+            t("b2", "loss", AtMost, 0.0),
+        ],
+        with_peer: true,
+    },
+    Case {
+        name: "peak-10k",
+        scenario: Scenario::Peak,
+        full: p(10_000, 0.0, 10),
+        smoke: p(100, 0.0, 2),
+        targets: &[t("b2", "deliveries_per_sec", AtLeast, 1_500_000.0)],
+        with_peer: true,
+    },
+    Case {
+        name: "latency",
+        scenario: Scenario::Fanout,
+        full: p(1_000, 10.0, 20),
+        smoke: p(50, 10.0, 2),
+        targets: &[
+            t("c1", "lat_p50_ms", AtMost, 5.0),
+            t("c1", "lat_p99_ms", AtMost, 15.0),
+        ],
+        with_peer: true,
+    },
+    Case {
+        name: "broadcast",
+        scenario: Scenario::Broadcast,
+        full: p(10_000, 0.0, 0),
+        smoke: p(100, 0.0, 0),
+        targets: &[
+            t("c3", "p50_ms", AtMost, 40.0),
+            t("c3", "last_delivery_p99_ms", AtMost, 80.0),
+        ],
+        with_peer: true,
+    },
+    Case {
+        name: "storm",
+        scenario: Scenario::Storm,
+        full: p(10_000, 0.0, 0),
+        smoke: p(100, 0.0, 0),
+        targets: &[
+            t("d1", "caught_up_ms", AtMost, 3_000.0),
+            t("d1", "gaps", AtMost, 0.0),
+            t("d1", "dups", AtMost, 0.0),
+            t("d2", "redis_xrange_calls", AtMost, 1.0),
+        ],
+        with_peer: true,
+    },
+    Case {
+        name: "slow",
+        scenario: Scenario::Slow,
+        full: p(1_000, 200.0, 10),
+        smoke: p(50, 100.0, 3),
+        targets: &[
+            t("e", "others_p99_change_pct", AtMost, 10.0),
+            t("e", "redis_pubsub_omem_max_kib", AtMost, 32.0 * 1024.0),
+        ],
+        with_peer: true,
+    },
+    Case {
+        name: "disruption",
+        scenario: Scenario::Disruption,
+        full: p(10_000, 2.0, 60),
+        smoke: p(50, 10.0, 6),
+        targets: &[
+            t("f", "delivered_pct", AtLeast, 100.0),
+            t("f", "dups", AtMost, 0.0),
+        ],
+        with_peer: true,
+    },
+];
+
+/// Looks a case up by name.
+pub fn find(name: &str) -> Option<&'static Case> {
+    CASES.iter().find(|c| c.name == name)
+}

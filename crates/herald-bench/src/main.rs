@@ -1,0 +1,101 @@
+//! `herald-bench`: Herald's load generator and benchmark coordinator.
+//!
+//! `herald-bench run` starts, for every run of every case, a private Redis, the system
+//! under test (a Herald gateway, or the Socket.IO peer), a publisher process and several
+//! worker processes (each holding thousands of connections from its own 127.0.0.x source
+//! address), drives a scenario through them, and prints the measurements of Herald and
+//! the peer side by side. `worker` and `publisher` are the child processes' entry points.
+
+mod cases;
+mod coordinator;
+mod procs;
+mod proto;
+mod publisher;
+mod scenarios;
+mod stack;
+mod stall;
+mod worker;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "herald-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run benchmark cases and print (and optionally save) the results.
+    Run(coordinator::RunArgs),
+    /// A worker process (started by `run`; speaks JSON lines on stdin/stdout).
+    Worker,
+    /// A publisher process (started by `run`; speaks JSON lines on stdin/stdout).
+    Publisher {
+        #[arg(long)]
+        redis_url: String,
+    },
+    /// List the cases and the targets they check.
+    Cases,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HERALD_BENCH_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let result = match cli.command {
+        // Children run on one thread each: the load is spread over processes, and a
+        // single-threaded runtime spends nothing on synchronisation.
+        Cmd::Worker => current_thread(worker::run()),
+        Cmd::Publisher { redis_url } => current_thread(publisher::run(&redis_url)),
+        Cmd::Run(args) => multi_thread(coordinator::run(args)),
+        Cmd::Cases => {
+            coordinator::print_cases();
+            Ok(true)
+        }
+    };
+    match result {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("herald-bench: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn current_thread(fut: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<bool> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)?;
+    Ok(true)
+}
+
+fn multi_thread(fut: impl Future<Output = anyhow::Result<bool>>) -> anyhow::Result<bool> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(fut)
+}
+
+/// The repository root, found from the current directory upwards.
+fn repo_root() -> Option<PathBuf> {
+    let mut dir = std::env::current_dir().ok()?;
+    loop {
+        if dir.join("crates/herald-bench").is_dir() && dir.join("Cargo.toml").is_file() {
+            return Some(dir);
+        }
+        if !dir.pop() {
+            return None;
+        }
+    }
+}

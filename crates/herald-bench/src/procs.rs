@@ -1,0 +1,291 @@
+//! The processes a benchmark runs: a private Redis, the system under test, and the
+//! workers and publisher that speak the line protocol; plus readings from `/proc`.
+
+use crate::proto::{Ev, Op};
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// A free TCP port below the ephemeral range, so the load's own source ports never
+/// collide with a server's.
+pub fn free_port() -> anyhow::Result<u16> {
+    use rand::Rng;
+    for _ in 0..200 {
+        let port = rand::rng().random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in 20000-32000")
+}
+
+/// A process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// Reads the process's resident memory and CPU time.
+    pub fn sample(&self) -> anyhow::Result<Sample> {
+        Sample::of(self.pid())
+    }
+
+    /// Sends SIGTERM and waits up to `wait` before killing.
+    pub async fn stop(mut self, wait: Duration) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        if tokio::time::timeout(wait, self.child.wait()).await.is_err() {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Resident memory and CPU time of one process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    pub rss_kib: u64,
+    /// utime + stime, in microseconds.
+    pub cpu_us: u64,
+}
+
+impl Sample {
+    pub fn of(pid: u32) -> anyhow::Result<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("VmRSS")?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = stat.rsplit_once(')').context("stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields
+            .get(11)
+            .and_then(|u| u.parse::<u64>().ok())
+            .zip(fields.get(12).and_then(|s| s.parse::<u64>().ok()))
+            .map(|(u, s)| u + s)
+            .context("utime/stime")?;
+        Ok(Self {
+            rss_kib,
+            cpu_us: ticks * 1_000_000 / clock_ticks(),
+        })
+    }
+}
+
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
+
+/// The machine's load average and available memory.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// MemAvailable in KiB, for the kernel's share of connection memory.
+pub fn mem_available_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A private `redis-server`.
+pub struct Redis {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+impl Redis {
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--maxclients", "10000", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting redis-server (is it installed?)")?;
+        let redis = Self {
+            port,
+            proc: Proc {
+                child,
+                name: "redis".into(),
+            },
+        };
+        for _ in 0..100 {
+            if redis.cli(&["PING"]).await.is_ok_and(|r| r.trim() == "PONG") {
+                return Ok(redis);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("redis-server on {port} did not start")
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs a `redis-cli` command and returns its output.
+    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .await?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Calls per command since start, from `INFO commandstats`.
+    pub async fn command_calls(&self) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+        let info = self.cli(&["INFO", "commandstats"]).await?;
+        Ok(info
+            .lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest
+                    .strip_prefix("calls=")?
+                    .split(',')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect())
+    }
+}
+
+/// A child process driven over the line protocol.
+pub struct LineChild {
+    pub proc: Proc,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl LineChild {
+    pub fn spawn(name: &str, program: &Path, args: &[String]) -> anyhow::Result<Self> {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        Ok(Self {
+            proc: Proc {
+                child,
+                name: name.to_owned(),
+            },
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+        })
+    }
+
+    pub async fn send(&mut self, op: &Op) -> anyhow::Result<()> {
+        let mut line = serde_json::to_vec(op)?;
+        line.push(b'\n');
+        self.stdin.write_all(&line).await?;
+        self.stdin.flush().await?;
+        Ok(())
+    }
+
+    /// The next event, within `timeout`.
+    pub async fn recv(&mut self, timeout: Duration) -> anyhow::Result<Ev> {
+        loop {
+            let line = tokio::time::timeout(timeout, self.lines.next_line())
+                .await
+                .with_context(|| format!("{}: no answer within {timeout:?}", self.proc.name))??
+                .with_context(|| format!("{} exited", self.proc.name))?;
+            let trimmed = line.trim();
+            if trimmed.is_empty() || !trimmed.starts_with('{') {
+                continue;
+            }
+            return serde_json::from_str(trimmed)
+                .with_context(|| format!("{}: unexpected line {trimmed}", self.proc.name));
+        }
+    }
+
+    pub async fn call(&mut self, op: &Op, timeout: Duration) -> anyhow::Result<Ev> {
+        self.send(op).await?;
+        self.recv(timeout).await
+    }
+}
+
+/// Where the binaries and scripts are.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub herald: PathBuf,
+    pub bench: PathBuf,
+    pub peer_dir: PathBuf,
+    pub node: PathBuf,
+}
+
+/// Waits until `url` answers 200.
+pub async fn wait_http_ok(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{url} not ready within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads one counter from a Prometheus text page: `name` alone sums every label set,
+/// `name{label="v"}` picks one.
+pub async fn scrape_counter(url: &str, name: &str) -> anyhow::Result<f64> {
+    let body = reqwest::get(url).await?.text().await?;
+    Ok(body
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| name.ends_with('}') || r.starts_with(' ') || r.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}

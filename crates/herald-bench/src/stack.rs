@@ -1,0 +1,535 @@
+//! One system under test with its Redis, publisher and workers, started fresh for each
+//! run so that runs never share state.
+
+use crate::procs::{LineChild, Paths, Proc, Redis, Sample, free_port, wait_http_ok};
+use crate::proto::{Ev, Op, WorkerStats};
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::Command;
+
+/// Which server is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum System {
+    /// A Herald gateway with the Redis broker.
+    Herald,
+    /// Socket.IO 4.8 with the Redis streams adapter and connection state recovery.
+    Peer,
+}
+
+impl System {
+    pub fn label(self) -> &'static str {
+        match self {
+            System::Herald => "herald",
+            System::Peer => "socket.io",
+        }
+    }
+}
+
+/// Counters of all workers together.
+#[derive(Debug)]
+pub struct Merged {
+    pub conns: usize,
+    pub connected: usize,
+    pub received: u64,
+    pub dups: u64,
+    pub gaps: u64,
+    pub tail_missing: u64,
+    pub last_rx_us: u64,
+    pub reconnects: u64,
+    pub not_recovered: u64,
+    pub lat: Histogram<u64>,
+    pub replay: Histogram<u64>,
+}
+
+impl Merged {
+    fn new() -> Self {
+        Self {
+            conns: 0,
+            connected: 0,
+            received: 0,
+            dups: 0,
+            gaps: 0,
+            tail_missing: 0,
+            last_rx_us: 0,
+            reconnects: 0,
+            not_recovered: 0,
+            lat: histogram(),
+            replay: histogram(),
+        }
+    }
+
+    fn add(&mut self, s: &WorkerStats) {
+        self.conns += s.conns;
+        self.connected += s.connected;
+        self.received += s.received;
+        self.dups += s.dups;
+        self.gaps += s.gaps;
+        self.tail_missing += s.tail_missing;
+        self.last_rx_us = self.last_rx_us.max(s.last_rx_us);
+        self.reconnects += s.reconnects;
+        self.not_recovered += s.not_recovered;
+        for (v, n) in &s.lat {
+            let _ = self.lat.record_n((*v).max(1), *n);
+        }
+        for (v, n) in &s.replay {
+            let _ = self.replay.record_n((*v).max(1), *n);
+        }
+    }
+
+    /// A latency quantile in milliseconds.
+    pub fn lat_ms(&self, q: f64) -> f64 {
+        quantile_ms(&self.lat, q)
+    }
+
+    pub fn replay_ms(&self, q: f64) -> f64 {
+        quantile_ms(&self.replay, q)
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    #[allow(clippy::unwrap_used)] // 3 significant digits is always a valid precision.
+    Histogram::new(3).unwrap()
+}
+
+fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        return f64::NAN;
+    }
+    let v = if q >= 1.0 {
+        h.max()
+    } else {
+        h.value_at_quantile(q)
+    };
+    v as f64 / 1000.0
+}
+
+/// The system under test and everything driving it.
+pub struct Stack {
+    pub system: System,
+    pub redis: Redis,
+    pub server: Proc,
+    pub port: u16,
+    pub publisher: LineChild,
+    pub workers: Vec<LineChild>,
+    paths: Paths,
+    _dir: TempDir,
+}
+
+/// A scratch directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Open files a worker may use; the box's hard limit is 20,000 per process.
+pub const CONNS_PER_WORKER: usize = 9_000;
+
+impl Stack {
+    /// Starts Redis, the server, the publisher and `workers` worker processes.
+    pub async fn start(system: System, paths: &Paths, workers: usize) -> anyhow::Result<Self> {
+        let redis = Redis::start().await?;
+        let dir = std::env::temp_dir().join(format!(
+            "herald-bench-{}-{}",
+            std::process::id(),
+            redis.port
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let dir = TempDir(dir);
+        let port = free_port()?;
+        let server = match system {
+            System::Herald => start_herald(paths, &dir.0, port, &redis.url()).await?,
+            System::Peer => start_peer(paths, port, &redis.url()).await?,
+        };
+        let mut publisher = match system {
+            System::Herald => LineChild::spawn(
+                "publisher",
+                &paths.bench,
+                &["publisher".into(), "--redis-url".into(), redis.url()],
+            )?,
+            System::Peer => LineChild::spawn(
+                "peer-publisher",
+                &paths.node,
+                &[
+                    paths.peer_dir.join("publisher.mjs").display().to_string(),
+                    "--redis".into(),
+                    redis.url(),
+                ],
+            )?,
+        };
+        match publisher.recv(Duration::from_secs(20)).await? {
+            Ev::Ready => {}
+            other => bail!("publisher: expected ready, got {other:?}"),
+        }
+        let mut stack = Self {
+            system,
+            redis,
+            server,
+            port,
+            publisher,
+            workers: Vec::new(),
+            paths: paths.clone(),
+            _dir: dir,
+        };
+        for i in 0..workers.max(1) {
+            stack.workers.push(stack.spawn_worker(i)?);
+        }
+        Ok(stack)
+    }
+
+    fn spawn_worker(&self, i: usize) -> anyhow::Result<LineChild> {
+        let name = format!("worker-{i}");
+        match self.system {
+            System::Herald => LineChild::spawn(&name, &self.paths.bench, &["worker".into()]),
+            System::Peer => LineChild::spawn(
+                &name,
+                &self.paths.node,
+                &[self.paths.peer_dir.join("worker.mjs").display().to_string()],
+            ),
+        }
+    }
+
+    /// The address clients connect to.
+    pub fn url(&self) -> String {
+        match self.system {
+            System::Herald => format!("ws://127.0.0.1:{}/connection/websocket", self.port),
+            System::Peer => format!("http://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The source address of worker `i`: spreading workers over 127.0.0.x keeps each
+    /// (source, destination) pair well inside the ephemeral port range.
+    fn source_ip(i: usize) -> String {
+        format!("127.0.0.{}", 2 + i % 250)
+    }
+
+    /// Opens `n` subscribed connections, split evenly over the workers; returns how many
+    /// subscribed.
+    pub async fn open(&mut self, n: usize, channel: &str, ramp: u32) -> anyhow::Result<usize> {
+        let count = self.workers.len();
+        let url = self.url();
+        for (i, w) in self.workers.iter_mut().enumerate() {
+            let conns = n / count + usize::from(i < n % count);
+            if conns > CONNS_PER_WORKER {
+                bail!("{conns} connections in one worker: use more workers");
+            }
+            w.send(&Op::Open {
+                url: url.clone(),
+                conns,
+                source_ip: Self::source_ip(i),
+                channel: channel.to_owned(),
+                ramp: ramp / count as u32,
+            })
+            .await?;
+        }
+        let mut ok = 0;
+        for w in &mut self.workers {
+            match w.recv(Duration::from_secs(300)).await? {
+                Ev::Opened { ok: o, failed, .. } => {
+                    ok += o;
+                    if failed > 0 {
+                        tracing::warn!(worker = %w.proc.name, failed, "connections failed");
+                    }
+                }
+                other => bail!("{}: expected opened, got {other:?}", w.proc.name),
+            }
+        }
+        Ok(ok)
+    }
+
+    /// Publishes `count` messages at `rate`/s (0 = as fast as possible).
+    pub async fn publish(
+        &mut self,
+        channel: &str,
+        rate: f64,
+        count: u64,
+        first_seq: u64,
+    ) -> anyhow::Result<Published> {
+        let timeout = if rate > 0.0 {
+            Duration::from_secs_f64(count as f64 / rate + 60.0)
+        } else {
+            Duration::from_secs(600)
+        };
+        let op = Op::Publish {
+            channel: channel.to_owned(),
+            rate,
+            count,
+            first_seq,
+            pad: 64,
+        };
+        match self.publisher.call(&op, timeout).await? {
+            Ev::Published {
+                ms,
+                late_max_ms,
+                failed,
+                ..
+            } => Ok(Published {
+                ms,
+                late_max_ms,
+                failed,
+            }),
+            other => bail!("publisher: expected published, got {other:?}"),
+        }
+    }
+
+    /// Starts a publish and returns at once; collect it with [`Self::published`].
+    pub async fn publish_start(
+        &mut self,
+        channel: &str,
+        rate: f64,
+        count: u64,
+        first_seq: u64,
+    ) -> anyhow::Result<()> {
+        self.publisher
+            .send(&Op::Publish {
+                channel: channel.to_owned(),
+                rate,
+                count,
+                first_seq,
+                pad: 64,
+            })
+            .await
+    }
+
+    pub async fn published(&mut self, timeout: Duration) -> anyhow::Result<Published> {
+        match self.publisher.recv(timeout).await? {
+            Ev::Published {
+                ms,
+                late_max_ms,
+                failed,
+                ..
+            } => Ok(Published {
+                ms,
+                late_max_ms,
+                failed,
+            }),
+            other => bail!("publisher: expected published, got {other:?}"),
+        }
+    }
+
+    /// Every worker's counters together.
+    pub async fn stats(&mut self, expect_last: Option<u64>) -> anyhow::Result<Merged> {
+        let mut merged = Merged::new();
+        for w in &mut self.workers {
+            w.send(&Op::Stats { expect_last }).await?;
+        }
+        for w in &mut self.workers {
+            match w.recv(Duration::from_secs(60)).await? {
+                Ev::Stats(s) => merged.add(&s),
+                other => bail!("{}: expected stats, got {other:?}", w.proc.name),
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Waits until every connection has every publication up to `last`, or `timeout`.
+    pub async fn wait_caught_up(&mut self, last: u64, timeout: Duration) -> anyhow::Result<Merged> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let s = self.stats(Some(last)).await?;
+            if (s.tail_missing == 0 && s.connected == s.conns)
+                || tokio::time::Instant::now() >= deadline
+            {
+                return Ok(s);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Clears the latency histograms of every worker.
+    pub async fn reset(&mut self) -> anyhow::Result<()> {
+        for w in &mut self.workers {
+            w.call(&Op::Reset, Duration::from_secs(30)).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops every connection; each reconnects after `offline_ms` plus up to `jitter_ms`.
+    pub async fn drop_all(&mut self, offline_ms: u64, jitter_ms: u64) -> anyhow::Result<()> {
+        for w in &mut self.workers {
+            w.send(&Op::Drop {
+                offline_ms,
+                jitter_ms,
+            })
+            .await?;
+        }
+        for w in &mut self.workers {
+            match w.recv(Duration::from_secs(60)).await? {
+                Ev::Dropped => {}
+                other => bail!("{}: expected dropped, got {other:?}", w.proc.name),
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the periodic disruption on every worker.
+    pub async fn disrupt(
+        &mut self,
+        every_ms: u64,
+        offline_ms: u64,
+        duration_ms: u64,
+    ) -> anyhow::Result<()> {
+        for w in &mut self.workers {
+            match w
+                .call(
+                    &Op::Disrupt {
+                        every_ms,
+                        offline_ms,
+                        duration_ms,
+                    },
+                    Duration::from_secs(30),
+                )
+                .await?
+            {
+                Ev::Disrupting => {}
+                other => bail!("{}: expected disrupting, got {other:?}", w.proc.name),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every worker's `disrupt_done`.
+    pub async fn disrupt_done(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        for w in &mut self.workers {
+            match w.recv(timeout).await? {
+                Ev::DisruptDone => {}
+                other => bail!("{}: expected disrupt_done, got {other:?}", w.proc.name),
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a Herald worker process that holds one stalled connection.
+    pub async fn stall(&mut self, channel: &str) -> anyhow::Result<LineChild> {
+        let mut w = LineChild::spawn("stalled", &self.paths.bench, &["worker".into()])?;
+        let url = match self.system {
+            System::Herald => self.url(),
+            System::Peer => format!(
+                "ws://127.0.0.1:{}/socket.io/?EIO=4&transport=websocket",
+                self.port
+            ),
+        };
+        match w
+            .call(
+                &Op::Stall {
+                    url,
+                    source_ip: "127.0.0.250".into(),
+                    channel: channel.to_owned(),
+                },
+                Duration::from_secs(30),
+            )
+            .await?
+        {
+            Ev::Stalled { ok: true, .. } => Ok(w),
+            other => bail!("stalled connection: {other:?}"),
+        }
+    }
+
+    /// The server's memory and CPU time.
+    pub fn sample(&self) -> anyhow::Result<Sample> {
+        self.server.sample()
+    }
+
+    /// A gateway metric (Herald only).
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        crate::procs::scrape_counter(&format!("http://127.0.0.1:{}/metrics", self.port), name).await
+    }
+
+    /// Stops everything.
+    pub async fn stop(self) {
+        for mut w in self.workers {
+            let _ = w.send(&Op::Close).await;
+            let _ = w.recv(Duration::from_secs(5)).await;
+        }
+        let mut publisher = self.publisher;
+        let _ = publisher.send(&Op::Exit).await;
+        self.server.stop(Duration::from_secs(5)).await;
+        self.redis.proc.stop(Duration::from_secs(2)).await;
+    }
+}
+
+/// What the publisher reported.
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    pub ms: u64,
+    pub late_max_ms: f64,
+    pub failed: u64,
+}
+
+async fn start_herald(
+    paths: &Paths,
+    dir: &std::path::Path,
+    port: u16,
+    redis_url: &str,
+) -> anyhow::Result<Proc> {
+    let config = dir.join("herald.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:{port}"
+broker = "redis"
+redis_url = "{redis_url}"
+
+[client]
+allow_anonymous = true
+
+[namespaces.default]
+history_size = {history}
+history_ttl = "{ttl}s"
+allow_subscribe_for_anonymous = true
+presence = false
+allow_presence_for_subscriber = false
+"#,
+            history = crate::publisher::HISTORY_SIZE,
+            ttl = crate::publisher::HISTORY_TTL.as_secs(),
+        ),
+    )?;
+    let child = Command::new(&paths.herald)
+        .arg("serve")
+        .env("HERALD_CONFIG", &config)
+        .env("HERALD_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", paths.herald.display()))?;
+    let proc = Proc {
+        child,
+        name: "herald".into(),
+    };
+    wait_http_ok(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        Duration::from_secs(20),
+    )
+    .await?;
+    Ok(proc)
+}
+
+async fn start_peer(paths: &Paths, port: u16, redis_url: &str) -> anyhow::Result<Proc> {
+    let child = Command::new(&paths.node)
+        .arg(paths.peer_dir.join("server.mjs"))
+        .args(["--port", &port.to_string(), "--redis", redis_url])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the Socket.IO peer (node)")?;
+    let proc = Proc {
+        child,
+        name: "socket.io".into(),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if tokio::time::Instant::now() >= deadline {
+            bail!("the Socket.IO peer did not listen on {port}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(proc)
+}

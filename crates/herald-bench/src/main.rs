@@ -8,6 +8,7 @@
 
 mod cases;
 mod coordinator;
+mod lean;
 mod procs;
 mod proto;
 mod publisher;

@@ -19,6 +19,9 @@ pub enum Op {
         channel: String,
         #[serde(default)]
         ramp: u32,
+        /// Use the lean reader instead of the SDK (Herald workers only).
+        #[serde(default)]
+        lean: bool,
     },
     /// Open one connection that subscribes and then never reads its socket again;
     /// answered by [`Ev::Stalled`].

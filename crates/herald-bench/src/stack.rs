@@ -210,7 +210,13 @@ impl Stack {
 
     /// Opens `n` subscribed connections, split evenly over the workers; returns how many
     /// subscribed.
-    pub async fn open(&mut self, n: usize, channel: &str, ramp: u32) -> anyhow::Result<usize> {
+    pub async fn open(
+        &mut self,
+        n: usize,
+        channel: &str,
+        ramp: u32,
+        lean: bool,
+    ) -> anyhow::Result<usize> {
         let count = self.workers.len();
         let url = self.url();
         for (i, w) in self.workers.iter_mut().enumerate() {
@@ -224,6 +230,7 @@ impl Stack {
                 source_ip: Self::source_ip(i),
                 channel: channel.to_owned(),
                 ramp: ramp / count as u32,
+                lean,
             })
             .await?;
         }

@@ -1,6 +1,7 @@
 //! A worker process: many Herald SDK connections from one source address, checking every
 //! publication's sequence number and recording its latency.
 
+use crate::lean::{FrameTally, LeanTrack};
 use crate::proto::{Ev, Op, Payload, WorkerStats, now_us, round3};
 use anyhow::Context;
 use herald_client::{Client, SubscribeOptions, SubscriptionEvent};
@@ -48,6 +49,7 @@ struct Conn {
 struct Shared {
     counters: Mutex<Counters>,
     conns: Mutex<Vec<Arc<Conn>>>,
+    lean: Mutex<Vec<Arc<LeanTrack>>>,
     subscribed: AtomicU64,
 }
 
@@ -82,8 +84,20 @@ impl Shared {
         }
     }
 
+    fn on_frame(&self, tally: FrameTally) {
+        let mut c = self.counters.lock();
+        c.received += tally.received;
+        c.dups += tally.dups;
+        c.gaps += tally.gaps;
+        c.last_rx_us = c.last_rx_us.max(now_us());
+        for lat in tally.lat {
+            *c.lat.entry(lat).or_default() += 1;
+        }
+    }
+
     fn stats(&self, expect_last: Option<u64>) -> WorkerStats {
         let conns = self.conns.lock().clone();
+        let lean = self.lean.lock().clone();
         let mut tail_missing = 0;
         let mut connected = 0;
         for conn in &conns {
@@ -94,9 +108,17 @@ impl Shared {
                 tail_missing += expect.saturating_sub(conn.track.lock().last);
             }
         }
+        for track in &lean {
+            if track.connected.load(Ordering::Relaxed) {
+                connected += 1;
+            }
+            if let Some(expect) = expect_last {
+                tail_missing += expect.saturating_sub(track.last.load(Ordering::Relaxed));
+            }
+        }
         let c = self.counters.lock();
         WorkerStats {
-            conns: conns.len(),
+            conns: conns.len() + lean.len(),
             connected,
             received: c.received,
             dups: c.dups,
@@ -126,7 +148,8 @@ pub async fn run() -> anyhow::Result<()> {
                 source_ip,
                 channel,
                 ramp,
-            } => open(&shared, &url, conns, &source_ip, &channel, ramp).await?,
+                lean,
+            } => open(&shared, &url, conns, &source_ip, &channel, ramp, lean).await?,
             Op::Stall {
                 url,
                 source_ip,
@@ -171,6 +194,7 @@ pub async fn run() -> anyhow::Result<()> {
                 Ev::Disrupting
             }
             Op::Close => {
+                shared.lean.lock().clear();
                 let conns = std::mem::take(&mut *shared.conns.lock());
                 for conn in conns {
                     conn.client.disconnect().await;
@@ -216,6 +240,7 @@ async fn open(
     source_ip: &str,
     channel: &str,
     ramp: u32,
+    lean: bool,
 ) -> anyhow::Result<Ev> {
     let ip: IpAddr = source_ip.parse().context("source_ip")?;
     let started = std::time::Instant::now();
@@ -227,6 +252,29 @@ async fn open(
             tokio::time::sleep_until(due.into()).await;
         }
         let permit = limit.clone().acquire_owned().await?;
+        if lean {
+            let shared = shared.clone();
+            let (url, channel) = (url.to_owned(), channel.to_owned());
+            tasks.push(tokio::spawn(async move {
+                let ws = crate::lean::connect(&url, ip, &channel).await;
+                drop(permit);
+                match ws {
+                    Ok(ws) => {
+                        let track = Arc::new(LeanTrack::default());
+                        track.connected.store(true, Ordering::Relaxed);
+                        shared.lean.lock().push(track.clone());
+                        let reader = shared.clone();
+                        tokio::spawn(crate::lean::read(ws, track, move |t| reader.on_frame(t)));
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "lean connect failed");
+                        false
+                    }
+                }
+            }));
+            continue;
+        }
         let client = Client::builder(url)
             .local_address(ip)
             .name("herald-bench")

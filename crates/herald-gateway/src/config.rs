@@ -164,6 +164,12 @@ pub struct ClientConfig {
     pub max_frame_bytes: usize,
     /// Most bytes the writer puts in one batched frame.
     pub write_batch_bytes: usize,
+    /// Pushes are written to a client at most once per this interval: under a high
+    /// message rate they share frames and system calls, at a cost of at most this much
+    /// latency; a push after a quiet spell, and every command reply, goes at once
+    /// (0 = write every wake-up).
+    #[serde(with = "humantime_serde")]
+    pub write_interval: Duration,
     /// Channels one connection may subscribe to.
     pub max_channels: usize,
     /// How long a presence entry lives unless its node refreshes it (a crashed node's
@@ -192,6 +198,7 @@ impl Default for ClientConfig {
             queue_size: 1024,
             max_frame_bytes: 64 * 1024,
             write_batch_bytes: 64 * 1024,
+            write_interval: Duration::from_millis(5),
             max_channels: 128,
             presence_ttl: Duration::from_secs(60),
             read_buffer_bytes: 4 * 1024,
@@ -656,6 +663,9 @@ impl Config {
         }
         if c.max_frame_bytes < 1024 {
             bad("client.max_frame_bytes", "must be at least 1024".into());
+        }
+        if c.write_interval > Duration::from_secs(1) {
+            bad("client.write_interval", "must be at most 1s".into());
         }
         if c.write_batch_bytes < 1024 {
             bad("client.write_batch_bytes", "must be at least 1024".into());

@@ -102,10 +102,20 @@ impl Conn {
     async fn run(mut self, mut socket: WebSocket, mut rx: mpsc::Receiver<Outgoing>) {
         let closer = self.closer.clone();
         let batch_bytes = self.node.config.client.write_batch_bytes;
+        let write_interval = self.node.config.client.write_interval;
         let mut deadline = self.deadline();
         let timer = tokio::time::sleep_until(deadline);
         tokio::pin!(timer);
+        // Pushes are written at most once per `write_interval`: the first after a quiet
+        // spell goes at once, those arriving faster wait for the next write and share
+        // its frame and system call. Replies to commands never wait.
+        let now = Instant::now();
+        let mut last_write = now.checked_sub(write_interval).unwrap_or(now);
+        let mut write_pending = false;
+        let write_timer = tokio::time::sleep_until(last_write);
+        tokio::pin!(write_timer);
         let outcome: Option<(u16, String)> = loop {
+            let mut pushes_only = false;
             let step = tokio::select! {
                 biased;
                 () = closer.requested() => break Some(closer.requested_close().unwrap_or_else(|| reason_of(DisconnectCode::ConnectionClosed))),
@@ -123,6 +133,7 @@ impl Conn {
                     },
                 },
                 item = rx.recv() => {
+                    pushes_only = true;
                     // `self.tx` keeps the queue open, so `None` cannot happen.
                     let mut result = item.map_or(Ok(()), |item| self.on_outgoing(item));
                     while result.is_ok() && self.out.len() < batch_bytes {
@@ -134,17 +145,31 @@ impl Conn {
                     result
                 }
                 () = &mut timer => self.on_timer(),
+                () = &mut write_timer, if write_pending => Ok(()),
             };
             if let Err(code) = step {
                 break Some(reason_of(code));
             }
             self.run_deferred().await;
-            if !self.out.is_empty() && !self.flush(&mut socket).await {
-                break Some(
-                    closer
-                        .requested_close()
-                        .unwrap_or_else(|| reason_of(DisconnectCode::WriteError)),
-                );
+            if !self.out.is_empty() {
+                let now = Instant::now();
+                let due = last_write + write_interval;
+                if pushes_only && now < due && self.out.len() < batch_bytes {
+                    if !write_pending {
+                        write_pending = true;
+                        write_timer.as_mut().reset(due);
+                    }
+                } else {
+                    write_pending = false;
+                    last_write = now;
+                    if !self.flush(&mut socket).await {
+                        break Some(
+                            closer
+                                .requested_close()
+                                .unwrap_or_else(|| reason_of(DisconnectCode::WriteError)),
+                        );
+                    }
+                }
             }
             let next = self.deadline();
             if next != deadline {

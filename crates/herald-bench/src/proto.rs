@@ -81,7 +81,7 @@ pub enum Ev {
         ok: usize,
         failed: usize,
         #[serde(default)]
-        ms: u64,
+        ms: f64,
     },
     /// The answer to [`Op::Stall`].
     Stalled {
@@ -102,7 +102,7 @@ pub enum Ev {
     /// The answer to [`Op::Publish`].
     Published {
         count: u64,
-        ms: u64,
+        ms: f64,
         #[serde(default)]
         late_max_ms: f64,
         #[serde(default)]

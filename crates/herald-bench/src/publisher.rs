@@ -88,7 +88,7 @@ async fn publish(
     }
     Ev::Published {
         count: count - failed,
-        ms: start.elapsed().as_millis() as u64,
+        ms: start.elapsed().as_secs_f64() * 1000.0,
         late_max_ms: late_max.as_secs_f64() * 1000.0,
         failed,
     }

@@ -199,7 +199,7 @@ async fn fanout(stack: &mut Stack, p: Params) -> anyhow::Result<Outcome> {
     let window = (s.last_rx_us.saturating_sub(start_us) as f64 / 1e6).max(1e-3);
     out.row(
         "offered_pub_rate",
-        count as f64 / (published.ms.max(1) as f64 / 1000.0),
+        count as f64 / (published.ms.max(1.0) / 1000.0),
         "/s",
     );
     out.row("publisher_late_max_ms", published.late_max_ms, "ms");

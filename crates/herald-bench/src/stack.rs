@@ -463,7 +463,7 @@ impl Stack {
 /// What the publisher reported.
 #[derive(Debug, Clone, Copy)]
 pub struct Published {
-    pub ms: u64,
+    pub ms: f64,
     pub late_max_ms: f64,
     pub failed: u64,
 }
@@ -517,26 +517,34 @@ allow_presence_for_subscriber = false
 }
 
 async fn start_peer(paths: &Paths, port: u16, redis_url: &str) -> anyhow::Result<Proc> {
-    let child = Command::new(&paths.node)
+    use tokio::io::AsyncBufReadExt;
+    let mut child = Command::new(&paths.node)
         .arg(paths.peer_dir.join("server.mjs"))
         .args(["--port", &port.to_string(), "--redis", redis_url])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .context("starting the Socket.IO peer (node)")?;
+    let stdout = child.stdout.take().context("stdout")?;
     let proc = Proc {
         child,
         name: "socket.io".into(),
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if tokio::time::Instant::now() >= deadline {
-            bail!("the Socket.IO peer did not listen on {port}");
+    // Ready means listening with the adapter's stream reader running: it prints one
+    // `listening` line then.
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let ready = async {
+        while let Some(line) = lines.next_line().await? {
+            if line.contains("\"listening\"") {
+                return Ok(());
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        bail!("the Socket.IO peer exited before listening")
+    };
+    tokio::time::timeout(Duration::from_secs(30), ready)
+        .await
+        .context("the Socket.IO peer did not get ready in 30 s")??;
+    // Keep reading so the peer never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(proc)
 }

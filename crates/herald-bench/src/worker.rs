@@ -299,7 +299,7 @@ async fn open(
     Ok(Ev::Opened {
         ok,
         failed: conns - ok,
-        ms: started.elapsed().as_millis() as u64,
+        ms: started.elapsed().as_secs_f64() * 1000.0,
     })
 }
 

@@ -32,6 +32,10 @@ pub async fn open(
     socket.bind(SocketAddr::new(local, 0))?;
     let stream = socket.connect(remote).await?;
     let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await?;
+    if url.contains("/socket.io/") {
+        socket_io_subscribe(&mut ws, channel).await?;
+        return Ok(ws);
+    }
     let commands = format!(
         "{{\"id\":1,\"connect\":{{\"name\":\"herald-bench-stalled\"}}}}\n{{\"id\":2,\"subscribe\":{{\"channel\":{}}}}}",
         serde_json::to_string(channel)?
@@ -52,6 +56,39 @@ pub async fn open(
                 }
                 return Ok(ws);
             }
+        }
+    }
+}
+
+/// The peer's handshake over Engine.IO v4: wait for the open packet, join the default
+/// namespace, then emit `subscribe` with an acknowledgement and wait for it.
+async fn socket_io_subscribe(
+    ws: &mut WebSocketStream<TcpStream>,
+    channel: &str,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let next = async |ws: &mut WebSocketStream<TcpStream>| -> anyhow::Result<String> {
+        loop {
+            let msg = tokio::time::timeout_at(deadline, ws.next())
+                .await
+                .context("no Socket.IO handshake in 10 s")?
+                .context("closed during the handshake")??;
+            if let Message::Text(text) = msg {
+                return Ok(text.as_str().to_owned());
+            }
+        }
+    };
+    while !next(ws).await?.starts_with('0') {}
+    ws.send(Message::Text("40".into())).await?;
+    while !next(ws).await?.starts_with("40") {}
+    let emit = format!("421[\"subscribe\",{}]", serde_json::to_string(channel)?);
+    ws.send(Message::Text(emit.into())).await?;
+    loop {
+        let packet = next(ws).await?;
+        if packet == "2" {
+            ws.send(Message::Text("3".into())).await?;
+        } else if packet.starts_with("431") {
+            return Ok(());
         }
     }
 }

@@ -180,6 +180,9 @@ pub struct ClientConfig {
     pub read_buffer_bytes: usize,
     /// Socket write buffer per connection, in bytes.
     pub write_buffer_bytes: usize,
+    /// The kernel send buffer of each client socket, in bytes (the kernel doubles it;
+    /// 0 = the kernel's automatic sizing, which lets a stalled client pin megabytes).
+    pub socket_send_buffer_bytes: usize,
     /// How long the node stays subscribed to a channel after its last local subscriber
     /// left: clients that drop together and come back (a reconnect storm, a deploy) find
     /// the channel live and its replay window warm.
@@ -203,6 +206,7 @@ impl Default for ClientConfig {
             presence_ttl: Duration::from_secs(60),
             read_buffer_bytes: 4 * 1024,
             write_buffer_bytes: 4 * 1024,
+            socket_send_buffer_bytes: 64 * 1024,
             channel_linger: Duration::from_secs(10),
         }
     }

@@ -177,9 +177,18 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
 /// the drain window (so they reconnect elsewhere with their offsets), and connection
 /// tasks are awaited up to the shutdown timeout.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<(), StartError> {
-    let listener = listener.tap_io(|tcp| {
+    let send_buffer = node.config.client.socket_send_buffer_bytes;
+    let listener = listener.tap_io(move |tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY failed");
+        }
+        // A bounded kernel send buffer keeps a stalled client's backlog in its queue,
+        // where it is counted and cut off (3008), rather than in megabytes of kernel
+        // memory.
+        if send_buffer > 0
+            && let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer)
+        {
+            tracing::debug!(error = %e, "SO_SNDBUF failed");
         }
     });
     let shutdown = node.shutdown.clone();

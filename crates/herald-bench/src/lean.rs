@@ -21,6 +21,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 pub struct LeanTrack {
     pub last: AtomicU64,
     pub connected: AtomicBool,
+    /// The server closed the connection as a slow consumer (3008).
+    pub cut_off: AtomicBool,
 }
 
 /// What one frame held, folded into the worker's counters by the caller.
@@ -83,7 +85,16 @@ pub async fn read(
 ) {
     track.connected.store(true, Ordering::Relaxed);
     while let Some(Ok(msg)) = ws.next().await {
-        let Message::Text(text) = msg else { continue };
+        let text = match msg {
+            Message::Text(text) => text,
+            Message::Close(Some(frame)) => {
+                if u16::from(frame.code) == 3008 {
+                    track.cut_off.store(true, Ordering::Relaxed);
+                }
+                break;
+            }
+            _ => continue,
+        };
         let text = text.as_str();
         // A server ping is an empty reply; the pong is an empty command.
         if text.lines().any(|l| l == "{}") && ws.send(Message::Text("{}".into())).await.is_err() {

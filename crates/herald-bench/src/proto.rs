@@ -133,6 +133,8 @@ pub struct WorkerStats {
     pub last_rx_us: u64,
     pub reconnects: u64,
     pub not_recovered: u64,
+    /// Connections the server cut off as slow consumers (lean readers do not reconnect).
+    pub cut_off: u64,
 }
 
 /// The payload of every benchmark publication.

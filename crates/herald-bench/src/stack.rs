@@ -40,6 +40,7 @@ pub struct Merged {
     pub last_rx_us: u64,
     pub reconnects: u64,
     pub not_recovered: u64,
+    pub cut_off: u64,
     pub lat: Histogram<u64>,
     pub replay: Histogram<u64>,
 }
@@ -56,6 +57,7 @@ impl Merged {
             last_rx_us: 0,
             reconnects: 0,
             not_recovered: 0,
+            cut_off: 0,
             lat: histogram(),
             replay: histogram(),
         }
@@ -71,6 +73,7 @@ impl Merged {
         self.last_rx_us = self.last_rx_us.max(s.last_rx_us);
         self.reconnects += s.reconnects;
         self.not_recovered += s.not_recovered;
+        self.cut_off += s.cut_off;
         for (v, n) in &s.lat {
             let _ = self.lat.record_n((*v).max(1), *n);
         }

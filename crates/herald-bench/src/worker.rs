@@ -108,9 +108,13 @@ impl Shared {
                 tail_missing += expect.saturating_sub(conn.track.lock().last);
             }
         }
+        let mut cut_off = 0;
         for track in &lean {
             if track.connected.load(Ordering::Relaxed) {
                 connected += 1;
+            }
+            if track.cut_off.load(Ordering::Relaxed) {
+                cut_off += 1;
             }
             if let Some(expect) = expect_last {
                 tail_missing += expect.saturating_sub(track.last.load(Ordering::Relaxed));
@@ -129,6 +133,7 @@ impl Shared {
             last_rx_us: c.last_rx_us,
             reconnects: c.reconnects,
             not_recovered: c.not_recovered,
+            cut_off,
         }
     }
 }

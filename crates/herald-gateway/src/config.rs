@@ -200,7 +200,7 @@ impl Default for ClientConfig {
             expire_grace: Duration::from_secs(5),
             queue_size: 1024,
             max_frame_bytes: 64 * 1024,
-            write_batch_bytes: 64 * 1024,
+            write_batch_bytes: 4 * 1024,
             write_interval: Duration::from_millis(5),
             max_channels: 128,
             presence_ttl: Duration::from_secs(60),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Draws BENCHMARKS.md's chart from a `herald-bench run --json` file.
 
-Usage: scripts/bench-chart.py RESULTS.json OUT.svg
+Usage: scripts/bench-chart.py OUT.svg RESULTS.json [RESULTS.json ...]
 
 One panel per headline measurement: the median of Herald's runs beside the median of
 the peer's, on a common scale per panel. Standard library only (the chart is SVG).
@@ -14,13 +14,14 @@ from html import escape
 
 # (case, metric key, panel title, unit, True if higher is better)
 PANELS = [
-    ("fanout-1k", "deliveries_per_sec", "Fan-out, 1k subscribers, 1k pub/s", "deliveries/s", True),
-    ("peak-1k", "deliveries_per_sec", "Peak, 1k subscribers", "deliveries/s", True),
-    ("fanout-1k", "cpu_us_per_delivery", "Server CPU per delivery", "µs", False),
-    ("latency", "lat_p99_ms", "Latency p99, 1k subs, 10 pub/s", "ms", False),
+    ("fanout-1k", "lat_p50_ms", "Fan-out, 1k subscribers × 50 pub/s: latency p50", "ms", False),
+    ("fanout-1k", "cpu_us_per_delivery", "Same: server CPU per delivery", "µs", False),
+    ("latency", "lat_p99_ms", "1k subscribers, 10 pub/s: latency p99", "ms", False),
     ("broadcast", "last_delivery_p50_ms", "One broadcast to 10k: last delivery", "ms", False),
-    ("storm", "caught_up_ms", "Reconnect storm: all caught up", "ms", False),
-    ("idle", "rss_per_conn_kib", "Server memory per idle connection", "KiB", False),
+    ("storm", "caught_up_ms", "Storm of 10k reconnects: all caught up", "ms", False),
+    ("storm", "redis_xrange_calls", "Storm: Redis XRANGE calls", "calls", False),
+    ("storm", "server_cpu_secs", "Storm: server CPU", "s", False),
+    ("idle", "rss_after_burst_per_conn_kib", "Server memory per connection after a burst", "KiB", False),
     ("disruption", "replay_p99_ms", "Disruption: replay latency p99", "ms", False),
 ]
 
@@ -50,12 +51,14 @@ def fmt(v):
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) < 3:
         sys.exit(__doc__)
-    with open(sys.argv[1]) as f:
-        report = json.load(f)
+    report = {"runs": []}
+    for path in sys.argv[2:]:
+        with open(path) as f:
+            report["runs"] += json.load(f)["runs"]
     med = medians(report)
-    panels = [p for p in PANELS if (p[0], "herald", p[1]) in med]
+    panels = [p for p in PANELS if (p[0], "herald", p[1]) in med and (p[0], "peer", p[1]) in med]
     width, panel_h, bar_h = 760, 74, 20
     top = 60
     height = top + panel_h * len(panels) + 20
@@ -92,7 +95,7 @@ def main():
             )
             out.append(f'<text x="{bar_x + w + 6:.1f}" y="{by + 14}">{fmt(v)}</text>')
     out.append("</svg>")
-    with open(sys.argv[2], "w") as f:
+    with open(sys.argv[1], "w") as f:
         f.write("\n".join(out) + "\n")
 
 

@@ -101,6 +101,11 @@ impl Calls {
         self.next_id = 1;
     }
 
+    /// No command is waiting for its reply.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.pending.len()

@@ -13,10 +13,11 @@ use crate::{ClientError, SubscriptionEvent};
 use herald_protocol::{Command, FrameWriter};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::{Instant, Sleep};
 
 pub(crate) use subs::SubEntry;
 
@@ -128,12 +129,21 @@ pub(crate) struct Task {
     disconnect_acks: Vec<oneshot::Sender<()>>,
     /// Set by handlers when the current socket must be closed.
     end: Option<End>,
-    sweep: Interval,
+    /// The housekeeping timer (see [`Task::next_sweep`]) and the deadline it is set to.
+    sweep: Pin<Box<Sleep>>,
+    sweep_at: Instant,
+    last_sweep: Instant,
 }
 
 /// How often the task looks for abandoned calls, stuck commands, drained subscription
-/// buffers and due subscription timers.
+/// buffers and due subscription retries while any of them may be there.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// How often it looks while nothing is in flight: only for dropped subscription handles
+/// and due token refreshes. A client that is simply connected and subscribed wakes up
+/// once a second for this, not ten times; with many clients in one process (a load
+/// generator, a service fanning in) those wake-ups add up.
+const IDLE_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl Task {
     pub(crate) fn new(
@@ -143,8 +153,7 @@ impl Task {
         events: broadcast::Sender<ConnectionEvent>,
     ) -> Self {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
-        let mut sweep = tokio::time::interval(SWEEP_EVERY);
-        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let now = Instant::now();
         Self {
             token: cfg.token.clone(),
             backoff: Backoff::new(cfg.min_backoff, cfg.max_backoff),
@@ -165,7 +174,9 @@ impl Task {
             generation: 0,
             disconnect_acks: Vec::new(),
             end: None,
-            sweep,
+            sweep: Box::pin(tokio::time::sleep_until(now + SWEEP_EVERY)),
+            sweep_at: now + SWEEP_EVERY,
+            last_sweep: now,
         }
     }
 
@@ -283,6 +294,7 @@ impl Task {
             if self.shutdown || !self.want_connected {
                 return None;
             }
+            self.arm_sweep();
             tokio::select! {
                 out = &mut fut => return Some(out),
                 ctl = self.control.recv() => match ctl {
@@ -290,7 +302,7 @@ impl Task {
                     None => self.shutdown = true,
                 },
                 Some(msg) = self.internal_rx.recv() => self.on_internal(msg),
-                _ = self.sweep.tick() => self.on_sweep(Instant::now()),
+                () = self.sweep.as_mut() => self.on_sweep(Instant::now()),
             }
         }
     }
@@ -368,7 +380,28 @@ impl Task {
         }
     }
 
+    /// When the next housekeeping pass is due: soon while something may need it (a
+    /// command waiting for its reply, a subscription to retry or to resume after its
+    /// consumer caught up), otherwise at the idle pace.
+    fn next_sweep(&self) -> Instant {
+        let authenticated = self.authenticated();
+        let busy =
+            !self.calls.is_empty() || self.subs.values().any(|e| e.needs_sweep(authenticated));
+        let every = if busy { SWEEP_EVERY } else { IDLE_SWEEP_EVERY };
+        self.last_sweep + every
+    }
+
+    /// Sets the housekeeping timer to [`Task::next_sweep`]; called before each wait.
+    fn arm_sweep(&mut self) {
+        let at = self.next_sweep();
+        if at != self.sweep_at {
+            self.sweep_at = at;
+            self.sweep.as_mut().reset(at);
+        }
+    }
+
     fn on_sweep(&mut self, now: Instant) {
+        self.last_sweep = now;
         self.waiting.retain(|(_, tx)| !tx.is_closed());
         for stuck in self.calls.sweep(now) {
             tracing::debug!(?stuck, "command got no reply in time");

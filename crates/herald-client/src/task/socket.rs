@@ -86,6 +86,7 @@ impl Task {
                 return end;
             }
             let deadline = self.session.as_ref().and_then(Session::next_deadline);
+            self.arm_sweep();
             tokio::select! {
                 msg = ws.next() => self.on_message(msg),
                 ctl = self.control.recv() => match ctl {
@@ -102,7 +103,7 @@ impl Task {
                 },
                 Some(msg) = self.internal_rx.recv() => self.on_internal(msg),
                 () = sleep_until(deadline) => self.on_timers(Instant::now()),
-                _ = self.sweep.tick() => self.on_sweep(Instant::now()),
+                () = self.sweep.as_mut() => self.on_sweep(Instant::now()),
             }
         }
     }

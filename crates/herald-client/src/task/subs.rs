@@ -57,6 +57,16 @@ impl SubEntry {
     fn on_server(&self) -> bool {
         matches!(self.phase, Phase::Subscribing | Phase::Subscribed)
     }
+
+    /// The sweep has work for this subscription soon: a resubscribe once its consumer
+    /// has drained the buffer, or (while connected) a subscribe to retry.
+    pub(super) fn needs_sweep(&self, authenticated: bool) -> bool {
+        match self.phase {
+            Phase::Overflowed => true,
+            Phase::Pending => authenticated,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]

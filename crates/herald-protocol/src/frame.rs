@@ -73,14 +73,18 @@ pub fn decode_replies(frame: &str) -> Result<Vec<Reply>, FrameError> {
 pub struct FrameWriter {
     buf: BytesMut,
     count: usize,
+    /// The allocation kept between frames; a larger one leaves with its frame.
+    keep: usize,
 }
 
 impl FrameWriter {
-    /// An empty writer with room for `capacity` bytes.
+    /// An empty writer with room for `capacity` bytes, the size it returns to after a
+    /// larger frame.
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             buf: BytesMut::with_capacity(capacity),
             count: 0,
+            keep: capacity,
         }
     }
 
@@ -126,11 +130,22 @@ impl FrameWriter {
         self.count
     }
 
-    /// Takes the frame, leaving the writer empty (it keeps its allocation only if the
-    /// frame was small, so a burst does not pin a large buffer).
+    /// Takes the frame, leaving the writer empty. The writer keeps its allocation only
+    /// while it is no larger than its initial capacity: a frame that outgrew it takes
+    /// the whole allocation along and frees it once written, so a burst does not pin a
+    /// large buffer for the rest of a connection's life.
     pub fn take(&mut self) -> Bytes {
         self.count = 0;
-        self.buf.split().freeze()
+        if self.buf.capacity() > self.keep {
+            std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.keep)).freeze()
+        } else {
+            self.buf.split().freeze()
+        }
+    }
+
+    /// The bytes allocated for the frame being built.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 }
 
@@ -191,6 +206,24 @@ mod tests {
         assert_eq!(cmds[0].request(), Err(crate::CommandError::UnknownMethod));
         let cmds = decode_commands("{\"id\":7,\"presence\":{},\"history\":{}}").expect("json");
         assert_eq!(cmds[0].request(), Err(crate::CommandError::SeveralMethods));
+    }
+
+    #[test]
+    fn writer_hands_a_grown_buffer_over_with_its_frame() {
+        let mut w = FrameWriter::with_capacity(64);
+        let big = vec![b'x'; 5000];
+        w.push_encoded(&big);
+        assert!(w.capacity() >= 5000);
+        let frame = w.take();
+        assert_eq!(frame.len(), 5000);
+        assert_eq!(w.capacity(), 64, "the burst's buffer left with its frame");
+        drop(frame);
+        // Small frames keep reusing the initial allocation.
+        for _ in 0..3 {
+            w.push_encoded(b"{}");
+            assert_eq!(&w.take()[..], b"{}");
+            assert!(w.capacity() <= 64);
+        }
     }
 
     #[test]

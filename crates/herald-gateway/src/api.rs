@@ -284,10 +284,7 @@ pub async fn call(node: &Arc<Node>, method: &str, params: &str) -> ApiResult {
             let channel: Arc<str> = Arc::from(p.channel.as_str());
             for conn in node.hub.connections_of(&p.user, client) {
                 conn.offer(
-                    Outgoing::Unsubscribe {
-                        channel: channel.clone(),
-                        code: UnsubscribeCode::Server,
-                    },
+                    Outgoing::unsubscribe(channel.clone(), UnsubscribeCode::Server),
                     &node.metrics,
                 );
             }

@@ -176,7 +176,8 @@ pub struct ClientConfig {
     /// subscribers disappear from presence after this).
     #[serde(with = "humantime_serde")]
     pub presence_ttl: Duration,
-    /// Socket read buffer per connection, in bytes (small keeps idle connections cheap).
+    /// Socket read buffer per connection, in bytes (small keeps idle connections cheap;
+    /// it grows to hold a larger frame).
     pub read_buffer_bytes: usize,
     /// Socket write buffer per connection, in bytes.
     pub write_buffer_bytes: usize,
@@ -204,7 +205,7 @@ impl Default for ClientConfig {
             write_interval: Duration::from_millis(5),
             max_channels: 128,
             presence_ttl: Duration::from_secs(60),
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 1024,
             write_buffer_bytes: 4 * 1024,
             socket_send_buffer_bytes: 64 * 1024,
             channel_linger: Duration::from_secs(10),

@@ -35,16 +35,31 @@ pub struct EncodedPublication {
 pub enum Outgoing {
     /// A publication in a subscribed channel.
     Publication(Arc<EncodedPublication>),
-    /// An already-encoded push (join, leave, message).
-    Push(Bytes),
+    /// An already-encoded push (join, leave, message), shared by its recipients.
+    Push(Arc<Bytes>),
     /// The server ends one subscription.
-    Unsubscribe {
-        /// The channel.
-        channel: Arc<str>,
-        /// The unsubscribe code.
-        code: herald_protocol::UnsubscribeCode,
-    },
+    Unsubscribe(Box<UnsubscribeOrder>),
 }
+
+/// The server ends one subscription of a connection.
+#[derive(Debug, Clone)]
+pub struct UnsubscribeOrder {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// The unsubscribe code.
+    pub code: herald_protocol::UnsubscribeCode,
+}
+
+impl Outgoing {
+    /// Tells a connection that the server ended its subscription to `channel`.
+    pub fn unsubscribe(channel: Arc<str>, code: herald_protocol::UnsubscribeCode) -> Self {
+        Outgoing::Unsubscribe(Box::new(UnsubscribeOrder { channel, code }))
+    }
+}
+
+// Every connection's queue is made of blocks of these: keeping the item two words wide
+// keeps the queue's first block (allocated with the connection) small.
+const _: () = assert!(std::mem::size_of::<Outgoing>() <= 16);
 
 /// Asks a connection to close itself with a code, from outside its task.
 #[derive(Debug, Default)]
@@ -303,6 +318,7 @@ impl Hub {
     fn to_join_leave_subscribers(&self, channel: &str, frame: &Bytes) {
         let channels = self.channels.read();
         if let Some(entry) = channels.get(channel) {
+            let frame = Arc::new(frame.clone());
             for sub in entry.subscribers.values().filter(|s| s.join_leave) {
                 sub.conn.offer(Outgoing::Push(frame.clone()), &self.metrics);
             }
@@ -425,10 +441,10 @@ impl BrokerHandler for Hub {
         );
         for sub in entry.subscribers.values() {
             sub.conn.offer(
-                Outgoing::Unsubscribe {
-                    channel: name.clone(),
-                    code: herald_protocol::UnsubscribeCode::InsufficientState,
-                },
+                Outgoing::unsubscribe(
+                    name.clone(),
+                    herald_protocol::UnsubscribeCode::InsufficientState,
+                ),
                 &self.metrics,
             );
         }

@@ -124,7 +124,10 @@ impl Conn {
                 () = self.node.shutdown.cancelled(), if self.session.is_none() => Err(DisconnectCode::Shutdown),
                 msg = socket.recv() => match msg {
                     None | Some(Ok(Message::Close(_))) => break None,
-                    Some(Ok(Message::Text(text))) => self.on_frame(text.as_str()).await,
+                    // Commands are rare next to pushes; their futures (authentication,
+                    // history reads) are boxed so that they do not make every idle
+                    // connection's task as large as the largest command.
+                    Some(Ok(Message::Text(text))) => Box::pin(self.on_frame(text.as_str())).await,
                     Some(Ok(Message::Binary(_))) => Err(DisconnectCode::BadRequest),
                     Some(Ok(_)) => Ok(()),
                     Some(Err(e)) => match read_error_code(e) {
@@ -150,7 +153,9 @@ impl Conn {
             if let Err(code) = step {
                 break Some(reason_of(code));
             }
-            self.run_deferred().await;
+            if !self.deferred.is_empty() {
+                Box::pin(self.run_deferred()).await;
+            }
             if !self.out.is_empty() {
                 let now = Instant::now();
                 let due = last_write + write_interval;
@@ -204,7 +209,7 @@ impl Conn {
                 let _ = tokio::time::timeout(wait, socket.send(close)).await;
             }
         }
-        self.cleanup().await;
+        Box::pin(self.cleanup()).await;
     }
 
     /// Writes the pending frame. A client that stops reading is cut off as soon as its
@@ -314,9 +319,9 @@ impl Conn {
                 self.out.push_encoded(&p.frame);
             }
             Outgoing::Push(frame) => self.out.push_encoded(&frame),
-            Outgoing::Unsubscribe { channel, code } => {
-                if self.subs.contains_key(&channel) {
-                    self.deferred.push((channel, code));
+            Outgoing::Unsubscribe(order) => {
+                if self.subs.contains_key(&order.channel) {
+                    self.deferred.push((order.channel, order.code));
                 }
             }
         }

@@ -616,6 +616,15 @@ impl Config {
         if self.broker == BrokerKind::Redis && self.redis_url.is_empty() {
             bad("redis_url", "required when broker = \"redis\"".into());
         }
+        if self.redis_url.starts_with("rediss") {
+            // Refused rather than silently connecting in plain text.
+            bad(
+                "redis_url",
+                "TLS to Redis (rediss://) is not supported yet; use redis:// or \
+                 redis-cluster:// on a trusted network, or a TLS sidecar"
+                    .into(),
+            );
+        }
         if self.redis_prefix.is_empty()
             || !self
                 .redis_prefix
@@ -819,6 +828,24 @@ mod tests {
             .expect("valid");
         let debug = format!("{config:?}");
         assert!(!debug.contains(SECRET) && debug.contains("<redacted>"));
+    }
+
+    #[test]
+    fn tls_redis_urls_are_refused_not_downgraded() {
+        for url in ["rediss://redis:6380", "rediss-cluster://a:7000"] {
+            let err = ConfigBuilder::new()
+                .set("broker", "redis")
+                .set("redis_url", url)
+                .build()
+                .expect_err("TLS is not supported");
+            assert!(
+                err.problems
+                    .iter()
+                    .any(|p| p.at == "redis_url" && p.message.contains("TLS")),
+                "{url}: {:?}",
+                err.problems
+            );
+        }
     }
 
     #[test]

@@ -79,10 +79,16 @@ to one number and one unit: "500ms", "5s", "2m" or "1h".
 {{- end -}}
 {{- end -}}
 
-{{/* SIGTERM waits for the preStop sleep, then Herald drains and exits. */}}
+{{/*
+SIGTERM comes after the preStop sleep. Herald then drains over shutdown.drain_window,
+waits up to shutdown.timeout for the closed connections to end, and up to 5 s more for
+its HTTP server to stop: the grace period covers all of it plus the margin, so the
+kubelet's SIGKILL never cuts a drain short.
+*/}}
 {{- define "herald.terminationGracePeriodSeconds" -}}
 {{- $drain := include "herald.seconds" .Values.config.shutdown.drain_window | int -}}
-{{- add .Values.lifecycle.preStopSleepSeconds $drain .Values.lifecycle.terminationMarginSeconds -}}
+{{- $timeout := include "herald.seconds" (.Values.config.shutdown.timeout | default "20s") | int -}}
+{{- add .Values.lifecycle.preStopSleepSeconds $drain $timeout 5 .Values.lifecycle.terminationMarginSeconds -}}
 {{- end -}}
 
 {{/*

@@ -48,8 +48,7 @@ pub async fn connect(
         .await?
         .find(SocketAddr::is_ipv4)
         .context("no IPv4 address")?;
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source_ip, 0))?;
+    let socket = herald_client::local_socket(source_ip)?;
     let stream = socket.connect(remote).await?;
     stream.set_nodelay(true)?;
     let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await?;

@@ -512,12 +512,7 @@ pub(super) async fn open(
         if remote.is_ipv4() != local.is_ipv4() {
             continue;
         }
-        let socket = if remote.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.bind(std::net::SocketAddr::new(local, 0))?;
+        let socket = crate::local_socket(local)?;
         match socket.connect(remote).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);

@@ -172,6 +172,26 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
         .into_response()
 }
 
+/// The listen backlog asked for. The kernel caps it at `net.core.somaxconn` (4096 by
+/// default on current kernels). Tokio's own `TcpListener::bind` asks for 1024, which a
+/// reconnect storm (every client of a drained or restarted node arriving within a
+/// second) overflows: the kernel then drops SYNs, and the unlucky clients wait out
+/// TCP's retransmission backoff, 1, 3, 7, 15 s and longer, before they are even seen.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the client listener with [`LISTEN_BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted node can listen again at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `node` on `listener` until `node.shutdown` is cancelled, then drains: readiness
 /// turns false, no new sockets are accepted, clients are closed with 3001 spread over
 /// the drain window (so they reconnect elsewhere with their offsets), and connection

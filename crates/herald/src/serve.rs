@@ -145,8 +145,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             broker
         }
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = herald_gateway::server::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr().context("listener address")?;
     if config.api.key.is_empty() && !config.api.insecure {

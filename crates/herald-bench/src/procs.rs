@@ -125,6 +125,25 @@ pub fn mem_available_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The machine's count of connections dropped because a listen queue was full
+/// (`TcpExtListenOverflows`): each is a client whose SYN the kernel ignored, to be
+/// retransmitted 1 s or more later. Machine-wide, so compare before and after a phase.
+pub fn listen_overflows() -> u64 {
+    let Ok(netstat) = std::fs::read_to_string("/proc/net/netstat") else {
+        return 0;
+    };
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A private `redis-server`.
 pub struct Redis {
     pub port: u16,

@@ -1,7 +1,7 @@
 //! The benchmark scenarios. Each one starts from a fresh [`Stack`], drives it, and
 //! returns named measurements; the coordinator repeats runs and compares systems.
 
-use crate::procs::{Sample, mem_available_kib};
+use crate::procs::{Sample, listen_overflows, mem_available_kib};
 use crate::proto::now_us;
 use crate::stack::{Stack, System};
 use serde::Serialize;
@@ -275,6 +275,7 @@ async fn storm(stack: &mut Stack, p: Params) -> anyhow::Result<Outcome> {
     let history_before = history_reads(stack).await;
     let before = stack.stats(None).await?;
     let s0 = stack.sample()?;
+    let overflows_before = listen_overflows();
     let dropped_at = now_us();
     stack.drop_all(offline_ms, window_ms).await?;
     let published = stack.publish("storm", 0.0, behind, warm + 1).await?;
@@ -308,6 +309,11 @@ async fn storm(stack: &mut Stack, p: Params) -> anyhow::Result<Outcome> {
         out.row("history_reads_coalesced", b.1 - a.1, "");
     }
     out.row("server_cpu_secs", (s1.cpu_us - s0.cpu_us) as f64 / 1e6, "s");
+    out.row(
+        "listen_overflows",
+        (listen_overflows() - overflows_before) as f64,
+        "",
+    );
     out.expect_zero("lost", s.gaps + s.tail_missing);
     out.expect_zero("duplicates", s.dups);
     out.expect_zero("not recovered", s.not_recovered);
@@ -403,6 +409,7 @@ async fn disruption(stack: &mut Stack, p: Params) -> anyhow::Result<Outcome> {
     };
     let count = (p.rate * p.secs as f64) as u64;
     stack.reset().await?;
+    let overflows_before = listen_overflows();
     stack.disrupt(every_ms, offline_ms, p.secs * 1000).await?;
     let published = stack.publish("disruption", p.rate, count, 1).await?;
     stack.disrupt_done(Duration::from_secs(p.secs + 60)).await?;
@@ -424,6 +431,11 @@ async fn disruption(stack: &mut Stack, p: Params) -> anyhow::Result<Outcome> {
     out.row("replay_p95_ms", s.replay_ms(0.95), "ms");
     out.row("replay_p99_ms", s.replay_ms(0.99), "ms");
     out.row("lat_p99_ms", s.lat_ms(0.99), "ms");
+    out.row(
+        "listen_overflows",
+        (listen_overflows() - overflows_before) as f64,
+        "",
+    );
     out.expect_zero("lost", s.gaps + s.tail_missing);
     out.expect_zero("duplicates", s.dups);
     out.expect_zero("publish failures", published.failed);

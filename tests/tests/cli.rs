@@ -4,7 +4,8 @@ use herald_tests::raw::Raw;
 use herald_tests::{Herald, free_port, herald_bin, secret};
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 fn herald(args: &[&str]) -> std::process::Output {
     Command::new(herald_bin())
@@ -17,6 +18,43 @@ fn herald(args: &[&str]) -> std::process::Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Starts `herald tail ARGS` with the extra environment `env`, and returns once it
+/// reports its subscription (so publishing after this cannot race it).
+fn start_tail(args: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut tail = Command::new(herald_bin())
+        .arg("tail")
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tail");
+    let mut stderr = BufReader::new(tail.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("subscribed to ") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).expect("read") > 0,
+            "tail exited before subscribing"
+        );
+    }
+    // Keep reading its stderr, so that its later messages never hit a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    tail
+}
+
+/// Waits for a tail started by [`start_tail`] to exit successfully; what it printed.
+fn finish_tail(mut tail: Child) -> String {
+    let mut stdout = String::new();
+    tail.stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("read");
+    assert!(tail.wait().expect("wait").success(), "tail failed");
+    stdout
 }
 
 #[test]
@@ -106,31 +144,11 @@ async fn gentoken_publish_and_tail_work_against_a_node() {
     let (_raw, connect) = Raw::connect(&h.ws_url(), &token).await;
     assert_eq!(connect["expires"], true);
 
-    let mut tail = Command::new(herald_bin())
-        .args([
-            "tail",
-            "news",
-            "--url",
-            &h.ws_url(),
-            "--token",
-            &token,
-            "--count",
-            "3",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tail");
-    // Wait for the tail to be subscribed before publishing.
-    let mut stderr = BufReader::new(tail.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    while !line.contains("subscribed to news") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).expect("read") > 0,
-            "tail exited before subscribing"
-        );
-    }
+    let ws_url = h.ws_url();
+    let tail = start_tail(
+        &["news", "--url", &ws_url, "--token", &token, "--count", "3"],
+        &[],
+    );
     let url = h.url("");
     for n in 1..=3 {
         let out = herald(&[
@@ -148,13 +166,7 @@ async fn gentoken_publish_and_tail_work_against_a_node() {
             n
         );
     }
-    let mut stdout = String::new();
-    tail.stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut stdout)
-        .expect("read");
-    assert!(tail.wait().expect("wait").success());
+    let stdout = finish_tail(tail);
     let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("json line"))
@@ -246,4 +258,48 @@ async fn dev_mode_prints_a_working_token_and_api_key() {
     assert_eq!(raw.publications("anything:here", 1).await, vec![1]);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[tokio::test]
+async fn cli_tokens_carry_the_audience_and_issuer_a_node_requires() {
+    let (aud, iss) = ("herald-test", "https://auth.test");
+    let h = Herald::start_with("", &["--token-audience", aud, "--token-issuer", iss]).await;
+    let gentoken = |claims: &[&str]| {
+        let mut args = vec![
+            "gentoken",
+            "--user",
+            "cli",
+            "--token-hmac-secret",
+            &h.secret,
+        ];
+        args.extend_from_slice(claims);
+        let out = herald(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_owned()
+    };
+    // Without the claims the node refuses the token (terminal close 3500).
+    let mut raw = Raw::open(&h.ws_url()).await;
+    raw.command(json!({"connect": {"token": gentoken(&["--issuer", iss])}}))
+        .await;
+    assert_eq!(raw.closed_within(Duration::from_secs(5)).await, 3500);
+    let (_raw, _) = Raw::connect(
+        &h.ws_url(),
+        &gentoken(&["--audience", aud, "--issuer", iss]),
+    )
+    .await;
+
+    // `tail` signs its own token with them too, here from the environment as the
+    // chart's `helm test` pod passes them.
+    let ws_url = h.ws_url();
+    let tail = start_tail(
+        &["news", "--url", &ws_url, "--count", "1"],
+        &[
+            ("HERALD_TOKEN_HMAC_SECRET", &h.secret),
+            ("HERALD_TOKEN_AUDIENCE", aud),
+            ("HERALD_TOKEN_ISSUER", iss),
+        ],
+    );
+    h.publish("news", json!({"n": 1})).await;
+    let stdout = finish_tail(tail);
+    assert!(stdout.contains(r#""n":1"#), "{stdout}");
 }

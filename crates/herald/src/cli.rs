@@ -109,6 +109,30 @@ pub struct GentokenArgs {
     /// HMAC secret (else from --config / HERALD_TOKEN_HMAC_SECRET).
     #[arg(long, value_name = "SECRET")]
     pub token_hmac_secret: Option<String>,
+    #[command(flatten)]
+    pub claims: AudienceIssuerArgs,
+}
+
+/// The `aud` and `iss` claims of a token made by the CLI, for nodes that require them.
+#[derive(Debug, Args)]
+pub struct AudienceIssuerArgs {
+    /// `aud` claim (the node's token.audience).
+    #[arg(long, env = "HERALD_TOKEN_AUDIENCE")]
+    pub audience: Option<String>,
+    /// `iss` claim (the node's token.issuer).
+    #[arg(long, env = "HERALD_TOKEN_ISSUER")]
+    pub issuer: Option<String>,
+}
+
+impl AudienceIssuerArgs {
+    /// Adds the claims that were given (empty values are left out).
+    pub fn apply(&self, claims: &mut serde_json::Value) {
+        for (name, value) in [("aud", &self.audience), ("iss", &self.issuer)] {
+            if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+                claims[name] = serde_json::Value::from(v);
+            }
+        }
+    }
 }
 
 /// `herald publish`.
@@ -159,6 +183,8 @@ pub struct TailArgs {
     /// User for a token made from the secret.
     #[arg(long, default_value = "herald-tail")]
     pub user: String,
+    #[command(flatten)]
+    pub claims: AudienceIssuerArgs,
     /// Start after this position (OFFSET:EPOCH) and print what was missed first.
     #[arg(long, value_name = "OFFSET:EPOCH")]
     pub since: Option<String>,

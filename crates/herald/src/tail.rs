@@ -26,10 +26,12 @@ pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let since = args.since.as_deref().map(parse_since).transpose()?;
     let token = match (&args.token, &args.token_hmac_secret) {
         (Some(t), _) => Some(t.clone()),
-        (None, Some(secret)) => Some(crate::tools::sign(
-            secret,
-            &json!({ "sub": args.user, "exp": herald_gateway::auth::unix_now() + 86_400 }),
-        )?),
+        (None, Some(secret)) => {
+            let mut claims =
+                json!({ "sub": args.user, "exp": herald_gateway::auth::unix_now() + 86_400 });
+            args.claims.apply(&mut claims);
+            Some(crate::tools::sign(secret, &claims)?)
+        }
         (None, None) => None,
     };
     let mut builder = Client::builder(&args.url).name("herald-tail");

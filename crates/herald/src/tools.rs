@@ -66,6 +66,7 @@ pub fn gentoken(args: GentokenArgs) -> anyhow::Result<ExitCode> {
     if let Some(info) = args.info {
         claims["info"] = serde_json::from_str(&info).context("--info is not valid JSON")?;
     }
+    args.claims.apply(&mut claims);
     println!("{}", sign(&secret, &claims)?);
     Ok(ExitCode::SUCCESS)
 }

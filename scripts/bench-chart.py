@@ -21,8 +21,10 @@ PANELS = [
     ("storm", "caught_up_ms", "Storm of 10k reconnects: all caught up", "ms", False),
     ("storm", "redis_xrange_calls", "Storm: Redis XRANGE calls", "calls", False),
     ("storm", "server_cpu_secs", "Storm: server CPU", "s", False),
+    ("idle", "rss_per_conn_kib", "Server memory per idle connection (10k)", "KiB", False),
     ("idle", "rss_after_burst_per_conn_kib", "Server memory per connection after a burst", "KiB", False),
     ("disruption", "replay_p99_ms", "Disruption: replay latency p99", "ms", False),
+    ("disruption", "delivered_pct", "Disruption: publications delivered", "%", True),
 ]
 
 COLORS = {"herald": "#2563eb", "peer": "#f97316"}

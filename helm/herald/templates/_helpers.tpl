@@ -87,7 +87,7 @@ kubelet's SIGKILL never cuts a drain short.
 */}}
 {{- define "herald.terminationGracePeriodSeconds" -}}
 {{- $drain := include "herald.seconds" .Values.config.shutdown.drain_window | int -}}
-{{- $timeout := include "herald.seconds" (.Values.config.shutdown.timeout | default "20s") | int -}}
+{{- $timeout := include "herald.seconds" .Values.config.shutdown.timeout | int -}}
 {{- add .Values.lifecycle.preStopSleepSeconds $drain $timeout 5 .Values.lifecycle.terminationMarginSeconds -}}
 {{- end -}}
 

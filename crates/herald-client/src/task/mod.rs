@@ -129,9 +129,8 @@ pub(crate) struct Task {
     disconnect_acks: Vec<oneshot::Sender<()>>,
     /// Set by handlers when the current socket must be closed.
     end: Option<End>,
-    /// The housekeeping timer (see [`Task::next_sweep`]) and the deadline it is set to.
+    /// The housekeeping timer (see [`Task::next_sweep`]).
     sweep: Pin<Box<Sleep>>,
-    sweep_at: Instant,
     last_sweep: Instant,
 }
 
@@ -175,7 +174,6 @@ impl Task {
             disconnect_acks: Vec::new(),
             end: None,
             sweep: Box::pin(tokio::time::sleep_until(now + SWEEP_EVERY)),
-            sweep_at: now + SWEEP_EVERY,
             last_sweep: now,
         }
     }
@@ -394,8 +392,7 @@ impl Task {
     /// Sets the housekeeping timer to [`Task::next_sweep`]; called before each wait.
     fn arm_sweep(&mut self) {
         let at = self.next_sweep();
-        if at != self.sweep_at {
-            self.sweep_at = at;
+        if at != self.sweep.deadline() {
             self.sweep.as_mut().reset(at);
         }
     }

@@ -1,0 +1,440 @@
+//! `createHerald`: the tab's side of Herald — subscriptions, exactly-once delivery, status, outbox.
+
+import { reconnectPolicy } from './backoff.js';
+import { classify } from './cursor.js';
+import { Drainer } from './drain.js';
+import { Emitter, Store, safely } from './emitter.js';
+import { openDb } from './idb.js';
+import type { HubMessage, HubSettings, HubStatus, TabMessage } from './messages.js';
+import { DEFAULT_BOUNDS, IdbOutbox, MemoryOutbox, countOf, itemOf, makeRecord, randomId, type OutboxBounds, type OutboxStore } from './outbox.js';
+import { IdbPositions, MemoryPositions, type PositionStore } from './positions.js';
+import { leaderLink, localLink, workerLink, type Link, type LinkHandlers } from './share.js';
+import type {
+  EnqueueResult,
+  Herald,
+  HeraldError,
+  HeraldEvents,
+  HeraldOptions,
+  OutboxStatus,
+  Position,
+  Publication,
+  ShareMode,
+  Status,
+  SubscribeOptions,
+} from './types.js';
+
+interface Handler {
+  fn: (p: Publication<never>) => void;
+  opts: SubscribeOptions;
+}
+
+interface TabChannel {
+  name: string;
+  handlers: Set<Handler>;
+  /** The last publication delivered in this tab. */
+  pos: Position | null;
+  /** The hub knows about this channel. */
+  attached: boolean;
+  /** The stored position has been looked up. */
+  ready: boolean;
+}
+
+const PUBLISH_TIMEOUT_MS = 15_000;
+
+/** Picks how to share: the requested way where the browser can, else the next best. */
+export function pickMode(share: HeraldOptions['share'] = 'auto'): ShareMode {
+  const g = globalThis as { SharedWorker?: unknown; BroadcastChannel?: unknown; navigator?: Navigator };
+  const canWorker = typeof g.SharedWorker === 'function';
+  const canLeader = typeof g.BroadcastChannel === 'function' && !!g.navigator?.locks;
+  if (share === 'off') return 'off';
+  if ((share === 'auto' || share === 'worker') && canWorker) return 'worker';
+  if (canLeader) return 'leader';
+  return 'off';
+}
+
+/** The default worker script: `worker.js` beside this module, where bundlers that follow `new URL(…, import.meta.url)` put it. */
+function defaultWorkerUrl(): URL | null {
+  try {
+    return new URL('./worker.js', import.meta.url);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Creates a Herald client for this tab. It connects at once unless `connect: false`, and
+ * shares one connection with the other tabs of this browser profile and origin.
+ */
+export function createHerald(options: HeraldOptions): Herald {
+  const tab = randomId();
+  const policy = reconnectPolicy(options.reconnect);
+  const settings: HubSettings = {
+    url: options.url,
+    transports: options.transports ?? [],
+    connectTimeoutMs: options.connectTimeoutMs ?? 8000,
+    reconnect: policy,
+    name: options.name ?? 'herald-web',
+    scope: options.scope ?? options.url,
+    persistPositions: options.persistPositions ?? true,
+  };
+  const bounds: OutboxBounds = { ...DEFAULT_BOUNDS, ...pickBounds(options.outbox) };
+  const events = new Emitter<HeraldEvents>((e, ev) => {
+    if (ev !== 'error') events.emit('error', { kind: 'handler', message: `a ${String(ev)} listener threw: ${String(e)}`, temporary: false });
+  });
+  const channels = new Map<string, TabChannel>();
+  let hubStatus: HubStatus = { state: 'connecting', reason: null, attempt: 0, nextRetryAt: null, transport: null, latencyMs: null, tabs: 1, lastConnectedAt: null };
+  const status = new Store<Status>({ ...hubStatus, state: options.connect === false ? 'disconnected' : 'connecting', isLeader: false, mode: 'off' });
+  const outboxStatus = new Store<OutboxStatus>({ pending: 0, failed: 0 });
+  let wantConnect = options.connect !== false;
+  let hubReady = false;
+  let closed = false;
+  const queue: TabMessage[] = [];
+  let req = 0;
+  const publishes = new Map<number, (r: Awaited<ReturnType<Herald['publish']>>) => void>();
+  const cleanups: (() => void)[] = [];
+
+  const error = (e: HeraldError) => events.emit('error', e);
+
+  // Storage: positions and the outbox, in IndexedDB where it exists.
+  const db = openDb(settings.scope);
+  let positions: PositionStore = new MemoryPositions();
+  let outboxStore: OutboxStore = new MemoryOutbox();
+  let localDrain: Drainer | null = null;
+  const storage = db.then((d) => {
+    if (d) {
+      positions = new IdbPositions(d);
+      outboxStore = new IdbOutbox(d);
+    } else {
+      error({ kind: 'storage', message: 'IndexedDB is unavailable: positions and the outbox are kept in memory for this tab only', temporary: false });
+      // Without shared storage this tab sends its own outbox through the hub.
+      localDrain = new Drainer(outboxStore, (item) => publish(item.channel, item.data, { idempotencyKey: item.key }), () => status.getSnapshot().state === 'connected', refreshOutbox, error);
+    }
+    void refreshOutbox();
+  });
+
+  function online(): boolean {
+    return typeof navigator === 'undefined' || navigator.onLine !== false;
+  }
+
+  function visible(): boolean {
+    return typeof document === 'undefined' || document.visibilityState !== 'hidden';
+  }
+
+  function refreshStatus(): void {
+    // The browser's own word on being offline wins: a shared worker's socket may linger.
+    const state = !online() && hubStatus.state !== 'failed' && hubStatus.state !== 'disconnected' ? 'offline' : hubStatus.state;
+    status.set({ ...hubStatus, state, isLeader: link?.isLeader() ?? false, mode: link?.mode ?? 'off' });
+  }
+
+  async function refreshOutbox(): Promise<void> {
+    try {
+      outboxStatus.set(countOf(await outboxStore.all()));
+    } catch (e) {
+      error({ kind: 'storage', message: `reading the outbox: ${String(e)}`, temporary: true });
+    }
+  }
+
+  function send(m: TabMessage): void {
+    if (closed) return;
+    if (!hubReady || !link) return void queue.push(m);
+    safely(() => link?.send(m));
+  }
+
+  function attach(ch: TabChannel): void {
+    if (!hubReady || !ch.ready || closed) return;
+    ch.attached = true;
+    link?.send({ type: 'attach', channel: ch.name, since: ch.pos });
+  }
+
+  function deliver(ch: TabChannel, pub: Publication): void {
+    switch (classify(ch.pos, pub.epoch, pub.offset)) {
+      case 'duplicate':
+        return;
+      case 'gap':
+      case 'epoch':
+        // The hub skipped ahead of this tab: attaching again makes it fill from our position.
+        return attach(ch);
+      case 'deliver':
+        if (pub.offset !== undefined && pub.epoch !== undefined) ch.pos = { epoch: pub.epoch, offset: pub.offset };
+        for (const h of [...ch.handlers]) {
+          const copy = { ...pub };
+          safely(() => h.fn(copy as Publication<never>), (e) =>
+            error({ kind: 'handler', message: `a publication handler of ${ch.name} threw: ${String(e)}`, channel: ch.name, temporary: false }));
+        }
+    }
+  }
+
+  function onMessage(m: HubMessage): void {
+    if (closed) return;
+    switch (m.type) {
+      case 'welcome': {
+        // A new hub (first contact, or a handover): introduce this tab and say where it stands.
+        hubReady = true;
+        link?.send({ type: 'hello', settings, hasToken: typeof options.getToken === 'function', online: online(), visible: visible(), wantConnect });
+        for (const ch of channels.values()) attach(ch);
+        for (const q of queue.splice(0)) link?.send(q);
+        refreshStatus();
+        return;
+      }
+      case 'status':
+        hubStatus = m.status;
+        refreshStatus();
+        if (m.status.state === 'connected') localDrain?.kick();
+        return;
+      case 'pub': {
+        const ch = channels.get(m.pub.channel);
+        if (ch?.attached) deliver(ch, m.pub);
+        return;
+      }
+      case 'subscribed': {
+        const ch = channels.get(m.event.channel);
+        if (!ch) return;
+        if (!ch.pos && m.event.position) ch.pos = m.event.position;
+        for (const h of [...ch.handlers]) safely(() => h.opts.onSubscribed?.(m.event));
+        events.emit('subscribed', m.event);
+        return;
+      }
+      case 'resync': {
+        const ch = channels.get(m.event.channel);
+        if (!ch) return;
+        ch.pos = m.event.to;
+        for (const h of [...ch.handlers]) safely(() => h.opts.onResync?.(m.event));
+        events.emit('resync', m.event);
+        return;
+      }
+      case 'error':
+        return error(m.error);
+      case 'published':
+        publishes.get(m.req)?.(m.ok ? { ok: true, position: m.position } : { ok: false, error: m.error ?? { kind: 'publish', message: 'refused', temporary: false } });
+        return;
+      case 'token':
+        void answerToken(m.req);
+        return;
+      case 'outbox':
+        void refreshOutbox();
+        return;
+    }
+  }
+
+  async function tokenFromApp(): Promise<string | null> {
+    if (!options.getToken) return '';
+    const t = await options.getToken();
+    return typeof t === 'string' ? t : null;
+  }
+
+  async function answerToken(id: number): Promise<void> {
+    try {
+      link?.send({ type: 'token', req: id, token: await tokenFromApp(), error: null });
+    } catch (e) {
+      link?.send({ type: 'token', req: id, token: null, error: String(e) });
+    }
+  }
+
+  const handlers: LinkHandlers = {
+    message: onMessage,
+    leader: () => refreshStatus(),
+    fallback: (from, to, why) => error({ kind: 'share', message: `sharing by ${from} failed (${why}); using ${to}`, temporary: false }),
+    token: tokenFromApp,
+  };
+
+  function open(mode: ShareMode): Link {
+    if (mode === 'worker') {
+      const url = options.workerUrl ?? defaultWorkerUrl();
+      if (url) {
+        return workerLink(tab, settings, url, handlers, (why) => {
+          const next = pickMode('leader');
+          handlers.fallback('worker', next, why);
+          hubReady = false;
+          link = open(next);
+          refreshStatus();
+        });
+      }
+      mode = pickMode('leader');
+    }
+    if (mode === 'leader') return leaderLink(tab, settings, handlers);
+    return localLink(tab, settings, handlers);
+  }
+
+  let link: Link | null = open(pickMode(options.share));
+  refreshStatus();
+
+  // Page life: network, visibility, leaving.
+  if (typeof window !== 'undefined' && typeof window.addEventListener === 'function') {
+    let hiddenAt: number | null = null;
+    const listen = (target: EventTarget, type: string, fn: (e: Event) => void) => {
+      target.addEventListener(type, fn);
+      cleanups.push(() => target.removeEventListener(type, fn));
+    };
+    listen(window, 'online', () => {
+      send({ type: 'network', online: true });
+      refreshStatus();
+    });
+    listen(window, 'offline', () => {
+      send({ type: 'network', online: false });
+      refreshStatus();
+    });
+    listen(document, 'visibilitychange', () => {
+      if (document.visibilityState === 'hidden') hiddenAt = Date.now();
+      else if (hiddenAt !== null) {
+        send({ type: 'visible', hiddenMs: Date.now() - hiddenAt });
+        hiddenAt = null;
+      }
+    });
+    listen(window, 'pagehide', () => {
+      // A clean goodbye, so the node does not wait for a missed ping.
+      link?.hide();
+      if (link?.isLeader()) link.close();
+    });
+    if (options.outbox?.warnOnUnload) {
+      listen(window, 'beforeunload', (e) => {
+        if (outboxStatus.getSnapshot().pending > 0) {
+          e.preventDefault();
+          (e as BeforeUnloadEvent).returnValue = '';
+        }
+      });
+    }
+  }
+
+  function publish(channel: string, data: unknown, opts: { idempotencyKey?: string } = {}): ReturnType<Herald['publish']> {
+    if (closed) return Promise.resolve({ ok: false, error: { kind: 'publish', message: 'client closed', channel, temporary: false } });
+    const id = ++req;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        publishes.delete(id);
+        resolve({ ok: false, error: { kind: 'publish', code: 0, message: 'no reply in time', channel, temporary: true } });
+      }, PUBLISH_TIMEOUT_MS);
+      publishes.set(id, (r) => {
+        clearTimeout(timer);
+        publishes.delete(id);
+        resolve(r);
+      });
+      send({ type: 'publish', req: id, channel, data, key: opts.idempotencyKey ?? null });
+    });
+  }
+
+  async function enqueue(channel: string, data: unknown, opts: Parameters<Herald['outbox']['enqueue']>[2] = {}): Promise<EnqueueResult> {
+    await storage;
+    const rec = makeRecord(channel, data, opts ?? {}, bounds, Date.now());
+    if ('kind' in rec) {
+      error(rec);
+      return { ok: false, error: rec };
+    }
+    let result: EnqueueResult;
+    try {
+      result = await outboxStore.enqueue(rec, bounds);
+    } catch (e) {
+      result = { ok: false, error: { kind: 'storage', message: `storing an outbox item: ${String(e)}`, channel, temporary: true } };
+    }
+    if (!result.ok) error(result.error);
+    else {
+      send({ type: 'outbox' });
+      localDrain?.kick();
+    }
+    void refreshOutbox();
+    return result;
+  }
+
+  async function change(id: string, fn: Parameters<OutboxStore['update']>[1]): Promise<boolean> {
+    await storage;
+    try {
+      const ok = await outboxStore.update(id, fn);
+      send({ type: 'outbox' });
+      localDrain?.kick();
+      void refreshOutbox();
+      return ok;
+    } catch (e) {
+      error({ kind: 'storage', message: `changing an outbox item: ${String(e)}`, temporary: true });
+      return false;
+    }
+  }
+
+  async function list(state: 'pending' | 'failed') {
+    await storage;
+    try {
+      return (await outboxStore.all()).filter((r) => r.state === state).sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0)).map(itemOf);
+    } catch (e) {
+      error({ kind: 'storage', message: `reading the outbox: ${String(e)}`, temporary: true });
+      return [];
+    }
+  }
+
+  return {
+    subscribe(channel, onPublication, opts = {}) {
+      if (closed || typeof channel !== 'string' || channel.length === 0 || typeof onPublication !== 'function') {
+        error({ kind: 'subscribe', message: closed ? 'client closed' : 'subscribe needs a channel name and a function', channel: String(channel), temporary: false });
+        return () => {};
+      }
+      const h: Handler = { fn: onPublication as Handler['fn'], opts };
+      let ch = channels.get(channel);
+      if (!ch) {
+        const fresh: TabChannel = { name: channel, handlers: new Set(), pos: null, attached: false, ready: false };
+        channels.set(channel, (ch = fresh));
+        const lookup = settings.persistPositions && opts.resume !== false
+          ? storage.then(() => positions.get(channel)).catch(() => null)
+          : Promise.resolve(null);
+        void lookup.then((stored) => {
+          if (channels.get(channel) !== fresh) return;
+          fresh.pos ??= stored;
+          fresh.ready = true;
+          attach(fresh);
+        });
+      }
+      ch.handlers.add(h);
+      const mine = ch;
+      let done = false;
+      return () => {
+        if (done) return;
+        done = true;
+        mine.handlers.delete(h);
+        if (mine.handlers.size > 0 || channels.get(channel) !== mine) return;
+        channels.delete(channel);
+        if (mine.attached) send({ type: 'detach', channel });
+      };
+    },
+    publish,
+    on: (event, listener) => events.on(event, listener),
+    status: { subscribe: status.subscribe, getSnapshot: status.getSnapshot },
+    outbox: {
+      enqueue,
+      status: { subscribe: outboxStatus.subscribe, getSnapshot: outboxStatus.getSnapshot },
+      failed: () => list('failed'),
+      pending: () => list('pending'),
+      retry: (id) => change(id, (r) => (r.state === 'failed' ? { ...r, state: 'pending', attempts: 0, expiresAt: Date.now() + bounds.maxAgeMs } : r)),
+      discard: (id) => change(id, () => null),
+    },
+    connect() {
+      wantConnect = true;
+      send({ type: 'connect' });
+    },
+    disconnect() {
+      wantConnect = false;
+      send({ type: 'disconnect' });
+    },
+    close() {
+      if (closed) return;
+      for (const ch of channels.values()) if (ch.attached) link?.send({ type: 'detach', channel: ch.name });
+      channels.clear();
+      link?.send({ type: 'bye' });
+      closed = true;
+      link?.close();
+      link = null;
+      localDrain?.close();
+      for (const c of cleanups.splice(0)) c();
+      for (const resolve of publishes.values()) resolve({ ok: false, error: { kind: 'publish', message: 'client closed', temporary: false } });
+      events.clear();
+      status.clear();
+      outboxStatus.clear();
+      void db.then((d) => d?.close());
+    },
+  };
+}
+
+function pickBounds(o: HeraldOptions['outbox']): Partial<OutboxBounds> {
+  const out: Partial<OutboxBounds> = {};
+  if (!o) return out;
+  for (const k of ['maxItems', 'maxBytes', 'maxAgeMs'] as const) {
+    const v = o[k];
+    if (typeof v === 'number' && Number.isFinite(v) && v > 0) out[k] = v;
+  }
+  return out;
+}

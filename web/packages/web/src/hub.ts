@@ -1,0 +1,678 @@
+//! The connection holder: one `centrifuge` client for every tab, with per-tab exactly-once delivery.
+
+import { Centrifuge, UnauthorizedError, type Subscription } from 'centrifuge';
+import { Backoff } from './backoff.js';
+import { Recent, asPosition, classify } from './cursor.js';
+import { Drainer, type PublishOutcome } from './drain.js';
+import { safely } from './emitter.js';
+import type { HubMessage, HubSettings, HubStatus, TabMessage } from './messages.js';
+import type { OutboxStore } from './outbox.js';
+import { PositionWriter, type PositionStore } from './positions.js';
+import type { HeraldError, HeraldErrorKind, Position, Publication, ResyncReason } from './types.js';
+
+/** Publications asked of history per read while filling a tab's gap. */
+const HISTORY_PAGE = 500;
+/** A channel nobody holds stays subscribed this long, so a quick re-subscribe (a re-render) costs nothing. */
+const LINGER_MS = 1000;
+/** How often the round trip to the node is measured while connected. */
+const PING_EVERY_MS = 15_000;
+/** How long a tab has to answer a token request before another tab is asked. */
+const TOKEN_WAIT_MS = 10_000;
+
+/** What the hub needs from where it runs. */
+export interface HubDeps {
+  id: string;
+  settings: HubSettings;
+  positions: PositionStore | null;
+  outbox: OutboxStore | null;
+  /** Runs the outbox drain exclusively across hubs of the origin. */
+  exclusive?: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** A WebSocket constructor, where there is no global one (Node). */
+  websocket?: unknown;
+}
+
+interface Peer {
+  id: string;
+  send: (m: HubMessage) => void;
+  channels: Set<string>;
+  /** This peer can make tokens (its app gave `getToken`). */
+  hasToken: boolean;
+  /** Token requests that may be answered with a local function instead of a message. */
+  localToken: (() => Promise<string | null>) | null;
+}
+
+interface Cursor {
+  /** The last publication this peer was given. */
+  pos: Position | null;
+  /** A gap is being filled; publications wait in `buffer`. */
+  filling: boolean;
+  buffer: Publication[];
+}
+
+interface Channel {
+  name: string;
+  sub: Subscription | null;
+  subscribed: boolean;
+  /** The stream position as far as this hub has received it. */
+  stream: Position | null;
+  recent: Recent;
+  peers: Map<string, Cursor>;
+  linger: ReturnType<typeof setTimeout> | null;
+}
+
+interface SdkError {
+  code?: number;
+  message?: string;
+  temporary?: boolean;
+}
+
+/**
+ * Holds the one connection of a browser (in a SharedWorker, the leader tab, or a lone
+ * tab) and serves every tab attached to it. It owns reconnects (a fresh SDK client per
+ * connection, so nothing of a dead connection leaks into the next), channel positions,
+ * and the outbox drain. Every tab gets each publication once and in order, filled from
+ * recent publications or history when it is behind, or an explicit `resync`.
+ */
+export class Hub {
+  private readonly peers = new Map<string, Peer>();
+  private readonly channels = new Map<string, Channel>();
+  private client: Centrifuge | null = null;
+  private gen = 0;
+  private want = false;
+  private online = true;
+  private everConnected = false;
+  private closed = false;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private pingTimer: ReturnType<typeof setInterval> | null = null;
+  private watchdog: ReturnType<typeof setTimeout> | null = null;
+  private readonly backoff: Backoff;
+  private readonly writer: PositionWriter | null;
+  private readonly drainer: Drainer | null;
+  private status: HubStatus = {
+    state: 'disconnected',
+    reason: null,
+    attempt: 0,
+    nextRetryAt: null,
+    transport: null,
+    latencyMs: null,
+    tabs: 0,
+    lastConnectedAt: null,
+  };
+  private tokenReq = 0;
+  private readonly tokenWaiters = new Map<number, (token: string | null, error: string | null) => void>();
+
+  constructor(private readonly deps: HubDeps) {
+    this.backoff = new Backoff(deps.settings.reconnect);
+    this.writer = deps.positions && deps.settings.persistPositions
+      ? new PositionWriter(deps.positions, (e) => this.broadcastError({ kind: 'storage', message: `saving a position: ${String(e)}`, temporary: true }))
+      : null;
+    this.drainer = deps.outbox
+      ? new Drainer(
+          deps.outbox,
+          (item) => this.publishOnce(item.channel, item.data, item.key),
+          () => this.status.state === 'connected',
+          () => this.broadcast({ type: 'outbox' }),
+          (error) => this.broadcastError(error),
+          deps.exclusive,
+        )
+      : null;
+  }
+
+  // ---- peers -------------------------------------------------------------------------
+
+  /** Attaches a tab; `localToken` lets the hub's own tab answer token requests directly. */
+  addPeer(id: string, send: (m: HubMessage) => void, localToken: (() => Promise<string | null>) | null = null): void {
+    if (this.closed) return;
+    const old = this.peers.get(id);
+    if (old) this.removePeer(id);
+    this.peers.set(id, { id, send, channels: new Set(), hasToken: localToken !== null, localToken });
+    this.sendTo(id, { type: 'welcome', hub: this.deps.id });
+    this.setStatus({ tabs: this.peers.size });
+  }
+
+  /** Detaches a tab that left (closed, crashed, navigated). */
+  removePeer(id: string): void {
+    const peer = this.peers.get(id);
+    if (!peer) return;
+    for (const channel of [...peer.channels]) this.detach(peer, channel);
+    this.peers.delete(id);
+    this.setStatus({ tabs: this.peers.size });
+  }
+
+  /** Handles a validated message from tab `id`. */
+  receive(id: string, msg: TabMessage): void {
+    if (this.closed) return;
+    const peer = this.peers.get(id);
+    if (!peer) return;
+    switch (msg.type) {
+      case 'hello':
+        peer.hasToken = peer.hasToken || msg.hasToken;
+        this.online = msg.online;
+        this.sendTo(id, { type: 'status', status: this.status });
+        if (msg.wantConnect && !this.want && this.status.state !== 'failed') this.connect();
+        else if (!msg.online) this.goOffline();
+        this.drainer?.kick();
+        return;
+      case 'attach':
+        return this.attach(peer, msg.channel, msg.since);
+      case 'detach':
+        return this.detach(peer, msg.channel);
+      case 'publish':
+        void this.publishOnce(msg.channel, msg.data, msg.key).then((r) =>
+          this.sendTo(id, r.ok
+            ? { type: 'published', req: msg.req, ok: true, position: r.position, error: null }
+            : { type: 'published', req: msg.req, ok: false, position: null, error: r.error }),
+        );
+        return;
+      case 'outbox':
+        this.drainer?.kick();
+        this.broadcast({ type: 'outbox' });
+        return;
+      case 'network':
+        this.online = msg.online;
+        if (!msg.online) this.goOffline();
+        else if (this.want && (this.status.state === 'offline' || this.status.state === 'reconnecting')) this.attempt();
+        return;
+      case 'visible':
+        if (msg.hiddenMs >= this.deps.settings.reconnect.wakeAfterMs && this.status.state === 'reconnecting') this.attempt();
+        return;
+      case 'connect':
+        return this.connect();
+      case 'disconnect':
+        return this.disconnect();
+      case 'token':
+        this.tokenWaiters.get(msg.req)?.(msg.token, msg.error);
+        return;
+      case 'bye':
+        return this.removePeer(id);
+    }
+  }
+
+  /** Ends everything: the connection, timers, peers. */
+  close(): void {
+    if (this.closed) return;
+    this.writer?.flush();
+    this.teardown();
+    this.closed = true;
+    this.clearRetry();
+    this.drainer?.close();
+    for (const ch of this.channels.values()) if (ch.linger) clearTimeout(ch.linger);
+    this.channels.clear();
+    this.peers.clear();
+    for (const w of this.tokenWaiters.values()) w(null, 'hub closed');
+  }
+
+  /** Writes pending positions now (the page is going away). */
+  flush(): void {
+    this.writer?.flush();
+  }
+
+  // ---- connection --------------------------------------------------------------------
+
+  connect(): void {
+    this.want = true;
+    this.backoff.reset();
+    this.attempt();
+  }
+
+  disconnect(): void {
+    this.want = false;
+    this.clearRetry();
+    this.teardown();
+    this.setStatus({ state: 'disconnected', reason: null, nextRetryAt: null, transport: null, attempt: 0 });
+  }
+
+  private goOffline(): void {
+    this.clearRetry();
+    this.teardown();
+    if (this.want) this.setStatus({ state: 'offline', nextRetryAt: null, transport: null });
+  }
+
+  private attempt(): void {
+    this.clearRetry();
+    if (this.closed || !this.want) return;
+    if (!this.online) return this.goOffline();
+    this.teardown();
+    const gen = ++this.gen;
+    const s = this.deps.settings;
+    const quiet = new EventTarget();
+    const options: Record<string, unknown> = {
+      name: s.name,
+      timeout: s.connectTimeoutMs,
+      // Reconnects are the hub's: each attempt gets a fresh client, so the SDK's own never fire.
+      minReconnectDelay: 3_600_000,
+      maxReconnectDelay: 3_600_000,
+      networkEventTarget: quiet,
+      pageEventTarget: quiet,
+    };
+    if ([...this.peers.values()].some((p) => p.hasToken)) options.getToken = () => this.token();
+    if (this.deps.websocket) options.websocket = this.deps.websocket;
+    let client: Centrifuge;
+    try {
+      client = new Centrifuge(s.transports.length ? s.transports : s.url, options);
+    } catch (e) {
+      this.want = false;
+      this.setStatus({ state: 'failed', reason: { code: 0, message: `bad connection settings: ${String(e)}` } });
+      return;
+    }
+    this.client = client;
+    const mine = () => gen === this.gen && this.client === client;
+    let started = false;
+    client.on('connecting', (ctx) => safely(() => {
+      if (!mine()) return;
+      // The first `connecting` is our own connect(); any later one is the SDK giving up on this connection.
+      if (!started) return void (started = true);
+      this.lost(ctx.code, ctx.reason);
+    }));
+    client.on('connected', (ctx) => safely(() => mine() && this.onConnected(ctx.transport)));
+    client.on('disconnected', (ctx) => safely(() => mine() && this.onTerminal(ctx.code, ctx.reason)));
+    client.on('error', (ctx) => safely(() => {
+      if (!mine()) return;
+      const err = ctx.error as SdkError;
+      if (ctx.type === 'connect' && err?.code === 109) return; // expired token: the SDK refreshes it
+      this.broadcastError(this.errorOf(err, ctx.type === 'transport' ? 'transport' : 'connect', true));
+      // A transport that fails before the connection is up changes no SDK state: this is
+      // the only sign of a failed attempt (a node that is down, a refused upgrade).
+      if (ctx.type === 'transport' && this.status.state !== 'connected') this.lost(err?.code ?? 0, err?.message ?? 'transport closed');
+    }));
+    // However the attempt stalls (a proxy that accepts the upgrade and then stays silent),
+    // it counts as failed once the connect timeout and a grace period have passed.
+    this.watchdog = setTimeout(() => mine() && this.status.state !== 'connected' && this.lost(0, 'no connect reply in time'), s.connectTimeoutMs + 2000);
+    for (const ch of this.channels.values()) this.subscribeSdk(ch);
+    this.setStatus({ state: this.everConnected ? 'reconnecting' : 'connecting', nextRetryAt: null, transport: null });
+    client.connect();
+  }
+
+  private onConnected(transport: string): void {
+    const now = Date.now();
+    this.everConnected = true;
+    this.backoff.connected(now);
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog = null;
+    this.setStatus({ state: 'connected', reason: null, attempt: 0, nextRetryAt: null, transport, lastConnectedAt: now });
+    this.measure();
+    this.pingTimer = setInterval(() => this.measure(), PING_EVERY_MS);
+    this.drainer?.kick();
+  }
+
+  /** This connection is gone or never came up: try again after the backoff. */
+  private lost(code: number, reason: string): void {
+    this.teardown();
+    const delay = this.backoff.failed(Date.now());
+    if (code === 3013) this.broadcastError({ kind: 'rate-limit', code, message: reason, temporary: true });
+    this.setStatus({
+      state: 'reconnecting',
+      reason: { code, message: reason },
+      attempt: this.backoff.attempt,
+      nextRetryAt: Date.now() + delay,
+      transport: null,
+    });
+    this.retryTimer = setTimeout(() => this.attempt(), delay);
+  }
+
+  /** The SDK stopped for good; a malformed frame (2) or an oversized one (3) is retried all the same. */
+  private onTerminal(code: number, reason: string): void {
+    if (code === 2 || code === 3) {
+      this.broadcastError({ kind: 'protocol', code, message: reason, temporary: true });
+      return this.lost(code, reason);
+    }
+    this.teardown();
+    this.want = false;
+    const auth = code === 1 || code === 3500 || code === 109;
+    this.broadcastError({ kind: auth ? 'auth' : 'connect', code, message: reason, temporary: false });
+    this.setStatus({ state: 'failed', reason: { code, message: reason }, nextRetryAt: null, transport: null });
+  }
+
+  private teardown(): void {
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.pingTimer = null;
+    this.watchdog = null;
+    const client = this.client;
+    this.client = null;
+    this.gen++;
+    for (const ch of this.channels.values()) {
+      ch.sub = null;
+      ch.subscribed = false;
+      for (const cur of ch.peers.values()) {
+        cur.filling = false;
+        cur.buffer = [];
+      }
+    }
+    if (client) {
+      try {
+        client.removeAllListeners();
+        client.disconnect();
+      } catch {
+        // A client that fails to close is dropped all the same.
+      }
+    }
+  }
+
+  private clearRetry(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+  }
+
+  /** Measures a round trip with an RPC the node answers at once. */
+  private measure(): void {
+    const client = this.client;
+    if (!client) return;
+    const t0 = performance.now();
+    const done = (e?: SdkError) => {
+      // Any reply from the node is a round trip; an SDK timeout (code < 100) is not.
+      if (this.client !== client || (e && (e.code ?? 0) < 100)) return;
+      this.setStatus({ latencyMs: Math.round((performance.now() - t0) * 10) / 10 });
+    };
+    client.rpc('herald.ping', {}).then(() => done(), done);
+  }
+
+  /** A token for the SDK: from a tab that can make one; `null` from the app means refused for good. */
+  private async token(): Promise<string> {
+    const peers = [...this.peers.values()].filter((p) => p.hasToken);
+    for (const peer of peers) {
+      let token: string | null;
+      let error: string | null = null;
+      if (peer.localToken) {
+        try {
+          token = await peer.localToken();
+        } catch (e) {
+          token = null;
+          error = String(e);
+        }
+      } else {
+        const req = ++this.tokenReq;
+        [token, error] = await new Promise<[string | null, string | null]>((resolve) => {
+          const timer = setTimeout(() => resolve([null, 'no answer']), TOKEN_WAIT_MS);
+          this.tokenWaiters.set(req, (t, e) => {
+            clearTimeout(timer);
+            resolve([t, e]);
+          });
+          this.sendTo(peer.id, { type: 'token', req });
+        });
+        this.tokenWaiters.delete(req);
+        if (error === 'no answer') continue;
+      }
+      if (token !== null) return token;
+      if (error === null) throw new UnauthorizedError('getToken refused');
+      throw new Error(`getToken failed: ${error}`);
+    }
+    throw new Error('no tab could provide a token');
+  }
+
+  // ---- channels ----------------------------------------------------------------------
+
+  private attach(peer: Peer, name: string, since: Position | null): void {
+    let ch = this.channels.get(name);
+    if (!ch) {
+      ch = { name, sub: null, subscribed: false, stream: null, recent: new Recent(), peers: new Map(), linger: null };
+      this.channels.set(name, ch);
+    }
+    if (ch.linger) clearTimeout(ch.linger);
+    ch.linger = null;
+    // Attaching again (a tab that saw a gap) starts this tab over from its own position.
+    const cur: Cursor = { pos: since, filling: false, buffer: [] };
+    ch.peers.set(peer.id, cur);
+    peer.channels.add(name);
+    if (ch.subscribed) this.reconcile(ch, peer.id, cur);
+    else if (!ch.sub && this.client) this.subscribeSdk(ch);
+  }
+
+  private detach(peer: Peer, name: string): void {
+    peer.channels.delete(name);
+    const ch = this.channels.get(name);
+    if (!ch || !ch.peers.delete(peer.id) || ch.peers.size > 0) return;
+    ch.linger = setTimeout(() => {
+      if (ch.peers.size > 0 || this.channels.get(name) !== ch) return;
+      this.channels.delete(name);
+      const sub = ch.sub;
+      ch.sub = null;
+      if (sub && this.client) {
+        try {
+          sub.removeAllListeners();
+          this.client.removeSubscription(sub);
+        } catch {
+          // The connection is going anyway.
+        }
+      }
+    }, LINGER_MS);
+  }
+
+  /** The position to subscribe from: the hub's own, else the earliest any tab holds. */
+  private startFrom(ch: Channel): Position | null {
+    if (ch.stream) return ch.stream;
+    let best: Position | null = null;
+    for (const cur of ch.peers.values()) {
+      if (!cur.pos) continue;
+      if (!best) best = cur.pos;
+      else if (cur.pos.epoch === best.epoch && cur.pos.offset < best.offset) best = cur.pos;
+    }
+    return best;
+  }
+
+  private subscribeSdk(ch: Channel): void {
+    const client = this.client;
+    if (!client) return;
+    const since = this.startFrom(ch);
+    let sub: Subscription;
+    try {
+      const old = client.getSubscription(ch.name);
+      if (old) client.removeSubscription(old);
+      sub = client.newSubscription(ch.name, since ? { since: { ...since } } : {});
+    } catch (e) {
+      return this.channelError(ch, { kind: 'subscribe', message: String(e), temporary: false });
+    }
+    ch.sub = sub;
+    ch.subscribed = false;
+    const mine = () => ch.sub === sub && this.client === client;
+    sub.on('subscribed', (ctx) => safely(() => mine() && this.onSubscribed(ch, ctx.streamPosition)));
+    sub.on('publication', (ctx) => safely(() => mine() && this.onPublication(ch, ctx)));
+    sub.on('unsubscribed', (ctx) => safely(() => {
+      if (!mine()) return;
+      ch.sub = null;
+      ch.subscribed = false;
+      this.channelError(ch, this.errorOf({ code: ctx.code, message: ctx.reason }, 'subscribe', false));
+    }));
+    sub.on('error', (ctx) => safely(() => mine() && this.channelError(ch, this.errorOf(ctx.error as SdkError, 'subscribe', true))));
+    sub.subscribe();
+  }
+
+  private onSubscribed(ch: Channel, streamPosition: unknown): void {
+    ch.subscribed = true;
+    const sp = asPosition(streamPosition);
+    if (!sp || sp.epoch === '') {
+      // No history for this channel: nothing to order or recover by.
+      ch.stream = null;
+      for (const [id, cur] of ch.peers) {
+        cur.pos = null;
+        this.sendTo(id, { type: 'subscribed', event: { channel: ch.name, wasRecovering: false, recovered: false, position: null } });
+      }
+      return;
+    }
+    if (ch.stream && ch.stream.epoch !== sp.epoch) ch.recent.clear();
+    // A recovered reply carries the position asked for; the missed publications follow it.
+    ch.stream = { ...sp };
+    for (const [id, cur] of ch.peers) this.reconcile(ch, id, cur);
+  }
+
+  /** Brings one tab to the stream's position: nothing to do, fill its gap, or resync it. */
+  private reconcile(ch: Channel, id: string, cur: Cursor): void {
+    const stream = ch.stream;
+    const announce = (wasRecovering: boolean, recovered: boolean) =>
+      this.sendTo(id, { type: 'subscribed', event: { channel: ch.name, wasRecovering, recovered, position: cur.pos ? { ...cur.pos } : null } });
+    if (!stream) return announce(false, false);
+    if (!cur.pos) {
+      cur.pos = { ...stream };
+      return announce(false, false);
+    }
+    if (cur.pos.epoch !== stream.epoch) {
+      announce(true, false);
+      return this.resync(ch, id, cur, 'epoch-changed');
+    }
+    if (cur.pos.offset >= stream.offset) return announce(true, true);
+    void this.fill(ch, id, cur, stream.offset, announce);
+  }
+
+  private onPublication(ch: Channel, ctx: { data: unknown; offset?: number; info?: Publication['info']; tags?: Record<string, string> }): void {
+    const pub: Publication = { channel: ch.name, data: ctx.data };
+    if (ctx.offset !== undefined && ch.stream) {
+      pub.offset = ctx.offset;
+      pub.epoch = ch.stream.epoch;
+      ch.recent.push(pub);
+      if (ctx.offset > ch.stream.offset) ch.stream = { epoch: ch.stream.epoch, offset: ctx.offset };
+      this.writer?.write(ch.name, ch.stream);
+    }
+    if (ctx.info) pub.info = ctx.info;
+    if (ctx.tags) pub.tags = ctx.tags;
+    for (const [id, cur] of ch.peers) this.offer(ch, id, cur, pub);
+  }
+
+  private offer(ch: Channel, id: string, cur: Cursor, pub: Publication): void {
+    if (cur.filling) return void cur.buffer.push(pub);
+    switch (classify(cur.pos, pub.epoch, pub.offset)) {
+      case 'deliver':
+        if (pub.offset !== undefined && pub.epoch !== undefined) cur.pos = { epoch: pub.epoch, offset: pub.offset };
+        return this.sendTo(id, { type: 'pub', pub });
+      case 'duplicate':
+        return;
+      case 'gap':
+        cur.buffer.push(pub);
+        return void this.fill(ch, id, cur, (pub.offset ?? 1) - 1, null);
+      case 'epoch':
+        // A publication of an older epoch than the stream's is stale; one of the current
+        // epoch means this tab still stands in an old one.
+        if (pub.epoch !== ch.stream?.epoch) return;
+        this.resync(ch, id, cur, 'epoch-changed');
+        return this.offer(ch, id, cur, pub);
+    }
+  }
+
+  /**
+   * Delivers the publications after the tab's position up to `upTo`: from the recent
+   * ones when they are all here, else from history; a resync when neither can.
+   */
+  private async fill(
+    ch: Channel,
+    id: string,
+    cur: Cursor,
+    upTo: number,
+    announce: ((wasRecovering: boolean, recovered: boolean) => void) | null,
+  ): Promise<void> {
+    const from = cur.pos;
+    if (!from) return;
+    cur.filling = true;
+    const finish = (pubs: Publication[] | null, reason: ResyncReason) => {
+      cur.filling = false;
+      announce?.(true, pubs !== null);
+      if (pubs === null) this.resync(ch, id, cur, reason);
+      else for (const p of pubs) this.offer(ch, id, cur, p);
+      const waiting = cur.buffer;
+      cur.buffer = [];
+      for (const p of waiting) this.offer(ch, id, cur, p);
+    };
+    const recent = ch.recent.range(from, upTo);
+    if (recent) return finish(recent, 'history-trimmed');
+
+    const client = this.client;
+    const gen = this.gen;
+    const stale = () => this.gen !== gen || this.client !== client || ch.peers.get(id) !== cur;
+    const got: Publication[] = [];
+    let at = from.offset;
+    while (client && at < upTo) {
+      let res: { publications: { data: unknown; offset?: number; info?: Publication['info']; tags?: Record<string, string> }[]; epoch: string; offset: number };
+      try {
+        res = await client.history(ch.name, { since: { epoch: from.epoch, offset: at }, limit: HISTORY_PAGE });
+      } catch (e) {
+        if (stale()) return; // the next connection reconciles this tab again
+        this.channelError(ch, this.errorOf(e as SdkError, 'subscribe', false));
+        return finish(null, 'history-unavailable');
+      }
+      if (stale()) return;
+      if (res.epoch !== from.epoch) return finish(null, 'epoch-changed');
+      const first = res.publications[0];
+      if (!first || first.offset !== at + 1) return finish(null, 'history-trimmed');
+      for (const p of res.publications) {
+        if (p.offset === undefined || p.offset !== at + 1) break;
+        at = p.offset;
+        const pub: Publication = { channel: ch.name, data: p.data, offset: p.offset, epoch: from.epoch };
+        if (p.info) pub.info = p.info;
+        if (p.tags) pub.tags = p.tags;
+        got.push(pub);
+      }
+      if (res.publications.length < HISTORY_PAGE && at < upTo) return finish(null, 'history-trimmed');
+    }
+    if (!client) return;
+    finish(got, 'history-trimmed');
+  }
+
+  /** Tells tab `id` that continuity broke on `ch`, and moves it to the stream's position. */
+  private resync(ch: Channel, id: string, cur: Cursor, reason: ResyncReason): void {
+    const to = ch.stream ? { ...ch.stream } : null;
+    this.sendTo(id, { type: 'resync', event: { channel: ch.name, reason, from: cur.pos ? { ...cur.pos } : null, to } });
+    cur.pos = to;
+  }
+
+  // ---- publishing --------------------------------------------------------------------
+
+  /** Publishes once; with a key the node applies it at most once, however often it is sent. */
+  private async publishOnce(channel: string, data: unknown, key: string | null): Promise<PublishOutcome> {
+    const client = this.client;
+    if (!client || this.status.state !== 'connected') {
+      return { ok: false, error: { kind: 'publish', code: 0, message: 'not connected', channel, temporary: true } };
+    }
+    try {
+      if (key === null) {
+        await client.publish(channel, data);
+        return { ok: true, position: null };
+      }
+      // The SDK's publish has no idempotency key; the command is the same with one more field.
+      const raw = client as unknown as {
+        _methodCall?: () => Promise<void>;
+        _callPromise?: (cmd: unknown, cb: (reply: Record<string, unknown>) => unknown) => Promise<unknown>;
+      };
+      if (typeof raw._methodCall !== 'function' || typeof raw._callPromise !== 'function') {
+        return { ok: false, error: { kind: 'publish', message: 'this centrifuge build cannot send idempotency keys', channel, temporary: false } };
+      }
+      await raw._methodCall.call(client);
+      const result = await raw._callPromise.call(client, { publish: { channel, data, idempotency_key: key } }, (r) => r.publish);
+      return { ok: true, position: asPosition(result) };
+    } catch (e) {
+      return { ok: false, error: { ...this.errorOf(e as SdkError, 'publish', false), channel } };
+    }
+  }
+
+  // ---- status and messages -----------------------------------------------------------
+
+  private errorOf(e: SdkError | undefined, kind: HeraldErrorKind, temporary: boolean): HeraldError {
+    const code = typeof e?.code === 'number' ? e.code : 0;
+    const message = typeof e?.message === 'string' && e.message ? e.message : String(e);
+    if (code === 103 || code === 3507) kind = 'permission';
+    else if (code === 111 || code === 3013) kind = 'rate-limit';
+    else if (code === 101 || code === 109 || code === 3500) kind = 'auth';
+    return { kind, code, message, temporary: e?.temporary ?? (temporary || code === 100 || code === 111 || code < 100) };
+  }
+
+  private channelError(ch: Channel, error: HeraldError): void {
+    for (const id of ch.peers.keys()) this.sendTo(id, { type: 'error', error: { ...error, channel: ch.name } });
+  }
+
+  private broadcastError(error: HeraldError): void {
+    this.broadcast({ type: 'error', error });
+  }
+
+  private setStatus(change: Partial<HubStatus>): void {
+    const next = { ...this.status, ...change };
+    if (JSON.stringify(next) === JSON.stringify(this.status)) return;
+    this.status = next;
+    this.broadcast({ type: 'status', status: next });
+  }
+
+  private broadcast(m: HubMessage): void {
+    for (const id of this.peers.keys()) this.sendTo(id, m);
+  }
+
+  private sendTo(id: string, m: HubMessage): void {
+    const peer = this.peers.get(id);
+    if (peer) safely(() => peer.send(m));
+  }
+}

@@ -1,0 +1,28 @@
+//! `@herald/web`: Herald in the browser.
+
+export { createHerald } from './client.js';
+export type {
+  ConnectionState,
+  EnqueueOptions,
+  EnqueueResult,
+  Herald,
+  HeraldError,
+  HeraldErrorKind,
+  HeraldEvents,
+  HeraldOptions,
+  Observable,
+  Outbox,
+  OutboxItem,
+  OutboxOptions,
+  OutboxStatus,
+  Position,
+  Publication,
+  ReconnectOptions,
+  ResyncEvent,
+  ResyncReason,
+  ShareMode,
+  Status,
+  SubscribedEvent,
+  SubscribeOptions,
+  TransportEndpoint,
+} from './types.js';

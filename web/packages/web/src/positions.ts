@@ -1,0 +1,73 @@
+//! Channel positions that outlive the page, so a reload or a new tab resumes where delivery stopped.
+
+import { asPosition } from './cursor.js';
+import { POSITIONS, done, transact } from './idb.js';
+import type { Position } from './types.js';
+
+/** Where positions are kept. */
+export interface PositionStore {
+  get(channel: string): Promise<Position | null>;
+  /** Saves `pos` unless a later position of the same epoch is stored already. */
+  put(channel: string, pos: Position): Promise<void>;
+}
+
+/** Positions in IndexedDB, shared by every tab and worker of the origin. */
+export class IdbPositions implements PositionStore {
+  constructor(private readonly db: IDBDatabase) {}
+
+  async get(channel: string): Promise<Position | null> {
+    const row = await transact(this.db, POSITIONS, 'readonly', (s) => done(s.get(channel)));
+    return asPosition(row);
+  }
+
+  put(channel: string, pos: Position): Promise<void> {
+    return transact(this.db, POSITIONS, 'readwrite', async (s) => {
+      const old = asPosition(await done(s.get(channel)));
+      // Several writers (one per tab without sharing) must never move a position back.
+      if (old && old.epoch === pos.epoch && old.offset >= pos.offset) return;
+      await done(s.put({ channel, epoch: pos.epoch, offset: pos.offset, at: Date.now() }));
+    });
+  }
+}
+
+/** Positions in memory: the fallback where IndexedDB is unavailable (private modes, old engines). */
+export class MemoryPositions implements PositionStore {
+  private readonly map = new Map<string, Position>();
+
+  async get(channel: string): Promise<Position | null> {
+    return this.map.get(channel) ?? null;
+  }
+
+  async put(channel: string, pos: Position): Promise<void> {
+    const old = this.map.get(channel);
+    if (old && old.epoch === pos.epoch && old.offset >= pos.offset) return;
+    this.map.set(channel, { ...pos });
+  }
+}
+
+/**
+ * Batches position writes: at most one write per channel per `delayMs`, the latest
+ * position wins, and `flush` writes everything pending at once (page hide, close).
+ */
+export class PositionWriter {
+  private readonly pending = new Map<string, Position>();
+  private timer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(
+    private readonly store: PositionStore,
+    private readonly onError: (e: unknown) => void,
+    private readonly delayMs = 100,
+  ) {}
+
+  write(channel: string, pos: Position): void {
+    this.pending.set(channel, { ...pos });
+    this.timer ??= setTimeout(() => this.flush(), this.delayMs);
+  }
+
+  flush(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    for (const [channel, pos] of this.pending) this.store.put(channel, pos).catch(this.onError);
+    this.pending.clear();
+  }
+}

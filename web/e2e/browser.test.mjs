@@ -1,0 +1,220 @@
+// @herald/web end to end: real Chromium tabs, a real herald node, a proxy the test controls.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { launchBrowser, offsets, openPage, range, record, sleep, startStack, waitPubs, waitStatus, waitUntil } from './harness.mjs';
+
+let browser;
+before(async () => {
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+});
+
+/** A stack and a fresh browser context per test; both closed at the end. */
+async function setup(t, opts) {
+  const stack = await startStack(opts);
+  const context = await browser.newContext();
+  t.after(async () => {
+    await context.close();
+    await stack.close();
+  });
+  return { stack, context };
+}
+
+const numClients = async (node) => (await node.api('info')).nodes[0].num_clients;
+
+/** Publishes `n` messages to `channel` through the HTTP API, one after another. */
+async function publishMany(node, channel, n, tag = 'p') {
+  for (let i = 1; i <= n; i++) await node.publish(channel, { tag, i, sent: Date.now() });
+}
+
+for (const share of ['worker', 'leader']) {
+  describe(`sharing by ${share}`, () => {
+    test('three tabs share one connection and each gets every publication once, in order', async (t) => {
+      const { stack, context } = await setup(t);
+      const pages = [];
+      for (let i = 0; i < 3; i++) pages.push(await openPage(context, stack, { share, subscribe: ['news'] }));
+      for (const p of pages) await waitStatus(p, { state: 'connected', tabs: 3 });
+      await waitUntil(async () => (await record(pages[2])).subscribed.length > 0, { what: 'subscribed' });
+      assert.equal(await numClients(stack.node), 1, 'one connection for three tabs');
+      assert.equal(stack.proxy.connections, 1, 'one socket opened through the proxy');
+      assert.equal((await pages[0].evaluate(() => window.t.status())).mode, share);
+      await publishMany(stack.node, 'news', 30);
+      for (const p of pages) {
+        await waitPubs(p, 'news', 30);
+        assert.deepEqual(await offsets(p, 'news'), range(1, 30));
+      }
+      // One tab leaving keeps the subscription for the others.
+      await pages[0].evaluate(() => window.t.unsubscribe('news'));
+      await sleep(1500);
+      await publishMany(stack.node, 'news', 5);
+      for (const p of pages.slice(1)) {
+        await waitPubs(p, 'news', 35);
+        assert.deepEqual(await offsets(p, 'news'), range(1, 35));
+      }
+      assert.equal((await offsets(pages[0], 'news')).length, 30, 'the tab that left gets nothing more');
+    });
+  });
+}
+
+test('closing the leader tab hands the connection over with no gap and no duplicate', async (t) => {
+  const { stack, context } = await setup(t);
+  const pages = [];
+  for (let i = 0; i < 3; i++) pages.push(await openPage(context, stack, { share: 'leader', subscribe: ['tasks'] }));
+  for (const p of pages) await waitStatus(p, { state: 'connected', tabs: 3 });
+  const leaders = [];
+  for (const p of pages) if ((await p.evaluate(() => window.t.status())).isLeader) leaders.push(p);
+  assert.equal(leaders.length, 1, 'exactly one leader');
+  const leader = leaders[0];
+  const others = pages.filter((p) => p !== leader);
+  await waitUntil(async () => (await record(others[1])).subscribed.length > 0, { what: 'subscribed' });
+
+  // Publish steadily while the leader closes.
+  let publishing = true;
+  let sent = 0;
+  const publisher = (async () => {
+    while (publishing) {
+      await stack.node.publish('tasks', { i: ++sent });
+      await sleep(20);
+    }
+  })();
+  await sleep(300);
+  const closedAt = Date.now();
+  await leader.close();
+  await Promise.race(others.map((p) => waitStatus(p, { isLeader: true }, 5000)));
+  await sleep(500);
+  publishing = false;
+  await publisher;
+  for (const p of others) {
+    await waitPubs(p, 'tasks', sent, 5000);
+    assert.deepEqual(await offsets(p, 'tasks'), range(1, sent), 'every publication once, in order');
+    const st = await p.evaluate(() => window.t.status());
+    assert.equal(st.tabs, 2);
+    assert.equal(st.state, 'connected');
+  }
+  const newLeaders = [];
+  for (const p of others) if ((await p.evaluate(() => window.t.status())).isLeader) newLeaders.push(p);
+  assert.equal(newLeaders.length, 1, 'one new leader');
+  assert.ok(Date.now() - closedAt < 5000);
+  await waitUntil(async () => (await numClients(stack.node)) === 1, { what: 'one client on the node after the handover' });
+});
+
+test('offline: every tab shows it; items enqueued in two tabs are published once each, in order', async (t) => {
+  const { stack, context } = await setup(t);
+  const a = await openPage(context, stack, { share: 'worker', subscribe: ['orders'] });
+  const b = await openPage(context, stack, { share: 'worker', subscribe: ['orders'] });
+  for (const p of [a, b]) await waitStatus(p, { state: 'connected', tabs: 2 });
+
+  await context.setOffline(true);
+  stack.proxy.block(true); // setOffline does not cut a SharedWorker's socket: cut it at the proxy
+  for (const p of [a, b]) await waitStatus(p, { state: 'offline' });
+  for (let i = 1; i <= 5; i++) {
+    const ra = await a.evaluate((i) => window.t.enqueue('orders', { tab: 'a', i }), i);
+    const rb = await b.evaluate((i) => window.t.enqueue('orders', { tab: 'b', i }), i);
+    assert.ok(ra.ok && rb.ok, 'enqueued');
+  }
+  await a.waitForFunction(() => window.t.outbox().pending === 10);
+  await b.waitForFunction(() => window.t.outbox().pending === 10);
+  assert.equal((await stack.node.api('history', { channel: 'orders', limit: 100 })).publications?.length ?? 0, 0);
+
+  await context.setOffline(false);
+  stack.proxy.block(false);
+  for (const p of [a, b]) await waitStatus(p, { state: 'connected' }, 15_000);
+  for (const p of [a, b]) await p.waitForFunction(() => window.t.outbox().pending === 0, null, { timeout: 15_000 });
+  const pubs = (await stack.node.api('history', { channel: 'orders', limit: 100 })).publications ?? [];
+  const sent = pubs.map((p) => `${p.data.tab}${p.data.i}`);
+  assert.equal(sent.length, 10, `each item once: ${sent}`);
+  assert.deepEqual(sent.filter((s) => s[0] === 'a'), ['a1', 'a2', 'a3', 'a4', 'a5']);
+  assert.deepEqual(sent.filter((s) => s[0] === 'b'), ['b1', 'b2', 'b3', 'b4', 'b5']);
+  // And both tabs saw them live, once each.
+  for (const p of [a, b]) {
+    await waitPubs(p, 'orders', 10);
+    assert.deepEqual(await offsets(p, 'orders'), range(1, 10));
+  }
+});
+
+test('an outbox item whose reply is lost is applied once when resent', async (t) => {
+  const { stack, context } = await setup(t);
+  // Client publishes in the default namespace are for subscribers.
+  const a = await openPage(context, stack, { share: 'worker', subscribe: ['pay'] });
+  await waitStatus(a, { state: 'connected' });
+  await waitUntil(async () => (await record(a)).subscribed.length > 0, { what: 'subscribed' });
+  // The same key twice, as a resend after a lost reply would: one publication.
+  const r1 = await a.evaluate(() => window.t.publish('pay', { n: 1 }, 'k-1'));
+  const r2 = await a.evaluate(() => window.t.publish('pay', { n: 1 }, 'k-1'));
+  assert.ok(r1.ok && r2.ok, JSON.stringify([r1, r2]));
+  assert.deepEqual(r1.position, r2.position, 'the first result, returned again');
+  const pubs = (await stack.node.api('history', { channel: 'pay', limit: 10 })).publications ?? [];
+  assert.equal(pubs.length, 1);
+});
+
+test('a node restart: reconnecting, connected, then resync for the lost history', async (t) => {
+  const { stack, context } = await setup(t);
+  const p = await openPage(context, stack, { share: 'worker', subscribe: ['kpi'] });
+  await waitStatus(p, { state: 'connected' });
+  await waitUntil(async () => (await record(p)).subscribed.length > 0, { what: 'subscribed' });
+  await publishMany(stack.node, 'kpi', 3);
+  await waitPubs(p, 'kpi', 3);
+  await stack.restartNode({ downMs: 500 });
+  await waitStatus(p, { state: 'reconnecting' });
+  await waitStatus(p, { state: 'connected' }, 15_000);
+  await waitUntil(async () => (await record(p)).resyncs.length > 0, { what: 'resync', timeout: 10_000 });
+  const { resyncs, statuses } = await record(p);
+  assert.equal(resyncs.length, 1);
+  assert.equal(resyncs[0].channel, 'kpi');
+  assert.equal(resyncs[0].reason, 'epoch-changed');
+  assert.equal(resyncs[0].from.offset, 3);
+  const states = statuses.map((s) => s.state);
+  assert.ok(states.indexOf('reconnecting') < states.lastIndexOf('connected'), states.join(','));
+  // Live publications resume after the resync.
+  await stack.node.publish('kpi', { after: true });
+  await waitPubs(p, 'kpi', 4);
+  assert.deepEqual((await record(p)).pubs.kpi.at(-1).data, { after: true });
+});
+
+test('a reload and a new tab resume from the stored position with recovered: true', async (t) => {
+  const { stack, context } = await setup(t);
+  const p = await openPage(context, stack, { share: 'worker', subscribe: ['board'] });
+  await waitStatus(p, { state: 'connected' });
+  await waitUntil(async () => (await record(p)).subscribed.length > 0, { what: 'subscribed' });
+  await publishMany(stack.node, 'board', 5);
+  await waitPubs(p, 'board', 5);
+  await sleep(400); // positions are written in batches every 100 ms
+
+  await p.reload();
+  await p.waitForFunction(() => window.t !== undefined);
+  await waitStatus(p, { state: 'connected' });
+  await waitUntil(async () => (await record(p)).subscribed.length > 0, { what: 'subscribed after reload' });
+  let rec = await record(p);
+  assert.equal(rec.subscribed[0].wasRecovering, true);
+  assert.equal(rec.subscribed[0].recovered, true);
+  assert.equal(rec.subscribed[0].position.offset, 5);
+  await publishMany(stack.node, 'board', 2);
+  await waitPubs(p, 'board', 2);
+  assert.deepEqual(await offsets(p, 'board'), [6, 7]);
+
+  // The only tab closes; publications go on; a new tab catches up from storage.
+  await sleep(400);
+  await p.close();
+  await publishMany(stack.node, 'board', 3);
+  const q = await openPage(context, stack, { share: 'worker', subscribe: ['board'] });
+  await waitPubs(q, 'board', 3);
+  rec = await record(q);
+  assert.equal(rec.subscribed[0].recovered, true);
+  assert.deepEqual(await offsets(q, 'board'), [8, 9, 10]);
+  assert.equal(rec.resyncs.length, 0);
+});
+
+test('a refused token ends in failed, with no retries', async (t) => {
+  const { stack, context } = await setup(t);
+  const p = await openPage(context, stack, { share: 'off', badToken: true });
+  await waitStatus(p, { state: 'failed' });
+  const st = await p.evaluate(() => window.t.status());
+  assert.equal(st.reason.code, 3500);
+  const { errors } = await record(p);
+  assert.ok(errors.some((e) => e.kind === 'auth' && e.code === 3500), JSON.stringify(errors));
+  await sleep(3000);
+  assert.equal(stack.proxy.connections, 1, 'one upgrade request, no retries');
+  assert.equal((await p.evaluate(() => window.t.status())).state, 'failed');
+});

@@ -1,0 +1,65 @@
+// The end-to-end test page: one Herald client, driven by the test through `window.t`,
+// recording everything the application would see.
+import { createHerald, type Herald, type Publication, type Status } from '../packages/web/src/index.js';
+
+const q = new URLSearchParams(location.search);
+const user = q.get('user') ?? 'alice';
+const extra = JSON.parse(q.get('options') ?? '{}');
+
+interface Delivery {
+  offset?: number;
+  epoch?: string;
+  data: unknown;
+  at: number;
+}
+
+const rec = {
+  pubs: {} as Record<string, Delivery[]>,
+  resyncs: [] as unknown[],
+  subscribed: [] as unknown[],
+  errors: [] as unknown[],
+  statuses: [] as Status[],
+};
+
+const herald: Herald = createHerald({
+  url: q.get('ws') as string,
+  share: (q.get('share') ?? 'auto') as 'auto',
+  getToken: async () => {
+    const r = await fetch(`/token?user=${encodeURIComponent(user)}${q.get('bad') ? '&bad=1' : ''}`);
+    return r.text();
+  },
+  reconnect: { baseDelayMs: 300, maxDelayMs: 2000, minDelayMs: 100 },
+  ...extra,
+});
+
+herald.status.subscribe(() => rec.statuses.push(herald.status.getSnapshot()));
+herald.on('resync', (e) => rec.resyncs.push(e));
+herald.on('subscribed', (e) => rec.subscribed.push(e));
+herald.on('error', (e) => rec.errors.push(e));
+
+const unsubs = new Map<string, () => void>();
+
+function subscribe(channel: string): void {
+  if (unsubs.has(channel)) return;
+  rec.pubs[channel] ??= [];
+  unsubs.set(channel, herald.subscribe(channel, (p: Publication) => {
+    rec.pubs[channel]?.push({ offset: p.offset, epoch: p.epoch, data: p.data, at: performance.timeOrigin + performance.now() });
+  }));
+}
+
+for (const c of q.getAll('sub')) subscribe(c);
+
+(window as unknown as { t: unknown }).t = {
+  herald,
+  subscribe,
+  unsubscribe(channel: string) {
+    unsubs.get(channel)?.();
+    unsubs.delete(channel);
+  },
+  record: () => JSON.parse(JSON.stringify(rec)),
+  status: () => herald.status.getSnapshot(),
+  outbox: () => herald.outbox.status.getSnapshot(),
+  enqueue: (channel: string, data: unknown, opts?: object) => herald.outbox.enqueue(channel, data, opts),
+  publish: (channel: string, data: unknown, key?: string) => herald.publish(channel, data, key ? { idempotencyKey: key } : {}),
+  failed: () => herald.outbox.failed(),
+};

@@ -86,6 +86,34 @@ impl Raw {
         }
     }
 
+    /// Sends a command and returns its reply exactly as the server encoded it (its line
+    /// of the frame), for checks on bytes rather than on the decoded value. Other
+    /// messages of the frames read are kept for [`Raw::next`].
+    pub async fn call_text(&mut self, cmd: Value) -> String {
+        let id = self.command(cmd).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let text = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => t,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("no reply to command {id}: {other:?}"),
+                Err(_) => panic!("no reply to command {id} within {WAIT:?}"),
+            };
+            let mut found = None;
+            for line in text.as_str().split('\n') {
+                let reply: Reply = serde_json::from_str(line).expect("server message decodes");
+                if reply.id == id {
+                    found = Some(line.to_owned());
+                } else {
+                    self.pending.push_back(reply);
+                }
+            }
+            if let Some(line) = found {
+                return line;
+            }
+        }
+    }
+
     async fn read_frame(&mut self) -> Event {
         if let Some(r) = self.pending.pop_front() {
             return Event::Reply(Box::new(r));

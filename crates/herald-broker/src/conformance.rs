@@ -303,7 +303,8 @@ pub async fn history_expires<B: Broker>(broker: B) {
     assert_eq!(page.position, out.position);
 }
 
-/// The same idempotency key publishes once and returns the first result.
+/// The same idempotency key publishes once and returns the first result; the same key
+/// in another channel is another key.
 pub async fn idempotent_publish<B: Broker>(broker: B) {
     let mut rx = start(&broker).await;
     let ch = channel("idem");
@@ -314,7 +315,10 @@ pub async fn idempotent_publish<B: Broker>(broker: B) {
     let mut req = history(10)(1);
     req.idempotency_key = Some("order-42".into());
     let first = broker.publish(&ch, req.clone()).await.expect("publish");
-    let again = broker.publish(&ch, req).await.expect("publish again");
+    let again = broker
+        .publish(&ch, req.clone())
+        .await
+        .expect("publish again");
     assert_eq!(again.position, first.position);
     assert!(again.duplicate && !first.duplicate);
     let (_, p) = next(&mut rx).await;
@@ -324,6 +328,21 @@ pub async fn idempotent_publish<B: Broker>(broker: B) {
         .history(&ch, HistoryQuery::default())
         .await
         .expect("history");
+    assert_eq!(page.publications.len(), 1);
+
+    // The gateway relies on this: it scopes client keys by user, not by channel.
+    let other = channel("idem-other");
+    let elsewhere = broker
+        .publish(&other, req)
+        .await
+        .expect("publish elsewhere");
+    assert!(!elsewhere.duplicate);
+    assert_eq!(elsewhere.position.offset, 1);
+    assert_ne!(elsewhere.position.epoch, first.position.epoch);
+    let page = broker
+        .history(&other, HistoryQuery::default())
+        .await
+        .expect("history elsewhere");
     assert_eq!(page.publications.len(), 1);
 }
 

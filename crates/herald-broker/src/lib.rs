@@ -40,7 +40,8 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Publishes to a channel: assigns the next offset (when the channel keeps history),
     /// stores it, and delivers it to every subscribed node. With an idempotency key that
-    /// was seen within its TTL, returns the first result and publishes nothing.
+    /// was seen within its TTL, returns the first result and publishes nothing. Keys
+    /// belong to the channel: the same key in another channel is another key.
     async fn publish(
         &self,
         channel: &str,

@@ -163,7 +163,7 @@ mod tests {
             }
         }
         let r1 = rx1.await.expect("answered").expect("ok");
-        assert_eq!(r1.publish, Some(PublishResult {}));
+        assert_eq!(r1.publish, Some(PublishResult::default()));
         match rx2.await.expect("answered") {
             Err(ClientError::Server { code: 103, .. }) => {}
             other => panic!("unexpected {other:?}"),

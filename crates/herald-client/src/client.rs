@@ -195,6 +195,7 @@ impl Client {
             publish: Some(PublishRequest {
                 channel: channel.into(),
                 data: Some(data),
+                ..PublishRequest::default()
             }),
             ..Command::default()
         })

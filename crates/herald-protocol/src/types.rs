@@ -191,6 +191,11 @@ pub struct PublishRequest {
     /// The publication's data; required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<RawJson>,
+    /// A Herald extension: publishing again with the same key publishes nothing and
+    /// returns the first publish's position. Empty means none; SDKs that do not know
+    /// the field never send it, so their commands and replies are unchanged.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub idempotency_key: String,
 }
 
 /// `presence`: who is subscribed to a channel.
@@ -434,9 +439,17 @@ pub struct SubscribeResult {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnsubscribeResult {}
 
-/// The `publish` result.
+/// The `publish` result: `{}`, unless the command carried an `idempotency_key` and the
+/// channel keeps history.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PublishResult {}
+pub struct PublishResult {
+    /// The publication's offset (of the first publish with the same idempotency key).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub offset: u64,
+    /// The epoch that offset belongs to.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
+}
 
 /// The `presence` result.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -163,11 +163,17 @@ fn command() -> impl Strategy<Value = Command> {
             unsubscribe: Some(UnsubscribeRequest { channel }),
             ..Command::default()
         }),
-        (id.clone(), text(), opt_json()).prop_map(|(id, channel, data)| Command {
-            id,
-            publish: Some(PublishRequest { channel, data }),
-            ..Command::default()
-        }),
+        (id.clone(), text(), opt_json(), text()).prop_map(
+            |(id, channel, data, idempotency_key)| Command {
+                id,
+                publish: Some(PublishRequest {
+                    channel,
+                    data,
+                    idempotency_key
+                }),
+                ..Command::default()
+            }
+        ),
         (
             id.clone(),
             text(),
@@ -249,6 +255,11 @@ fn reply() -> impl Strategy<Value = Reply> {
             subscribe: Some(s),
             ..Reply::default()
         }),
+        (id.clone(), any::<u64>(), text()).prop_map(|(id, offset, epoch)| Reply {
+            id,
+            publish: Some(PublishResult { offset, epoch }),
+            ..Reply::default()
+        }),
         (
             id.clone(),
             prop::collection::vec(publication(), 0..3),
@@ -303,6 +314,42 @@ fn reply() -> impl Strategy<Value = Reply> {
         })),
         Just(Reply::default()),
     ]
+}
+
+/// The idempotency extension is invisible to SDKs that do not use it: a publish without
+/// a key encodes as before, and its reply is still exactly `{}`.
+#[test]
+fn publish_without_idempotency_key_is_unchanged_on_the_wire() {
+    let cmd: Command =
+        serde_json::from_str(r#"{"id":7,"publish":{"channel":"chat:1","data":{"a":1}}}"#)
+            .expect("decode");
+    let publish = cmd.publish.as_ref().expect("publish");
+    assert!(publish.idempotency_key.is_empty());
+    assert_eq!(
+        serde_json::to_string(&cmd).expect("encode"),
+        r#"{"id":7,"publish":{"channel":"chat:1","data":{"a":1}}}"#
+    );
+    let reply = Reply {
+        id: 7,
+        publish: Some(PublishResult::default()),
+        ..Reply::default()
+    };
+    assert_eq!(
+        serde_json::to_string(&reply).expect("encode"),
+        r#"{"id":7,"publish":{}}"#
+    );
+    let keyed = Reply {
+        id: 8,
+        publish: Some(PublishResult {
+            offset: 21,
+            epoch: "Xy12".into(),
+        }),
+        ..Reply::default()
+    };
+    assert_eq!(
+        serde_json::to_string(&keyed).expect("encode"),
+        r#"{"id":8,"publish":{"offset":21,"epoch":"Xy12"}}"#
+    );
 }
 
 proptest! {

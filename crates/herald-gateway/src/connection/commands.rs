@@ -1,6 +1,6 @@
 //! Command handling: decode a frame, dispatch each command, queue its reply.
 
-use super::{Conn, Fail, Session};
+use super::{Conn, Fail, Session, idempotency};
 use crate::auth::{TokenError, unix_now};
 use crate::channel::{Action, Channel};
 use crate::hub::ConnHandle;
@@ -95,7 +95,7 @@ impl Conn {
                     ..Reply::default()
                 })
             }
-            Request::Publish(req) => self.on_publish(&req.channel, req.data.clone()).await,
+            Request::Publish(req) => self.on_publish(req).await,
             Request::History(req) => self.on_history(req).await,
             Request::Presence(req) => self.on_presence(&req.channel, false).await,
             Request::PresenceStats(req) => self.on_presence(&req.channel, true).await,
@@ -221,19 +221,26 @@ impl Conn {
 
     async fn on_publish(
         &mut self,
-        channel: &str,
-        data: Option<herald_protocol::RawJson>,
+        publish: &herald_protocol::PublishRequest,
     ) -> Result<Reply, Fail> {
+        let channel = publish.channel.as_str();
         let config = self.node.config.clone();
         let ch = Channel::resolve(&config, channel)?;
+        // Permission first: a refused publish never consumes an idempotency key.
         ch.check(
             Action::Publish,
             self.user(),
             self.subs.contains_key(channel),
         )?;
-        let data = data.ok_or(ErrorCode::BadRequest)?;
+        let data = publish.data.clone().ok_or(ErrorCode::BadRequest)?;
+        let client = self.session.as_ref().map_or("", |s| &s.client);
+        let key = idempotency::broker_key(self.user(), client, &publish.idempotency_key)?;
+        // Only a keyed publish gets its position back, so that the reply to an ordinary
+        // publish stays the `{}` every SDK expects.
+        let keyed = key.is_some();
         let mut req = PublishRequest::new(data).with_history(ch.ns.history_size, ch.ns.history_ttl);
         req.info = self.client_info(None);
+        req.idempotency_key = key;
         let timer = self
             .node
             .metrics
@@ -243,10 +250,17 @@ impl Conn {
         let published = self.node.broker.publish(channel, req).await;
         timer.observe_duration();
         match published {
-            Ok(_) => Ok(Reply {
-                publish: Some(herald_protocol::PublishResult {}),
-                ..Reply::default()
-            }),
+            Ok(out) => {
+                let mut result = herald_protocol::PublishResult::default();
+                if keyed {
+                    result.offset = out.position.offset;
+                    result.epoch = out.position.epoch;
+                }
+                Ok(Reply {
+                    publish: Some(result),
+                    ..Reply::default()
+                })
+            }
             Err(e) => {
                 self.node
                     .metrics

@@ -2,6 +2,7 @@
 //! pushes (batched into one frame per wake-up), and runs the connection's timers.
 
 mod commands;
+mod idempotency;
 mod subscribe;
 
 use crate::hub::{Closer, ConnHandle, ConnId, Outgoing};

@@ -41,30 +41,33 @@ function finite(v: number, fallback: number): number {
 export class Backoff {
   /** Failed attempts since the last stable connection. */
   attempt = 0;
-  private connectedAt: number | null = null;
+  #connectedAt: number | null = null;
 
-  constructor(
-    private readonly policy: ReconnectPolicy,
-    private readonly random: () => number = Math.random,
-  ) {}
+  readonly #policy: ReconnectPolicy;
+  readonly #random: () => number;
+
+  constructor(policy: ReconnectPolicy, random: () => number = Math.random) {
+    this.#policy = policy;
+    this.#random = random;
+  }
 
   /** A connection was established at `now`. */
   connected(now: number): void {
-    this.connectedAt = now;
+    this.#connectedAt = now;
   }
 
   /** Called when a connection ends or an attempt fails; returns the delay before the next attempt. */
   failed(now: number): number {
-    if (this.connectedAt !== null && now - this.connectedAt >= this.policy.stableAfterMs) this.attempt = 0;
-    this.connectedAt = null;
-    const ceiling = Math.min(this.policy.maxDelayMs, this.policy.baseDelayMs * 2 ** Math.min(this.attempt, 30));
+    if (this.#connectedAt !== null && now - this.#connectedAt >= this.#policy.stableAfterMs) this.attempt = 0;
+    this.#connectedAt = null;
+    const ceiling = Math.min(this.#policy.maxDelayMs, this.#policy.baseDelayMs * 2 ** Math.min(this.attempt, 30));
     this.attempt++;
-    return Math.max(this.policy.minDelayMs, Math.floor(this.random() * ceiling));
+    return Math.max(this.#policy.minDelayMs, Math.floor(this.#random() * ceiling));
   }
 
   /** Forget all failures (the app asked to connect). */
   reset(): void {
     this.attempt = 0;
-    this.connectedAt = null;
+    this.#connectedAt = null;
   }
 }

@@ -50,27 +50,31 @@ export function asPosition(v: unknown): Position | null {
  * without asking the server.
  */
 export class Recent {
-  private pubs: Publication[] = [];
-  private epoch: string | null = null;
+  #pubs: Publication[] = [];
+  #epoch: string | null = null;
 
-  constructor(private readonly capacity = 256) {}
+  readonly #capacity: number;
+
+  constructor(capacity = 256) {
+    this.#capacity = capacity;
+  }
 
   /** Remembers a publication that has an offset; a new epoch forgets the old one's. */
   push(pub: Publication): void {
     if (pub.offset === undefined || pub.epoch === undefined) return;
-    if (pub.epoch !== this.epoch) {
-      this.pubs = [];
-      this.epoch = pub.epoch;
+    if (pub.epoch !== this.#epoch) {
+      this.#pubs = [];
+      this.#epoch = pub.epoch;
     }
-    const last = this.pubs[this.pubs.length - 1];
+    const last = this.#pubs[this.#pubs.length - 1];
     if (last && last.offset !== undefined && pub.offset <= last.offset) {
-      if (this.pubs.some((p) => p.offset === pub.offset)) return;
-      this.pubs.push(pub);
-      this.pubs.sort((a, b) => (a.offset ?? 0) - (b.offset ?? 0));
+      if (this.#pubs.some((p) => p.offset === pub.offset)) return;
+      this.#pubs.push(pub);
+      this.#pubs.sort((a, b) => (a.offset ?? 0) - (b.offset ?? 0));
     } else {
-      this.pubs.push(pub);
+      this.#pubs.push(pub);
     }
-    if (this.pubs.length > this.capacity) this.pubs.splice(0, this.pubs.length - this.capacity);
+    if (this.#pubs.length > this.#capacity) this.#pubs.splice(0, this.#pubs.length - this.#capacity);
   }
 
   /**
@@ -79,14 +83,14 @@ export class Recent {
    */
   range(from: Position, to: number): Publication[] | null {
     if (to <= from.offset) return [];
-    if (from.epoch !== this.epoch) return null;
-    const out = this.pubs.filter((p) => (p.offset ?? 0) > from.offset && (p.offset ?? 0) <= to);
+    if (from.epoch !== this.#epoch) return null;
+    const out = this.#pubs.filter((p) => (p.offset ?? 0) > from.offset && (p.offset ?? 0) <= to);
     if (out.length !== to - from.offset) return null;
     return out;
   }
 
   clear(): void {
-    this.pubs = [];
-    this.epoch = null;
+    this.#pubs = [];
+    this.#epoch = null;
   }
 }

@@ -19,75 +19,89 @@ export function isTemporary(error: HeraldError): boolean {
  * the store so that counts can be refreshed.
  */
 export class Drainer {
-  private running = false;
-  private again = false;
-  private timer: ReturnType<typeof setTimeout> | null = null;
-  private readonly backoff = new Backoff(reconnectPolicy({ baseDelayMs: 1000, maxDelayMs: 30_000, minDelayMs: 250 }));
-  private closed = false;
+  #running = false;
+  #again = false;
+  #timer: ReturnType<typeof setTimeout> | null = null;
+  readonly #backoff = new Backoff(reconnectPolicy({ baseDelayMs: 1000, maxDelayMs: 30_000, minDelayMs: 250 }));
+  #closed = false;
+
+  readonly #store: OutboxStore;
+  readonly #publish: (item: OutboxRecord) => Promise<PublishOutcome>;
+  readonly #canSend: () => boolean;
+  readonly #onChange: () => void;
+  readonly #onError: (error: HeraldError) => void;
+  /** Runs the drain exclusively across tabs where that is possible (Web Locks). */
+  readonly #exclusive: <T>(fn: () => Promise<T>) => Promise<T>;
 
   constructor(
-    private readonly store: OutboxStore,
-    private readonly publish: (item: OutboxRecord) => Promise<PublishOutcome>,
-    private readonly canSend: () => boolean,
-    private readonly onChange: () => void,
-    private readonly onError: (error: HeraldError) => void,
-    /** Runs the drain exclusively across tabs where that is possible (Web Locks). */
-    private readonly exclusive: <T>(fn: () => Promise<T>) => Promise<T> = (fn) => fn(),
-  ) {}
+    store: OutboxStore,
+    publish: (item: OutboxRecord) => Promise<PublishOutcome>,
+    canSend: () => boolean,
+    onChange: () => void,
+    onError: (error: HeraldError) => void,
+    exclusive: <T>(fn: () => Promise<T>) => Promise<T> = (fn) => fn(),
+  ) {
+    this.#store = store;
+    this.#publish = publish;
+    this.#canSend = canSend;
+    this.#onChange = onChange;
+    this.#onError = onError;
+    this.#exclusive = exclusive;
+  }
 
   kick(): void {
-    if (this.closed) return;
-    if (this.running) {
-      this.again = true;
+    if (this.#closed) return;
+    if (this.#running) {
+      this.#again = true;
       return;
     }
-    if (this.timer) return;
-    this.running = true;
-    this.exclusive(() => this.run())
-      .catch((e: unknown) => this.onError({ kind: 'storage', message: `outbox: ${String(e)}`, temporary: true }))
+    if (this.#timer) return;
+    this.#running = true;
+    this.#exclusive(() => this.#run())
+      .catch((e: unknown) => this.#onError({ kind: 'storage', message: `outbox: ${String(e)}`, temporary: true }))
       .finally(() => {
-        this.running = false;
-        if (this.again) {
-          this.again = false;
+        this.#running = false;
+        if (this.#again) {
+          this.#again = false;
           this.kick();
         }
       });
   }
 
-  private async run(): Promise<void> {
-    while (!this.closed && this.canSend()) {
-      const { next, expired } = await this.store.next(Date.now());
+  async #run(): Promise<void> {
+    while (!this.#closed && this.#canSend()) {
+      const { next, expired } = await this.#store.next(Date.now());
       for (const r of expired) {
-        this.onError({ kind: 'outbox-failed', message: `outbox item ${r.id} expired before it could be sent`, channel: r.channel, temporary: false });
+        this.#onError({ kind: 'outbox-failed', message: `outbox item ${r.id} expired before it could be sent`, channel: r.channel, temporary: false });
       }
-      if (expired.length) this.onChange();
+      if (expired.length) this.#onChange();
       if (!next) return;
-      await this.store.update(next.id, (r) => ({ ...r, attempts: r.attempts + 1 }));
-      const result = await this.publish(next);
+      await this.#store.update(next.id, (r) => ({ ...r, attempts: r.attempts + 1 }));
+      const result = await this.#publish(next);
       if (result.ok) {
-        this.backoff.reset();
-        await this.store.update(next.id, () => null);
-        this.onChange();
+        this.#backoff.reset();
+        await this.#store.update(next.id, () => null);
+        this.#onChange();
         continue;
       }
       if (isTemporary(result.error)) {
-        const delay = this.backoff.failed(Date.now());
-        this.timer = setTimeout(() => {
-          this.timer = null;
+        const delay = this.#backoff.failed(Date.now());
+        this.#timer = setTimeout(() => {
+          this.#timer = null;
           this.kick();
         }, delay);
         return;
       }
       const error = { code: result.error.code ?? 0, message: result.error.message };
-      await this.store.update(next.id, (r) => ({ ...r, state: 'failed', error }));
-      this.onError({ ...result.error, kind: 'outbox-failed', channel: next.channel });
-      this.onChange();
+      await this.#store.update(next.id, (r) => ({ ...r, state: 'failed', error }));
+      this.#onError({ ...result.error, kind: 'outbox-failed', channel: next.channel });
+      this.#onChange();
     }
   }
 
   close(): void {
-    this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
   }
 }

@@ -15,50 +15,58 @@ export function safely(fn: () => void, onError?: (e: unknown) => void): void {
 
 /** A typed event emitter; a throwing listener never stops the others. */
 export class Emitter<Events extends object> {
-  private readonly listeners = new Map<keyof Events, Set<(event: never) => void>>();
+  readonly #listeners = new Map<keyof Events, Set<(event: never) => void>>();
 
-  constructor(private readonly onListenerError?: (e: unknown, event: keyof Events) => void) {}
+  readonly #onListenerError: ((e: unknown, event: keyof Events) => void) | undefined;
+
+  constructor(onListenerError?: (e: unknown, event: keyof Events) => void) {
+    this.#onListenerError = onListenerError;
+  }
 
   on<K extends keyof Events>(event: K, listener: (event: Events[K]) => void): () => void {
-    let set = this.listeners.get(event);
-    if (!set) this.listeners.set(event, (set = new Set()));
+    let set = this.#listeners.get(event);
+    if (!set) this.#listeners.set(event, (set = new Set()));
     set.add(listener as (event: never) => void);
     return () => void set.delete(listener as (event: never) => void);
   }
 
   emit<K extends keyof Events>(event: K, value: Events[K]): void {
-    const set = this.listeners.get(event);
+    const set = this.#listeners.get(event);
     if (!set) return;
-    for (const l of [...set]) safely(() => (l as (e: Events[K]) => void)(value), (e) => this.onListenerError?.(e, event));
+    for (const l of [...set]) safely(() => (l as (e: Events[K]) => void)(value), (e) => this.#onListenerError?.(e, event));
   }
 
   clear(): void {
-    this.listeners.clear();
+    this.#listeners.clear();
   }
 }
 
 /** An observable value with `subscribe`/`getSnapshot`, for `useSyncExternalStore`. */
 export class Store<T> {
-  private readonly listeners = new Set<() => void>();
+  readonly #listeners = new Set<() => void>();
 
-  constructor(private value: T) {}
+  #value: T;
 
-  getSnapshot = (): T => this.value;
+  constructor(value: T) {
+    this.#value = value;
+  }
+
+  getSnapshot = (): T => this.#value;
 
   subscribe = (listener: () => void): (() => void) => {
-    this.listeners.add(listener);
-    return () => void this.listeners.delete(listener);
+    this.#listeners.add(listener);
+    return () => void this.#listeners.delete(listener);
   };
 
   /** Replaces the value and notifies when it changed (by shallow comparison). */
   set(next: T): void {
-    if (shallowEqual(this.value, next)) return;
-    this.value = next;
-    for (const l of [...this.listeners]) safely(l);
+    if (shallowEqual(this.#value, next)) return;
+    this.#value = next;
+    for (const l of [...this.#listeners]) safely(l);
   }
 
   clear(): void {
-    this.listeners.clear();
+    this.#listeners.clear();
   }
 }
 

@@ -74,21 +74,21 @@ interface SdkError {
  * recent publications or history when it is behind, or an explicit `resync`.
  */
 export class Hub {
-  private readonly peers = new Map<string, Peer>();
-  private readonly channels = new Map<string, Channel>();
-  private client: Centrifuge | null = null;
-  private gen = 0;
-  private want = false;
-  private online = true;
-  private everConnected = false;
-  private closed = false;
-  private retryTimer: ReturnType<typeof setTimeout> | null = null;
-  private pingTimer: ReturnType<typeof setInterval> | null = null;
-  private watchdog: ReturnType<typeof setTimeout> | null = null;
-  private readonly backoff: Backoff;
-  private readonly writer: PositionWriter | null;
-  private readonly drainer: Drainer | null;
-  private status: HubStatus = {
+  readonly #peers = new Map<string, Peer>();
+  readonly #channels = new Map<string, Channel>();
+  #client: Centrifuge | null = null;
+  #gen = 0;
+  #want = false;
+  #online = true;
+  #everConnected = false;
+  #closed = false;
+  #retryTimer: ReturnType<typeof setTimeout> | null = null;
+  #pingTimer: ReturnType<typeof setInterval> | null = null;
+  #watchdog: ReturnType<typeof setTimeout> | null = null;
+  readonly #backoff: Backoff;
+  readonly #writer: PositionWriter | null;
+  readonly #drainer: Drainer | null;
+  #status: HubStatus = {
     state: 'disconnected',
     reason: null,
     attempt: 0,
@@ -98,21 +98,25 @@ export class Hub {
     tabs: 0,
     lastConnectedAt: null,
   };
-  private tokenReq = 0;
-  private readonly tokenWaiters = new Map<number, (token: string | null, error: string | null) => void>();
+  #tokenReq = 0;
+  readonly #tokenWaiters = new Map<number, (token: string | null, error: string | null) => void>();
 
-  constructor(private readonly deps: HubDeps) {
-    this.backoff = new Backoff(deps.settings.reconnect);
-    this.writer = deps.positions && deps.settings.persistPositions
-      ? new PositionWriter(deps.positions, (e) => this.broadcastError({ kind: 'storage', message: `saving a position: ${String(e)}`, temporary: true }))
+  readonly #deps: HubDeps;
+
+  constructor(deps: HubDeps) {
+    this.#deps = deps;
+
+    this.#backoff = new Backoff(deps.settings.reconnect);
+    this.#writer = deps.positions && deps.settings.persistPositions
+      ? new PositionWriter(deps.positions, (e) => this.#broadcastError({ kind: 'storage', message: `saving a position: ${String(e)}`, temporary: true }))
       : null;
-    this.drainer = deps.outbox
+    this.#drainer = deps.outbox
       ? new Drainer(
           deps.outbox,
-          (item) => this.publishOnce(item.channel, item.data, item.key),
-          () => this.status.state === 'connected',
-          () => this.broadcast({ type: 'outbox' }),
-          (error) => this.broadcastError(error),
+          (item) => this.#publishOnce(item.channel, item.data, item.key),
+          () => this.#status.state === 'connected',
+          () => this.#broadcast({ type: 'outbox' }),
+          (error) => this.#broadcastError(error),
           deps.exclusive,
         )
       : null;
@@ -122,66 +126,66 @@ export class Hub {
 
   /** Attaches a tab; `localToken` lets the hub's own tab answer token requests directly. */
   addPeer(id: string, send: (m: HubMessage) => void, localToken: (() => Promise<string | null>) | null = null): void {
-    if (this.closed) return;
-    const old = this.peers.get(id);
+    if (this.#closed) return;
+    const old = this.#peers.get(id);
     if (old) this.removePeer(id);
-    this.peers.set(id, { id, send, channels: new Set(), hasToken: localToken !== null, localToken });
-    this.sendTo(id, { type: 'welcome', hub: this.deps.id });
-    this.setStatus({ tabs: this.peers.size });
+    this.#peers.set(id, { id, send, channels: new Set(), hasToken: localToken !== null, localToken });
+    this.#sendTo(id, { type: 'welcome', hub: this.#deps.id });
+    this.#setStatus({ tabs: this.#peers.size });
   }
 
   /** Detaches a tab that left (closed, crashed, navigated). */
   removePeer(id: string): void {
-    const peer = this.peers.get(id);
+    const peer = this.#peers.get(id);
     if (!peer) return;
-    for (const channel of [...peer.channels]) this.detach(peer, channel);
-    this.peers.delete(id);
-    this.setStatus({ tabs: this.peers.size });
+    for (const channel of [...peer.channels]) this.#detach(peer, channel);
+    this.#peers.delete(id);
+    this.#setStatus({ tabs: this.#peers.size });
   }
 
   /** Handles a validated message from tab `id`. */
   receive(id: string, msg: TabMessage): void {
-    if (this.closed) return;
-    const peer = this.peers.get(id);
+    if (this.#closed) return;
+    const peer = this.#peers.get(id);
     if (!peer) return;
     switch (msg.type) {
       case 'hello':
         peer.hasToken = peer.hasToken || msg.hasToken;
-        this.online = msg.online;
-        this.sendTo(id, { type: 'status', status: this.status });
-        if (msg.wantConnect && !this.want && this.status.state !== 'failed') this.connect();
-        else if (!msg.online) this.goOffline();
-        this.drainer?.kick();
+        this.#online = msg.online;
+        this.#sendTo(id, { type: 'status', status: this.#status });
+        if (msg.wantConnect && !this.#want && this.#status.state !== 'failed') this.connect();
+        else if (!msg.online) this.#goOffline();
+        this.#drainer?.kick();
         return;
       case 'attach':
-        return this.attach(peer, msg.channel, msg.since);
+        return this.#attach(peer, msg.channel, msg.since);
       case 'detach':
-        return this.detach(peer, msg.channel);
+        return this.#detach(peer, msg.channel);
       case 'publish':
-        void this.publishOnce(msg.channel, msg.data, msg.key).then((r) =>
-          this.sendTo(id, r.ok
+        void this.#publishOnce(msg.channel, msg.data, msg.key).then((r) =>
+          this.#sendTo(id, r.ok
             ? { type: 'published', req: msg.req, ok: true, position: r.position, error: null }
             : { type: 'published', req: msg.req, ok: false, position: null, error: r.error }),
         );
         return;
       case 'outbox':
-        this.drainer?.kick();
-        this.broadcast({ type: 'outbox' });
+        this.#drainer?.kick();
+        this.#broadcast({ type: 'outbox' });
         return;
       case 'network':
-        this.online = msg.online;
-        if (!msg.online) this.goOffline();
-        else if (this.want && (this.status.state === 'offline' || this.status.state === 'reconnecting')) this.attempt();
+        this.#online = msg.online;
+        if (!msg.online) this.#goOffline();
+        else if (this.#want && (this.#status.state === 'offline' || this.#status.state === 'reconnecting')) this.#attempt();
         return;
       case 'visible':
-        if (msg.hiddenMs >= this.deps.settings.reconnect.wakeAfterMs && this.status.state === 'reconnecting') this.attempt();
+        if (msg.hiddenMs >= this.#deps.settings.reconnect.wakeAfterMs && this.#status.state === 'reconnecting') this.#attempt();
         return;
       case 'connect':
         return this.connect();
       case 'disconnect':
         return this.disconnect();
       case 'token':
-        this.tokenWaiters.get(msg.req)?.(msg.token, msg.error);
+        this.#tokenWaiters.get(msg.req)?.(msg.token, msg.error);
         return;
       case 'bye':
         return this.removePeer(id);
@@ -190,51 +194,51 @@ export class Hub {
 
   /** Ends everything: the connection, timers, peers. */
   close(): void {
-    if (this.closed) return;
-    this.writer?.flush();
-    this.teardown();
-    this.closed = true;
-    this.clearRetry();
-    this.drainer?.close();
-    for (const ch of this.channels.values()) if (ch.linger) clearTimeout(ch.linger);
-    this.channels.clear();
-    this.peers.clear();
-    for (const w of this.tokenWaiters.values()) w(null, 'hub closed');
+    if (this.#closed) return;
+    this.#writer?.flush();
+    this.#teardown();
+    this.#closed = true;
+    this.#clearRetry();
+    this.#drainer?.close();
+    for (const ch of this.#channels.values()) if (ch.linger) clearTimeout(ch.linger);
+    this.#channels.clear();
+    this.#peers.clear();
+    for (const w of this.#tokenWaiters.values()) w(null, 'hub closed');
   }
 
   /** Writes pending positions now (the page is going away). */
   flush(): void {
-    this.writer?.flush();
+    this.#writer?.flush();
   }
 
   // ---- connection --------------------------------------------------------------------
 
   connect(): void {
-    this.want = true;
-    this.backoff.reset();
-    this.attempt();
+    this.#want = true;
+    this.#backoff.reset();
+    this.#attempt();
   }
 
   disconnect(): void {
-    this.want = false;
-    this.clearRetry();
-    this.teardown();
-    this.setStatus({ state: 'disconnected', reason: null, nextRetryAt: null, transport: null, attempt: 0 });
+    this.#want = false;
+    this.#clearRetry();
+    this.#teardown();
+    this.#setStatus({ state: 'disconnected', reason: null, nextRetryAt: null, transport: null, attempt: 0 });
   }
 
-  private goOffline(): void {
-    this.clearRetry();
-    this.teardown();
-    if (this.want) this.setStatus({ state: 'offline', nextRetryAt: null, transport: null });
+  #goOffline(): void {
+    this.#clearRetry();
+    this.#teardown();
+    if (this.#want) this.#setStatus({ state: 'offline', nextRetryAt: null, transport: null });
   }
 
-  private attempt(): void {
-    this.clearRetry();
-    if (this.closed || !this.want) return;
-    if (!this.online) return this.goOffline();
-    this.teardown();
-    const gen = ++this.gen;
-    const s = this.deps.settings;
+  #attempt(): void {
+    this.#clearRetry();
+    if (this.#closed || !this.#want) return;
+    if (!this.#online) return this.#goOffline();
+    this.#teardown();
+    const gen = ++this.#gen;
+    const s = this.#deps.settings;
     const quiet = new EventTarget();
     const options: Record<string, unknown> = {
       name: s.name,
@@ -245,93 +249,93 @@ export class Hub {
       networkEventTarget: quiet,
       pageEventTarget: quiet,
     };
-    if ([...this.peers.values()].some((p) => p.hasToken)) options.getToken = () => this.token();
-    if (this.deps.websocket) options.websocket = this.deps.websocket;
+    if ([...this.#peers.values()].some((p) => p.hasToken)) options.getToken = () => this.#token();
+    if (this.#deps.websocket) options.websocket = this.#deps.websocket;
     let client: Centrifuge;
     try {
       client = new Centrifuge(s.transports.length ? s.transports : s.url, options);
     } catch (e) {
-      this.want = false;
-      this.setStatus({ state: 'failed', reason: { code: 0, message: `bad connection settings: ${String(e)}` } });
+      this.#want = false;
+      this.#setStatus({ state: 'failed', reason: { code: 0, message: `bad connection settings: ${String(e)}` } });
       return;
     }
-    this.client = client;
-    const mine = () => gen === this.gen && this.client === client;
+    this.#client = client;
+    const mine = () => gen === this.#gen && this.#client === client;
     let started = false;
     client.on('connecting', (ctx) => safely(() => {
       if (!mine()) return;
       // The first `connecting` is our own connect(); any later one is the SDK giving up on this connection.
       if (!started) return void (started = true);
-      this.lost(ctx.code, ctx.reason);
+      this.#lost(ctx.code, ctx.reason);
     }));
-    client.on('connected', (ctx) => safely(() => mine() && this.onConnected(ctx.transport)));
-    client.on('disconnected', (ctx) => safely(() => mine() && this.onTerminal(ctx.code, ctx.reason)));
+    client.on('connected', (ctx) => safely(() => mine() && this.#onConnected(ctx.transport)));
+    client.on('disconnected', (ctx) => safely(() => mine() && this.#onTerminal(ctx.code, ctx.reason)));
     client.on('error', (ctx) => safely(() => {
       if (!mine()) return;
       const err = ctx.error as SdkError;
       if (ctx.type === 'connect' && err?.code === 109) return; // expired token: the SDK refreshes it
-      this.broadcastError(this.errorOf(err, ctx.type === 'transport' ? 'transport' : 'connect', true));
+      this.#broadcastError(this.#errorOf(err, ctx.type === 'transport' ? 'transport' : 'connect', true));
       // A transport that fails before the connection is up changes no SDK state: this is
       // the only sign of a failed attempt (a node that is down, a refused upgrade).
-      if (ctx.type === 'transport' && this.status.state !== 'connected') this.lost(err?.code ?? 0, err?.message ?? 'transport closed');
+      if (ctx.type === 'transport' && this.#status.state !== 'connected') this.#lost(err?.code ?? 0, err?.message ?? 'transport closed');
     }));
     // However the attempt stalls (a proxy that accepts the upgrade and then stays silent),
     // it counts as failed once the connect timeout and a grace period have passed.
-    this.watchdog = setTimeout(() => mine() && this.status.state !== 'connected' && this.lost(0, 'no connect reply in time'), s.connectTimeoutMs + 2000);
-    for (const ch of this.channels.values()) this.subscribeSdk(ch);
-    this.setStatus({ state: this.everConnected ? 'reconnecting' : 'connecting', nextRetryAt: null, transport: null });
+    this.#watchdog = setTimeout(() => mine() && this.#status.state !== 'connected' && this.#lost(0, 'no connect reply in time'), s.connectTimeoutMs + 2000);
+    for (const ch of this.#channels.values()) this.#subscribeSdk(ch);
+    this.#setStatus({ state: this.#everConnected ? 'reconnecting' : 'connecting', nextRetryAt: null, transport: null });
     client.connect();
   }
 
-  private onConnected(transport: string): void {
+  #onConnected(transport: string): void {
     const now = Date.now();
-    this.everConnected = true;
-    this.backoff.connected(now);
-    if (this.watchdog) clearTimeout(this.watchdog);
-    this.watchdog = null;
-    this.setStatus({ state: 'connected', reason: null, attempt: 0, nextRetryAt: null, transport, lastConnectedAt: now });
-    this.measure();
-    this.pingTimer = setInterval(() => this.measure(), PING_EVERY_MS);
-    this.drainer?.kick();
+    this.#everConnected = true;
+    this.#backoff.connected(now);
+    if (this.#watchdog) clearTimeout(this.#watchdog);
+    this.#watchdog = null;
+    this.#setStatus({ state: 'connected', reason: null, attempt: 0, nextRetryAt: null, transport, lastConnectedAt: now });
+    this.#measure();
+    this.#pingTimer = setInterval(() => this.#measure(), PING_EVERY_MS);
+    this.#drainer?.kick();
   }
 
   /** This connection is gone or never came up: try again after the backoff. */
-  private lost(code: number, reason: string): void {
-    this.teardown();
-    const delay = this.backoff.failed(Date.now());
-    if (code === 3013) this.broadcastError({ kind: 'rate-limit', code, message: reason, temporary: true });
-    this.setStatus({
+  #lost(code: number, reason: string): void {
+    this.#teardown();
+    const delay = this.#backoff.failed(Date.now());
+    if (code === 3013) this.#broadcastError({ kind: 'rate-limit', code, message: reason, temporary: true });
+    this.#setStatus({
       state: 'reconnecting',
       reason: { code, message: reason },
-      attempt: this.backoff.attempt,
+      attempt: this.#backoff.attempt,
       nextRetryAt: Date.now() + delay,
       transport: null,
     });
-    this.retryTimer = setTimeout(() => this.attempt(), delay);
+    this.#retryTimer = setTimeout(() => this.#attempt(), delay);
   }
 
   /** The SDK stopped for good; a malformed frame (2) or an oversized one (3) is retried all the same. */
-  private onTerminal(code: number, reason: string): void {
+  #onTerminal(code: number, reason: string): void {
     if (code === 2 || code === 3) {
-      this.broadcastError({ kind: 'protocol', code, message: reason, temporary: true });
-      return this.lost(code, reason);
+      this.#broadcastError({ kind: 'protocol', code, message: reason, temporary: true });
+      return this.#lost(code, reason);
     }
-    this.teardown();
-    this.want = false;
+    this.#teardown();
+    this.#want = false;
     const auth = code === 1 || code === 3500 || code === 109;
-    this.broadcastError({ kind: auth ? 'auth' : 'connect', code, message: reason, temporary: false });
-    this.setStatus({ state: 'failed', reason: { code, message: reason }, nextRetryAt: null, transport: null });
+    this.#broadcastError({ kind: auth ? 'auth' : 'connect', code, message: reason, temporary: false });
+    this.#setStatus({ state: 'failed', reason: { code, message: reason }, nextRetryAt: null, transport: null });
   }
 
-  private teardown(): void {
-    if (this.pingTimer) clearInterval(this.pingTimer);
-    if (this.watchdog) clearTimeout(this.watchdog);
-    this.pingTimer = null;
-    this.watchdog = null;
-    const client = this.client;
-    this.client = null;
-    this.gen++;
-    for (const ch of this.channels.values()) {
+  #teardown(): void {
+    if (this.#pingTimer) clearInterval(this.#pingTimer);
+    if (this.#watchdog) clearTimeout(this.#watchdog);
+    this.#pingTimer = null;
+    this.#watchdog = null;
+    const client = this.#client;
+    this.#client = null;
+    this.#gen++;
+    for (const ch of this.#channels.values()) {
       ch.sub = null;
       ch.subscribed = false;
       for (const cur of ch.peers.values()) {
@@ -349,27 +353,27 @@ export class Hub {
     }
   }
 
-  private clearRetry(): void {
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
+  #clearRetry(): void {
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
   }
 
   /** Measures a round trip with an RPC the node answers at once. */
-  private measure(): void {
-    const client = this.client;
+  #measure(): void {
+    const client = this.#client;
     if (!client) return;
     const t0 = performance.now();
     const done = (e?: SdkError) => {
       // Any reply from the node is a round trip; an SDK timeout (code < 100) is not.
-      if (this.client !== client || (e && (e.code ?? 0) < 100)) return;
-      this.setStatus({ latencyMs: Math.round((performance.now() - t0) * 10) / 10 });
+      if (this.#client !== client || (e && (e.code ?? 0) < 100)) return;
+      this.#setStatus({ latencyMs: Math.round((performance.now() - t0) * 10) / 10 });
     };
     client.rpc('herald.ping', {}).then(() => done(), done);
   }
 
   /** A token for the SDK: from a tab that can make one; `null` from the app means refused for good. */
-  private async token(): Promise<string> {
-    const peers = [...this.peers.values()].filter((p) => p.hasToken);
+  async #token(): Promise<string> {
+    const peers = [...this.#peers.values()].filter((p) => p.hasToken);
     for (const peer of peers) {
       let token: string | null;
       let error: string | null = null;
@@ -381,16 +385,16 @@ export class Hub {
           error = String(e);
         }
       } else {
-        const req = ++this.tokenReq;
+        const req = ++this.#tokenReq;
         [token, error] = await new Promise<[string | null, string | null]>((resolve) => {
           const timer = setTimeout(() => resolve([null, 'no answer']), TOKEN_WAIT_MS);
-          this.tokenWaiters.set(req, (t, e) => {
+          this.#tokenWaiters.set(req, (t, e) => {
             clearTimeout(timer);
             resolve([t, e]);
           });
-          this.sendTo(peer.id, { type: 'token', req });
+          this.#sendTo(peer.id, { type: 'token', req });
         });
-        this.tokenWaiters.delete(req);
+        this.#tokenWaiters.delete(req);
         if (error === 'no answer') continue;
       }
       if (token !== null) return token;
@@ -402,11 +406,11 @@ export class Hub {
 
   // ---- channels ----------------------------------------------------------------------
 
-  private attach(peer: Peer, name: string, since: Position | null): void {
-    let ch = this.channels.get(name);
+  #attach(peer: Peer, name: string, since: Position | null): void {
+    let ch = this.#channels.get(name);
     if (!ch) {
       ch = { name, sub: null, subscribed: false, stream: null, recent: new Recent(), peers: new Map(), linger: null };
-      this.channels.set(name, ch);
+      this.#channels.set(name, ch);
     }
     if (ch.linger) clearTimeout(ch.linger);
     ch.linger = null;
@@ -414,23 +418,23 @@ export class Hub {
     const cur: Cursor = { pos: since, filling: false, buffer: [] };
     ch.peers.set(peer.id, cur);
     peer.channels.add(name);
-    if (ch.subscribed) this.reconcile(ch, peer.id, cur);
-    else if (!ch.sub && this.client) this.subscribeSdk(ch);
+    if (ch.subscribed) this.#reconcile(ch, peer.id, cur);
+    else if (!ch.sub && this.#client) this.#subscribeSdk(ch);
   }
 
-  private detach(peer: Peer, name: string): void {
+  #detach(peer: Peer, name: string): void {
     peer.channels.delete(name);
-    const ch = this.channels.get(name);
+    const ch = this.#channels.get(name);
     if (!ch || !ch.peers.delete(peer.id) || ch.peers.size > 0) return;
     ch.linger = setTimeout(() => {
-      if (ch.peers.size > 0 || this.channels.get(name) !== ch) return;
-      this.channels.delete(name);
+      if (ch.peers.size > 0 || this.#channels.get(name) !== ch) return;
+      this.#channels.delete(name);
       const sub = ch.sub;
       ch.sub = null;
-      if (sub && this.client) {
+      if (sub && this.#client) {
         try {
           sub.removeAllListeners();
-          this.client.removeSubscription(sub);
+          this.#client.removeSubscription(sub);
         } catch {
           // The connection is going anyway.
         }
@@ -439,7 +443,7 @@ export class Hub {
   }
 
   /** The position to subscribe from: the hub's own, else the earliest any tab holds. */
-  private startFrom(ch: Channel): Position | null {
+  #startFrom(ch: Channel): Position | null {
     if (ch.stream) return ch.stream;
     let best: Position | null = null;
     for (const cur of ch.peers.values()) {
@@ -450,34 +454,34 @@ export class Hub {
     return best;
   }
 
-  private subscribeSdk(ch: Channel): void {
-    const client = this.client;
+  #subscribeSdk(ch: Channel): void {
+    const client = this.#client;
     if (!client) return;
-    const since = this.startFrom(ch);
+    const since = this.#startFrom(ch);
     let sub: Subscription;
     try {
       const old = client.getSubscription(ch.name);
       if (old) client.removeSubscription(old);
       sub = client.newSubscription(ch.name, since ? { since: { ...since } } : {});
     } catch (e) {
-      return this.channelError(ch, { kind: 'subscribe', message: String(e), temporary: false });
+      return this.#channelError(ch, { kind: 'subscribe', message: String(e), temporary: false });
     }
     ch.sub = sub;
     ch.subscribed = false;
-    const mine = () => ch.sub === sub && this.client === client;
-    sub.on('subscribed', (ctx) => safely(() => mine() && this.onSubscribed(ch, ctx.streamPosition)));
-    sub.on('publication', (ctx) => safely(() => mine() && this.onPublication(ch, ctx)));
+    const mine = () => ch.sub === sub && this.#client === client;
+    sub.on('subscribed', (ctx) => safely(() => mine() && this.#onSubscribed(ch, ctx.streamPosition)));
+    sub.on('publication', (ctx) => safely(() => mine() && this.#onPublication(ch, ctx)));
     sub.on('unsubscribed', (ctx) => safely(() => {
       if (!mine()) return;
       ch.sub = null;
       ch.subscribed = false;
-      this.channelError(ch, this.errorOf({ code: ctx.code, message: ctx.reason }, 'subscribe', false));
+      this.#channelError(ch, this.#errorOf({ code: ctx.code, message: ctx.reason }, 'subscribe', false));
     }));
-    sub.on('error', (ctx) => safely(() => mine() && this.channelError(ch, this.errorOf(ctx.error as SdkError, 'subscribe', true))));
+    sub.on('error', (ctx) => safely(() => mine() && this.#channelError(ch, this.#errorOf(ctx.error as SdkError, 'subscribe', true))));
     sub.subscribe();
   }
 
-  private onSubscribed(ch: Channel, streamPosition: unknown): void {
+  #onSubscribed(ch: Channel, streamPosition: unknown): void {
     ch.subscribed = true;
     const sp = asPosition(streamPosition);
     if (!sp || sp.epoch === '') {
@@ -485,21 +489,21 @@ export class Hub {
       ch.stream = null;
       for (const [id, cur] of ch.peers) {
         cur.pos = null;
-        this.sendTo(id, { type: 'subscribed', event: { channel: ch.name, wasRecovering: false, recovered: false, position: null } });
+        this.#sendTo(id, { type: 'subscribed', event: { channel: ch.name, wasRecovering: false, recovered: false, position: null } });
       }
       return;
     }
     if (ch.stream && ch.stream.epoch !== sp.epoch) ch.recent.clear();
     // A recovered reply carries the position asked for; the missed publications follow it.
     ch.stream = { ...sp };
-    for (const [id, cur] of ch.peers) this.reconcile(ch, id, cur);
+    for (const [id, cur] of ch.peers) this.#reconcile(ch, id, cur);
   }
 
   /** Brings one tab to the stream's position: nothing to do, fill its gap, or resync it. */
-  private reconcile(ch: Channel, id: string, cur: Cursor): void {
+  #reconcile(ch: Channel, id: string, cur: Cursor): void {
     const stream = ch.stream;
     const announce = (wasRecovering: boolean, recovered: boolean) =>
-      this.sendTo(id, { type: 'subscribed', event: { channel: ch.name, wasRecovering, recovered, position: cur.pos ? { ...cur.pos } : null } });
+      this.#sendTo(id, { type: 'subscribed', event: { channel: ch.name, wasRecovering, recovered, position: cur.pos ? { ...cur.pos } : null } });
     if (!stream) return announce(false, false);
     if (!cur.pos) {
       cur.pos = { ...stream };
@@ -507,43 +511,43 @@ export class Hub {
     }
     if (cur.pos.epoch !== stream.epoch) {
       announce(true, false);
-      return this.resync(ch, id, cur, 'epoch-changed');
+      return this.#resync(ch, id, cur, 'epoch-changed');
     }
     if (cur.pos.offset >= stream.offset) return announce(true, true);
-    void this.fill(ch, id, cur, stream.offset, announce);
+    void this.#fill(ch, id, cur, stream.offset, announce);
   }
 
-  private onPublication(ch: Channel, ctx: { data: unknown; offset?: number; info?: Publication['info']; tags?: Record<string, string> }): void {
+  #onPublication(ch: Channel, ctx: { data: unknown; offset?: number; info?: Publication['info']; tags?: Record<string, string> }): void {
     const pub: Publication = { channel: ch.name, data: ctx.data };
     if (ctx.offset !== undefined && ch.stream) {
       pub.offset = ctx.offset;
       pub.epoch = ch.stream.epoch;
       ch.recent.push(pub);
       if (ctx.offset > ch.stream.offset) ch.stream = { epoch: ch.stream.epoch, offset: ctx.offset };
-      this.writer?.write(ch.name, ch.stream);
+      this.#writer?.write(ch.name, ch.stream);
     }
     if (ctx.info) pub.info = ctx.info;
     if (ctx.tags) pub.tags = ctx.tags;
-    for (const [id, cur] of ch.peers) this.offer(ch, id, cur, pub);
+    for (const [id, cur] of ch.peers) this.#offer(ch, id, cur, pub);
   }
 
-  private offer(ch: Channel, id: string, cur: Cursor, pub: Publication): void {
+  #offer(ch: Channel, id: string, cur: Cursor, pub: Publication): void {
     if (cur.filling) return void cur.buffer.push(pub);
     switch (classify(cur.pos, pub.epoch, pub.offset)) {
       case 'deliver':
         if (pub.offset !== undefined && pub.epoch !== undefined) cur.pos = { epoch: pub.epoch, offset: pub.offset };
-        return this.sendTo(id, { type: 'pub', pub });
+        return this.#sendTo(id, { type: 'pub', pub });
       case 'duplicate':
         return;
       case 'gap':
         cur.buffer.push(pub);
-        return void this.fill(ch, id, cur, (pub.offset ?? 1) - 1, null);
+        return void this.#fill(ch, id, cur, (pub.offset ?? 1) - 1, null);
       case 'epoch':
         // A publication of an older epoch than the stream's is stale; one of the current
         // epoch means this tab still stands in an old one.
         if (pub.epoch !== ch.stream?.epoch) return;
-        this.resync(ch, id, cur, 'epoch-changed');
-        return this.offer(ch, id, cur, pub);
+        this.#resync(ch, id, cur, 'epoch-changed');
+        return this.#offer(ch, id, cur, pub);
     }
   }
 
@@ -551,7 +555,7 @@ export class Hub {
    * Delivers the publications after the tab's position up to `upTo`: from the recent
    * ones when they are all here, else from history; a resync when neither can.
    */
-  private async fill(
+  async #fill(
     ch: Channel,
     id: string,
     cur: Cursor,
@@ -564,18 +568,18 @@ export class Hub {
     const finish = (pubs: Publication[] | null, reason: ResyncReason) => {
       cur.filling = false;
       announce?.(true, pubs !== null);
-      if (pubs === null) this.resync(ch, id, cur, reason);
-      else for (const p of pubs) this.offer(ch, id, cur, p);
+      if (pubs === null) this.#resync(ch, id, cur, reason);
+      else for (const p of pubs) this.#offer(ch, id, cur, p);
       const waiting = cur.buffer;
       cur.buffer = [];
-      for (const p of waiting) this.offer(ch, id, cur, p);
+      for (const p of waiting) this.#offer(ch, id, cur, p);
     };
     const recent = ch.recent.range(from, upTo);
     if (recent) return finish(recent, 'history-trimmed');
 
-    const client = this.client;
-    const gen = this.gen;
-    const stale = () => this.gen !== gen || this.client !== client || ch.peers.get(id) !== cur;
+    const client = this.#client;
+    const gen = this.#gen;
+    const stale = () => this.#gen !== gen || this.#client !== client || ch.peers.get(id) !== cur;
     const got: Publication[] = [];
     let at = from.offset;
     while (client && at < upTo) {
@@ -584,7 +588,7 @@ export class Hub {
         res = await client.history(ch.name, { since: { epoch: from.epoch, offset: at }, limit: HISTORY_PAGE });
       } catch (e) {
         if (stale()) return; // the next connection reconciles this tab again
-        this.channelError(ch, this.errorOf(e as SdkError, 'subscribe', false));
+        this.#channelError(ch, this.#errorOf(e as SdkError, 'subscribe', false));
         return finish(null, 'history-unavailable');
       }
       if (stale()) return;
@@ -606,18 +610,18 @@ export class Hub {
   }
 
   /** Tells tab `id` that continuity broke on `ch`, and moves it to the stream's position. */
-  private resync(ch: Channel, id: string, cur: Cursor, reason: ResyncReason): void {
+  #resync(ch: Channel, id: string, cur: Cursor, reason: ResyncReason): void {
     const to = ch.stream ? { ...ch.stream } : null;
-    this.sendTo(id, { type: 'resync', event: { channel: ch.name, reason, from: cur.pos ? { ...cur.pos } : null, to } });
+    this.#sendTo(id, { type: 'resync', event: { channel: ch.name, reason, from: cur.pos ? { ...cur.pos } : null, to } });
     cur.pos = to;
   }
 
   // ---- publishing --------------------------------------------------------------------
 
   /** Publishes once; with a key the node applies it at most once, however often it is sent. */
-  private async publishOnce(channel: string, data: unknown, key: string | null): Promise<PublishOutcome> {
-    const client = this.client;
-    if (!client || this.status.state !== 'connected') {
+  async #publishOnce(channel: string, data: unknown, key: string | null): Promise<PublishOutcome> {
+    const client = this.#client;
+    if (!client || this.#status.state !== 'connected') {
       return { ok: false, error: { kind: 'publish', code: 0, message: 'not connected', channel, temporary: true } };
     }
     try {
@@ -637,13 +641,13 @@ export class Hub {
       const result = await raw._callPromise.call(client, { publish: { channel, data, idempotency_key: key } }, (r) => r.publish);
       return { ok: true, position: asPosition(result) };
     } catch (e) {
-      return { ok: false, error: { ...this.errorOf(e as SdkError, 'publish', false), channel } };
+      return { ok: false, error: { ...this.#errorOf(e as SdkError, 'publish', false), channel } };
     }
   }
 
   // ---- status and messages -----------------------------------------------------------
 
-  private errorOf(e: SdkError | undefined, kind: HeraldErrorKind, temporary: boolean): HeraldError {
+  #errorOf(e: SdkError | undefined, kind: HeraldErrorKind, temporary: boolean): HeraldError {
     const code = typeof e?.code === 'number' ? e.code : 0;
     const message = typeof e?.message === 'string' && e.message ? e.message : String(e);
     if (code === 103 || code === 3507) kind = 'permission';
@@ -652,27 +656,27 @@ export class Hub {
     return { kind, code, message, temporary: e?.temporary ?? (temporary || code === 100 || code === 111 || code < 100) };
   }
 
-  private channelError(ch: Channel, error: HeraldError): void {
-    for (const id of ch.peers.keys()) this.sendTo(id, { type: 'error', error: { ...error, channel: ch.name } });
+  #channelError(ch: Channel, error: HeraldError): void {
+    for (const id of ch.peers.keys()) this.#sendTo(id, { type: 'error', error: { ...error, channel: ch.name } });
   }
 
-  private broadcastError(error: HeraldError): void {
-    this.broadcast({ type: 'error', error });
+  #broadcastError(error: HeraldError): void {
+    this.#broadcast({ type: 'error', error });
   }
 
-  private setStatus(change: Partial<HubStatus>): void {
-    const next = { ...this.status, ...change };
-    if (JSON.stringify(next) === JSON.stringify(this.status)) return;
-    this.status = next;
-    this.broadcast({ type: 'status', status: next });
+  #setStatus(change: Partial<HubStatus>): void {
+    const next = { ...this.#status, ...change };
+    if (JSON.stringify(next) === JSON.stringify(this.#status)) return;
+    this.#status = next;
+    this.#broadcast({ type: 'status', status: next });
   }
 
-  private broadcast(m: HubMessage): void {
-    for (const id of this.peers.keys()) this.sendTo(id, m);
+  #broadcast(m: HubMessage): void {
+    for (const id of this.#peers.keys()) this.#sendTo(id, m);
   }
 
-  private sendTo(id: string, m: HubMessage): void {
-    const peer = this.peers.get(id);
+  #sendTo(id: string, m: HubMessage): void {
+    const peer = this.#peers.get(id);
     if (peer) safely(() => peer.send(m));
   }
 }

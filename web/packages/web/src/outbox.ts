@@ -112,10 +112,14 @@ export interface OutboxStore {
 
 /** The outbox in IndexedDB, shared by every tab and worker of the origin. */
 export class IdbOutbox implements OutboxStore {
-  constructor(private readonly db: IDBDatabase) {}
+  readonly #db: IDBDatabase;
+
+  constructor(db: IDBDatabase) {
+    this.#db = db;
+  }
 
   enqueue(item: OutboxRecord, bounds: OutboxBounds): Promise<EnqueueResult> {
-    return transact(this.db, OUTBOX, 'readwrite', async (s) => {
+    return transact(this.#db, OUTBOX, 'readwrite', async (s) => {
       const records = (await done(s.getAll())) as OutboxRecord[];
       const plan = planEnqueue(records, item, bounds);
       if (plan.error) return { ok: false as const, error: plan.error };
@@ -126,7 +130,7 @@ export class IdbOutbox implements OutboxStore {
   }
 
   next(now: number): Promise<{ next: OutboxRecord | null; expired: OutboxRecord[] }> {
-    return transact(this.db, OUTBOX, 'readwrite', async (s) => {
+    return transact(this.#db, OUTBOX, 'readwrite', async (s) => {
       const plan = planNext((await done(s.getAll())) as OutboxRecord[], now);
       for (const r of plan.expired) {
         r.state = 'failed';
@@ -138,7 +142,7 @@ export class IdbOutbox implements OutboxStore {
   }
 
   update(id: string, change: (r: OutboxRecord) => OutboxRecord | null): Promise<boolean> {
-    return transact(this.db, OUTBOX, 'readwrite', async (s) => {
+    return transact(this.#db, OUTBOX, 'readwrite', async (s) => {
       const records = (await done(s.getAll())) as OutboxRecord[];
       const r = records.find((x) => x.id === id);
       if (!r) return false;
@@ -150,25 +154,25 @@ export class IdbOutbox implements OutboxStore {
   }
 
   async all(): Promise<OutboxRecord[]> {
-    return (await transact(this.db, OUTBOX, 'readonly', (s) => done(s.getAll()))) as OutboxRecord[];
+    return (await transact(this.#db, OUTBOX, 'readonly', (s) => done(s.getAll()))) as OutboxRecord[];
   }
 }
 
 /** The outbox in memory: the fallback where IndexedDB is unavailable (not durable, one tab). */
 export class MemoryOutbox implements OutboxStore {
-  private records: OutboxRecord[] = [];
-  private seq = 0;
+  #records: OutboxRecord[] = [];
+  #seq = 0;
 
   async enqueue(item: OutboxRecord, bounds: OutboxBounds): Promise<EnqueueResult> {
-    const plan = planEnqueue(this.records, item, bounds);
+    const plan = planEnqueue(this.#records, item, bounds);
     if (plan.error) return { ok: false, error: plan.error };
-    this.records = this.records.filter((r) => !plan.replace.includes(r));
-    this.records.push({ ...item, seq: ++this.seq });
+    this.#records = this.#records.filter((r) => !plan.replace.includes(r));
+    this.#records.push({ ...item, seq: ++this.#seq });
     return { ok: true, item: itemOf(item) };
   }
 
   async next(now: number): Promise<{ next: OutboxRecord | null; expired: OutboxRecord[] }> {
-    const plan = planNext(this.records, now);
+    const plan = planNext(this.#records, now);
     for (const r of plan.expired) {
       r.state = 'failed';
       r.error = { code: 0, message: 'expired before it could be sent' };
@@ -177,16 +181,16 @@ export class MemoryOutbox implements OutboxStore {
   }
 
   async update(id: string, change: (r: OutboxRecord) => OutboxRecord | null): Promise<boolean> {
-    const i = this.records.findIndex((r) => r.id === id);
-    const r = this.records[i];
+    const i = this.#records.findIndex((r) => r.id === id);
+    const r = this.#records[i];
     if (!r) return false;
     const next = change({ ...r });
-    if (next === null) this.records.splice(i, 1);
-    else this.records[i] = next;
+    if (next === null) this.#records.splice(i, 1);
+    else this.#records[i] = next;
     return true;
   }
 
   async all(): Promise<OutboxRecord[]> {
-    return this.records.map((r) => ({ ...r }));
+    return this.#records.map((r) => ({ ...r }));
   }
 }

@@ -13,15 +13,19 @@ export interface PositionStore {
 
 /** Positions in IndexedDB, shared by every tab and worker of the origin. */
 export class IdbPositions implements PositionStore {
-  constructor(private readonly db: IDBDatabase) {}
+  readonly #db: IDBDatabase;
+
+  constructor(db: IDBDatabase) {
+    this.#db = db;
+  }
 
   async get(channel: string): Promise<Position | null> {
-    const row = await transact(this.db, POSITIONS, 'readonly', (s) => done(s.get(channel)));
+    const row = await transact(this.#db, POSITIONS, 'readonly', (s) => done(s.get(channel)));
     return asPosition(row);
   }
 
   put(channel: string, pos: Position): Promise<void> {
-    return transact(this.db, POSITIONS, 'readwrite', async (s) => {
+    return transact(this.#db, POSITIONS, 'readwrite', async (s) => {
       const old = asPosition(await done(s.get(channel)));
       // Several writers (one per tab without sharing) must never move a position back.
       if (old && old.epoch === pos.epoch && old.offset >= pos.offset) return;
@@ -32,16 +36,16 @@ export class IdbPositions implements PositionStore {
 
 /** Positions in memory: the fallback where IndexedDB is unavailable (private modes, old engines). */
 export class MemoryPositions implements PositionStore {
-  private readonly map = new Map<string, Position>();
+  readonly #map = new Map<string, Position>();
 
   async get(channel: string): Promise<Position | null> {
-    return this.map.get(channel) ?? null;
+    return this.#map.get(channel) ?? null;
   }
 
   async put(channel: string, pos: Position): Promise<void> {
-    const old = this.map.get(channel);
+    const old = this.#map.get(channel);
     if (old && old.epoch === pos.epoch && old.offset >= pos.offset) return;
-    this.map.set(channel, { ...pos });
+    this.#map.set(channel, { ...pos });
   }
 }
 
@@ -50,24 +54,28 @@ export class MemoryPositions implements PositionStore {
  * position wins, and `flush` writes everything pending at once (page hide, close).
  */
 export class PositionWriter {
-  private readonly pending = new Map<string, Position>();
-  private timer: ReturnType<typeof setTimeout> | null = null;
+  readonly #pending = new Map<string, Position>();
+  #timer: ReturnType<typeof setTimeout> | null = null;
 
-  constructor(
-    private readonly store: PositionStore,
-    private readonly onError: (e: unknown) => void,
-    private readonly delayMs = 100,
-  ) {}
+  readonly #store: PositionStore;
+  readonly #onError: (e: unknown) => void;
+  readonly #delayMs: number;
+
+  constructor(store: PositionStore, onError: (e: unknown) => void, delayMs = 100) {
+    this.#store = store;
+    this.#onError = onError;
+    this.#delayMs = delayMs;
+  }
 
   write(channel: string, pos: Position): void {
-    this.pending.set(channel, { ...pos });
-    this.timer ??= setTimeout(() => this.flush(), this.delayMs);
+    this.#pending.set(channel, { ...pos });
+    this.#timer ??= setTimeout(() => this.flush(), this.#delayMs);
   }
 
   flush(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    for (const [channel, pos] of this.pending) this.store.put(channel, pos).catch(this.onError);
-    this.pending.clear();
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    for (const [channel, pos] of this.#pending) this.#store.put(channel, pos).catch(this.#onError);
+    this.#pending.clear();
   }
 }

@@ -1,6 +1,6 @@
 //! How a tab reaches the hub: in the same tab, in a SharedWorker, or in the leader tab elected with Web Locks.
 
-import { Hub } from './hub.js';
+import type { Hub } from './hub.js';
 import { openDb } from './idb.js';
 import { envelope, openEnvelope, parseHubMessage, parseTabMessage, type HubMessage, type HubSettings, type TabMessage } from './messages.js';
 import { IdbOutbox } from './outbox.js';
@@ -32,7 +32,8 @@ export interface Link {
 
 /** Makes a hub for `settings`, with the origin's storage when there is some. */
 export async function makeHub(id: string, settings: HubSettings): Promise<Hub> {
-  const db = await openDb(settings.scope);
+  // Loaded on demand: a tab that shares a worker's connection never needs it.
+  const [{ Hub }, db] = await Promise.all([import('./hub.js'), openDb(settings.scope)]);
   const locks = typeof navigator !== 'undefined' ? navigator.locks : undefined;
   return new Hub({
     id,
@@ -182,6 +183,8 @@ export function workerLink(tab: string, settings: HubSettings, url: string | URL
  * over the moment it is released (the leader closed, crashed or navigated away).
  */
 export function leaderLink(tab: string, settings: HubSettings, h: LinkHandlers): Link {
+  // Every tab may become the leader: have the hub's code at hand before a handover needs it.
+  void import('./hub.js').catch(() => {});
   const scope = settings.scope;
   const abort = new AbortController();
   const bc = new BroadcastChannel(`herald:${scope}`);

@@ -77,6 +77,9 @@ async fn unknown_method_gets_104_and_connection_stays() {
     assert_eq!(reply["error"]["code"], 107, "{reply}");
     let reply = raw.call(json!({"rpc": {"method": "x"}})).await;
     assert_eq!(reply["error"]["code"], 108, "{reply}");
+    // The one method a node answers itself: a round-trip probe with an empty result.
+    let reply = raw.call(json!({"rpc": {"method": "herald.ping"}})).await;
+    assert_eq!(reply["rpc"], json!({}), "{reply}");
     let ok = raw.call(json!({"subscribe": {"channel": "news"}})).await;
     assert_eq!(ok["subscribe"]["recoverable"], true, "{ok}");
 }

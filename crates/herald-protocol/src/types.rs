@@ -242,6 +242,10 @@ pub struct HistoryRequest {
     pub reverse: bool,
 }
 
+/// The RPC method every node answers at once with an empty result, so that clients can
+/// measure their round trip (Herald's browser client shows it as latency).
+pub const RPC_PING: &str = "herald.ping";
+
 /// `rpc`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RpcRequest {

@@ -101,6 +101,10 @@ impl Conn {
             Request::PresenceStats(req) => self.on_presence(&req.channel, true).await,
             Request::Refresh(req) => self.on_refresh(&req.token),
             Request::SubRefresh(req) => self.on_sub_refresh(&req.channel, &req.token),
+            Request::Rpc(req) if req.method == herald_protocol::RPC_PING => Ok(Reply {
+                rpc: Some(herald_protocol::RpcResult::default()),
+                ..Reply::default()
+            }),
             Request::Rpc(_) => Err(Fail::Error(ErrorCode::NotAvailable)),
         };
         match result {

@@ -157,7 +157,8 @@ test('a node restart: reconnecting, connected, then resync for the lost history'
   await publishMany(stack.node, 'kpi', 3);
   await waitPubs(p, 'kpi', 3);
   await stack.restartNode({ downMs: 500 });
-  await waitStatus(p, { state: 'reconnecting' });
+  // The status may pass through reconnecting before the new node is up: read its history.
+  await waitUntil(async () => (await record(p)).statuses.some((s) => s.state === 'reconnecting'), { what: 'reconnecting' });
   await waitStatus(p, { state: 'connected' }, 15_000);
   await waitUntil(async () => (await record(p)).resyncs.length > 0, { what: 'resync', timeout: 10_000 });
   const { resyncs, statuses } = await record(p);
@@ -217,4 +218,84 @@ test('a refused token ends in failed, with no retries', async (t) => {
   await sleep(3000);
   assert.equal(stack.proxy.connections, 1, 'one upgrade request, no retries');
   assert.equal((await p.evaluate(() => window.t.status())).state, 'failed');
+});
+
+test('a shared worker that cannot load falls back to a leader tab, and says so', async (t) => {
+  const { stack, context } = await setup(t);
+  const p = await openPage(context, stack, { share: 'worker', subscribe: ['news'], options: { workerUrl: '/app/missing-worker.js' } });
+  await waitStatus(p, { state: 'connected', mode: 'leader', isLeader: true });
+  const { errors } = await record(p);
+  assert.ok(errors.some((e) => e.kind === 'share'), JSON.stringify(errors));
+  await waitUntil(async () => (await record(p)).subscribed.length > 0, { what: 'subscribed' });
+  await stack.node.publish('news', { x: 1 });
+  await waitPubs(p, 'news', 1);
+});
+
+test('an expiring token is refreshed through a tab while the worker holds the connection', async (t) => {
+  const { stack, context } = await setup(t);
+  const p = await openPage(context, stack, { share: 'worker', subscribe: ['news'], tokenTtl: 3 });
+  await waitStatus(p, { state: 'connected' });
+  const before = stack.tokenRequests;
+  await sleep(6000); // past two expiries
+  assert.ok(stack.tokenRequests >= before + 1, `token requests: ${before} → ${stack.tokenRequests}`);
+  const st = await p.evaluate(() => window.t.status());
+  assert.equal(st.state, 'connected');
+  assert.equal(stack.proxy.connections, 1, 'refreshed in place, never reconnected');
+  await stack.node.publish('news', { x: 1 });
+  await waitPubs(p, 'news', 1);
+});
+
+test('a throwing handler is reported and never stops delivery to other handlers or channels', async (t) => {
+  const { stack, context } = await setup(t);
+  const p = await openPage(context, stack, { share: 'worker', subscribe: ['a', 'b'] });
+  await waitStatus(p, { state: 'connected' });
+  await p.evaluate(() => window.t.addThrowingHandler('a'));
+  await waitUntil(async () => (await record(p)).subscribed.length >= 2, { what: 'subscribed' });
+  for (let i = 0; i < 3; i++) {
+    await stack.node.publish('a', { i });
+    await stack.node.publish('b', { i });
+  }
+  await waitPubs(p, 'a', 3);
+  await waitPubs(p, 'b', 3);
+  const { errors } = await record(p);
+  assert.equal(errors.filter((e) => e.kind === 'handler').length, 3);
+  assert.equal((await p.evaluate(() => window.t.status())).state, 'connected');
+});
+
+test('outbox bounds and refusals: full is an error event, a refused item waits in failed', async (t) => {
+  const { stack, context } = await setup(t);
+  const p = await openPage(context, stack, { share: 'worker', options: { outbox: { maxItems: 2 } } });
+  await waitStatus(p, { state: 'connected' });
+  // `locked` allows clients nothing: the server refuses these for good (103).
+  const r1 = await p.evaluate(() => window.t.enqueue('locked:x', { n: 1 }));
+  assert.ok(r1.ok);
+  await p.waitForFunction(() => window.t.outbox().failed === 1, null, { timeout: 10_000 });
+  const failed = await p.evaluate(() => window.t.failed());
+  assert.equal(failed.length, 1);
+  assert.equal(failed[0].error.code, 103);
+  const r2 = await p.evaluate(() => window.t.enqueue('locked:x', { n: 2 }, { ttlMs: 60_000 }));
+  await p.waitForFunction(() => window.t.outbox().failed === 2, null, { timeout: 10_000 });
+  assert.ok(r2.ok);
+  // Two items held (both failed): a third does not fit, and nothing is dropped.
+  const r3 = await p.evaluate(() => window.t.enqueue('news', { n: 3 }));
+  assert.equal(r3.ok, false);
+  assert.equal(r3.error.kind, 'outbox-full');
+  const { errors } = await record(p);
+  assert.ok(errors.some((e) => e.kind === 'outbox-full'));
+  assert.ok(errors.filter((e) => e.kind === 'outbox-failed').length >= 2);
+  assert.equal(await p.evaluate((id) => window.t.discard(id), failed[0].id), true);
+  await p.waitForFunction(() => window.t.outbox().failed === 1);
+});
+
+test('close() lets go of the shared connection: other tabs see one tab fewer', async (t) => {
+  const { stack, context } = await setup(t);
+  const a = await openPage(context, stack, { share: 'worker', subscribe: ['news'] });
+  const b = await openPage(context, stack, { share: 'worker', subscribe: ['news'] });
+  await waitStatus(b, { state: 'connected', tabs: 2 });
+  await a.evaluate(() => window.t.close());
+  await waitStatus(b, { tabs: 1 });
+  await stack.node.publish('news', { x: 1 });
+  await waitPubs(b, 'news', 1);
+  await sleep(300);
+  assert.equal((await offsets(a, 'news')).length, 0, 'a closed client delivers nothing');
 });

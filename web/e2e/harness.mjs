@@ -112,7 +112,10 @@ async function startPageServer(stack) {
       case '/token':
         stack.tokenRequests++;
         if (url.searchParams.get('bad')) return send(200, 'text/plain', 'not.a.token');
-        return send(200, 'text/plain', stack.node.token({ sub: url.searchParams.get('user') || 'alice' }));
+        return send(200, 'text/plain', stack.node.token({
+          sub: url.searchParams.get('user') || 'alice',
+          ...(url.searchParams.get('ttl') ? { ttl: Number(url.searchParams.get('ttl')) } : {}),
+        }));
       default:
         return send(404, 'text/plain', 'not found');
     }
@@ -147,11 +150,12 @@ export async function startStack({ config } = {}) {
  * Opens the test page in `context`. Query: share mode, channels to subscribe at load,
  * whether the token is refused, client options as JSON.
  */
-export async function openPage(context, stack, { share = 'auto', subscribe = [], badToken = false, user = 'alice', options = {} } = {}) {
+export async function openPage(context, stack, { share = 'auto', subscribe = [], badToken = false, user = 'alice', tokenTtl, options = {} } = {}) {
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[page error] ${e.message}`));
   const q = new URLSearchParams({ ws: stack.wsUrl, share, user, options: JSON.stringify(options) });
   if (badToken) q.set('bad', '1');
+  if (tokenTtl) q.set('ttl', String(tokenTtl));
   for (const c of subscribe) q.append('sub', c);
   await page.goto(`${stack.origin}/?${q}`);
   await page.waitForFunction(() => window.t !== undefined);

@@ -25,7 +25,7 @@ const herald: Herald = createHerald({
   url: q.get('ws') as string,
   share: (q.get('share') ?? 'auto') as 'auto',
   getToken: async () => {
-    const r = await fetch(`/token?user=${encodeURIComponent(user)}${q.get('bad') ? '&bad=1' : ''}`);
+    const r = await fetch(`/token?user=${encodeURIComponent(user)}${q.get('bad') ? '&bad=1' : ''}${q.get('ttl') ? `&ttl=${q.get('ttl')}` : ''}`);
     return r.text();
   },
   reconnect: { baseDelayMs: 300, maxDelayMs: 2000, minDelayMs: 100 },
@@ -38,6 +38,7 @@ herald.on('subscribed', (e) => rec.subscribed.push(e));
 herald.on('error', (e) => rec.errors.push(e));
 
 const unsubs = new Map<string, () => void>();
+const extraHandlers: (() => void)[] = [];
 
 function subscribe(channel: string): void {
   if (unsubs.has(channel)) return;
@@ -56,6 +57,15 @@ for (const c of q.getAll('sub')) subscribe(c);
     unsubs.get(channel)?.();
     unsubs.delete(channel);
   },
+  /** A second handler on `channel` that throws on every publication. */
+  addThrowingHandler(channel: string) {
+    extraHandlers.push(herald.subscribe(channel, () => {
+      throw new Error('application bug');
+    }));
+  },
+  close: () => herald.close(),
+  retry: (id: string) => herald.outbox.retry(id),
+  discard: (id: string) => herald.outbox.discard(id),
   record: () => JSON.parse(JSON.stringify(rec)),
   status: () => herald.status.getSnapshot(),
   outbox: () => herald.outbox.status.getSnapshot(),

@@ -299,3 +299,38 @@ test('close() lets go of the shared connection: other tabs see one tab fewer', a
   await sleep(300);
   assert.equal((await offsets(a, 'news')).length, 0, 'a closed client delivers nothing');
 });
+
+test('a hung leader is replaced by a follower, with no gap and no duplicate', async (t) => {
+  const { stack, context } = await setup(t);
+  const pages = [];
+  for (let i = 0; i < 2; i++) pages.push(await openPage(context, stack, { share: 'leader', subscribe: ['ops'] }));
+  for (const p of pages) await waitStatus(p, { state: 'connected', tabs: 2 });
+  let leader = pages[0];
+  if (!(await leader.evaluate(() => window.t.status())).isLeader) leader = pages[1];
+  const follower = pages.find((p) => p !== leader);
+  await waitUntil(async () => (await record(follower)).subscribed.length > 0, { what: 'subscribed' });
+  await publishMany(stack.node, 'ops', 3);
+  await waitPubs(follower, 'ops', 3);
+
+  // Hang the leader's main thread (as a frozen or stuck tab would be): no timers, no
+  // messages, its lock still held. (CDP's frozen lifecycle state only applies to hidden pages.)
+  const hung = leader.evaluate(() => {
+    const until = Date.now() + 16_000;
+    while (Date.now() < until);
+  });
+  await sleep(200);
+  await publishMany(stack.node, 'ops', 3);
+  // The follower hears nothing for ~10 s, takes the lock and catches up from its position.
+  await waitStatus(follower, { isLeader: true, state: 'connected' }, 25_000);
+  await publishMany(stack.node, 'ops', 2);
+  await waitPubs(follower, 'ops', 8);
+  assert.deepEqual(await offsets(follower, 'ops'), range(1, 8));
+
+  // The old leader wakes up, finds its lock gone, and follows.
+  await hung;
+  await waitStatus(leader, { isLeader: false, state: 'connected', tabs: 2 }, 10_000);
+  await publishMany(stack.node, 'ops', 1);
+  await waitPubs(leader, 'ops', 9);
+  assert.deepEqual(await offsets(leader, 'ops'), range(1, 9));
+  await waitUntil(async () => (await numClients(stack.node)) === 1, { what: 'one client on the node', timeout: 10_000 });
+});

@@ -66,7 +66,7 @@ function defaultWorkerUrl(): URL | null {
  * shares one connection with the other tabs of this browser profile and origin.
  */
 export function createHerald(options: HeraldOptions): Herald {
-  const tab = randomId();
+  let tab = randomId();
   const policy = reconnectPolicy(options.reconnect);
   const settings: HubSettings = {
     url: options.url,
@@ -281,9 +281,21 @@ export function createHerald(options: HeraldOptions): Herald {
       }
     });
     listen(window, 'pagehide', () => {
-      // A clean goodbye, so the node does not wait for a missed ping.
-      link?.hide();
-      if (link?.isLeader()) link.close();
+      // A clean goodbye, so the node does not wait for a missed ping; a leader hands over.
+      if (!link) return;
+      link.hide();
+      link.close();
+      link = null;
+      hubReady = false;
+      for (const ch of channels.values()) ch.attached = false;
+    });
+    listen(window, 'pageshow', (e) => {
+      // Back from the back/forward cache: join again, from where each channel stands.
+      if ((e as PageTransitionEvent).persisted && !link && !closed) {
+        tab = randomId();
+        link = open(pickMode(options.share));
+        refreshStatus();
+      }
     });
     if (options.outbox?.warnOnUnload) {
       listen(window, 'beforeunload', (e) => {

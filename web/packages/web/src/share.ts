@@ -177,21 +177,33 @@ export function workerLink(tab: string, settings: HubSettings, url: string | URL
   };
 }
 
+/** A leader sends a beat this often, so that followers can tell a silent leader from a quiet channel. */
+const BEAT_MS = 2000;
+/** A visible follower that has heard nothing from the leader for this long (plus jitter) takes over. */
+const SILENT_MS = 10_000;
+
 /**
  * One leader tab holds the hub; the others talk to it over a BroadcastChannel. The
  * leader is whoever holds the scope's leader lock; the next in the lock's queue takes
- * over the moment it is released (the leader closed, crashed or navigated away).
+ * over the moment it is released (the leader closed, crashed or navigated away). A
+ * leader that is frozen keeps its lock, so a visible follower that has not heard from
+ * it for a while steals the lock; the old leader, when it wakes, finds the lock gone
+ * and steps down. Followers only listen to the hub that welcomed them last.
  */
 export function leaderLink(tab: string, settings: HubSettings, h: LinkHandlers): Link {
   // Every tab may become the leader: have the hub's code at hand before a handover needs it.
   void import('./hub.js').catch(() => {});
   const scope = settings.scope;
+  const lockName = `herald:${scope}:leader`;
   const abort = new AbortController();
   const bc = new BroadcastChannel(`herald:${scope}`);
   let hubId: string | null = null;
   let local: Link | null = null;
   let hub: Hub | null = null;
   let closed = false;
+  let lastHeard = Date.now();
+  let beat: ReturnType<typeof setInterval> | null = null;
+  const silentAfter = SILENT_MS + Math.floor(Math.random() * 2000);
   const post = (to: string, m: unknown) => bc.postMessage(envelope(tab, to, m));
 
   bc.onmessage = (ev: MessageEvent) => {
@@ -213,44 +225,80 @@ export function leaderLink(tab: string, settings: HubSettings, h: LinkHandlers):
     }
     // Messages for this tab from the current hub.
     if (env.to !== tab && env.to !== '*') return;
+    if (env.msg.type === 'beat') {
+      if (env.from === hubId) lastHeard = Date.now();
+      return;
+    }
     const m = parseHubMessage(env.msg as { type: string } & Record<string, unknown>);
     if (!m) return;
     if (m.type === 'welcome') {
       if (local || m.hub === hubId) return;
       hubId = m.hub;
     } else if (env.from !== hubId || local) return;
+    lastHeard = Date.now();
     h.message(m);
   };
 
-  const ready = holdTabLock(scope, tab, abort.signal);
-  void ready.then(() => {
-    if (closed) return;
+  /** Steps down after the lock was stolen: the hub closes, and this tab queues again. */
+  const resign = () => {
+    if (beat) clearInterval(beat);
+    beat = null;
+    local?.close();
+    local = null;
+    hub = null;
+    hubId = null;
+    lastHeard = Date.now();
+    h.leader(false);
+    // The new leader's welcome may have come while this tab still led: ask for it again.
     post('hub', { type: 'discover' });
+    candidate(false);
+  };
+
+  /** Queues for the leader lock, or takes it from a silent leader. */
+  const candidate = (steal: boolean) => {
+    if (closed) return;
+    const options: LockOptions = steal ? { steal: true } : { signal: abort.signal };
     navigator.locks
-      .request(`herald:${scope}:leader`, { signal: abort.signal }, async () => {
+      .request(lockName, options, async () => {
         if (closed) return;
         hubId = randomId();
         const id = hubId;
-        hub = await makeHub(id, settings);
-        if (closed) return hub.close();
+        const made = await makeHub(id, settings);
+        if (closed || hubId !== id) return made.close();
+        hub = made;
         // The leader's own tab talks to the hub directly.
-        hub.addPeer(tab, (m) => queueMicrotask(() => !closed && h.message(m)), h.token);
-        const mine = hub;
+        made.addPeer(tab, (m) => queueMicrotask(() => !closed && hub === made && h.message(m)), h.token);
         local = {
           mode: 'leader',
-          send: (m) => queueMicrotask(() => mine.receive(tab, m)),
+          send: (m) => queueMicrotask(() => made.receive(tab, m)),
           isLeader: () => true,
-          hide: () => mine.flush(),
-          close: () => mine.close(),
+          hide: () => made.flush(),
+          close: () => made.close(),
         };
         h.leader(true);
         // Followers attach to the new hub and tell it where they stand.
         bc.postMessage(envelope(id, '*', { type: 'welcome', hub: id }));
+        beat = setInterval(() => bc.postMessage(envelope(id, '*', { type: 'beat' })), BEAT_MS);
         await new Promise<void>((release) => abort.signal.addEventListener('abort', () => release()));
       })
       .catch(() => {
-        // Aborted: this tab is closing.
+        // Aborted because this tab is closing, or stolen by a follower while this tab was frozen.
+        if (!closed && local) resign();
       });
+  };
+
+  const watchdog = setInterval(() => {
+    if (closed || local || !hubId) return;
+    if (typeof document !== 'undefined' && document.visibilityState !== 'visible') return;
+    if (Date.now() - lastHeard < silentAfter) return;
+    lastHeard = Date.now();
+    candidate(true);
+  }, BEAT_MS);
+
+  void holdTabLock(scope, tab, abort.signal).then(() => {
+    if (closed) return;
+    post('hub', { type: 'discover' });
+    candidate(false);
   });
 
   return {
@@ -269,6 +317,8 @@ export function leaderLink(tab: string, settings: HubSettings, h: LinkHandlers):
       if (closed) return;
       if (!local && hubId) post(hubId, { type: 'bye' });
       closed = true;
+      clearInterval(watchdog);
+      if (beat) clearInterval(beat);
       local?.close();
       abort.abort();
       bc.close();

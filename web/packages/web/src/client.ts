@@ -2,12 +2,13 @@
 
 import { reconnectPolicy } from './backoff.js';
 import { classify } from './cursor.js';
+import { RefCount } from './refcount.js';
 import { Drainer } from './drain.js';
 import { Emitter, Store, safely } from './emitter.js';
 import { openDb } from './idb.js';
 import type { HubMessage, HubSettings, HubStatus, TabMessage } from './messages.js';
 import { DEFAULT_BOUNDS, IdbOutbox, MemoryOutbox, countOf, itemOf, makeRecord, randomId, type OutboxBounds, type OutboxStore } from './outbox.js';
-import { IdbPositions, MemoryPositions, type PositionStore } from './positions.js';
+import { IdbPositions, LocalPositions, MemoryPositions, hasLocalStorage, type PositionStore } from './positions.js';
 import { leaderLink, localLink, workerLink, type Link, type LinkHandlers } from './share.js';
 import type {
   EnqueueResult,
@@ -30,7 +31,6 @@ interface Handler {
 
 interface TabChannel {
   name: string;
-  handlers: Set<Handler>;
   /** The last publication delivered in this tab. */
   pos: Position | null;
   /** The hub knows about this channel. */
@@ -82,6 +82,8 @@ export function createHerald(options: HeraldOptions): Herald {
     if (ev !== 'error') events.emit('error', { kind: 'handler', message: `a ${String(ev)} listener threw: ${String(e)}`, temporary: false });
   });
   const channels = new Map<string, TabChannel>();
+  // The components of this tab that hold each channel; the hub counts tabs the same way.
+  const refs = new RefCount<string, Handler>();
   let hubStatus: HubStatus = { state: 'connecting', reason: null, attempt: 0, nextRetryAt: null, transport: null, latencyMs: null, tabs: 1, lastConnectedAt: null };
   const status = new Store<Status>({ ...hubStatus, state: options.connect === false ? 'disconnected' : 'connecting', isLeader: false, mode: 'off' });
   const outboxStatus = new Store<OutboxStatus>({ pending: 0, failed: 0 });
@@ -105,7 +107,13 @@ export function createHerald(options: HeraldOptions): Herald {
       positions = new IdbPositions(d);
       outboxStore = new IdbOutbox(d);
     } else {
-      error({ kind: 'storage', message: 'IndexedDB is unavailable: positions and the outbox are kept in memory for this tab only', temporary: false });
+      const local = hasLocalStorage();
+      if (local) positions = new LocalPositions(settings.scope);
+      error({
+        kind: 'storage',
+        message: `IndexedDB is unavailable: positions are kept in ${local ? 'localStorage' : 'memory'}, the outbox in memory for this tab only`,
+        temporary: false,
+      });
       // Without shared storage this tab sends its own outbox through the hub.
       localDrain = new Drainer(outboxStore, (item) => publish(item.channel, item.data, { idempotencyKey: item.key }), () => status.getSnapshot().state === 'connected', refreshOutbox, error);
     }
@@ -156,7 +164,7 @@ export function createHerald(options: HeraldOptions): Herald {
         return attach(ch);
       case 'deliver':
         if (pub.offset !== undefined && pub.epoch !== undefined) ch.pos = { epoch: pub.epoch, offset: pub.offset };
-        for (const h of [...ch.handlers]) {
+        for (const h of [...refs.get(ch.name)]) {
           const copy = { ...pub };
           safely(() => h.fn(copy as Publication<never>), (e) =>
             error({ kind: 'handler', message: `a publication handler of ${ch.name} threw: ${String(e)}`, channel: ch.name, temporary: false }));
@@ -190,7 +198,7 @@ export function createHerald(options: HeraldOptions): Herald {
         const ch = channels.get(m.event.channel);
         if (!ch) return;
         if (!ch.pos && m.event.position) ch.pos = m.event.position;
-        for (const h of [...ch.handlers]) safely(() => h.opts.onSubscribed?.(m.event));
+        for (const h of [...refs.get(ch.name)]) safely(() => h.opts.onSubscribed?.(m.event));
         events.emit('subscribed', m.event);
         return;
       }
@@ -198,7 +206,7 @@ export function createHerald(options: HeraldOptions): Herald {
         const ch = channels.get(m.event.channel);
         if (!ch) return;
         ch.pos = m.event.to;
-        for (const h of [...ch.handlers]) safely(() => h.opts.onResync?.(m.event));
+        for (const h of [...refs.get(ch.name)]) safely(() => h.opts.onResync?.(m.event));
         events.emit('resync', m.event);
         return;
       }
@@ -377,10 +385,9 @@ export function createHerald(options: HeraldOptions): Herald {
         return () => {};
       }
       const h: Handler = { fn: onPublication as Handler['fn'], opts };
-      let ch = channels.get(channel);
-      if (!ch) {
-        const fresh: TabChannel = { name: channel, handlers: new Set(), pos: null, attached: false, ready: false };
-        channels.set(channel, (ch = fresh));
+      if (refs.add(channel, h)) {
+        const fresh: TabChannel = { name: channel, pos: null, attached: false, ready: false };
+        channels.set(channel, fresh);
         const lookup = settings.persistPositions && opts.resume !== false
           ? storage.then(() => positions.get(channel)).catch(() => null)
           : Promise.resolve(null);
@@ -391,16 +398,14 @@ export function createHerald(options: HeraldOptions): Herald {
           attach(fresh);
         });
       }
-      ch.handlers.add(h);
-      const mine = ch;
       let done = false;
       return () => {
         if (done) return;
         done = true;
-        mine.handlers.delete(h);
-        if (mine.handlers.size > 0 || channels.get(channel) !== mine) return;
+        if (!refs.remove(channel, h)) return;
+        const ch = channels.get(channel);
         channels.delete(channel);
-        if (mine.attached) send({ type: 'detach', channel });
+        if (ch?.attached) send({ type: 'detach', channel });
       };
     },
     publish,
@@ -426,6 +431,7 @@ export function createHerald(options: HeraldOptions): Herald {
       if (closed) return;
       for (const ch of channels.values()) if (ch.attached) link?.send({ type: 'detach', channel: ch.name });
       channels.clear();
+      for (const k of refs.keys()) for (const h of [...refs.get(k)]) refs.remove(k, h);
       link?.send({ type: 'bye' });
       closed = true;
       link?.close();

@@ -34,7 +34,45 @@ export class IdbPositions implements PositionStore {
   }
 }
 
-/** Positions in memory: the fallback where IndexedDB is unavailable (private modes, old engines). */
+/**
+ * Positions in localStorage: the fallback where IndexedDB is unavailable but Web Storage
+ * is not (tabs only; workers have no localStorage).
+ */
+export class LocalPositions implements PositionStore {
+  readonly #prefix: string;
+
+  constructor(scope: string) {
+    this.#prefix = `herald:${scope}:pos:`;
+  }
+
+  async get(channel: string): Promise<Position | null> {
+    try {
+      return asPosition(JSON.parse(localStorage.getItem(this.#prefix + channel) ?? 'null'));
+    } catch {
+      return null;
+    }
+  }
+
+  async put(channel: string, pos: Position): Promise<void> {
+    const old = await this.get(channel);
+    if (old && old.epoch === pos.epoch && old.offset >= pos.offset) return;
+    localStorage.setItem(this.#prefix + channel, JSON.stringify({ epoch: pos.epoch, offset: pos.offset }));
+  }
+}
+
+/** Whether this context has a working localStorage. */
+export function hasLocalStorage(): boolean {
+  try {
+    const k = 'herald:probe';
+    localStorage.setItem(k, '1');
+    localStorage.removeItem(k);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Positions in memory: the last fallback, where neither IndexedDB nor localStorage works. */
 export class MemoryPositions implements PositionStore {
   readonly #map = new Map<string, Position>();
 

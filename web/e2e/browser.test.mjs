@@ -334,3 +334,24 @@ test('a hung leader is replaced by a follower, with no gap and no duplicate', as
   assert.deepEqual(await offsets(leader, 'ops'), range(1, 9));
   await waitUntil(async () => (await numClients(stack.node)) === 1, { what: 'one client on the node', timeout: 10_000 });
 });
+
+test('a tab that navigates away and back resumes from its own position while another tab kept going', async (t) => {
+  const { stack, context } = await setup(t);
+  const a = await openPage(context, stack, { share: 'worker', subscribe: ['feed'] });
+  const b = await openPage(context, stack, { share: 'worker', subscribe: ['feed'] });
+  for (const p of [a, b]) await waitStatus(p, { state: 'connected', tabs: 2 });
+  await waitUntil(async () => (await record(a)).subscribed.length > 0 && (await record(b)).subscribed.length > 0, { what: 'subscribed' });
+  await publishMany(stack.node, 'feed', 4);
+  for (const p of [a, b]) await waitPubs(p, 'feed', 4);
+  const url = a.url();
+  await a.goto('about:blank');
+  await publishMany(stack.node, 'feed', 3); // b receives these; a is away
+  await waitPubs(b, 'feed', 7);
+  await a.goto(url);
+  await a.waitForFunction(() => window.t !== undefined);
+  await waitPubs(a, 'feed', 3);
+  const rec = await record(a);
+  assert.deepEqual(await offsets(a, 'feed'), [5, 6, 7], 'exactly what this tab missed');
+  assert.equal(rec.subscribed[0].recovered, true);
+  assert.equal(rec.resyncs.length, 0);
+});

@@ -8,7 +8,7 @@ import { Emitter, Store, safely } from './emitter.js';
 import { openDb } from './idb.js';
 import type { HubMessage, HubSettings, HubStatus, TabMessage } from './messages.js';
 import { DEFAULT_BOUNDS, IdbOutbox, MemoryOutbox, countOf, itemOf, makeRecord, randomId, type OutboxBounds, type OutboxStore } from './outbox.js';
-import { IdbPositions, LocalPositions, MemoryPositions, hasLocalStorage, type PositionStore } from './positions.js';
+import { IdbPositions, MemoryPositions, PositionWriter, WebStoragePositions, storageWorks, type PositionStore } from './positions.js';
 import { leaderLink, localLink, workerLink, type Link, type LinkHandlers } from './share.js';
 import type {
   EnqueueResult,
@@ -97,6 +97,13 @@ export function createHerald(options: HeraldOptions): Herald {
 
   const error = (e: HeraldError) => events.emit('error', e);
 
+  // What this tab delivered, kept in sessionStorage: a reload resumes exactly there, even
+  // while other tabs kept the shared position moving.
+  const mine: PositionStore | null = settings.persistPositions && storageWorks(() => sessionStorage)
+    ? new WebStoragePositions(() => sessionStorage, `herald:${settings.scope}:tab:`, false)
+    : null;
+  const mineWriter = mine ? new PositionWriter(mine, () => {}) : null;
+
   // Storage: positions and the outbox, in IndexedDB where it exists.
   const db = openDb(settings.scope);
   let positions: PositionStore = new MemoryPositions();
@@ -107,8 +114,8 @@ export function createHerald(options: HeraldOptions): Herald {
       positions = new IdbPositions(d);
       outboxStore = new IdbOutbox(d);
     } else {
-      const local = hasLocalStorage();
-      if (local) positions = new LocalPositions(settings.scope);
+      const local = storageWorks(() => localStorage);
+      if (local) positions = new WebStoragePositions(() => localStorage, `herald:${settings.scope}:pos:`, true);
       error({
         kind: 'storage',
         message: `IndexedDB is unavailable: positions are kept in ${local ? 'localStorage' : 'memory'}, the outbox in memory for this tab only`,
@@ -163,7 +170,10 @@ export function createHerald(options: HeraldOptions): Herald {
         // The hub skipped ahead of this tab: attaching again makes it fill from our position.
         return attach(ch);
       case 'deliver':
-        if (pub.offset !== undefined && pub.epoch !== undefined) ch.pos = { epoch: pub.epoch, offset: pub.offset };
+        if (pub.offset !== undefined && pub.epoch !== undefined) {
+          ch.pos = { epoch: pub.epoch, offset: pub.offset };
+          mineWriter?.write(ch.name, ch.pos);
+        }
         for (const h of [...refs.get(ch.name)]) {
           const copy = { ...pub };
           safely(() => h.fn(copy as Publication<never>), (e) =>
@@ -206,6 +216,7 @@ export function createHerald(options: HeraldOptions): Herald {
         const ch = channels.get(m.event.channel);
         if (!ch) return;
         ch.pos = m.event.to;
+        if (ch.pos) mineWriter?.write(ch.name, ch.pos);
         for (const h of [...refs.get(ch.name)]) safely(() => h.opts.onResync?.(m.event));
         events.emit('resync', m.event);
         return;
@@ -290,6 +301,7 @@ export function createHerald(options: HeraldOptions): Herald {
     });
     listen(window, 'pagehide', () => {
       // A clean goodbye, so the node does not wait for a missed ping; a leader hands over.
+      mineWriter?.flush();
       if (!link) return;
       link.hide();
       link.close();
@@ -388,8 +400,11 @@ export function createHerald(options: HeraldOptions): Herald {
       if (refs.add(channel, h)) {
         const fresh: TabChannel = { name: channel, pos: null, attached: false, ready: false };
         channels.set(channel, fresh);
+        // This tab's own position (from before a reload) first, else the origin's.
         const lookup = settings.persistPositions && opts.resume !== false
-          ? storage.then(() => positions.get(channel)).catch(() => null)
+          ? storage
+              .then(async () => (await mine?.get(channel)) ?? (await positions.get(channel)))
+              .catch(() => null)
           : Promise.resolve(null);
         void lookup.then((stored) => {
           if (channels.get(channel) !== fresh) return;
@@ -437,6 +452,7 @@ export function createHerald(options: HeraldOptions): Herald {
       link?.close();
       link = null;
       localDrain?.close();
+      mineWriter?.flush();
       for (const c of cleanups.splice(0)) c();
       for (const resolve of publishes.values()) resolve({ ok: false, error: { kind: 'publish', message: 'client closed', temporary: false } });
       events.clear();

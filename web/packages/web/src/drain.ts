@@ -49,8 +49,13 @@ export class Drainer {
     this.#exclusive = exclusive;
   }
 
-  kick(): void {
+  /** Looks for items to send; `now` also cuts short a retry delay (the connection is back). */
+  kick(now = false): void {
     if (this.#closed) return;
+    if (now && this.#timer) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+    }
     if (this.#running) {
       this.#again = true;
       return;
@@ -58,7 +63,10 @@ export class Drainer {
     if (this.#timer) return;
     this.#running = true;
     this.#exclusive(() => this.#run())
-      .catch((e: unknown) => this.#onError({ kind: 'storage', message: `outbox: ${String(e)}`, temporary: true }))
+      .catch((e: unknown) => {
+        this.#onError({ kind: 'storage', message: `outbox: ${String(e)}`, temporary: true });
+        this.#retryLater();
+      })
       .finally(() => {
         this.#running = false;
         if (this.#again) {
@@ -66,6 +74,14 @@ export class Drainer {
           this.kick();
         }
       });
+  }
+
+  #retryLater(): void {
+    if (this.#closed || this.#timer) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      this.kick();
+    }, this.#backoff.failed(Date.now()));
   }
 
   async #run(): Promise<void> {
@@ -84,14 +100,7 @@ export class Drainer {
         this.#onChange();
         continue;
       }
-      if (isTemporary(result.error)) {
-        const delay = this.#backoff.failed(Date.now());
-        this.#timer = setTimeout(() => {
-          this.#timer = null;
-          this.kick();
-        }, delay);
-        return;
-      }
+      if (isTemporary(result.error)) return this.#retryLater();
       const error = { code: result.error.code ?? 0, message: result.error.message };
       await this.#store.update(next.id, (r) => ({ ...r, state: 'failed', error }));
       this.#onError({ ...result.error, kind: 'outbox-failed', channel: next.channel });

@@ -47,6 +47,8 @@ interface Cursor {
   /** A gap is being filled; publications wait in `buffer`. */
   filling: boolean;
   buffer: Publication[];
+  /** A peer with no position yet: it starts at the top once recovered publications are through. */
+  fresh: boolean;
 }
 
 interface Channel {
@@ -273,11 +275,17 @@ export class Hub {
     client.on('error', (ctx) => safely(() => {
       if (!mine()) return;
       const err = ctx.error as SdkError;
-      if (ctx.type === 'connect' && err?.code === 109) return; // expired token: the SDK refreshes it
-      this.#broadcastError(this.#errorOf(err, ctx.type === 'transport' ? 'transport' : 'connect', true));
-      // A transport that fails before the connection is up changes no SDK state: this is
-      // the only sign of a failed attempt (a node that is down, a refused upgrade).
-      if (ctx.type === 'transport' && this.#status.state !== 'connected') this.#lost(err?.code ?? 0, err?.message ?? 'transport closed');
+      const connecting = this.#status.state !== 'connected';
+      // An expired token while connecting is routine: the next attempt asks for a new one.
+      if (!(ctx.type === 'connect' && err?.code === 109)) {
+        this.#broadcastError(this.#errorOf(err, ctx.type === 'transport' ? 'transport' : 'connect', true));
+      }
+      // A failure before the connection is up changes no SDK state (and the SDK's own
+      // retry is disabled): a transport that failed (a node that is down, a refused
+      // upgrade), a temporary connect error, a getToken that threw. Each is a failed attempt.
+      if (connecting && (ctx.type === 'transport' || ctx.type.startsWith('connect'))) {
+        this.#lost(err?.code ?? 0, err?.message ?? ctx.type);
+      }
     }));
     // However the attempt stalls (a proxy that accepts the upgrade and then stays silent),
     // it counts as failed once the connect timeout and a grace period have passed.
@@ -296,7 +304,7 @@ export class Hub {
     this.#setStatus({ state: 'connected', reason: null, attempt: 0, nextRetryAt: null, transport, lastConnectedAt: now });
     this.#measure();
     this.#pingTimer = setInterval(() => this.#measure(), PING_EVERY_MS);
-    this.#drainer?.kick();
+    this.#drainer?.kick(true);
   }
 
   /** This connection is gone or never came up: try again after the backoff. */
@@ -322,7 +330,7 @@ export class Hub {
     }
     this.#teardown();
     this.#want = false;
-    const auth = code === 1 || code === 3500 || code === 109;
+    const auth = code === 1 || code === 101 || code === 3500 || code === 109;
     this.#broadcastError({ kind: auth ? 'auth' : 'connect', code, message: reason, temporary: false });
     this.#setStatus({ state: 'failed', reason: { code, message: reason }, nextRetryAt: null, transport: null });
   }
@@ -415,7 +423,7 @@ export class Hub {
     if (ch.linger) clearTimeout(ch.linger);
     ch.linger = null;
     // Attaching again (a tab that saw a gap) starts this tab over from its own position.
-    const cur: Cursor = { pos: since, filling: false, buffer: [] };
+    const cur: Cursor = { pos: since, filling: false, buffer: [], fresh: false };
     ch.peers.set(peer.id, cur);
     peer.channels.add(name);
     if (ch.subscribed) this.#reconcile(ch, peer.id, cur);
@@ -506,8 +514,16 @@ export class Hub {
       this.#sendTo(id, { type: 'subscribed', event: { channel: ch.name, wasRecovering, recovered, position: cur.pos ? { ...cur.pos } : null } });
     if (!stream) return announce(false, false);
     if (!cur.pos) {
-      cur.pos = { ...stream };
-      return announce(false, false);
+      // Publications recovered for other peers follow this subscribed event at once (in
+      // the same task): a peer without a position starts after them, at the top.
+      cur.fresh = true;
+      queueMicrotask(() => {
+        if (ch.peers.get(id) !== cur || !cur.fresh) return;
+        cur.fresh = false;
+        cur.pos = ch.stream ? { ...ch.stream } : null;
+        announce(false, false);
+      });
+      return;
     }
     if (cur.pos.epoch !== stream.epoch) {
       announce(true, false);
@@ -532,6 +548,7 @@ export class Hub {
   }
 
   #offer(ch: Channel, id: string, cur: Cursor, pub: Publication): void {
+    if (cur.fresh) return;
     if (cur.filling) return void cur.buffer.push(pub);
     switch (classify(cur.pos, pub.epoch, pub.offset)) {
       case 'deliver':

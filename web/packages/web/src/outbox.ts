@@ -71,21 +71,31 @@ export function makeRecord(
     json = undefined;
   }
   if (json === undefined) return { kind: 'publish', message: 'data is not serializable as JSON', channel, temporary: false };
+  if (opts.key !== undefined && (typeof opts.key !== 'string' || opts.key === '' || utf8Length(opts.key) > MAX_KEY_BYTES)) {
+    return { kind: 'publish', message: `an idempotency key must be 1 to ${MAX_KEY_BYTES} bytes of UTF-8`, channel, temporary: false };
+  }
   const id = randomId();
   const ttl = typeof opts.ttlMs === 'number' && opts.ttlMs > 0 ? Math.min(opts.ttlMs, bounds.maxAgeMs) : bounds.maxAgeMs;
   const rec: OutboxRecord = {
     id,
     channel,
     data,
-    key: opts.key && opts.key.length <= 200 ? opts.key : `ob-${id}`,
+    key: opts.key ?? `ob-${id}`,
     createdAt: now,
     expiresAt: now + ttl,
     attempts: 0,
     state: 'pending',
-    bytes: new TextEncoder().encode(json).length,
+    bytes: utf8Length(json),
   };
   if (opts.coalesceKey !== undefined) rec.coalesceKey = opts.coalesceKey;
   return rec;
+}
+
+/** The node's limit on an idempotency key, in bytes of UTF-8. */
+export const MAX_KEY_BYTES = 256;
+
+function utf8Length(s: string): number {
+  return new TextEncoder().encode(s).length;
 }
 
 /** A random id (UUID where available). */

@@ -35,37 +35,45 @@ export class IdbPositions implements PositionStore {
 }
 
 /**
- * Positions in localStorage: the fallback where IndexedDB is unavailable but Web Storage
- * is not (tabs only; workers have no localStorage).
+ * Positions in Web Storage: localStorage is the fallback where IndexedDB is unavailable
+ * (tabs only; workers have neither); sessionStorage keeps what one tab delivered, across
+ * its reloads.
  */
-export class LocalPositions implements PositionStore {
+export class WebStoragePositions implements PositionStore {
+  readonly #storage: () => Storage;
   readonly #prefix: string;
+  readonly #monotonic: boolean;
 
-  constructor(scope: string) {
-    this.#prefix = `herald:${scope}:pos:`;
+  /** `monotonic`: never move a position back within an epoch (a store that several hubs write). */
+  constructor(storage: () => Storage, prefix: string, monotonic: boolean) {
+    this.#storage = storage;
+    this.#prefix = prefix;
+    this.#monotonic = monotonic;
   }
 
   async get(channel: string): Promise<Position | null> {
     try {
-      return asPosition(JSON.parse(localStorage.getItem(this.#prefix + channel) ?? 'null'));
+      return asPosition(JSON.parse(this.#storage().getItem(this.#prefix + channel) ?? 'null'));
     } catch {
       return null;
     }
   }
 
   async put(channel: string, pos: Position): Promise<void> {
-    const old = await this.get(channel);
-    if (old && old.epoch === pos.epoch && old.offset >= pos.offset) return;
-    localStorage.setItem(this.#prefix + channel, JSON.stringify({ epoch: pos.epoch, offset: pos.offset }));
+    if (this.#monotonic) {
+      const old = await this.get(channel);
+      if (old && old.epoch === pos.epoch && old.offset >= pos.offset) return;
+    }
+    this.#storage().setItem(this.#prefix + channel, JSON.stringify({ epoch: pos.epoch, offset: pos.offset }));
   }
 }
 
-/** Whether this context has a working localStorage. */
-export function hasLocalStorage(): boolean {
+/** Whether `storage` works here (it throws in workers, and in some private modes). */
+export function storageWorks(storage: () => Storage): boolean {
   try {
     const k = 'herald:probe';
-    localStorage.setItem(k, '1');
-    localStorage.removeItem(k);
+    storage().setItem(k, '1');
+    storage().removeItem(k);
     return true;
   } catch {
     return false;

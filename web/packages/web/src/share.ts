@@ -4,7 +4,7 @@ import type { Hub } from './hub.js';
 import { openDb } from './idb.js';
 import { envelope, openEnvelope, parseHubMessage, parseTabMessage, type HubMessage, type HubSettings, type TabMessage } from './messages.js';
 import { IdbOutbox } from './outbox.js';
-import { IdbPositions, LocalPositions, MemoryPositions, hasLocalStorage } from './positions.js';
+import { IdbPositions, MemoryPositions, WebStoragePositions, storageWorks } from './positions.js';
 import { randomId } from './outbox.js';
 import type { ShareMode } from './types.js';
 
@@ -38,7 +38,11 @@ export async function makeHub(id: string, settings: HubSettings): Promise<Hub> {
   return new Hub({
     id,
     settings,
-    positions: db ? new IdbPositions(db) : hasLocalStorage() ? new LocalPositions(settings.scope) : new MemoryPositions(),
+    positions: db
+      ? new IdbPositions(db)
+      : storageWorks(() => localStorage)
+        ? new WebStoragePositions(() => localStorage, `herald:${settings.scope}:pos:`, true)
+        : new MemoryPositions(),
     outbox: db ? new IdbOutbox(db) : null,
     ...(locks ? { exclusive: <T>(fn: () => Promise<T>) => locks.request(`herald:${settings.scope}:outbox`, fn) as Promise<T> } : {}),
   });

@@ -196,13 +196,15 @@ describe('makeRecord', () => {
     expect(a.key).not.toBe(b.key);
   });
 
-  it('keeps a given key, but not an empty or overlong one', () => {
+  it('keeps a given key, refuses an empty or overlong one (256 bytes of UTF-8 at most)', () => {
     expect(made('ch', 1, { key: 'my-key' }).key).toBe('my-key');
-    const empty = made('ch', 1, { key: '' });
-    expect(empty.key).toBe(`ob-${empty.id}`);
-    expect(made('ch', 1, { key: 'k'.repeat(200) }).key).toBe('k'.repeat(200));
-    const long = made('ch', 1, { key: 'k'.repeat(201) });
-    expect(long.key).toBe(`ob-${long.id}`);
+    expect(made('ch', 1).key).toMatch(/^ob-/);
+    expect(made('ch', 1, { key: 'k'.repeat(256) }).key).toBe('k'.repeat(256));
+    expect(made('ch', 1, { key: 'é'.repeat(128) }).key).toBe('é'.repeat(128));
+    for (const key of ['', 'k'.repeat(257), 'é'.repeat(129)]) {
+      const r = makeRecord('ch', 1, { key }, bounds(), NOW);
+      expect(isError(r), `key of ${key.length} chars`).toBe(true);
+    }
   });
 
   it('keeps the coalesce key', () => {

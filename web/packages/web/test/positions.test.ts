@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { MemoryPositions, PositionWriter, type PositionStore } from '../src/positions.js';
+import { WebStoragePositions, MemoryPositions, PositionWriter, storageWorks, type PositionStore } from '../src/positions.js';
 import type { Position } from '../src/types.js';
 
 describe('MemoryPositions', () => {
@@ -34,6 +34,96 @@ describe('MemoryPositions', () => {
     p.offset = 100;
     expect(await s.get('a')).toEqual({ epoch: 'e', offset: 1 });
     expect(await s.get('b')).toEqual({ epoch: 'e', offset: 2 });
+  });
+});
+
+/** A minimal Web Storage for Node, which has none. */
+class FakeStorage {
+  readonly data = new Map<string, string>();
+  failWrites = false;
+  getItem(k: string): string | null {
+    return this.data.get(k) ?? null;
+  }
+  setItem(k: string, v: string): void {
+    if (this.failWrites) throw new DOMException('quota exceeded', 'QuotaExceededError');
+    this.data.set(k, String(v));
+  }
+  removeItem(k: string): void {
+    this.data.delete(k);
+  }
+}
+
+describe('WebStoragePositions', () => {
+  let storage: FakeStorage;
+  beforeEach(() => {
+    storage = new FakeStorage();
+    vi.stubGlobal('localStorage', storage);
+  });
+  afterEach(() => {
+    vi.unstubAllGlobals();
+  });
+
+  it('round-trips positions under a per-scope key', async () => {
+    const a = new WebStoragePositions(() => localStorage, 'herald:scope-a:pos:', true);
+    const b = new WebStoragePositions(() => localStorage, 'herald:scope-b:pos:', true);
+    await a.put('ch', { epoch: 'e', offset: 3 });
+    expect(await a.get('ch')).toEqual({ epoch: 'e', offset: 3 });
+    expect(await b.get('ch')).toBeNull();
+    expect([...storage.data.keys()]).toEqual(['herald:scope-a:pos:ch']);
+  });
+
+  it('never moves a position back within an epoch, accepts a new epoch', async () => {
+    const s = new WebStoragePositions(() => localStorage, 'herald:x:pos:', true);
+    await s.put('ch', { epoch: 'e', offset: 10 });
+    await s.put('ch', { epoch: 'e', offset: 4 });
+    expect(await s.get('ch')).toEqual({ epoch: 'e', offset: 10 });
+    await s.put('ch', { epoch: 'e2', offset: 1 });
+    expect(await s.get('ch')).toEqual({ epoch: 'e2', offset: 1 });
+  });
+
+  it('junk in storage reads as no position, and is overwritten', async () => {
+    const s = new WebStoragePositions(() => localStorage, 'herald:x:pos:', true);
+    storage.data.set('herald:x:pos:ch', '{not json');
+    expect(await s.get('ch')).toBeNull();
+    storage.data.set('herald:x:pos:ch', JSON.stringify({ epoch: 'e', offset: -3 }));
+    expect(await s.get('ch')).toBeNull();
+    await s.put('ch', { epoch: 'e', offset: 1 });
+    expect(await s.get('ch')).toEqual({ epoch: 'e', offset: 1 });
+  });
+
+  it('a failing write rejects (so PositionWriter reports it)', async () => {
+    const s = new WebStoragePositions(() => localStorage, 'herald:x:pos:', true);
+    storage.failWrites = true;
+    await expect(s.put('ch', { epoch: 'e', offset: 1 })).rejects.toThrow(/quota/);
+  });
+
+  it('storageWorks tells a working storage from a failing one', () => {
+    expect(storageWorks(() => localStorage)).toBe(true);
+    expect(storage.data.size).toBe(0); // the probe cleans up
+    storage.failWrites = true;
+    expect(storageWorks(() => localStorage)).toBe(false);
+  });
+});
+
+describe('storageWorks without Web Storage', () => {
+  afterEach(() => {
+    vi.unstubAllGlobals();
+  });
+
+  it('is false where there is no localStorage (workers, Node)', () => {
+    vi.stubGlobal('localStorage', undefined);
+    expect(storageWorks(() => localStorage)).toBe(false);
+  });
+
+  it('is false where touching localStorage throws (blocked storage)', () => {
+    vi.stubGlobal('localStorage', {
+      setItem() {
+        throw new DOMException('denied', 'SecurityError');
+      },
+      removeItem() {},
+      getItem: () => null,
+    });
+    expect(storageWorks(() => localStorage)).toBe(false);
   });
 });
 

@@ -355,3 +355,26 @@ test('a tab that navigates away and back resumes from its own position while ano
   assert.equal(rec.subscribed[0].recovered, true);
   assert.equal(rec.resyncs.length, 0);
 });
+
+test('a shared worker that dies is started again; tabs resume from their positions', async (t) => {
+  const { stack, context } = await setup(t);
+  const a = await openPage(context, stack, { share: 'worker', subscribe: ['alerts'] });
+  const b = await openPage(context, stack, { share: 'worker', subscribe: ['alerts'] });
+  for (const p of [a, b]) await waitStatus(p, { state: 'connected', tabs: 2 });
+  await waitUntil(async () => (await record(a)).subscribed.length > 0 && (await record(b)).subscribed.length > 0, { what: 'subscribed' });
+  await publishMany(stack.node, 'alerts', 3);
+  for (const p of [a, b]) await waitPubs(p, 'alerts', 3);
+
+  const cdp = await browser.newBrowserCDPSession();
+  const { targetInfos } = await cdp.send('Target.getTargets');
+  const worker = targetInfos.find((i) => i.type === 'shared_worker');
+  assert.ok(worker, `a shared worker target: ${JSON.stringify(targetInfos.map((i) => i.type))}`);
+  await cdp.send('Target.closeTarget', { targetId: worker.targetId });
+  await publishMany(stack.node, 'alerts', 3);
+  for (const p of [a, b]) {
+    await waitPubs(p, 'alerts', 6, 15_000);
+    assert.deepEqual(await offsets(p, 'alerts'), range(1, 6));
+  }
+  await waitStatus(a, { state: 'connected', tabs: 2, mode: 'worker' });
+  await waitUntil(async () => (await numClients(stack.node)) === 1, { what: 'one client on the node', timeout: 10_000 });
+});

@@ -92,7 +92,8 @@ export function createHerald(options: HeraldOptions): Herald {
   let closed = false;
   const queue: TabMessage[] = [];
   let req = 0;
-  const publishes = new Map<number, (r: Awaited<ReturnType<Herald['publish']>>) => void>();
+  const publishes = new Map<number, { msg: TabMessage; done: (r: Awaited<ReturnType<Herald['publish']>>) => void }>();
+  let hubId: string | null = null;
   const cleanups: (() => void)[] = [];
 
   const error = (e: HeraldError) => events.emit('error', e);
@@ -103,6 +104,9 @@ export function createHerald(options: HeraldOptions): Herald {
     ? new WebStoragePositions(() => sessionStorage, `herald:${settings.scope}:tab:`, false)
     : null;
   const mineWriter = mine ? new PositionWriter(mine, () => {}) : null;
+  // Channels this page has subscribed before: a later subscribe does not replay from where
+  // an earlier one (of a component since unmounted) stopped.
+  const seen = new Set<string>();
 
   // Storage: positions and the outbox, in IndexedDB where it exists.
   const db = openDb(settings.scope);
@@ -161,6 +165,10 @@ export function createHerald(options: HeraldOptions): Herald {
     link?.send({ type: 'attach', channel: ch.name, since: ch.pos });
   }
 
+  function handlerError(channel: string, what: string): (e: unknown) => void {
+    return (e) => error({ kind: 'handler', message: `an ${what} of ${channel} threw: ${String(e)}`, channel, temporary: false });
+  }
+
   function deliver(ch: TabChannel, pub: Publication): void {
     switch (classify(ch.pos, pub.epoch, pub.offset)) {
       case 'duplicate':
@@ -176,8 +184,7 @@ export function createHerald(options: HeraldOptions): Herald {
         }
         for (const h of [...refs.get(ch.name)]) {
           const copy = { ...pub };
-          safely(() => h.fn(copy as Publication<never>), (e) =>
-            error({ kind: 'handler', message: `a publication handler of ${ch.name} threw: ${String(e)}`, channel: ch.name, temporary: false }));
+          safely(() => h.fn(copy as Publication<never>), handlerError(ch.name, 'publication handler'));
         }
     }
   }
@@ -187,15 +194,33 @@ export function createHerald(options: HeraldOptions): Herald {
     switch (m.type) {
       case 'welcome': {
         // A new hub (first contact, or a handover): introduce this tab and say where it stands.
+        const handover = hubId !== null && hubId !== m.hub;
+        hubId = m.hub;
         hubReady = true;
         link?.send({ type: 'hello', settings, hasToken: typeof options.getToken === 'function', online: online(), visible: visible(), wantConnect });
         for (const ch of channels.values()) attach(ch);
         for (const q of queue.splice(0)) link?.send(q);
+        if (handover) {
+          // Publishes the old hub may or may not have sent: with a key, sending again is
+          // safe (the node applies a key once); without one, the outcome is unknown.
+          for (const [id, p] of publishes) {
+            if (p.msg.type === 'publish' && p.msg.key !== null) link?.send(p.msg);
+            else {
+              const channel = p.msg.type === 'publish' ? p.msg.channel : '';
+              p.done({ ok: false, error: { kind: 'publish', message: 'the tab holding the connection went away; the publish may or may not have been applied', channel, temporary: true } });
+              publishes.delete(id);
+            }
+          }
+        }
         refreshStatus();
         return;
       }
       case 'status':
         hubStatus = m.status;
+        // The shared intent, so that a hub that takes over later neither reconnects after
+        // a disconnect() or a refusal, nor stays away when the others are connected.
+        if (m.status.state === 'failed' || m.status.state === 'disconnected') wantConnect = false;
+        else wantConnect = true;
         refreshStatus();
         if (m.status.state === 'connected') localDrain?.kick();
         return;
@@ -208,7 +233,7 @@ export function createHerald(options: HeraldOptions): Herald {
         const ch = channels.get(m.event.channel);
         if (!ch) return;
         if (!ch.pos && m.event.position) ch.pos = m.event.position;
-        for (const h of [...refs.get(ch.name)]) safely(() => h.opts.onSubscribed?.(m.event));
+        for (const h of [...refs.get(ch.name)]) safely(() => h.opts.onSubscribed?.(m.event), handlerError(ch.name, 'onSubscribed'));
         events.emit('subscribed', m.event);
         return;
       }
@@ -217,14 +242,14 @@ export function createHerald(options: HeraldOptions): Herald {
         if (!ch) return;
         ch.pos = m.event.to;
         if (ch.pos) mineWriter?.write(ch.name, ch.pos);
-        for (const h of [...refs.get(ch.name)]) safely(() => h.opts.onResync?.(m.event));
+        for (const h of [...refs.get(ch.name)]) safely(() => h.opts.onResync?.(m.event), handlerError(ch.name, 'onResync'));
         events.emit('resync', m.event);
         return;
       }
       case 'error':
         return error(m.error);
       case 'published':
-        publishes.get(m.req)?.(m.ok ? { ok: true, position: m.position } : { ok: false, error: m.error ?? { kind: 'publish', message: 'refused', temporary: false } });
+        publishes.get(m.req)?.done(m.ok ? { ok: true, position: m.position } : { ok: false, error: m.error ?? { kind: 'publish', message: 'refused', temporary: false } });
         return;
       case 'token':
         void answerToken(m.req);
@@ -260,13 +285,26 @@ export function createHerald(options: HeraldOptions): Herald {
     if (mode === 'worker') {
       const url = options.workerUrl ?? defaultWorkerUrl();
       if (url) {
-        return workerLink(tab, settings, url, handlers, (why) => {
-          const next = pickMode('leader');
-          handlers.fallback('worker', next, why);
+        const replace = (next: ShareMode) => {
+          if (closed) return;
+          link?.close();
           hubReady = false;
+          for (const ch of channels.values()) ch.attached = false;
           link = open(next);
           refreshStatus();
-        });
+        };
+        return workerLink(
+          tab,
+          settings,
+          url,
+          handlers,
+          (why) => {
+            handlers.fallback('worker', pickMode('leader'), why);
+            replace(pickMode('leader'));
+          },
+          // The worker died under us: start it again (every tab does; they meet in the new one).
+          () => replace('worker'),
+        );
       }
       mode = pickMode('leader');
     }
@@ -328,19 +366,31 @@ export function createHerald(options: HeraldOptions): Herald {
   }
 
   function publish(channel: string, data: unknown, opts: { idempotencyKey?: string } = {}): ReturnType<Herald['publish']> {
-    if (closed) return Promise.resolve({ ok: false, error: { kind: 'publish', message: 'client closed', channel, temporary: false } });
+    const fail = (message: string) => Promise.resolve({ ok: false as const, error: { kind: 'publish' as const, message, channel, temporary: false } });
+    if (closed) return fail('client closed');
+    try {
+      // What cannot cross to another tab or worker is refused now, not after a timeout.
+      structuredClone(data);
+      JSON.stringify(data);
+    } catch (e) {
+      return fail(`data cannot be sent: ${String(e)}`);
+    }
     const id = ++req;
+    const msg: TabMessage = { type: 'publish', req: id, channel, data, key: opts.idempotencyKey ?? null };
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         publishes.delete(id);
         resolve({ ok: false, error: { kind: 'publish', code: 0, message: 'no reply in time', channel, temporary: true } });
       }, PUBLISH_TIMEOUT_MS);
-      publishes.set(id, (r) => {
-        clearTimeout(timer);
-        publishes.delete(id);
-        resolve(r);
+      publishes.set(id, {
+        msg,
+        done: (r) => {
+          clearTimeout(timer);
+          publishes.delete(id);
+          resolve(r);
+        },
       });
-      send({ type: 'publish', req: id, channel, data, key: opts.idempotencyKey ?? null });
+      send(msg);
     });
   }
 
@@ -401,9 +451,11 @@ export function createHerald(options: HeraldOptions): Herald {
         const fresh: TabChannel = { name: channel, pos: null, attached: false, ready: false };
         channels.set(channel, fresh);
         // This tab's own position (from before a reload) first, else the origin's.
+        const first = !seen.has(channel);
+        seen.add(channel);
         const lookup = settings.persistPositions && opts.resume !== false
           ? storage
-              .then(async () => (await mine?.get(channel)) ?? (await positions.get(channel)))
+              .then(async () => (first ? await mine?.get(channel) : null) ?? (await positions.get(channel)))
               .catch(() => null)
           : Promise.resolve(null);
         void lookup.then((stored) => {
@@ -454,7 +506,7 @@ export function createHerald(options: HeraldOptions): Herald {
       localDrain?.close();
       mineWriter?.flush();
       for (const c of cleanups.splice(0)) c();
-      for (const resolve of publishes.values()) resolve({ ok: false, error: { kind: 'publish', message: 'client closed', temporary: false } });
+      for (const p of [...publishes.values()]) p.done({ ok: false, error: { kind: 'publish', message: 'client closed', temporary: false } });
       events.clear();
       status.clear();
       outboxStatus.clear();

@@ -84,15 +84,20 @@ export class Drainer {
     }, this.#backoff.failed(Date.now()));
   }
 
+  #expired(expired: OutboxRecord[]): void {
+    for (const r of expired) {
+      this.#onError({ kind: 'outbox-failed', message: `outbox item ${r.id}: ${r.error?.message ?? 'expired'}`, channel: r.channel, temporary: false });
+    }
+    if (expired.length) this.#onChange();
+  }
+
   async #run(): Promise<void> {
+    // Items expire while offline too.
+    if (!this.#canSend()) return this.#expired((await this.#store.next(Date.now(), false)).expired);
     while (!this.#closed && this.#canSend()) {
       const { next, expired } = await this.#store.next(Date.now());
-      for (const r of expired) {
-        this.#onError({ kind: 'outbox-failed', message: `outbox item ${r.id} expired before it could be sent`, channel: r.channel, temporary: false });
-      }
-      if (expired.length) this.#onChange();
+      this.#expired(expired);
       if (!next) return;
-      await this.#store.update(next.id, (r) => ({ ...r, attempts: r.attempts + 1 }));
       const result = await this.#publish(next);
       if (result.ok) {
         this.#backoff.reset();

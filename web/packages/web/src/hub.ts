@@ -16,6 +16,8 @@ const HISTORY_PAGE = 500;
 const LINGER_MS = 1000;
 /** How often the round trip to the node is measured while connected. */
 const PING_EVERY_MS = 15_000;
+/** How often a history read that failed for a passing reason is tried again. */
+const HISTORY_TRIES = 3;
 /** How long a tab has to answer a token request before another tab is asked. */
 const TOKEN_WAIT_MS = 10_000;
 
@@ -29,6 +31,8 @@ export interface HubDeps {
   exclusive?: <T>(fn: () => Promise<T>) => Promise<T>;
   /** A WebSocket constructor, where there is no global one (Node). */
   websocket?: unknown;
+  /** Called once the hub has closed (to close its storage). */
+  onClose?: () => void;
 }
 
 interface Peer {
@@ -49,6 +53,8 @@ interface Cursor {
   buffer: Publication[];
   /** A peer with no position yet: it starts at the top once recovered publications are through. */
   fresh: boolean;
+  /** This peer was told the channel is subscribed, on this connection. */
+  announced: boolean;
 }
 
 interface Channel {
@@ -60,6 +66,8 @@ interface Channel {
   recent: Recent;
   peers: Map<string, Cursor>;
   linger: ReturnType<typeof setTimeout> | null;
+  /** Subscribed again on this connection to have the server recover a tab's gap. */
+  resubscribed: boolean;
 }
 
 interface SdkError {
@@ -87,6 +95,12 @@ export class Hub {
   #retryTimer: ReturnType<typeof setTimeout> | null = null;
   #pingTimer: ReturnType<typeof setInterval> | null = null;
   #watchdog: ReturnType<typeof setTimeout> | null = null;
+  #lastAttemptAt = 0;
+  #sweep: ReturnType<typeof setInterval> | null = null;
+  /** Which of the configured transports the next attempt uses. */
+  #transport = 0;
+  /** The current attempt's transport has opened (a failure after that is not the transport's fault). */
+  #opened = false;
   readonly #backoff: Backoff;
   readonly #writer: PositionWriter | null;
   readonly #drainer: Drainer | null;
@@ -122,6 +136,8 @@ export class Hub {
           deps.exclusive,
         )
       : null;
+    // Outbox items age while nothing else happens (offline, no new items).
+    if (this.#drainer) this.#sweep = setInterval(() => this.#drainer?.kick(), 60_000);
   }
 
   // ---- peers -------------------------------------------------------------------------
@@ -177,10 +193,10 @@ export class Hub {
       case 'network':
         this.#online = msg.online;
         if (!msg.online) this.#goOffline();
-        else if (this.#want && (this.#status.state === 'offline' || this.#status.state === 'reconnecting')) this.#attempt();
+        else if (this.#want && (this.#status.state === 'offline' || this.#retryTimer)) this.#attemptSoon();
         return;
       case 'visible':
-        if (msg.hiddenMs >= this.#deps.settings.reconnect.wakeAfterMs && this.#status.state === 'reconnecting') this.#attempt();
+        if (msg.hiddenMs >= this.#deps.settings.reconnect.wakeAfterMs && this.#retryTimer) this.#attemptSoon();
         return;
       case 'connect':
         return this.connect();
@@ -202,10 +218,12 @@ export class Hub {
     this.#closed = true;
     this.#clearRetry();
     this.#drainer?.close();
+    if (this.#sweep) clearInterval(this.#sweep);
     for (const ch of this.#channels.values()) if (ch.linger) clearTimeout(ch.linger);
     this.#channels.clear();
     this.#peers.clear();
     for (const w of this.#tokenWaiters.values()) w(null, 'hub closed');
+    safely(() => this.#deps.onClose?.());
   }
 
   /** Writes pending positions now (the page is going away). */
@@ -215,10 +233,24 @@ export class Hub {
 
   // ---- connection --------------------------------------------------------------------
 
+  /** Connects unless connected or connecting already (then it changes nothing). */
   connect(): void {
+    const busy = this.#client !== null;
     this.#want = true;
+    if (busy) return;
     this.#backoff.reset();
-    this.#attempt();
+    this.#attemptSoon();
+  }
+
+  /**
+   * Attempts now instead of waiting out the backoff (the browser is back online, a tab
+   * woke up, the app asked), but never sooner than the floor after the last attempt.
+   */
+  #attemptSoon(): void {
+    this.#clearRetry();
+    const wait = this.#lastAttemptAt + this.#deps.settings.reconnect.minDelayMs - Date.now();
+    if (wait <= 0) return this.#attempt();
+    this.#retryTimer = setTimeout(() => this.#attempt(), wait);
   }
 
   disconnect(): void {
@@ -240,6 +272,7 @@ export class Hub {
     if (!this.#online) return this.#goOffline();
     this.#teardown();
     const gen = ++this.#gen;
+    this.#lastAttemptAt = Date.now();
     const s = this.#deps.settings;
     const quiet = new EventTarget();
     const options: Record<string, unknown> = {
@@ -255,7 +288,9 @@ export class Hub {
     if (this.#deps.websocket) options.websocket = this.#deps.websocket;
     let client: Centrifuge;
     try {
-      client = new Centrifuge(s.transports.length ? s.transports : s.url, options);
+      // One transport per attempt; a transport that fails to open hands the next attempt to the next one.
+      const endpoint = s.transports.length ? [s.transports[this.#transport % s.transports.length]] : s.url;
+      client = new Centrifuge(endpoint as string, options);
     } catch (e) {
       this.#want = false;
       this.#setStatus({ state: 'failed', reason: { code: 0, message: `bad connection settings: ${String(e)}` } });
@@ -284,15 +319,24 @@ export class Hub {
       // retry is disabled): a transport that failed (a node that is down, a refused
       // upgrade), a temporary connect error, a getToken that threw. Each is a failed attempt.
       if (connecting && (ctx.type === 'transport' || ctx.type.startsWith('connect'))) {
+        if (ctx.type === 'transport') this.#nextTransport();
         this.#lost(err?.code ?? 0, err?.message ?? ctx.type);
       }
     }));
     // However the attempt stalls (a proxy that accepts the upgrade and then stays silent),
     // it counts as failed once the connect timeout and a grace period have passed.
-    this.#watchdog = setTimeout(() => mine() && this.#status.state !== 'connected' && this.#lost(0, 'no connect reply in time'), s.connectTimeoutMs + 2000);
-    for (const ch of this.#channels.values()) this.#subscribeSdk(ch);
+    this.#watchdog = setTimeout(() => {
+      if (!mine() || this.#status.state === 'connected') return;
+      // Upgraded but silent (a proxy that swallows WebSocket frames): try the next transport.
+      this.#nextTransport();
+      this.#lost(0, 'no connect reply in time');
+    }, s.connectTimeoutMs + 2000);
     this.#setStatus({ state: this.#everConnected ? 'reconnecting' : 'connecting', nextRetryAt: null, transport: null });
     client.connect();
+  }
+
+  #nextTransport(): void {
+    if (this.#deps.settings.transports.length > 1) this.#transport++;
   }
 
   #onConnected(transport: string): void {
@@ -302,6 +346,9 @@ export class Hub {
     if (this.#watchdog) clearTimeout(this.#watchdog);
     this.#watchdog = null;
     this.#setStatus({ state: 'connected', reason: null, attempt: 0, nextRetryAt: null, transport, lastConnectedAt: now });
+    // Channels are subscribed once connected, not with the connect command: by then the
+    // tabs of a handover have said where they stand, and each channel starts from the earliest.
+    for (const ch of this.#channels.values()) if (!ch.sub) this.#subscribeSdk(ch);
     this.#measure();
     this.#pingTimer = setInterval(() => this.#measure(), PING_EVERY_MS);
     this.#drainer?.kick(true);
@@ -313,7 +360,8 @@ export class Hub {
     const delay = this.#backoff.failed(Date.now());
     if (code === 3013) this.#broadcastError({ kind: 'rate-limit', code, message: reason, temporary: true });
     this.#setStatus({
-      state: 'reconnecting',
+      // Until the first connection is up, the client is still connecting.
+      state: this.#everConnected ? 'reconnecting' : 'connecting',
       reason: { code, message: reason },
       attempt: this.#backoff.attempt,
       nextRetryAt: Date.now() + delay,
@@ -346,9 +394,11 @@ export class Hub {
     for (const ch of this.#channels.values()) {
       ch.sub = null;
       ch.subscribed = false;
+      ch.resubscribed = false;
       for (const cur of ch.peers.values()) {
         cur.filling = false;
         cur.buffer = [];
+        cur.announced = false;
       }
     }
     if (client) {
@@ -417,17 +467,17 @@ export class Hub {
   #attach(peer: Peer, name: string, since: Position | null): void {
     let ch = this.#channels.get(name);
     if (!ch) {
-      ch = { name, sub: null, subscribed: false, stream: null, recent: new Recent(), peers: new Map(), linger: null };
+      ch = { name, sub: null, subscribed: false, stream: null, recent: new Recent(), peers: new Map(), linger: null, resubscribed: false };
       this.#channels.set(name, ch);
     }
     if (ch.linger) clearTimeout(ch.linger);
     ch.linger = null;
     // Attaching again (a tab that saw a gap) starts this tab over from its own position.
-    const cur: Cursor = { pos: since, filling: false, buffer: [], fresh: false };
+    const cur: Cursor = { pos: since, filling: false, buffer: [], fresh: false, announced: false };
     ch.peers.set(peer.id, cur);
     peer.channels.add(name);
     if (ch.subscribed) this.#reconcile(ch, peer.id, cur);
-    else if (!ch.sub && this.#client) this.#subscribeSdk(ch);
+    else if (!ch.sub && this.#client && this.#status.state === 'connected') this.#subscribeSdk(ch);
   }
 
   #detach(peer: Peer, name: string): void {
@@ -510,8 +560,12 @@ export class Hub {
   /** Brings one tab to the stream's position: nothing to do, fill its gap, or resync it. */
   #reconcile(ch: Channel, id: string, cur: Cursor): void {
     const stream = ch.stream;
-    const announce = (wasRecovering: boolean, recovered: boolean) =>
+    const announce = (wasRecovering: boolean, recovered: boolean) => {
+      // Once per connection: subscribing again to recover another tab's gap is no news.
+      if (cur.announced) return;
+      cur.announced = true;
       this.#sendTo(id, { type: 'subscribed', event: { channel: ch.name, wasRecovering, recovered, position: cur.pos ? { ...cur.pos } : null } });
+    };
     if (!stream) return announce(false, false);
     if (!cur.pos) {
       // Publications recovered for other peers follow this subscribed event at once (in
@@ -599,13 +653,31 @@ export class Hub {
     const stale = () => this.#gen !== gen || this.#client !== client || ch.peers.get(id) !== cur;
     const got: Publication[] = [];
     let at = from.offset;
+    let tries = 0;
     while (client && at < upTo) {
       let res: { publications: { data: unknown; offset?: number; info?: Publication['info']; tags?: Record<string, string> }[]; epoch: string; offset: number };
       try {
         res = await client.history(ch.name, { since: { epoch: from.epoch, offset: at }, limit: HISTORY_PAGE });
       } catch (e) {
         if (stale()) return; // the next connection reconciles this tab again
-        this.#channelError(ch, this.#errorOf(e as SdkError, 'subscribe', false));
+        const err = this.#errorOf(e as SdkError, 'subscribe', false);
+        const code = err.code ?? 0;
+        // 112: the position's epoch is gone.
+        if (code === 112) return finish(null, 'epoch-changed');
+        // A passing failure (100, 111, a timeout) is tried again after a pause.
+        if ((code < 100 || code === 100 || code === 111) && ++tries <= HISTORY_TRIES) {
+          await new Promise((r) => setTimeout(r, 250 * 2 ** tries));
+          if (stale()) return;
+          continue;
+        }
+        // Not allowed to read history: recovery on subscribe needs only the right to
+        // subscribe, so subscribe again from the earliest position any tab holds (once).
+        if ((code === 103 || code === 108) && !ch.resubscribed) {
+          cur.filling = false;
+          cur.buffer = [];
+          return this.#recoverFrom(ch);
+        }
+        this.#sendTo(id, { type: 'error', error: { ...err, channel: ch.name } });
         return finish(null, 'history-unavailable');
       }
       if (stale()) return;
@@ -624,6 +696,33 @@ export class Hub {
     }
     if (!client) return;
     finish(got, 'history-trimmed');
+  }
+
+  /**
+   * Subscribes `ch` again from the earliest position any of its tabs holds, so that the
+   * server recovers what they miss; tabs further on drop what they already have.
+   */
+  #recoverFrom(ch: Channel): void {
+    const client = this.#client;
+    if (!client) return;
+    ch.resubscribed = true;
+    let since: Position | null = null;
+    for (const cur of ch.peers.values()) {
+      if (cur.pos && ch.stream && cur.pos.epoch === ch.stream.epoch && (!since || cur.pos.offset < since.offset)) since = cur.pos;
+    }
+    const old = ch.sub;
+    ch.sub = null;
+    ch.subscribed = false;
+    if (old) {
+      try {
+        old.removeAllListeners();
+        client.removeSubscription(old);
+      } catch {
+        // Replaced below all the same.
+      }
+    }
+    if (since) ch.stream = { ...since };
+    this.#subscribeSdk(ch);
   }
 
   /** Tells tab `id` that continuity broke on `ch`, and moves it to the stream's position. */

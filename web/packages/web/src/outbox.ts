@@ -48,6 +48,18 @@ export function planNext(records: readonly OutboxRecord[], now: number): { next:
   return { next: null, expired };
 }
 
+/** Moves `r` to `failed` for its age, saying whether it may have been applied already. */
+function expire(r: OutboxRecord): OutboxRecord {
+  r.state = 'failed';
+  r.error = {
+    code: 0,
+    message: r.attempts === 0
+      ? 'expired before it could be sent'
+      : `expired after ${r.attempts} attempts without a reply; it may have been applied`,
+  };
+  return r;
+}
+
 /** Counts by state. */
 export function countOf(records: readonly OutboxRecord[]): OutboxStatus {
   let pending = 0;
@@ -114,8 +126,11 @@ export function itemOf(r: OutboxRecord): OutboxItem {
 /** Where outbox items are kept. Every method resolves; storage errors reject. */
 export interface OutboxStore {
   enqueue(item: OutboxRecord, bounds: OutboxBounds): Promise<EnqueueResult>;
-  /** The next item to send; expired ones are moved to `failed` and returned too. */
-  next(now: number): Promise<{ next: OutboxRecord | null; expired: OutboxRecord[] }>;
+  /**
+   * The next item to send, counted as attempted in the same transaction; expired items
+   * are moved to `failed` and returned too. `send: false` only expires.
+   */
+  next(now: number, send?: boolean): Promise<{ next: OutboxRecord | null; expired: OutboxRecord[] }>;
   update(id: string, change: (r: OutboxRecord) => OutboxRecord | null): Promise<boolean>;
   all(): Promise<OutboxRecord[]>;
 }
@@ -139,15 +154,15 @@ export class IdbOutbox implements OutboxStore {
     });
   }
 
-  next(now: number): Promise<{ next: OutboxRecord | null; expired: OutboxRecord[] }> {
+  next(now: number, send = true): Promise<{ next: OutboxRecord | null; expired: OutboxRecord[] }> {
     return transact(this.#db, OUTBOX, 'readwrite', async (s) => {
       const plan = planNext((await done(s.getAll())) as OutboxRecord[], now);
-      for (const r of plan.expired) {
-        r.state = 'failed';
-        r.error = { code: 0, message: 'expired before it could be sent' };
-        await done(s.put(r));
+      for (const r of plan.expired) await done(s.put(expire(r)));
+      if (plan.next && send) {
+        plan.next.attempts++;
+        await done(s.put(plan.next));
       }
-      return plan;
+      return send ? plan : { next: null, expired: plan.expired };
     });
   }
 
@@ -181,13 +196,11 @@ export class MemoryOutbox implements OutboxStore {
     return { ok: true, item: itemOf(item) };
   }
 
-  async next(now: number): Promise<{ next: OutboxRecord | null; expired: OutboxRecord[] }> {
+  async next(now: number, send = true): Promise<{ next: OutboxRecord | null; expired: OutboxRecord[] }> {
     const plan = planNext(this.#records, now);
-    for (const r of plan.expired) {
-      r.state = 'failed';
-      r.error = { code: 0, message: 'expired before it could be sent' };
-    }
-    return { next: plan.next ? { ...plan.next } : null, expired: plan.expired };
+    for (const r of plan.expired) expire(r);
+    if (plan.next && send) plan.next.attempts++;
+    return { next: plan.next && send ? { ...plan.next } : null, expired: plan.expired.map((r) => ({ ...r })) };
   }
 
   async update(id: string, change: (r: OutboxRecord) => OutboxRecord | null): Promise<boolean> {

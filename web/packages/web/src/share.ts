@@ -30,6 +30,18 @@ export interface Link {
   close(): void;
 }
 
+/**
+ * What the hub's own tab is handed: a copy of each publication, as other tabs get one
+ * through structured cloning, so that a handler that mutates its data cannot change what
+ * the hub keeps for filling other tabs.
+ */
+export function ownCopy(m: HubMessage): HubMessage {
+  return m.type === 'pub' ? { type: 'pub', pub: structuredClone(m.pub) } : m;
+}
+
+/** The name of the lock a SharedWorker holds for its whole life. */
+export const workerLock = (scope: string, hub: string) => `herald:${scope}:worker:${hub}`;
+
 /** Makes a hub for `settings`, with the origin's storage when there is some. */
 export async function makeHub(id: string, settings: HubSettings): Promise<Hub> {
   // Loaded on demand: a tab that shares a worker's connection never needs it.
@@ -44,6 +56,7 @@ export async function makeHub(id: string, settings: HubSettings): Promise<Hub> {
         ? new WebStoragePositions(() => localStorage, `herald:${settings.scope}:pos:`, true)
         : new MemoryPositions(),
     outbox: db ? new IdbOutbox(db) : null,
+    onClose: () => db?.close(),
     ...(locks ? { exclusive: <T>(fn: () => Promise<T>) => locks.request(`herald:${settings.scope}:outbox`, fn) as Promise<T> } : {}),
   });
 }
@@ -82,7 +95,7 @@ export function localLink(tab: string, settings: HubSettings, h: LinkHandlers, l
   void makeHub(randomId(), settings).then((made) => {
     if (closed) return made.close();
     hub = made;
-    hub.addPeer(tab, (m) => queueMicrotask(() => !closed && h.message(m)), h.token);
+    hub.addPeer(tab, (m) => queueMicrotask(() => !closed && h.message(ownCopy(m))), h.token);
     for (const m of queue.splice(0)) hub.receive(tab, m);
   });
   return {
@@ -107,13 +120,22 @@ export function localLink(tab: string, settings: HubSettings, h: LinkHandlers, l
  * started or does not answer within `timeoutMs` (a bundler that did not ship the file,
  * a stale cached worker speaking another protocol version).
  */
-export function workerLink(tab: string, settings: HubSettings, url: string | URL, h: LinkHandlers, onFail: (why: string) => void, timeoutMs = 3000): Link {
+export function workerLink(
+  tab: string,
+  settings: HubSettings,
+  url: string | URL,
+  h: LinkHandlers,
+  onFail: (why: string) => void,
+  onLost: () => void,
+  timeoutMs = 3000,
+): Link {
   const abort = new AbortController();
   let hubId: string | null = null;
   let failed = false;
+  let closed = false;
   let worker: SharedWorker;
   const fail = (why: string) => {
-    if (failed || hubId) return;
+    if (failed || hubId || closed) return;
     failed = true;
     clearTimeout(timer);
     abort.abort();
@@ -143,6 +165,14 @@ export function workerLink(tab: string, settings: HubSettings, url: string | URL
       clearTimeout(timer);
       if (hubId === m.hub) return;
       hubId = m.hub;
+      // The worker holds a lock for its whole life: being granted it means the worker is gone.
+      navigator.locks
+        ?.request(workerLock(settings.scope, m.hub), { signal: abort.signal }, () => {
+          if (!closed) onLost();
+        })
+        .catch(() => {
+          // Aborted: this link closed.
+        });
       h.message(m);
       for (const p of pending.splice(0)) post(p);
       return;
@@ -169,6 +199,8 @@ export function workerLink(tab: string, settings: HubSettings, url: string | URL
       if (!failed) post({ type: 'bye' });
     },
     close: () => {
+      if (closed) return;
+      closed = true;
       clearTimeout(timer);
       if (!failed && hubId) post({ type: 'bye' });
       abort.abort();
@@ -181,18 +213,22 @@ export function workerLink(tab: string, settings: HubSettings, url: string | URL
   };
 }
 
-/** A leader sends a beat this often, so that followers can tell a silent leader from a quiet channel. */
-const BEAT_MS = 2000;
-/** A visible follower that has heard nothing from the leader for this long (plus jitter) takes over. */
+/** How often a follower checks on the leader. */
+const CHECK_MS = 2000;
+/** A visible follower that has heard nothing from the leader for this long (plus jitter) asks it for a sign of life. */
 const SILENT_MS = 10_000;
+/** How long the leader has to answer before a visible follower takes over. */
+const ANSWER_MS = 2000;
 
 /**
  * One leader tab holds the hub; the others talk to it over a BroadcastChannel. The
  * leader is whoever holds the scope's leader lock; the next in the lock's queue takes
  * over the moment it is released (the leader closed, crashed or navigated away). A
- * leader that is frozen keeps its lock, so a visible follower that has not heard from
- * it for a while steals the lock; the old leader, when it wakes, finds the lock gone
- * and steps down. Followers only listen to the hub that welcomed them last.
+ * leader that is frozen or hung keeps its lock: a visible follower that has not heard
+ * from it for a while pings it (a message, which a hidden but healthy tab answers at
+ * once, unlike a throttled timer) and steals the lock when no answer comes; the old
+ * leader, when it wakes, finds the lock gone and steps down. Followers only listen to
+ * the hub that welcomed them last.
  */
 export function leaderLink(tab: string, settings: HubSettings, h: LinkHandlers): Link {
   // Every tab may become the leader: have the hub's code at hand before a handover needs it.
@@ -206,7 +242,7 @@ export function leaderLink(tab: string, settings: HubSettings, h: LinkHandlers):
   let hub: Hub | null = null;
   let closed = false;
   let lastHeard = Date.now();
-  let beat: ReturnType<typeof setInterval> | null = null;
+  let pingedAt: number | null = null;
   const silentAfter = SILENT_MS + Math.floor(Math.random() * 2000);
   const post = (to: string, m: unknown) => bc.postMessage(envelope(tab, to, m));
 
@@ -216,6 +252,7 @@ export function leaderLink(tab: string, settings: HubSettings, h: LinkHandlers):
     // Messages for the hub this tab runs.
     if (hub && (env.to === hubId || env.to === 'hub')) {
       if (env.msg.type === 'discover') return void bc.postMessage(envelope(hubId as string, env.from, { type: 'welcome', hub: hubId }));
+      if (env.msg.type === 'ping') return void bc.postMessage(envelope(hubId as string, env.from, { type: 'pong' }));
       const m = parseTabMessage(env.msg as { type: string } & Record<string, unknown>);
       if (!m) return;
       if (m.type === 'hello') {
@@ -229,8 +266,11 @@ export function leaderLink(tab: string, settings: HubSettings, h: LinkHandlers):
     }
     // Messages for this tab from the current hub.
     if (env.to !== tab && env.to !== '*') return;
-    if (env.msg.type === 'beat') {
-      if (env.from === hubId) lastHeard = Date.now();
+    if (env.msg.type === 'pong') {
+      if (env.from === hubId) {
+        lastHeard = Date.now();
+        pingedAt = null;
+      }
       return;
     }
     const m = parseHubMessage(env.msg as { type: string } & Record<string, unknown>);
@@ -240,13 +280,12 @@ export function leaderLink(tab: string, settings: HubSettings, h: LinkHandlers):
       hubId = m.hub;
     } else if (env.from !== hubId || local) return;
     lastHeard = Date.now();
+    pingedAt = null;
     h.message(m);
   };
 
   /** Steps down after the lock was stolen: the hub closes, and this tab queues again. */
   const resign = () => {
-    if (beat) clearInterval(beat);
-    beat = null;
     local?.close();
     local = null;
     hub = null;
@@ -262,16 +301,22 @@ export function leaderLink(tab: string, settings: HubSettings, h: LinkHandlers):
   const candidate = (steal: boolean) => {
     if (closed) return;
     const options: LockOptions = steal ? { steal: true } : { signal: abort.signal };
+    // Set when this request's lock is stolen, possibly while the hub is still being made.
+    const lease = { lost: false };
     navigator.locks
       .request(lockName, options, async () => {
         if (closed) return;
         hubId = randomId();
         const id = hubId;
         const made = await makeHub(id, settings);
-        if (closed || hubId !== id) return made.close();
+        if (closed || lease.lost || hubId !== id) {
+          made.close();
+          if (hubId === id) hubId = null;
+          return;
+        }
         hub = made;
         // The leader's own tab talks to the hub directly.
-        made.addPeer(tab, (m) => queueMicrotask(() => !closed && hub === made && h.message(m)), h.token);
+        made.addPeer(tab, (m) => queueMicrotask(() => !closed && hub === made && h.message(ownCopy(m))), h.token);
         local = {
           mode: 'leader',
           send: (m) => queueMicrotask(() => made.receive(tab, m)),
@@ -282,11 +327,11 @@ export function leaderLink(tab: string, settings: HubSettings, h: LinkHandlers):
         h.leader(true);
         // Followers attach to the new hub and tell it where they stand.
         bc.postMessage(envelope(id, '*', { type: 'welcome', hub: id }));
-        beat = setInterval(() => bc.postMessage(envelope(id, '*', { type: 'beat' })), BEAT_MS);
         await new Promise<void>((release) => abort.signal.addEventListener('abort', () => release()));
       })
       .catch(() => {
         // Aborted because this tab is closing, or stolen by a follower while this tab was frozen.
+        lease.lost = true;
         if (!closed && local) resign();
       });
   };
@@ -294,10 +339,17 @@ export function leaderLink(tab: string, settings: HubSettings, h: LinkHandlers):
   const watchdog = setInterval(() => {
     if (closed || local || !hubId) return;
     if (typeof document !== 'undefined' && document.visibilityState !== 'visible') return;
-    if (Date.now() - lastHeard < silentAfter) return;
-    lastHeard = Date.now();
+    const now = Date.now();
+    if (now - lastHeard < silentAfter) return;
+    if (pingedAt === null) {
+      pingedAt = now;
+      return void post(hubId, { type: 'ping' });
+    }
+    if (now - pingedAt < ANSWER_MS) return;
+    pingedAt = null;
+    lastHeard = now;
     candidate(true);
-  }, BEAT_MS);
+  }, CHECK_MS);
 
   void holdTabLock(scope, tab, abort.signal).then(() => {
     if (closed) return;
@@ -322,7 +374,6 @@ export function leaderLink(tab: string, settings: HubSettings, h: LinkHandlers):
       if (!local && hubId) post(hubId, { type: 'bye' });
       closed = true;
       clearInterval(watchdog);
-      if (beat) clearInterval(beat);
       local?.close();
       abort.abort();
       bc.close();

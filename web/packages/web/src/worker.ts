@@ -3,7 +3,7 @@
 import type { Hub } from './hub.js';
 import { envelope, openEnvelope, parseTabMessage, type HubSettings } from './messages.js';
 import { randomId } from './outbox.js';
-import { makeHub, watchTab } from './share.js';
+import { makeHub, watchTab, workerLock } from './share.js';
 
 interface ConnectEvent {
   ports: readonly MessagePort[];
@@ -14,9 +14,20 @@ const hubId = randomId();
 const abort = new AbortController();
 let hub: Promise<Hub> | null = null;
 
-/** The hub, made from the first tab's settings (tabs of one scope share them). */
+/**
+ * The hub, made from the first tab's settings (tabs of one scope share them). The worker
+ * first takes a lock that it holds for its whole life: tabs queue for it, and being
+ * granted it tells them the worker is gone.
+ */
 function hubFor(settings: HubSettings): Promise<Hub> {
-  hub ??= makeHub(hubId, settings);
+  hub ??= new Promise<void>((held) => {
+    const locks = (globalThis as { navigator?: Navigator }).navigator?.locks;
+    if (!locks) return held();
+    locks.request(workerLock(settings.scope, hubId), () => {
+      held();
+      return new Promise<void>(() => {});
+    }).catch(() => held());
+  }).then(() => makeHub(hubId, settings));
   return hub;
 }
 

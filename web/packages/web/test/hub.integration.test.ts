@@ -59,6 +59,8 @@ const CONFIG = {
     // Like `tiny` (history of 3), but subscribers may read history, so that a gap the
     // server can no longer fill is told apart from history being forbidden.
     tinyh: { history_size: 3, history_ttl: '5m', allow_subscribe_for_client: true, allow_history_for_subscriber: true },
+    // History kept (so recovery works), but clients may not read it.
+    nohist: { history_size: 100, history_ttl: '5m', allow_subscribe_for_client: true },
   },
 };
 
@@ -186,8 +188,8 @@ const hubs: Hub[] = [];
 const proxies: Proxy[] = [];
 const extraNodes: HeraldNode[] = [];
 
-function newHub(url: string, outbox: MemoryOutbox | null = null): Hub {
-  const hub = new Hub({ id: `hub-${hubs.length}`, settings: settingsFor(url), positions: null, outbox, websocket: WebSocketImpl });
+function newHub(url: string, outbox: MemoryOutbox | null = null, change: Partial<HubSettings> = {}): Hub {
+  const hub = new Hub({ id: `hub-${hubs.length}`, settings: { ...settingsFor(url), ...change }, positions: null, outbox, websocket: WebSocketImpl });
   hubs.push(hub);
   return hub;
 }
@@ -803,5 +805,78 @@ describe('Hub connection lifecycle against a real herald node', () => {
     join(hub, b, async () => 'not.a.token', proxy.wsUrl);
     await sleep(300);
     expect(proxy.connections).toBe(1);
+  });
+});
+
+describe('Hub fallbacks', () => {
+  it('a transport that fails to open hands the next attempt to the next configured transport', async () => {
+    // Nothing listens on the first endpoint's port.
+    const dead = await new Promise<number>((resolve) => {
+      const srv = net.createServer();
+      srv.listen(0, '127.0.0.1', () => {
+        const port = (srv.address() as net.AddressInfo).port;
+        srv.close(() => resolve(port));
+      });
+    });
+    const hub = newHub(node.wsUrl, null, {
+      transports: [
+        { transport: 'websocket', endpoint: `ws://127.0.0.1:${dead}/connection/websocket` },
+        { transport: 'websocket', endpoint: node.wsUrl },
+      ],
+    });
+    const a = new Peer('a');
+    join(hub, a, tokenOf(() => node), node.wsUrl);
+    await connected(a);
+    expect(a.states().slice(-2)).toEqual(['connecting', 'connected']);
+    // The first attempt (the dead endpoint) failed and was counted.
+    expect(a.statuses().some((st) => st.state === 'connecting' && st.attempt === 1 && st.reason !== null)).toBe(true);
+    const channel = uniq('fallback');
+    attach(hub, a, channel);
+    await subscribedTo(a, channel);
+    await node.publish(channel, { n: 1 });
+    await received(a, channel, 1);
+  });
+
+  it('a tab behind the hub is recovered by subscribing again when history may not be read', async () => {
+    const channel = `nohist:${uniq('r')}`;
+    for (let i = 1; i <= 5; i++) await node.publish(channel, { i });
+    const hub = newHub(node.wsUrl);
+    const a = new Peer('a');
+    const b = new Peer('b');
+    join(hub, a, tokenOf(() => node), node.wsUrl);
+    join(hub, b, tokenOf(() => node), node.wsUrl);
+    await connected(a);
+    attach(hub, a, channel); // fresh: starts at the top (5), the hub has no recent publications
+    await subscribedTo(a, channel);
+    const epoch = a.subscribed(channel)[0]!.position!.epoch;
+    await node.publish(channel, { i: 6 });
+    await received(a, channel, 1);
+    // b resumes from offset 2: 3..6 are neither recent in the hub nor readable as history.
+    attach(hub, b, channel, { epoch, offset: 2 });
+    await received(b, channel, 4);
+    expect(b.offsets(channel)).toEqual([3, 4, 5, 6]);
+    expect(b.resyncs(channel)).toEqual([]);
+    expect(b.subscribed(channel).at(-1)).toMatchObject({ wasRecovering: true, recovered: true });
+    // a saw nothing twice, and both go on live.
+    await node.publish(channel, { i: 7 });
+    await received(a, channel, 2);
+    await received(b, channel, 5);
+    expect(a.offsets(channel)).toEqual([6, 7]);
+    expect(b.offsets(channel)).toEqual([3, 4, 5, 6, 7]);
+  });
+
+  it('connect() while connected changes nothing', async () => {
+    const proxy = new Proxy(() => node.port);
+    proxies.push(proxy);
+    await proxy.start();
+    const hub = newHub(proxy.wsUrl);
+    const a = new Peer('a');
+    join(hub, a, tokenOf(() => node), proxy.wsUrl);
+    await connected(a);
+    hub.receive(a.id, { type: 'connect' });
+    hub.receive(a.id, { type: 'network', online: true });
+    await sleep(300);
+    expect(proxy.connections).toBe(1);
+    expect(a.state()).toBe('connected');
   });
 });

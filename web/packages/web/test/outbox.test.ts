@@ -293,12 +293,27 @@ describe('MemoryOutbox', () => {
     expect((await o.next(NOW + 10)).expired).toEqual([]);
   });
 
-  it('next returns a copy: changing it does not change the store', async () => {
+  it('next counts the attempt in the store and returns a copy', async () => {
     const o = new MemoryOutbox();
     await o.enqueue(made('ch', 1), bounds());
     const { next } = await o.next(NOW);
+    expect(next!.attempts).toBe(1);
+    expect((await o.all())[0]!.attempts).toBe(1);
     next!.attempts = 99;
-    expect((await o.all())[0]!.attempts).toBe(0);
+    expect((await o.all())[0]!.attempts).toBe(1);
+    // Expiring only (the hub offline) neither sends nor counts.
+    expect((await o.next(NOW, false)).next).toBeNull();
+    expect((await o.all())[0]!.attempts).toBe(1);
+  });
+
+  it('an item that expires after attempts says it may have been applied', async () => {
+    const o = new MemoryOutbox();
+    await o.enqueue(made('ch', 1, { ttlMs: 1000 }), bounds());
+    await o.next(NOW);
+    const { expired } = await o.next(NOW + 5000, false);
+    expect(expired).toHaveLength(1);
+    expect(expired[0]!.error!.message).toMatch(/may have been applied/);
+    expect((await o.all())[0]!.state).toBe('failed');
   });
 
   it('update changes or deletes one record, and reports unknown ids', async () => {

@@ -3,7 +3,7 @@
 import { reconnectPolicy } from './backoff.js';
 import { classify } from './cursor.js';
 import { RefCount } from './refcount.js';
-import { Drainer } from './drain.js';
+import type { Drainer } from './drain.js';
 import { Emitter, Store, safely } from './emitter.js';
 import { openDb } from './idb.js';
 import type { HubMessage, HubSettings, HubStatus, TabMessage } from './messages.js';
@@ -113,7 +113,7 @@ export function createHerald(options: HeraldOptions): Herald {
   let positions: PositionStore = new MemoryPositions();
   let outboxStore: OutboxStore = new MemoryOutbox();
   let localDrain: Drainer | null = null;
-  const storage = db.then((d) => {
+  const storage = db.then(async (d) => {
     if (d) {
       positions = new IdbPositions(d);
       outboxStore = new IdbOutbox(d);
@@ -125,8 +125,11 @@ export function createHerald(options: HeraldOptions): Herald {
         message: `IndexedDB is unavailable: positions are kept in ${local ? 'localStorage' : 'memory'}, the outbox in memory for this tab only`,
         temporary: false,
       });
-      // Without shared storage this tab sends its own outbox through the hub.
+      // Without shared storage this tab sends its own outbox through the hub (code loaded
+      // only then: with IndexedDB, the hub does the sending).
+      const { Drainer } = await import('./drain.js');
       localDrain = new Drainer(outboxStore, (item) => publish(item.channel, item.data, { idempotencyKey: item.key }), () => status.getSnapshot().state === 'connected', refreshOutbox, error);
+      if (closed) localDrain.close();
     }
     void refreshOutbox();
   });

@@ -378,3 +378,18 @@ test('a shared worker that dies is started again; tabs resume from their positio
   await waitStatus(a, { state: 'connected', tabs: 2, mode: 'worker' });
   await waitUntil(async () => (await numClients(stack.node)) === 1, { what: 'one client on the node', timeout: 10_000 });
 });
+
+test('private channels: a subscription token from the app admits alice, bob gets a permission error', async (t) => {
+  const { stack, context } = await setup(t);
+  const alice = await openPage(context, stack, { share: 'worker', subscribe: ['$vip'] });
+  const other = await browser.newContext();
+  t.after(() => other.close());
+  const bob = await openPage(other, stack, { share: 'worker', user: 'bob', subscribe: ['$vip'] });
+  for (const p of [alice, bob]) await waitStatus(p, { state: 'connected' });
+  await waitUntil(async () => (await record(alice)).subscribed.length > 0, { what: 'alice subscribed' });
+  await waitUntil(async () => (await record(bob)).errors.some((e) => e.channel === '$vip'), { what: 'bob refused' });
+  await stack.node.publish('$vip', { secret: 1 });
+  await waitPubs(alice, '$vip', 1);
+  await sleep(300);
+  assert.equal((await offsets(bob, '$vip')).length, 0, 'bob never receives a private publication');
+});

@@ -73,24 +73,29 @@ export async function startProxy(targetPort) {
   return proxy;
 }
 
-let pageBundle = null;
+const bundles = new Map();
 
-/** The test page's script, bundled once per process from the package's sources. */
-async function bundlePage() {
-  pageBundle ??= build({
-    entryPoints: [path.join(here, 'page.ts')],
-    bundle: true,
-    format: 'esm',
-    target: 'es2022',
-    write: false,
-    logLevel: 'warning',
-  }).then((r) => r.outputFiles[0].text);
-  return pageBundle;
+/** A test page's script, bundled once per process from the packages' sources. */
+function bundle(entry) {
+  if (!bundles.has(entry)) {
+    bundles.set(entry, build({
+      entryPoints: [path.join(here, entry)],
+      bundle: true,
+      format: 'esm',
+      target: 'es2022',
+      jsx: 'automatic',
+      define: { 'process.env.NODE_ENV': '"development"' },
+      write: false,
+      logLevel: 'warning',
+    }).then((r) => r.outputFiles[0].text));
+  }
+  return bundles.get(entry);
 }
 
 /** Serves the test page, the worker script and tokens signed for `node`. */
 async function startPageServer(stack) {
-  const js = await bundlePage();
+  const js = await bundle('page.ts');
+  const reactJs = await bundle('react-page.tsx');
   const workerFile = path.join(WEB, 'packages', 'web', 'dist', 'worker.js');
   if (!fs.existsSync(workerFile)) throw new Error(`${workerFile} is missing: run npm run build in web/`);
   const worker = fs.readFileSync(workerFile, 'utf8');
@@ -107,8 +112,21 @@ async function startPageServer(stack) {
         return send(200, 'text/html', '<!doctype html><meta charset="utf-8"><title>herald e2e</title><body><script type="module" src="/app/page.js"></script></body>');
       case '/app/page.js':
         return send(200, 'text/javascript', js);
+      case '/react':
+        return send(200, 'text/html', '<!doctype html><meta charset="utf-8"><title>herald react e2e</title><body><div id="root"></div><script type="module" src="/app/react.js"></script></body>');
+      case '/app/react.js':
+        return send(200, 'text/javascript', reactJs);
+      case '/api/apps':
+        return send(200, 'application/json', JSON.stringify(stack.apps));
       case '/app/worker.js':
         return send(200, 'text/javascript', worker);
+      case '/subtoken': {
+        // Private channels: granted to `alice` only.
+        const user = url.searchParams.get('user') || 'alice';
+        const channel = url.searchParams.get('channel') || '';
+        if (user !== 'alice') return send(403, 'text/plain', 'no');
+        return send(200, 'text/plain', stack.node.subToken({ sub: user, channel }));
+      }
       case '/token':
         stack.tokenRequests++;
         if (url.searchParams.get('bad')) return send(200, 'text/plain', 'not.a.token');
@@ -126,10 +144,11 @@ async function startPageServer(stack) {
 
 /** A herald node (memory broker), a proxy in front of it and the page server. */
 export async function startStack({ config } = {}) {
-  const stack = {};
+  const stack = { apps: [] };
   stack.node = await startHerald({ config });
   stack.proxy = await startProxy(stack.node.port);
   stack.pages = await startPageServer(stack);
+  stack.pageUrl = (pathname, query = {}) => `${stack.origin}${pathname}?${new URLSearchParams({ ws: stack.wsUrl, ...query })}`;
   stack.wsUrl = `ws://127.0.0.1:${stack.proxy.port}/connection/websocket`;
   stack.origin = `http://127.0.0.1:${stack.pages.port}`;
   /** Kills the node and starts a new one on the same port with the same keys (history lost). */

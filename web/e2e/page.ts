@@ -28,6 +28,10 @@ const herald: Herald = createHerald({
     const r = await fetch(`/token?user=${encodeURIComponent(user)}${q.get('bad') ? '&bad=1' : ''}${q.get('ttl') ? `&ttl=${q.get('ttl')}` : ''}`);
     return r.text();
   },
+  getSubscriptionToken: async (channel: string) => {
+    const r = await fetch(`/subtoken?user=${encodeURIComponent(user)}&channel=${encodeURIComponent(channel)}`);
+    return r.ok ? r.text() : null;
+  },
   reconnect: { baseDelayMs: 300, maxDelayMs: 2000, minDelayMs: 100 },
   ...extra,
 });

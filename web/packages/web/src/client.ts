@@ -200,7 +200,15 @@ export function createHerald(options: HeraldOptions): Herald {
         const handover = hubId !== null && hubId !== m.hub;
         hubId = m.hub;
         hubReady = true;
-        link?.send({ type: 'hello', settings, hasToken: typeof options.getToken === 'function', online: online(), visible: visible(), wantConnect });
+        link?.send({
+          type: 'hello',
+          settings,
+          hasToken: typeof options.getToken === 'function',
+          hasSubToken: typeof options.getSubscriptionToken === 'function',
+          online: online(),
+          visible: visible(),
+          wantConnect,
+        });
         for (const ch of channels.values()) attach(ch);
         for (const q of queue.splice(0)) link?.send(q);
         if (handover) {
@@ -255,7 +263,7 @@ export function createHerald(options: HeraldOptions): Herald {
         publishes.get(m.req)?.done(m.ok ? { ok: true, position: m.position } : { ok: false, error: m.error ?? { kind: 'publish', message: 'refused', temporary: false } });
         return;
       case 'token':
-        void answerToken(m.req);
+        void answerToken(m.req, m.channel);
         return;
       case 'outbox':
         void refreshOutbox();
@@ -263,15 +271,16 @@ export function createHerald(options: HeraldOptions): Herald {
     }
   }
 
-  async function tokenFromApp(): Promise<string | null> {
-    if (!options.getToken) return '';
-    const t = await options.getToken();
+  async function tokenFromApp(channel: string | null): Promise<string | null> {
+    const make = channel === null ? options.getToken : options.getSubscriptionToken && (() => options.getSubscriptionToken!(channel));
+    if (!make) return channel === null ? '' : null;
+    const t = await make();
     return typeof t === 'string' ? t : null;
   }
 
-  async function answerToken(id: number): Promise<void> {
+  async function answerToken(id: number, channel: string | null): Promise<void> {
     try {
-      link?.send({ type: 'token', req: id, token: await tokenFromApp(), error: null });
+      link?.send({ type: 'token', req: id, token: await tokenFromApp(channel), error: null });
     } catch (e) {
       link?.send({ type: 'token', req: id, token: null, error: String(e) });
     }
@@ -282,6 +291,7 @@ export function createHerald(options: HeraldOptions): Herald {
     leader: () => refreshStatus(),
     fallback: (from, to, why) => error({ kind: 'share', message: `sharing by ${from} failed (${why}); using ${to}`, temporary: false }),
     token: tokenFromApp,
+    subTokens: typeof options.getSubscriptionToken === 'function',
   };
 
   function open(mode: ShareMode): Link {

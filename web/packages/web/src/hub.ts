@@ -21,6 +21,9 @@ const HISTORY_TRIES = 3;
 /** How long a tab has to answer a token request before another tab is asked. */
 const TOKEN_WAIT_MS = 10_000;
 
+/** Makes a connection token (`channel` null) or a subscription token; null means refused. */
+export type TokenSource = (channel: string | null) => Promise<string | null>;
+
 /** What the hub needs from where it runs. */
 export interface HubDeps {
   id: string;
@@ -39,10 +42,12 @@ interface Peer {
   id: string;
   send: (m: HubMessage) => void;
   channels: Set<string>;
-  /** This peer can make tokens (its app gave `getToken`). */
+  /** This peer can make connection tokens (its app gave `getToken`). */
   hasToken: boolean;
+  /** This peer can make subscription tokens (its app gave `getSubscriptionToken`). */
+  hasSubToken: boolean;
   /** Token requests that may be answered with a local function instead of a message. */
-  localToken: (() => Promise<string | null>) | null;
+  localToken: TokenSource | null;
 }
 
 interface Cursor {
@@ -143,11 +148,11 @@ export class Hub {
   // ---- peers -------------------------------------------------------------------------
 
   /** Attaches a tab; `localToken` lets the hub's own tab answer token requests directly. */
-  addPeer(id: string, send: (m: HubMessage) => void, localToken: (() => Promise<string | null>) | null = null): void {
+  addPeer(id: string, send: (m: HubMessage) => void, localToken: TokenSource | null = null, hasSubToken = false): void {
     if (this.#closed) return;
     const old = this.#peers.get(id);
     if (old) this.removePeer(id);
-    this.#peers.set(id, { id, send, channels: new Set(), hasToken: localToken !== null, localToken });
+    this.#peers.set(id, { id, send, channels: new Set(), hasToken: localToken !== null, hasSubToken, localToken });
     this.#sendTo(id, { type: 'welcome', hub: this.#deps.id });
     this.#setStatus({ tabs: this.#peers.size });
   }
@@ -169,6 +174,7 @@ export class Hub {
     switch (msg.type) {
       case 'hello':
         peer.hasToken = peer.hasToken || msg.hasToken;
+        peer.hasSubToken = peer.hasSubToken || msg.hasSubToken === true;
         this.#online = msg.online;
         this.#sendTo(id, { type: 'status', status: this.#status });
         if (msg.wantConnect && !this.#want && this.#status.state !== 'failed') this.connect();
@@ -284,7 +290,7 @@ export class Hub {
       networkEventTarget: quiet,
       pageEventTarget: quiet,
     };
-    if ([...this.#peers.values()].some((p) => p.hasToken)) options.getToken = () => this.#token();
+    if ([...this.#peers.values()].some((p) => p.hasToken)) options.getToken = () => this.#token(null);
     if (this.#deps.websocket) options.websocket = this.#deps.websocket;
     let client: Centrifuge;
     try {
@@ -429,15 +435,18 @@ export class Hub {
     client.rpc('herald.ping', {}).then(() => done(), done);
   }
 
-  /** A token for the SDK: from a tab that can make one; `null` from the app means refused for good. */
-  async #token(): Promise<string> {
-    const peers = [...this.#peers.values()].filter((p) => p.hasToken);
+  /**
+   * A connection token (`channel` null) or a subscription token for the SDK, from a tab
+   * that can make one; `null` from the app means refused for good.
+   */
+  async #token(channel: string | null): Promise<string> {
+    const peers = [...this.#peers.values()].filter((p) => (channel === null ? p.hasToken : p.hasSubToken));
     for (const peer of peers) {
       let token: string | null;
       let error: string | null = null;
       if (peer.localToken) {
         try {
-          token = await peer.localToken();
+          token = await peer.localToken(channel);
         } catch (e) {
           token = null;
           error = String(e);
@@ -450,15 +459,17 @@ export class Hub {
             clearTimeout(timer);
             resolve([t, e]);
           });
-          this.#sendTo(peer.id, { type: 'token', req });
+          this.#sendTo(peer.id, { type: 'token', req, channel });
         });
         this.#tokenWaiters.delete(req);
         if (error === 'no answer') continue;
       }
       if (token !== null) return token;
-      if (error === null) throw new UnauthorizedError('getToken refused');
-      throw new Error(`getToken failed: ${error}`);
+      const what = channel === null ? 'getToken' : `getSubscriptionToken(${channel})`;
+      if (error === null) throw new UnauthorizedError(`${what} refused`);
+      throw new Error(`${what} failed: ${error}`);
     }
+    if (channel !== null) throw new UnauthorizedError(`no tab can make a subscription token for ${channel}`);
     throw new Error('no tab could provide a token');
   }
 
@@ -520,7 +531,10 @@ export class Hub {
     try {
       const old = client.getSubscription(ch.name);
       if (old) client.removeSubscription(old);
-      sub = client.newSubscription(ch.name, since ? { since: { ...since } } : {});
+      const opts: Record<string, unknown> = since ? { since: { ...since } } : {};
+      // A private channel needs a subscription token, made by a tab's app.
+      if (ch.name.startsWith('$')) opts.getToken = () => this.#token(ch.name);
+      sub = client.newSubscription(ch.name, opts);
     } catch (e) {
       return this.#channelError(ch, { kind: 'subscribe', message: String(e), temporary: false });
     }

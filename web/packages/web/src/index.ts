@@ -1,6 +1,8 @@
 //! `@herald/web`: Herald in the browser.
 
 export { createHerald } from './client.js';
+export { applyEntityEvent, asEntityEvent, entityChannel } from './entities.js';
+export type { Audience, EntityAction, EntityEvent, EntityScope, Versioned } from './entities.js';
 export type {
   ConnectionState,
   EnqueueOptions,

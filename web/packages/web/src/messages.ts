@@ -20,7 +20,7 @@ export interface HubSettings {
 
 /** Tab → hub. */
 export type TabMessage =
-  | { type: 'hello'; settings: HubSettings; hasToken: boolean; online: boolean; visible: boolean; wantConnect: boolean }
+  | { type: 'hello'; settings: HubSettings; hasToken: boolean; hasSubToken?: boolean; online: boolean; visible: boolean; wantConnect: boolean }
   | { type: 'attach'; channel: string; since: Position | null }
   | { type: 'detach'; channel: string }
   | { type: 'publish'; req: number; channel: string; data: unknown; key: string | null }
@@ -41,7 +41,8 @@ export type HubMessage =
   | { type: 'resync'; event: ResyncEvent }
   | { type: 'error'; error: HeraldError }
   | { type: 'published'; req: number; ok: boolean; position: Position | null; error: HeraldError | null }
-  | { type: 'token'; req: number }
+  /** A token request: for the connection (`channel` null), or a subscription token for `channel`. */
+  | { type: 'token'; req: number; channel: string | null }
   | { type: 'outbox' };
 
 /** The status as the hub knows it; each tab adds what only it knows. */
@@ -136,7 +137,8 @@ export function parseHubMessage(m: { type: string } & Record<string, unknown>): 
     case 'published':
       return isNum(m.req) && isBool(m.ok) ? (m as unknown as HubMessage) : null;
     case 'token':
-      return isNum(m.req) ? { type: 'token', req: m.req } : null;
+      if (!isNum(m.req) || !(m.channel === null || m.channel === undefined || isChannel(m.channel))) return null;
+      return { type: 'token', req: m.req, channel: (m.channel as string | undefined) ?? null };
     case 'outbox':
       return { type: 'outbox' };
     default:

@@ -16,8 +16,10 @@ export interface LinkHandlers {
   leader(isLeader: boolean): void;
   /** The chosen way of sharing failed; the link fell back to another. */
   fallback(from: ShareMode, to: ShareMode, why: string): void;
-  /** The hub asks for a token; resolves with it, or null when the app refuses. */
-  token(): Promise<string | null>;
+  /** The hub asks for a token (`channel` null: the connection's); resolves with it, or null when the app refuses. */
+  token(channel: string | null): Promise<string | null>;
+  /** The app can make subscription tokens. */
+  readonly subTokens: boolean;
 }
 
 /** The tab's end of the connection to a hub. */
@@ -95,7 +97,7 @@ export function localLink(tab: string, settings: HubSettings, h: LinkHandlers, l
   void makeHub(randomId(), settings).then((made) => {
     if (closed) return made.close();
     hub = made;
-    hub.addPeer(tab, (m) => queueMicrotask(() => !closed && h.message(ownCopy(m))), h.token);
+    hub.addPeer(tab, (m) => queueMicrotask(() => !closed && h.message(ownCopy(m))), h.token, h.subTokens);
     for (const m of queue.splice(0)) hub.receive(tab, m);
   });
   return {
@@ -316,7 +318,7 @@ export function leaderLink(tab: string, settings: HubSettings, h: LinkHandlers):
         }
         hub = made;
         // The leader's own tab talks to the hub directly.
-        made.addPeer(tab, (m) => queueMicrotask(() => !closed && hub === made && h.message(ownCopy(m))), h.token);
+        made.addPeer(tab, (m) => queueMicrotask(() => !closed && hub === made && h.message(ownCopy(m))), h.token, h.subTokens);
         local = {
           mode: 'leader',
           send: (m) => queueMicrotask(() => made.receive(tab, m)),

@@ -153,8 +153,13 @@ export interface OutboxOptions {
 export interface HeraldOptions {
   /** The node's WebSocket endpoint, `ws(s)://host/connection/websocket`. */
   url: string;
-  /** Returns a connection token from the app's backend; called when needed. */
-  getToken?: () => Promise<string>;
+  /** Returns a connection token from the app's backend; called when needed. Resolve null to refuse for good. */
+  getToken?: () => Promise<string | null>;
+  /**
+   * Returns a subscription token for a private (`$`) channel from the app's backend;
+   * resolve null when this user may not subscribe to it.
+   */
+  getSubscriptionToken?: (channel: string) => Promise<string | null>;
   /** How tabs share one connection (`auto`). */
   share?: 'auto' | ShareMode;
   /** Connect at once (true). */

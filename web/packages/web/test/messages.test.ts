@@ -134,7 +134,8 @@ describe('parseHubMessage', () => {
       { type: 'resync', event: { channel: 'ch', reason: 'epoch-changed', from: null, to: null } },
       { type: 'error', error: { kind: 'auth', message: 'x', temporary: false } },
       { type: 'published', req: 1, ok: true, position: null, error: null },
-      { type: 'token', req: 4 },
+      { type: 'token', req: 4, channel: null },
+      { type: 'token', req: 5, channel: '$vip' },
       { type: 'outbox' },
     ];
     for (const m of valid) expect(hub(m), JSON.stringify(m)).toEqual(m);
@@ -142,7 +143,7 @@ describe('parseHubMessage', () => {
 
   it('strips unknown fields of welcome and token', () => {
     expect(hub({ type: 'welcome', hub: 'h', x: 1 })).toEqual({ type: 'welcome', hub: 'h' });
-    expect(hub({ type: 'token', req: 1, x: 1 })).toEqual({ type: 'token', req: 1 });
+    expect(hub({ type: 'token', req: 1, x: 1 })).toEqual({ type: 'token', req: 1, channel: null });
   });
 
   it.each([
@@ -163,6 +164,7 @@ describe('parseHubMessage', () => {
     ['published without ok', { type: 'published', req: 1 }],
     ['published with a string req', { type: 'published', req: '1', ok: true }],
     ['token without req', { type: 'token' }],
+    ['token with an empty channel', { type: 'token', req: 1, channel: '' }],
     ['an unknown type', { type: 'nope' }],
     ['a tab message type', { type: 'attach', channel: 'ch', since: null }],
   ])('rejects %s', (_name, m) => {

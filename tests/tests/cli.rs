@@ -1,4 +1,5 @@
-//! The `herald` command line: help, version, config checking, tokens, publish and tail.
+//! The `herald` command line: help, version, config checking, tokens, publish,
+//! publish-entity and tail.
 
 use herald_tests::raw::Raw;
 use herald_tests::{Herald, free_port, herald_bin, secret};
@@ -66,6 +67,7 @@ fn help_and_version() {
         "serve",
         "gentoken",
         "publish",
+        "publish-entity",
         "tail",
         "checkconfig",
         "healthcheck",
@@ -302,4 +304,130 @@ async fn cli_tokens_carry_the_audience_and_issuer_a_node_requires() {
     h.publish("news", json!({"n": 1})).await;
     let stdout = finish_tail(tail);
     assert!(stdout.contains(r#""n":1"#), "{stdout}");
+}
+
+#[tokio::test]
+async fn publish_entity_publishes_through_a_node() {
+    let h = Herald::start(
+        "[namespaces.entities]\nhistory_size = 10\nhistory_ttl = \"1m\"\nallow_subscribe_for_client = true\n",
+    )
+    .await;
+    let (mut raw, _) = Raw::connect(&h.ws_url(), &h.token("alice")).await;
+    let sub = raw
+        .call(json!({"subscribe": {"channel": "entities:applications.42"}}))
+        .await;
+    assert!(sub.get("error").is_none(), "{sub}");
+    let url = h.url("");
+    let publish_entity = |extra: &[&str]| {
+        let mut args = vec![
+            "publish-entity",
+            "--type",
+            "applications",
+            "--id",
+            "42",
+            "--url",
+            &url,
+            "--api-key",
+            &h.api_key,
+        ];
+        args.extend_from_slice(extra);
+        herald(&args)
+    };
+
+    let before = herald_tests::now() * 1000;
+    let out = publish_entity(&[
+        "--action",
+        "updated",
+        "--actor",
+        "bob",
+        "--version",
+        "3",
+        "--payload",
+        r#"{"name":"x"}"#,
+        "--idempotency-key",
+        "cli-1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let responses = reply["responses"].as_array().expect("responses");
+    assert_eq!(responses.len(), 3, "{reply}");
+    assert_eq!(responses[2]["channel"], "entities:applications.42");
+    assert_eq!(responses[2]["result"]["offset"], 1);
+
+    let push = raw.next_reply().await.push.expect("a push");
+    let data: serde_json::Value =
+        serde_json::from_str(push.publication.expect("publication").data.get()).expect("json");
+    let timestamp = data["timestamp"].as_u64().expect("timestamp");
+    assert!(
+        (before..before + 60_000).contains(&timestamp),
+        "{timestamp} is not now"
+    );
+    assert_eq!(
+        data,
+        json!({
+            "entity_type": "applications", "entity_id": "42", "action": "updated",
+            "actor": "bob", "version": 3, "timestamp": timestamp, "payload": {"name": "x"},
+        })
+    );
+
+    // The restricted audience only, as a repeated flag or a list.
+    let out = publish_entity(&["--action", "deleted", "--audience", "restricted"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(reply["responses"][0]["channel"], "$entities:all", "{reply}");
+    let out = publish_entity(&["--action", "deleted", "--audience", "public,restricted"]);
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(reply["responses"].as_array().map(Vec::len), Some(6));
+
+    // Errors are explained and exit non-zero.
+    for (args, says) in [
+        (vec!["--action", "moved"], "unknown action \"moved\""),
+        (vec!["--action", "created", "--payload", "{x"], "--payload"),
+        (
+            vec!["--action", "created", "--audience", "staff"],
+            "unknown audience",
+        ),
+    ] {
+        let out = publish_entity(&args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
+    let out = herald(&[
+        "publish-entity",
+        "--type",
+        "Apps",
+        "--id",
+        "1",
+        "--action",
+        "created",
+        "--url",
+        &url,
+        "--api-key",
+        &h.api_key,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("entity_type \"Apps\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = herald(&[
+        "publish-entity",
+        "--type",
+        "a",
+        "--id",
+        "1",
+        "--action",
+        "created",
+        "--url",
+        &url,
+        "--api-key",
+        "wrong",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("publish_entity failed"),
+        "{}",
+        text(&out.stderr)
+    );
 }

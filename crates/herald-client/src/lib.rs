@@ -56,7 +56,7 @@ mod tracker;
 #[cfg(feature = "redis")]
 mod publisher;
 #[cfg(feature = "redis")]
-pub use publisher::{PublishError, PublishOptions, Publisher};
+pub use publisher::{EntityPublished, PublishEntityError, PublishError, PublishOptions, Publisher};
 
 pub use client::{Client, HistoryOptions};
 pub use config::{ClientBuilder, TokenFuture, TokenRefresher};
@@ -65,7 +65,9 @@ pub use event::{
     ConnectionEvent, ConnectionState, SubscriptionEvent, connecting_code, disconnected_code,
     subscription_error_code, unsubscribed_code,
 };
-pub use herald_protocol::{Publication, RawJson, StreamPosition};
+pub use herald_protocol::{
+    Audience, EntityAction, EntityEvent, Publication, RawJson, StreamPosition,
+};
 pub use subscription::{SubscribeOptions, Subscription};
 
 /// A TCP socket bound to the local address `local`, its port left for `connect` to

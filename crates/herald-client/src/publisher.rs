@@ -1,8 +1,11 @@
 //! [`Publisher`]: publish from Rust straight into Herald's Redis backbone, through the
 //! same atomic function the gateways use (enabled by the `redis` feature).
 
-use herald_broker::{Broker, PublishRequest};
-use herald_protocol::{RawJson, StreamPosition};
+use herald_broker::{Broker, BrokerError, PublishRequest};
+use herald_protocol::{
+    Audience, EntityError, EntityEvent, RawJson, RawJsonError, StreamPosition,
+    channel_idempotency_key,
+};
 use herald_redis::{RedisBroker, RedisConfig, RedisStartError};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,6 +33,36 @@ pub struct PublishOptions {
 #[derive(Debug, thiserror::Error)]
 #[error("publish failed")]
 pub struct PublishError(#[source] herald_broker::BrokerError);
+
+/// An entity event was not (entirely) published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishEntityError {
+    /// The event or the audiences break the entity convention; nothing was published.
+    #[error("invalid entity event")]
+    Invalid(#[source] EntityError),
+    /// The event could not be encoded; nothing was published.
+    #[error("cannot encode the entity event")]
+    Encode(#[source] RawJsonError),
+    /// Publishing to `channel` failed; the channels before it were published. Retrying
+    /// with the same idempotency key publishes only what is missing.
+    #[error("publish to {channel} failed")]
+    Publish {
+        /// The channel that failed.
+        channel: String,
+        /// Why.
+        #[source]
+        source: BrokerError,
+    },
+}
+
+/// Where one channel's copy of an entity event went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityPublished {
+    /// The channel.
+    pub channel: String,
+    /// Its offset and epoch (zero and empty without history).
+    pub position: StreamPosition,
+}
 
 impl Publisher {
     /// Connects to Redis (`redis://…` or `redis-cluster://…`) with Herald's default key
@@ -66,5 +99,38 @@ impl Publisher {
             .await
             .map(|out| out.position)
             .map_err(PublishError)
+    }
+
+    /// Publishes an entity event to the three scopes of each audience, as the HTTP API's
+    /// `publish_entity` does (see [`herald_protocol::entity`]): the same channels in the
+    /// same order, each keyed with the per-channel form of `options.idempotency_key`, so
+    /// a retry through either path is recognised. `options` sets the history of every
+    /// channel; match it to the gateways' `entities` namespace.
+    pub async fn publish_entity(
+        &self,
+        event: &EntityEvent,
+        audiences: &[Audience],
+        options: PublishOptions,
+    ) -> Result<Vec<EntityPublished>, PublishEntityError> {
+        let channels = event
+            .channels(audiences)
+            .map_err(PublishEntityError::Invalid)?;
+        let data = RawJson::from_value(event).map_err(PublishEntityError::Encode)?;
+        let key = options.idempotency_key.as_deref().unwrap_or_default();
+        let mut published = Vec::with_capacity(channels.len());
+        for channel in channels {
+            let mut request = PublishRequest::new(data.clone())
+                .with_history(options.history_size, options.history_ttl);
+            request.idempotency_key = channel_idempotency_key(key, &channel);
+            request.tags.clone_from(&options.tags);
+            match self.broker.publish(&channel, request).await {
+                Ok(out) => published.push(EntityPublished {
+                    channel,
+                    position: out.position,
+                }),
+                Err(source) => return Err(PublishEntityError::Publish { channel, source }),
+            }
+        }
+        Ok(published)
     }
 }

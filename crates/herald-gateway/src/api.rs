@@ -1,6 +1,7 @@
 //! The server HTTP API (`/api/*`, `X-API-Key`): publish, broadcast, history, presence,
 //! info, channels, disconnect, unsubscribe and batch, in the same request and response
-//! shapes as the Centrifugo server API, so its client libraries work unchanged.
+//! shapes as the Centrifugo server API, so its client libraries work unchanged; and
+//! Herald's own `publish_entity` (see [`herald_protocol::entity`]).
 //!
 //! Payloads are never parsed into generic JSON values: parameters are decoded straight
 //! from the body into typed structs holding [`RawJson`], and results are encoded from
@@ -16,7 +17,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_broker::PublishRequest;
 use herald_protocol::{
-    ClientInfo, ErrorCode, Publication, RawJson, StreamPosition, UnsubscribeCode,
+    Audience, ClientInfo, EntityError, EntityEvent, ErrorCode, Publication, RawJson,
+    StreamPosition, UnsubscribeCode, channel_idempotency_key,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -39,6 +41,15 @@ impl From<ErrorCode> for ApiError {
         Self {
             code: code.code(),
             message: code.message().to_owned(),
+        }
+    }
+}
+
+impl From<EntityError> for ApiError {
+    fn from(e: EntityError) -> Self {
+        Self {
+            code: e.code().code(),
+            message: e.to_string(),
         }
     }
 }
@@ -115,6 +126,20 @@ struct BroadcastParams {
     idempotency_key: String,
     #[serde(default)]
     skip_history: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishEntityParams {
+    event: Option<RawJson>,
+    #[serde(default = "public_only")]
+    audiences: Vec<Audience>,
+    #[serde(default)]
+    idempotency_key: String,
+}
+
+fn public_only() -> Vec<Audience> {
+    vec![Audience::Public]
 }
 
 #[derive(Deserialize)]
@@ -202,6 +227,15 @@ struct HistoryOut<'a> {
     position: PositionOut<'a>,
 }
 
+/// One channel's outcome in a `publish_entity` reply: the channel, then a `result` or an
+/// `error` as in `broadcast`.
+#[derive(Serialize)]
+struct ChannelOutcome<'a> {
+    channel: &'a str,
+    #[serde(flatten)]
+    outcome: Envelope<'a>,
+}
+
 #[derive(Serialize)]
 struct Empty {}
 
@@ -209,6 +243,7 @@ struct Empty {}
 pub const METHODS: &[&str] = &[
     "publish",
     "broadcast",
+    "publish_entity",
     "history",
     "history_remove",
     "presence",
@@ -234,6 +269,7 @@ pub async fn call(node: &Arc<Node>, method: &str, params: &str) -> ApiResult {
     match method {
         "publish" => publish(node, parse(params)?).await,
         "broadcast" => broadcast(node, parse(params)?).await,
+        "publish_entity" => publish_entity(node, parse(params)?).await,
         "history" => history(node, parse(params)?).await,
         "history_remove" => {
             let p: ChannelParams = parse(params)?;
@@ -369,22 +405,59 @@ async fn broadcast(node: &Arc<Node>, p: BroadcastParams) -> ApiResult {
     let timer = node.metrics.broadcast_duration.start_timer();
     let mut responses: Vec<Raw> = Vec::with_capacity(p.channels.len());
     for channel in &p.channels {
-        let one = async {
-            let ch = Channel::resolve(&node.config, channel)?;
-            let key = if p.idempotency_key.is_empty() {
-                String::new()
-            } else {
-                format!("{}:{channel}", p.idempotency_key)
-            };
-            let req = publish_request(&ch, data.clone(), p.tags.clone(), &key, p.skip_history);
-            let out = node
-                .broker
-                .publish(channel, req)
-                .await
-                .map_err(|e| internal(node, "publish", &e))?;
-            encode(&PositionOut::from(&out.position))
-        };
+        let one = fan_out_one(
+            node,
+            channel,
+            &data,
+            &p.tags,
+            &p.idempotency_key,
+            p.skip_history,
+        );
         responses.push(encode(&Envelope::of(&one.await))?);
+    }
+    timer.observe_duration();
+    encode(&json!({ "responses": responses }))
+}
+
+/// One channel of a fan-out publish (`broadcast`, `publish_entity`), keyed per channel.
+async fn fan_out_one(
+    node: &Arc<Node>,
+    channel: &str,
+    data: &RawJson,
+    tags: &BTreeMap<String, String>,
+    idempotency_key: &str,
+    skip_history: bool,
+) -> ApiResult {
+    let ch = Channel::resolve(&node.config, channel)?;
+    let key = channel_idempotency_key(idempotency_key, channel).unwrap_or_default();
+    let req = publish_request(&ch, data.clone(), tags.clone(), &key, skip_history);
+    let out = node
+        .broker
+        .publish(channel, req)
+        .await
+        .map_err(|e| internal(node, "publish", &e))?;
+    encode(&PositionOut::from(&out.position))
+}
+
+/// Publishes a validated entity event, unchanged, to the three scopes of each audience.
+async fn publish_entity(node: &Arc<Node>, p: PublishEntityParams) -> ApiResult {
+    let data = p
+        .event
+        .ok_or_else(|| ApiError::bad_request("event is required"))?;
+    let channels = EntityEvent::from_json(data.get())?.channels(&p.audiences)?;
+    // Every channel is in one namespace: if it is missing, refuse before publishing any.
+    for channel in &channels {
+        Channel::resolve(&node.config, channel)?;
+    }
+    let timer = node.metrics.broadcast_duration.start_timer();
+    let no_tags = BTreeMap::new();
+    let mut responses: Vec<Raw> = Vec::with_capacity(channels.len());
+    for channel in &channels {
+        let one = fan_out_one(node, channel, &data, &no_tags, &p.idempotency_key, false).await;
+        responses.push(encode(&ChannelOutcome {
+            channel,
+            outcome: Envelope::of(&one),
+        })?);
     }
     timer.observe_duration();
     encode(&json!({ "responses": responses }))

@@ -4,8 +4,7 @@
 use crate::config::{Config, DEFAULT_NAMESPACE, NamespaceConfig, WILDCARD_NAMESPACE};
 use herald_protocol::ErrorCode;
 
-/// Longest channel name accepted, in bytes.
-pub const MAX_CHANNEL_BYTES: usize = 255;
+pub use herald_protocol::MAX_CHANNEL_BYTES;
 
 /// A channel name resolved against the configuration.
 #[derive(Debug, Clone, Copy)]

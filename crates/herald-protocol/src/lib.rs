@@ -3,14 +3,24 @@
 //! This crate is the leaf every other Herald crate builds on. It owns the wire types
 //! ([`Command`], [`Reply`], [`Push`] and their payloads), the framing of several JSON
 //! objects into one WebSocket text frame ([`frame`]), and the reply, disconnect and
-//! unsubscribe codes ([`codes`]). It has no runtime: no tokio, no sockets, no Redis.
+//! unsubscribe codes ([`codes`]). It also owns the conventions every producer and
+//! consumer must agree on: the entity-event shape and its channels ([`entity`]), and the
+//! per-channel idempotency keys of fan-out publishes ([`fanout`]). It has no runtime: no
+//! tokio, no sockets, no Redis.
 
 pub mod codes;
+pub mod entity;
+pub mod fanout;
 pub mod frame;
 mod json;
 mod types;
 
 pub use codes::{DisconnectCode, ErrorCode, UnsubscribeCode};
+pub use entity::{
+    Audience, ENTITY_NAMESPACE, EntityAction, EntityChannel, EntityError, EntityEvent, EntityScope,
+    entity_channels,
+};
+pub use fanout::channel_idempotency_key;
 pub use frame::{FrameError, FrameWriter, decode_commands, decode_replies};
 pub use json::{RawJson, RawJsonError};
 pub use types::*;

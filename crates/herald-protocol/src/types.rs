@@ -24,6 +24,9 @@ fn is_zero_i32(n: &i32) -> bool {
     *n == 0
 }
 
+/// Longest channel name accepted, in bytes.
+pub const MAX_CHANNEL_BYTES: usize = 255;
+
 /// Subscribe `flag` bit: the client accepts pushes that carry a numeric id instead of the channel.
 pub const FLAG_CHANNEL_COMPACTION: i64 = 1;
 /// Subscribe `flag` bit: reject the subscription with error 112 when recovery is impossible.

@@ -1,6 +1,7 @@
 //! Command-line flags.
 
 use clap::{Args, Parser, Subcommand};
+use herald_protocol::{Audience, EntityAction};
 use std::path::PathBuf;
 
 /// Herald: a horizontally scaled WebSocket fan-out server.
@@ -22,6 +23,10 @@ pub enum Command {
     Gentoken(GentokenArgs),
     /// Publish one message through a node's HTTP API.
     Publish(PublishArgs),
+    /// Publish an entity event (created/updated/deleted) to its entity channels through
+    /// a node's HTTP API.
+    #[command(disable_version_flag = true)]
+    PublishEntity(PublishEntityArgs),
     /// Print a channel's publications as JSON lines, resuming across reconnects.
     Tail(TailArgs),
     /// Validate configuration (file, HERALD_* environment) and report every problem.
@@ -160,6 +165,45 @@ pub struct PublishArgs {
     pub redis_prefix: Option<String>,
     #[command(flatten)]
     pub config: ConfigArgs,
+}
+
+/// `herald publish-entity`.
+#[derive(Debug, Args)]
+pub struct PublishEntityArgs {
+    /// The entity's type, e.g. applications (1–64 of a-z, 0-9, _, -).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub entity_type: String,
+    /// The entity's id, e.g. 42 (1–128 of A-Z, a-z, 0-9, _, -).
+    #[arg(long = "id", value_name = "ID")]
+    pub entity_id: String,
+    /// What happened: created, updated or deleted.
+    #[arg(long)]
+    pub action: EntityAction,
+    /// The user who made the change.
+    #[arg(long, default_value = "")]
+    pub actor: String,
+    /// The entity's version after the change.
+    #[arg(long, default_value_t = 0)]
+    pub version: u64,
+    /// When it happened, in milliseconds since the Unix epoch [default: now].
+    #[arg(long, value_name = "MS")]
+    pub timestamp: Option<u64>,
+    /// The entity's new state (JSON).
+    #[arg(long, value_name = "JSON")]
+    pub payload: Option<String>,
+    /// Audiences to publish to: public, restricted (repeat, or separate with commas)
+    /// [default: public].
+    #[arg(long = "audience", value_name = "AUDIENCE", value_delimiter = ',')]
+    pub audiences: Vec<Audience>,
+    /// Publish at most once for this key (each channel gets its own key from it).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// The node's base URL.
+    #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    /// The server API key.
+    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// `herald tail`.

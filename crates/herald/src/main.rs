@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             cli::Command::Serve(args) => serve::run(*args).await,
             cli::Command::Gentoken(args) => tools::gentoken(args),
             cli::Command::Publish(args) => tools::publish(args).await,
+            cli::Command::PublishEntity(args) => tools::publish_entity(args).await,
             cli::Command::Tail(args) => tail::run(args).await,
             cli::Command::Checkconfig(args) => tools::checkconfig(&args),
             cli::Command::Healthcheck(args) => tools::healthcheck(args).await,

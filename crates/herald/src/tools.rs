@@ -1,9 +1,10 @@
-//! Small tools: `gentoken`, `publish`, `checkconfig`, `healthcheck`.
+//! Small tools: `gentoken`, `publish`, `publish-entity`, `checkconfig`, `healthcheck`.
 
-use crate::cli::{ConfigArgs, GentokenArgs, HealthcheckArgs, PublishArgs};
+use crate::cli::{ConfigArgs, GentokenArgs, HealthcheckArgs, PublishArgs, PublishEntityArgs};
 use anyhow::{Context, bail};
 use herald_gateway::auth::unix_now;
 use herald_gateway::config::ConfigBuilder;
+use herald_protocol::{Audience, EntityEvent, RawJson};
 use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -126,13 +127,25 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     if let Some(key) = args.idempotency_key {
         body["idempotency_key"] = json!(key);
     }
+    let result = call_api(&args.url, args.api_key.as_deref(), "publish", &body).await?;
+    println!("{result}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Calls a server API method; its `result`, or an error carrying the reply's `error`.
+async fn call_api(
+    base_url: &str,
+    api_key: Option<&str>,
+    method: &str,
+    body: &Value,
+) -> anyhow::Result<Value> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .context("HTTP client")?;
-    let url = format!("{}/api/publish", args.url.trim_end_matches('/'));
-    let mut req = client.post(&url).json(&body);
-    if let Some(key) = &args.api_key {
+    let url = format!("{}/api/{method}", base_url.trim_end_matches('/'));
+    let mut req = client.post(&url).json(body);
+    if let Some(key) = api_key {
         req = req.header("X-API-Key", key);
     }
     let resp = req
@@ -140,11 +153,64 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot reach {url}"))?;
     let status = resp.status();
-    let reply: Value = resp.json().await.context("the reply is not JSON")?;
+    let mut reply: Value = resp.json().await.context("the reply is not JSON")?;
     if let Some(err) = reply.get("error") {
-        bail!("publish failed ({status}): {err}");
+        bail!("{method} failed ({status}): {err}");
     }
-    println!("{}", reply.get("result").unwrap_or(&Value::Null));
+    Ok(reply.get_mut("result").map(Value::take).unwrap_or_default())
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `herald publish-entity`.
+#[allow(clippy::print_stdout)]
+pub async fn publish_entity(args: PublishEntityArgs) -> anyhow::Result<ExitCode> {
+    let payload = args
+        .payload
+        .map(|p| RawJson::from_string(p).map_err(|e| anyhow::anyhow!("--payload: {e}")))
+        .transpose()?;
+    let event = EntityEvent {
+        entity_type: args.entity_type,
+        entity_id: args.entity_id,
+        action: args.action,
+        actor: args.actor,
+        version: args.version,
+        timestamp: args.timestamp.unwrap_or_else(now_millis),
+        payload,
+    };
+    let audiences = if args.audiences.is_empty() {
+        vec![Audience::Public]
+    } else {
+        args.audiences
+    };
+    // The same rule the node applies, checked before anything is sent.
+    event.channels(&audiences)?;
+    let mut body = json!({ "event": event, "audiences": audiences });
+    if let Some(key) = args.idempotency_key {
+        body["idempotency_key"] = json!(key);
+    }
+    let result = call_api(&args.url, args.api_key.as_deref(), "publish_entity", &body).await?;
+    let responses = result["responses"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    let failed: Vec<&Value> = responses
+        .iter()
+        .filter(|r| r.get("error").is_some())
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "publish_entity failed in {} of {} channels: {}",
+            failed.len(),
+            responses.len(),
+            Value::from_iter(failed.into_iter().cloned())
+        );
+    }
+    println!("{result}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -42,7 +42,8 @@ const ID = /^[A-Za-z0-9_-]{1,128}$/;
 export function entityChannel(scope: EntityScope, audience: Audience = 'public'): string | null {
   let name: string;
   if (scope.type === undefined) name = 'all';
-  else if (!TYPE.test(scope.type)) return null;
+  // `all` is the all-types scope's name, so no type may be called that.
+  else if (!TYPE.test(scope.type) || scope.type === 'all') return null;
   else if (scope.id === undefined) name = scope.type;
   else if (!ID.test(scope.id)) return null;
   else name = `${scope.type}.${scope.id}`;
@@ -53,7 +54,7 @@ export function entityChannel(scope: EntityScope, audience: Audience = 'public')
 export function asEntityEvent<P = unknown>(data: unknown): EntityEvent<P> | null {
   if (typeof data !== 'object' || data === null) return null;
   const e = data as Record<string, unknown>;
-  if (typeof e.entity_type !== 'string' || !TYPE.test(e.entity_type)) return null;
+  if (typeof e.entity_type !== 'string' || !TYPE.test(e.entity_type) || e.entity_type === 'all') return null;
   if (typeof e.entity_id !== 'string' || !ID.test(e.entity_id)) return null;
   if (e.action !== 'created' && e.action !== 'updated' && e.action !== 'deleted') return null;
   if (typeof e.version !== 'number' || !Number.isSafeInteger(e.version) || e.version < 0) return null;

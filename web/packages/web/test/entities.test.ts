@@ -27,7 +27,7 @@ describe('entityChannel', () => {
   });
 
   it('refuses names that would break the channel', () => {
-    for (const type of ['', 'Apps', 'a:b', 'a.b', 'a b', '$x', 'x'.repeat(65)]) expect(entityChannel({ type })).toBeNull();
+    for (const type of ['', 'all', 'Apps', 'a:b', 'a.b', 'a b', '$x', 'x'.repeat(65)]) expect(entityChannel({ type })).toBeNull();
     for (const id of ['', 'a.b', 'a:b', 'a#b', 'a b', 'x'.repeat(129)]) expect(entityChannel({ type: 't', id })).toBeNull();
   });
 });

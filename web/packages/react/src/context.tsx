@@ -1,7 +1,7 @@
 //! The Herald client in React's context, and the hooks that read the shared connection.
 
 import { createContext, useContext, useEffect, useRef, useSyncExternalStore, type ReactNode } from 'react';
-import type { Herald, OutboxStatus, Publication, ResyncEvent, Status, SubscribedEvent } from '@herald/web';
+import type { Herald, JoinLeaveEvent, OutboxStatus, Publication, ResyncEvent, Status, SubscribedEvent } from '@herald/web';
 
 const HeraldContext = createContext<Herald | null>(null);
 
@@ -29,6 +29,7 @@ export interface UseSubscriptionOptions {
   enabled?: boolean;
   onResync?: (event: ResyncEvent) => void;
   onSubscribed?: (event: SubscribedEvent) => void;
+  onJoinLeave?: (event: JoinLeaveEvent) => void;
 }
 
 /**
@@ -52,6 +53,7 @@ export function useSubscription<T = unknown>(
     return herald.subscribe<T>(channel, (p) => latest.current.onPublication(p as Publication<T>), {
       onResync: (e) => latest.current.options.onResync?.(e),
       onSubscribed: (e) => latest.current.options.onSubscribed?.(e),
+      onJoinLeave: (e) => latest.current.options.onJoinLeave?.(e),
     });
   }, [herald, channel, enabled]);
 }

@@ -6,5 +6,7 @@ export { useEditConflict, useEntityEvents, useLiveEntity, useLiveList } from './
 export type { EditConflict, EntityEventsScope, LiveEntity, LiveList } from './entities.js';
 export { ConnectionStatus, LiveUpdateToasts, STATE_LABELS, describeStatus } from './components.js';
 export type { LiveUpdateToastItem } from './components.js';
+export { usePresence } from './presence.js';
+export type { Presence } from './presence.js';
 export { entityEventsMiddleware, syncQueryClient } from './adapters.js';
 export type { EntityEventAction, EntityResyncAction, QueryClientLike } from './adapters.js';

@@ -94,6 +94,7 @@ export function createHerald(options: HeraldOptions): Herald {
   let req = 0;
   const publishes = new Map<number, { msg: TabMessage; done: (r: Awaited<ReturnType<Herald['publish']>>) => void }>();
   let hubId: string | null = null;
+  const presences = new Map<number, (r: Awaited<ReturnType<Herald['presence']>>) => void>();
   const cleanups: (() => void)[] = [];
 
   const error = (e: HeraldError) => events.emit('error', e);
@@ -268,6 +269,15 @@ export function createHerald(options: HeraldOptions): Herald {
       case 'outbox':
         void refreshOutbox();
         return;
+      case 'presence':
+        presences.get(m.req)?.(m.clients ? { ok: true, clients: m.clients } : { ok: false, error: m.error ?? { kind: 'subscribe', message: 'presence failed', temporary: true } });
+        return;
+      case 'joinLeave': {
+        const ch = channels.get(m.event.channel);
+        if (!ch) return;
+        for (const h of [...refs.get(ch.name)]) safely(() => h.opts.onJoinLeave?.(m.event), handlerError(ch.name, 'onJoinLeave'));
+        return;
+      }
     }
   }
 
@@ -489,6 +499,22 @@ export function createHerald(options: HeraldOptions): Herald {
       };
     },
     publish,
+    presence(channel) {
+      if (closed) return Promise.resolve({ ok: false, error: { kind: 'subscribe', message: 'client closed', channel, temporary: false } });
+      const id = ++req;
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          presences.delete(id);
+          resolve({ ok: false, error: { kind: 'subscribe', code: 0, message: 'no reply in time', channel, temporary: true } });
+        }, PUBLISH_TIMEOUT_MS);
+        presences.set(id, (r) => {
+          clearTimeout(timer);
+          presences.delete(id);
+          resolve(r);
+        });
+        send({ type: 'presence', req: id, channel });
+      });
+    },
     on: (event, listener) => events.on(event, listener),
     status: { subscribe: status.subscribe, getSnapshot: status.getSnapshot },
     outbox: {

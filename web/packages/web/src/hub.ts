@@ -8,7 +8,7 @@ import { safely } from './emitter.js';
 import type { HubMessage, HubSettings, HubStatus, TabMessage } from './messages.js';
 import type { OutboxStore } from './outbox.js';
 import { PositionWriter, type PositionStore } from './positions.js';
-import type { HeraldError, HeraldErrorKind, Position, Publication, ResyncReason } from './types.js';
+import type { HeraldError, HeraldErrorKind, Position, PresenceClient, Publication, ResyncReason } from './types.js';
 
 /** Publications asked of history per read while filling a tab's gap. */
 const HISTORY_PAGE = 500;
@@ -191,6 +191,9 @@ export class Hub {
             ? { type: 'published', req: msg.req, ok: true, position: r.position, error: null }
             : { type: 'published', req: msg.req, ok: false, position: null, error: r.error }),
         );
+        return;
+      case 'presence':
+        void this.#presence(msg.channel).then((r) => this.#sendTo(id, { type: 'presence', req: msg.req, ...r }));
         return;
       case 'outbox':
         this.#drainer?.kick();
@@ -531,7 +534,8 @@ export class Hub {
     try {
       const old = client.getSubscription(ch.name);
       if (old) client.removeSubscription(old);
-      const opts: Record<string, unknown> = since ? { since: { ...since } } : {};
+      // Join and leave are asked for always: only namespaces with `join_leave` send them.
+      const opts: Record<string, unknown> = since ? { since: { ...since }, joinLeave: true } : { joinLeave: true };
       // A private channel needs a subscription token, made by a tab's app.
       if (ch.name.startsWith('$')) opts.getToken = () => this.#token(ch.name);
       sub = client.newSubscription(ch.name, opts);
@@ -549,6 +553,13 @@ export class Hub {
       ch.subscribed = false;
       this.#channelError(ch, this.#errorOf({ code: ctx.code, message: ctx.reason }, 'subscribe', false));
     }));
+    const joinLeave = (kind: 'join' | 'leave') => (ctx: { info: PresenceClient }) =>
+      safely(() => {
+        if (!mine()) return;
+        for (const id of ch.peers.keys()) this.#sendTo(id, { type: 'joinLeave', event: { channel: ch.name, kind, info: ctx.info } });
+      });
+    sub.on('join', joinLeave('join'));
+    sub.on('leave', joinLeave('leave'));
     sub.on('error', (ctx) => safely(() => mine() && this.#channelError(ch, this.#errorOf(ctx.error as SdkError, 'subscribe', true))));
     sub.subscribe();
   }
@@ -744,6 +755,20 @@ export class Hub {
     const to = ch.stream ? { ...ch.stream } : null;
     this.#sendTo(id, { type: 'resync', event: { channel: ch.name, reason, from: cur.pos ? { ...cur.pos } : null, to } });
     cur.pos = to;
+  }
+
+  /** Who is in `channel`: one presence call on the shared connection. */
+  async #presence(channel: string): Promise<{ clients: PresenceClient[] | null; error: HeraldError | null }> {
+    const client = this.#client;
+    if (!client || this.#status.state !== 'connected') {
+      return { clients: null, error: { kind: 'subscribe', code: 0, message: 'not connected', channel, temporary: true } };
+    }
+    try {
+      const res = await client.presence(channel);
+      return { clients: Object.values(res.clients ?? {}) as PresenceClient[], error: null };
+    } catch (e) {
+      return { clients: null, error: { ...this.#errorOf(e as SdkError, 'subscribe', false), channel } };
+    }
   }
 
   // ---- publishing --------------------------------------------------------------------

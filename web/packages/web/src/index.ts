@@ -12,6 +12,8 @@ export type {
   HeraldErrorKind,
   HeraldEvents,
   HeraldOptions,
+  JoinLeaveEvent,
+  PresenceClient,
   Observable,
   Outbox,
   OutboxItem,

@@ -1,7 +1,7 @@
 //! The messages between a tab and the connection holder (hub): typed, versioned, validated.
 
 import { asPosition } from './cursor.js';
-import type { HeraldError, Position, Publication, ResyncEvent, Status, SubscribedEvent, TransportEndpoint } from './types.js';
+import type { HeraldError, JoinLeaveEvent, Position, PresenceClient, Publication, ResyncEvent, Status, SubscribedEvent, TransportEndpoint } from './types.js';
 import type { ReconnectPolicy } from './backoff.js';
 
 /** Bumped on any incompatible change; a peer speaking another version is ignored. */
@@ -24,6 +24,7 @@ export type TabMessage =
   | { type: 'attach'; channel: string; since: Position | null }
   | { type: 'detach'; channel: string }
   | { type: 'publish'; req: number; channel: string; data: unknown; key: string | null }
+  | { type: 'presence'; req: number; channel: string }
   | { type: 'outbox'; }
   | { type: 'network'; online: boolean }
   | { type: 'visible'; hiddenMs: number }
@@ -43,7 +44,9 @@ export type HubMessage =
   | { type: 'published'; req: number; ok: boolean; position: Position | null; error: HeraldError | null }
   /** A token request: for the connection (`channel` null), or a subscription token for `channel`. */
   | { type: 'token'; req: number; channel: string | null }
-  | { type: 'outbox' };
+  | { type: 'outbox' }
+  | { type: 'presence'; req: number; clients: PresenceClient[] | null; error: HeraldError | null }
+  | { type: 'joinLeave'; event: JoinLeaveEvent };
 
 /** The status as the hub knows it; each tab adds what only it knows. */
 export type HubStatus = Omit<Status, 'isLeader' | 'mode'>;
@@ -94,6 +97,8 @@ export function parseTabMessage(m: { type: string } & Record<string, unknown>): 
     case 'publish':
       if (!isNum(m.req) || !isChannel(m.channel) || !(m.key === null || isStr(m.key))) return null;
       return { type: 'publish', req: m.req, channel: m.channel, data: m.data, key: m.key };
+    case 'presence':
+      return isNum(m.req) && isChannel(m.channel) ? { type: 'presence', req: m.req, channel: m.channel } : null;
     case 'network':
       return isBool(m.online) ? { type: 'network', online: m.online } : null;
     case 'visible':
@@ -141,6 +146,14 @@ export function parseHubMessage(m: { type: string } & Record<string, unknown>): 
       return { type: 'token', req: m.req, channel: (m.channel as string | undefined) ?? null };
     case 'outbox':
       return { type: 'outbox' };
+    case 'presence':
+      return isNum(m.req) && (m.clients === null || Array.isArray(m.clients)) ? (m as unknown as HubMessage) : null;
+    case 'joinLeave': {
+      const e = m.event as Record<string, unknown> | undefined;
+      return e && isChannel(e.channel) && (e.kind === 'join' || e.kind === 'leave') && typeof e.info === 'object' && e.info !== null
+        ? (m as unknown as HubMessage)
+        : null;
+    }
     default:
       return null;
   }

@@ -49,6 +49,21 @@ export interface SubscribedEvent {
   position: Position | null;
 }
 
+/** A client in a channel's presence. */
+export interface PresenceClient {
+  client: string;
+  user: string;
+  connInfo?: unknown;
+  chanInfo?: unknown;
+}
+
+/** `join` / `leave` in a channel whose namespace announces them. */
+export interface JoinLeaveEvent {
+  channel: string;
+  kind: 'join' | 'leave';
+  info: PresenceClient;
+}
+
 /** The kinds of errors reported as events. Nothing is ever thrown into application code. */
 export type HeraldErrorKind =
   | 'auth'
@@ -188,6 +203,8 @@ export interface SubscribeOptions {
   onSubscribed?: (event: SubscribedEvent) => void;
   /** Resume from the stored position on first subscribe (true). */
   resume?: boolean;
+  /** Called when a client joins or leaves (namespaces with `join_leave`). */
+  onJoinLeave?: (event: JoinLeaveEvent) => void;
 }
 
 /** An outbox item as the app sees it. */
@@ -261,6 +278,8 @@ export interface Herald {
     data: unknown,
     options?: { idempotencyKey?: string },
   ): Promise<{ ok: true; position: Position | null } | { ok: false; error: HeraldError }>;
+  /** Who is subscribed to `channel` now (namespaces with presence); resolves, never rejects. */
+  presence(channel: string): Promise<{ ok: true; clients: PresenceClient[] } | { ok: false; error: HeraldError }>;
   on<K extends keyof HeraldEvents>(event: K, listener: (event: HeraldEvents[K]) => void): () => void;
   status: Observable<Status>;
   outbox: Outbox;

@@ -69,14 +69,13 @@ impl fmt::Display for EntityAction {
 impl FromStr for EntityAction {
     type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, UnknownName> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                kind: "action",
-                given: s.to_owned(),
-                expected: "created, updated or deleted",
-            })
+        by_name(
+            &Self::ALL,
+            s,
+            Self::as_str,
+            "action",
+            "created, updated or deleted",
+        )
     }
 }
 
@@ -119,15 +118,32 @@ impl fmt::Display for Audience {
 impl FromStr for Audience {
     type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, UnknownName> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                kind: "audience",
-                given: s.to_owned(),
-                expected: "public or restricted",
-            })
+        by_name(
+            &Self::ALL,
+            s,
+            Self::as_str,
+            "audience",
+            "public or restricted",
+        )
     }
+}
+
+/// The one of `all` whose wire name is `given`.
+fn by_name<T: Copy>(
+    all: &[T],
+    given: &str,
+    name: fn(T) -> &'static str,
+    kind: &'static str,
+    expected: &'static str,
+) -> Result<T, UnknownName> {
+    all.iter()
+        .copied()
+        .find(|&t| name(t) == given)
+        .ok_or_else(|| UnknownName {
+            kind,
+            given: given.to_owned(),
+            expected,
+        })
 }
 
 /// A name that is not an [`EntityAction`] or an [`Audience`].

@@ -128,9 +128,10 @@ test('edit conflict: alice is warned that bob saved, and her stale save gets a c
   await bob.getByLabel('Name').fill('Search (bob)');
   await bob.getByRole('button', { name: 'Save' }).click();
   await bob.getByTestId('detail-name').getByText('Search (bob)').waitFor();
-  await alice.getByTestId('conflict').getByText(/bob saved this application/).waitFor();
+  const banner = alice.getByTestId('conflict-area').getByRole('alert');
+  await banner.getByText(/bob saved this at .* \(version 2\)/).waitFor();
   await alice.screenshot({ path: path.join(ARTIFACTS, 'conflict.png') });
-  assert.equal(await bob.getByTestId('conflict').count(), 0, 'no warning for one\'s own save');
+  assert.equal(await bob.getByRole('alert').count(), 0, 'no warning for one\'s own save');
   await alice.getByRole('button', { name: 'Keep editing' }).click();
   await alice.getByLabel('Name').fill('Search (alice)');
   await alice.getByRole('button', { name: 'Save' }).click();

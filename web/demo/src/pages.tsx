@@ -1,6 +1,6 @@
 // The demo's pages: the live list, an application's detail, and its edit form.
 import { useEffect, useState, type FormEvent } from 'react';
-import { LiveUpdateToasts, useEditConflict, useLiveEntity, useLiveList, usePresence } from '@herald/react';
+import { EditConflictBanner, LiveUpdateToasts, useEditConflict, useLiveEntity, useLiveList, usePresence } from '@herald/react';
 import type { Audience } from '@herald/web';
 import { api, ApiError, type Application } from './api.js';
 import { Link, navigate } from './router.js';
@@ -180,15 +180,9 @@ export function EditPage({ id, viewer }: { id: string; viewer: Viewer }) {
       <p><Link to={`/applications/${id}`}>← {base.name}</Link></p>
       <h1>Edit {base.name}</h1>
       {others.length > 0 ? <p className="muted" data-testid="also-editing">Also editing: {others.join(', ')}</p> : null}
-      {conflict ? (
-        <div role="alert" className="conflict" data-testid="conflict">
-          {conflict.event.action === 'deleted'
-            ? `${conflict.event.actor} deleted this application at ${time(conflict.event.timestamp)}.`
-            : `${conflict.event.actor} saved this application at ${time(conflict.event.timestamp)} (version ${conflict.event.version}). Saving now will fail.`}
-          <button type="button" onClick={() => void load()}>Reload</button>
-          <button type="button" onClick={conflict.dismiss}>Keep editing</button>
-        </div>
-      ) : null}
+      <div data-testid="conflict-area">
+        <EditConflictBanner conflict={conflict} onReload={() => void load()} />
+      </div>
       <form className="edit" onSubmit={save}>
         <label>Name <input value={name} onChange={(e) => setName(e.target.value)} required maxLength={100} /></label>
         <label>

@@ -2,6 +2,7 @@
 
 import { useCallback, useEffect, useRef, useState, type ReactNode } from 'react';
 import type { ConnectionState, EntityEvent, Status } from '@herald/web';
+import type { EditConflict } from './entities.js';
 import { useConnectionStatus } from './context.js';
 import { useEntityEvents, type EntityEventsScope } from './entities.js';
 
@@ -111,4 +112,37 @@ export function LiveUpdateToasts<T = unknown>({
 function defaultMessage(event: EntityEvent): string {
   const who = event.actor || 'someone';
   return `${event.action[0]?.toUpperCase()}${event.action.slice(1)} by ${who}`;
+}
+
+/** The issue's name for the toast stack: the same component. */
+export const LiveUpdateToast = LiveUpdateToasts;
+
+/**
+ * The banner for {@link useEditConflict}'s result: who saved (or deleted) the entity
+ * being edited and when, with Reload and Keep editing. Renders nothing without a conflict.
+ */
+export function EditConflictBanner<T = unknown>({
+  conflict,
+  onReload,
+  className,
+}: {
+  conflict: EditConflict<T> | null;
+  onReload: () => void;
+  className?: string;
+}) {
+  if (!conflict) return null;
+  const { event } = conflict;
+  const who = event.actor || 'Someone';
+  const when = new Date(event.timestamp).toLocaleTimeString();
+  return (
+    <div role="alert" className={className ?? 'herald-conflict'} data-action={event.action}>
+      <span>
+        {event.action === 'deleted'
+          ? `${who} deleted this at ${when}.`
+          : `${who} saved this at ${when} (version ${event.version}). Saving now will fail.`}
+      </span>
+      <button type="button" onClick={onReload}>Reload</button>
+      <button type="button" onClick={conflict.dismiss}>Keep editing</button>
+    </div>
+  );
 }

@@ -4,7 +4,7 @@ export { HeraldProvider, useConnectionStatus, useHerald, useOutbox, useSubscript
 export type { UseSubscriptionOptions } from './context.js';
 export { useEditConflict, useEntityEvents, useLiveEntity, useLiveList } from './entities.js';
 export type { EditConflict, EntityEventsScope, LiveEntity, LiveList } from './entities.js';
-export { ConnectionStatus, LiveUpdateToasts, STATE_LABELS, describeStatus } from './components.js';
+export { ConnectionStatus, EditConflictBanner, LiveUpdateToast, LiveUpdateToasts, STATE_LABELS, describeStatus } from './components.js';
 export type { LiveUpdateToastItem } from './components.js';
 export { usePresence } from './presence.js';
 export type { Presence } from './presence.js';

@@ -71,15 +71,27 @@ test('live list: bob changes applications; alice\'s three tabs share one connect
     await row(p, payroll.id).waitFor({ state: 'detached' });
     assert.deepEqual(await rowNames(p), ['Vault', 'CRM']);
   }
-  // carol: CRM yes; Vault never, neither listed nor in any frame.
-  await row(carol, crm.id).getByText('paused').waitFor();
-  await row(carol, payroll.id).waitFor({ state: 'detached' });
-  assert.deepEqual(await rowNames(carol), ['CRM']);
+  // Through the UI again: bob renames CRM on its edit page, then deletes it from its detail page.
+  await bob.goto(`${stack.origin}/applications/${crm.id}/edit`);
+  await bob.getByRole('heading', { name: 'Edit CRM' }).waitFor();
+  await bob.getByLabel('Name').fill('CRM 2');
+  await bob.getByRole('button', { name: 'Save' }).click();
+  await bob.getByTestId('detail-name').getByText('CRM 2').waitFor();
+  for (const p of alice) await row(p, crm.id).getByText('CRM 2').waitFor();
+  await row(carol, crm.id).getByText('CRM 2').waitFor();
+  await bob.getByRole('button', { name: 'Delete' }).click();
+  for (const p of alice) await row(p, crm.id).waitFor({ state: 'detached' });
+  await row(carol, crm.id).waitFor({ state: 'detached' });
+  for (const p of alice) assert.deepEqual(await rowNames(p), ['Vault']);
+  // carol saw CRM come and go; Vault never, neither listed nor in any frame.
+  assert.deepEqual(await rowNames(carol), []);
   assert.ok(carolFrames.length > 0);
   assert.ok(!carolFrames.some((f) => f.includes(vault.id) || f.includes('Vault')), 'no frame to carol mentions the restricted application');
   await carol.reload();
   await carol.locator('.herald-status[data-state="connected"]').waitFor();
-  assert.deepEqual(await rowNames(carol), ['CRM']);
+  await carol.getByRole('heading', { name: 'Applications' }).waitFor();
+  await sleep(300);
+  assert.deepEqual(await rowNames(carol), []);
 });
 
 test('detail page: a toast for bob\'s update with Refresh and Dismiss, gone after 10 s, none for bob\'s own change', async (t) => {
@@ -158,6 +170,15 @@ test('offline: alice sees it; bob changes two applications; back online both app
   const b = (await stack.rest('bob', 'POST', '/api/applications', { name: 'B', status: 'active', restricted: false })).body;
   const alice = await dashboard(contexts.alice, stack, 'alice');
   await row(alice, b.id).waitFor();
+  // Record when each name first shows, to check the order the changes arrive in.
+  await alice.evaluate(() => {
+    const seen = (window.__seen = []);
+    new MutationObserver(() => {
+      for (const a of document.querySelectorAll('[data-testid=applications] td a')) {
+        if (!seen.includes(a.textContent)) seen.push(a.textContent);
+      }
+    }).observe(document.body, { subtree: true, childList: true, characterData: true });
+  });
   await contexts.alice.setOffline(true);
   stack.proxy.block(true);
   await alice.locator('.herald-status[data-state="offline"]').getByText('Offline').waitFor();
@@ -172,6 +193,7 @@ test('offline: alice sees it; bob changes two applications; back online both app
   await row(alice, b.id).getByText('B2').waitFor();
   assert.deepEqual(await rowNames(alice), ['B2', 'A2']);
   assert.equal(await alice.locator('[data-testid=applications] tbody tr').count(), 2, 'once each');
+  assert.deepEqual(await alice.evaluate(() => window.__seen.filter((n) => n.endsWith('2'))), ['A2', 'B2'], 'in the order bob made them');
 });
 
 test('a node restart: reconnecting and back, and the list resyncs with no stale rows', async (t) => {

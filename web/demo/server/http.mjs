@@ -124,7 +124,16 @@ function methodNotAllowed(allowed) {
 
 /** A local redirect target: a path on this site, never another origin. */
 function localPath(next, fallback) {
-  return typeof next === 'string' && /^\/(?![/\\])/.test(next) ? next : fallback;
+  if (typeof next !== 'string' || !/^\/(?![/\\])/.test(next)) return fallback;
+  // Browsers drop tabs and newlines from URLs (`/\t/evil.example` is `//evil.example`):
+  // only a path that stays on this site, as a browser would read it, is followed.
+  if (/[\u0000-\u0020\u007f\\]/.test(next)) return fallback;
+  const base = 'http://demo.invalid';
+  try {
+    return new URL(next, base).origin === base ? next : fallback;
+  } catch {
+    return fallback;
+  }
 }
 
 const wantsHtml = (req) => /\btext\/html\b/.test(req.headers.accept ?? '');

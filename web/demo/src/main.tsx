@@ -1,5 +1,5 @@
 // The demo dashboard: who is looking, the shared Herald connection, and the routes.
-import { StrictMode, useEffect, useMemo, useState } from 'react';
+import { StrictMode, useEffect, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import { createHerald, type Herald } from '@herald/web';
 import { ConnectionStatus, HeraldProvider, useConnectionStatus } from '@herald/react';
@@ -46,12 +46,15 @@ function Routes({ viewer }: { viewer: Viewer }) {
   return <ListPage viewer={viewer} />;
 }
 
-function App({ config }: { config: DemoConfig }) {
-  const user = config.user;
-  const herald = useMemo<Herald | null>(() => {
-    if (!user) return null;
+/**
+ * The page's one client, made once outside React (StrictMode runs render-time code
+ * twice in development, and a client made there would be made twice).
+ */
+let client: Herald | null = null;
+function heraldFor(config: DemoConfig): Herald {
+  if (!client) {
     const share = new URLSearchParams(location.search).get('share');
-    return createHerald({
+    client = createHerald({
       url: config.heraldUrl,
       share: share === 'off' || share === 'leader' || share === 'worker' ? share : 'auto',
       getToken: async () => {
@@ -63,8 +66,14 @@ function App({ config }: { config: DemoConfig }) {
         return res.ok ? res.text() : null;
       },
     });
-  }, [user, config.heraldUrl]);
-  if (!user || !herald) return <Login users={config.users} />;
+  }
+  return client;
+}
+
+function App({ config }: { config: DemoConfig }) {
+  const user = config.user;
+  if (!user) return <Login users={config.users} />;
+  const herald = heraldFor(config);
   const viewer: Viewer = { user, audience: config.canSeeRestricted ? 'restricted' : 'public', canSeeRestricted: config.canSeeRestricted };
   return (
     <HeraldProvider client={herald}>

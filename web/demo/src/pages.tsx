@@ -1,5 +1,5 @@
 // The demo's pages: the live list, an application's detail, and its edit form.
-import { useEffect, useState, type FormEvent } from 'react';
+import { useEffect, useRef, useState, type FormEvent } from 'react';
 import { EditConflictBanner, LiveUpdateToasts, useEditConflict, useLiveEntity, useLiveList, usePresence } from '@herald/react';
 import type { Audience } from '@herald/web';
 import { api, ApiError, type Application } from './api.js';
@@ -76,6 +76,10 @@ export function ListPage({ viewer }: { viewer: Viewer }) {
 
 export function DetailPage({ id, viewer }: { id: string; viewer: Viewer }) {
   const [notice, setNotice] = useState('');
+  const redirect = useRef<ReturnType<typeof setTimeout> | null>(null);
+  useEffect(() => () => {
+    if (redirect.current) clearTimeout(redirect.current);
+  }, []);
   // Not live: a change by someone else offers a Refresh instead of changing under the reader.
   const live = useLiveEntity<Application>({
     type: 'applications',
@@ -85,7 +89,7 @@ export function DetailPage({ id, viewer }: { id: string; viewer: Viewer }) {
     live: false,
     onDeleted: (e) => {
       setNotice(`This application was deleted by ${e.actor || 'someone'}. Back to the list…`);
-      setTimeout(() => navigate('/applications', true), 2000);
+      redirect.current = setTimeout(() => navigate('/applications', true), 2000);
     },
     onEvent: (e) => {
       // The reader's own changes show at once.
@@ -124,6 +128,7 @@ export function DetailPage({ id, viewer }: { id: string; viewer: Viewer }) {
       <LiveUpdateToasts<Application>
         scope={{ type: 'applications', id, audience: viewer.audience }}
         me={viewer.user}
+        since={a.version}
         onRefresh={() => live.reload()}
         render={(e) => (e.action === 'deleted' ? `Deleted by ${e.actor}` : `Updated by ${e.actor}`)}
       />

@@ -99,6 +99,14 @@ describe('identity', () => {
     assert.equal(bad.status, 400);
     assert.match(bad.body.error, /unknown user/);
     assert.equal((await demo.get('/login')).status, 400);
+
+    // `next` is followed only to a path on this site, as a browser would read it.
+    const here = await demo.get('/login?user=alice&next=/applications/x1');
+    assert.equal(here.headers.get('location'), '/applications/x1');
+    for (const next of ['//evil.example', '/%09/evil.example', '/%0a/evil.example', '/\\evil.example', 'https://evil.example', '/%5cevil.example']) {
+      const away = await demo.get(`/login?user=alice&next=${next}`);
+      assert.equal(away.headers.get('location'), '/applications', `next=${next}`);
+    }
   });
 
   test('config.json without a user, and for carol', async () => {

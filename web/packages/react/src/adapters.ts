@@ -17,14 +17,28 @@ export interface QueryClientLike {
 export function syncQueryClient<T extends Versioned>(
   herald: Herald,
   queryClient: QueryClientLike,
-  options: { type: string; audience?: Audience; listKey: readonly unknown[]; entityKey?: (id: string) => readonly unknown[] },
+  options: {
+    type: string;
+    audience?: Audience;
+    listKey: readonly unknown[];
+    entityKey?: (id: string) => readonly unknown[];
+    /** What a resync invalidates of the entity caches (the first element of `entityKey`'s keys). */
+    entityKeyPrefix?: readonly unknown[];
+  },
 ): () => void {
   const channel = entityChannel({ type: options.type }, options.audience);
   if (!channel) return () => {};
   return herald.subscribe(channel, (p) => {
     const event = asEntityEvent<T>(p.data);
     if (!event) return;
-    queryClient.setQueryData(options.listKey, (old) => (Array.isArray(old) ? applyEntityEvent(old as T[], event) : old));
+    // A list not loaded yet (or being loaded) cannot be patched: have it fetched once more.
+    let stale = false;
+    queryClient.setQueryData(options.listKey, (old) => {
+      if (Array.isArray(old)) return applyEntityEvent(old as T[], event);
+      stale = true;
+      return old;
+    });
+    if (stale) queryClient.invalidateQueries({ queryKey: options.listKey });
     if (options.entityKey) {
       queryClient.setQueryData(options.entityKey(event.entity_id), (old) => {
         if (event.action === 'deleted') return null;
@@ -36,7 +50,7 @@ export function syncQueryClient<T extends Versioned>(
   }, {
     onResync: () => {
       queryClient.invalidateQueries({ queryKey: options.listKey });
-      if (options.entityKey) queryClient.invalidateQueries({ queryKey: [options.entityKey('')[0]] });
+      if (options.entityKey) queryClient.invalidateQueries({ queryKey: options.entityKeyPrefix ?? [options.entityKey('')[0]] });
     },
   });
 }

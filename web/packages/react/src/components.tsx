@@ -58,11 +58,13 @@ export interface LiveUpdateToastItem<T = unknown> {
 /**
  * Toasts for changes that other users make to the scope's entities ("Updated by bob"),
  * stacked, each with Refresh and Dismiss, each gone after `timeoutMs` (10 s). Changes
- * made by `me` show none.
+ * made by `me` show none, and neither do changes at or below `since`, the version the
+ * page shows (a subscription that resumes replays changes the page loaded already).
  */
 export function LiveUpdateToasts<T = unknown>({
   scope,
   me,
+  since,
   onRefresh,
   timeoutMs = 10_000,
   render,
@@ -70,6 +72,8 @@ export function LiveUpdateToasts<T = unknown>({
 }: {
   scope: EntityEventsScope;
   me: string;
+  /** The version on screen; older and equal versions never toast. Undefined: toast every change. */
+  since?: number;
   onRefresh?: (event: EntityEvent<T>) => void;
   timeoutMs?: number;
   /** The toast's message; "Updated by bob" (or created/deleted) by default. */
@@ -88,7 +92,7 @@ export function LiveUpdateToasts<T = unknown>({
     for (const t of timers.current.values()) clearTimeout(t);
   }, []);
   useEntityEvents<T>(scope, (event) => {
-    if (event.actor === me) return;
+    if (event.actor === me || (since !== undefined && event.version <= since)) return;
     const key = `${event.entity_type}.${event.entity_id}.${event.version}`;
     setToasts((list) => (list.some((x) => x.key === key) ? list : [...list, { key, event }]));
     if (!timers.current.has(key)) timers.current.set(key, setTimeout(() => dismiss(key), timeoutMs));

@@ -9,6 +9,7 @@ import {
   type EntityEvent,
   type Publication,
   type ResyncEvent,
+  type SubscribedEvent,
   type Versioned,
 } from '@herald/web';
 import { useHerald, useSubscription } from './context.js';
@@ -29,13 +30,43 @@ export interface EntityEventsScope {
 export function useEntityEvents<P = unknown>(
   scope: EntityEventsScope,
   onEvent: (event: EntityEvent<P>) => void,
-  options: { enabled?: boolean; onResync?: (event: ResyncEvent) => void } = {},
+  options: { enabled?: boolean; onResync?: (event: ResyncEvent) => void; onSubscribed?: (event: SubscribedEvent) => void } = {},
 ): void {
   const channel = entityChannel(scope, scope.audience);
   useSubscription(channel, (p: Publication) => {
     const event = asEntityEvent<P>(p.data);
     if (event) onEvent(event);
   }, options);
+}
+
+/**
+ * How long a list or entity waits for its subscription to be live before loading anyway
+ * (offline, the node down): it loads again once the subscription is live.
+ */
+const LOAD_WAIT_MS = 1500;
+
+/**
+ * Loads once the scope's subscription is live, so that no change can fall between the
+ * load and the stream of events (a change after the subscription went live arrives as an
+ * event; one before it is in the load). Loads after {@link LOAD_WAIT_MS} if the
+ * subscription is slow, and again when it is live.
+ */
+function useLoadWhenLive(reload: () => void, enabled: boolean, key: unknown[]): { onSubscribed: () => void } {
+  const live = useRef(false);
+  useEffect(() => {
+    if (!enabled) return;
+    live.current = false;
+    const t = setTimeout(() => {
+      if (!live.current) reload();
+    }, LOAD_WAIT_MS);
+    return () => clearTimeout(t);
+  }, [reload, enabled, ...key]);
+  const onSubscribed = useCallback(() => {
+    if (live.current) return;
+    live.current = true;
+    reload();
+  }, [reload]);
+  return { onSubscribed };
 }
 
 /** What {@link useLiveList} keeps. */
@@ -110,9 +141,7 @@ export function useLiveList<T extends Versioned>(options: {
     );
   }, []);
 
-  useEffect(() => {
-    if (enabled) reload();
-  }, [reload, enabled, type, audience]);
+  const { onSubscribed } = useLoadWhenLive(reload, enabled, [type, audience]);
 
   useEffect(() => () => {
     for (const t of timers.current) clearTimeout(t);
@@ -126,7 +155,7 @@ export function useLiveList<T extends Versioned>(options: {
       return next;
     });
     if (event.action !== 'deleted') mark(event.entity_id);
-  }, { enabled, onResync: () => reload() });
+  }, { enabled, onResync: () => reload(), onSubscribed });
 
   return { items, loading, error, reload, highlighted };
 }
@@ -167,6 +196,7 @@ export function useLiveEntity<T extends Versioned>(options: {
   const [deleted, setDeleted] = useState(false);
   const [lastEvent, setLastEvent] = useState<EntityEvent<T> | null>(null);
   const version = useRef(-1);
+  const deletedAt = useRef<number | null>(null);
   const generation = useRef(0);
 
   const reload = useCallback(() => {
@@ -175,11 +205,14 @@ export function useLiveEntity<T extends Versioned>(options: {
     latest.current.load().then(
       (e) => {
         if (gen !== generation.current) return;
+        setError(null);
+        setLoading(false);
+        // An event newer than what the load read wins; so does a delete seen meanwhile.
+        if (deletedAt.current !== null && (e === null || e.version <= deletedAt.current)) return setDeleted(true);
+        if (e !== null && e.version < version.current) return;
         version.current = Math.max(version.current, e?.version ?? -1);
         setEntity(e);
         setDeleted(e === null);
-        setError(null);
-        setLoading(false);
       },
       (e: unknown) => {
         if (gen !== generation.current) return;
@@ -191,8 +224,9 @@ export function useLiveEntity<T extends Versioned>(options: {
 
   useEffect(() => {
     version.current = -1;
-    reload();
-  }, [reload, type, id]);
+    deletedAt.current = null;
+  }, [type, id]);
+  const { onSubscribed } = useLoadWhenLive(reload, true, [type, id]);
 
   useEntityEvents<T>({ type, id, audience }, (event) => {
     if (event.entity_id !== id || event.version <= version.current) return;
@@ -200,12 +234,13 @@ export function useLiveEntity<T extends Versioned>(options: {
     setLastEvent(event);
     latest.current.onEvent?.(event);
     if (event.action === 'deleted') {
+      deletedAt.current = event.version;
       setDeleted(true);
       latest.current.onDeleted?.(event);
       return;
     }
     if ((latest.current.live ?? true) && event.payload) setEntity({ ...event.payload, version: event.version } as T);
-  }, { onResync: () => reload() });
+  }, { onResync: () => reload(), onSubscribed });
 
   return { entity, loading, error, reload, deleted, lastEvent };
 }

@@ -78,6 +78,15 @@ describe('syncQueryClient', () => {
     expect(subs.size).toBe(0);
   });
 
+  it('a list not loaded yet is invalidated instead of patched', () => {
+    const { herald, deliver } = standIn();
+    const cache = new Cache();
+    syncQueryClient<App>(herald, cache, { type: 'applications', listKey: ['apps'] });
+    deliver('entities:applications', event('created', '1', 1));
+    expect(cache.get(['apps'])).toBeUndefined();
+    expect(cache.invalidated).toEqual([JSON.stringify(['apps'])]);
+  });
+
   it('uses the restricted audience when asked, and does nothing for a malformed type', () => {
     const { herald, subs } = standIn();
     syncQueryClient(herald, new Cache(), { type: 'applications', audience: 'restricted', listKey: ['x'] });

@@ -21,6 +21,7 @@ import type {
   Publication,
   ShareMode,
   Status,
+  SubscribedEvent,
   SubscribeOptions,
 } from './types.js';
 
@@ -37,6 +38,8 @@ interface TabChannel {
   attached: boolean;
   /** The stored position has been looked up. */
   ready: boolean;
+  /** The last `subscribed` event: a handler added later is told the channel is live. */
+  live: SubscribedEvent | null;
 }
 
 const PUBLISH_TIMEOUT_MS = 15_000;
@@ -245,6 +248,7 @@ export function createHerald(options: HeraldOptions): Herald {
         const ch = channels.get(m.event.channel);
         if (!ch) return;
         if (!ch.pos && m.event.position) ch.pos = m.event.position;
+        ch.live = m.event;
         for (const h of [...refs.get(ch.name)]) safely(() => h.opts.onSubscribed?.(m.event), handlerError(ch.name, 'onSubscribed'));
         events.emit('subscribed', m.event);
         return;
@@ -471,7 +475,7 @@ export function createHerald(options: HeraldOptions): Herald {
       }
       const h: Handler = { fn: onPublication as Handler['fn'], opts };
       if (refs.add(channel, h)) {
-        const fresh: TabChannel = { name: channel, pos: null, attached: false, ready: false };
+        const fresh: TabChannel = { name: channel, pos: null, attached: false, ready: false, live: null };
         channels.set(channel, fresh);
         // This tab's own position (from before a reload) first, else the origin's.
         const first = !seen.has(channel);
@@ -487,6 +491,16 @@ export function createHerald(options: HeraldOptions): Herald {
           fresh.ready = true;
           attach(fresh);
         });
+      }
+      else {
+        // The channel is live already: this handler hears so too (after this call returns).
+        const ch = channels.get(channel);
+        const live = ch?.live;
+        if (live) {
+          queueMicrotask(() => {
+            if (refs.get(channel).has(h)) safely(() => opts.onSubscribed?.({ ...live, wasRecovering: false, recovered: false }), handlerError(channel, 'onSubscribed'));
+          });
+        }
       }
       let done = false;
       return () => {

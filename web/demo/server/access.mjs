@@ -15,3 +15,10 @@ export const canSee = (user, entity) => !entity.restricted || canSeeRestricted(u
 
 /** The prefix of the channels that need a subscription token: the restricted audience. */
 export const RESTRICTED_CHANNEL_PREFIX = '$entities:';
+
+/**
+ * The private presence channel of an application's edit form, `$editing:applications.<id>`:
+ * its token goes to whoever may see that application, so its presence (who edits) is
+ * as private as the application.
+ */
+export const EDITING_CHANNEL = /^\$editing:applications\.([A-Za-z0-9_-]{1,128})$/;

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { RESTRICTED_CHANNEL_PREFIX, USERS, canSeeRestricted, isUser } from './access.mjs';
+import { EDITING_CHANNEL, RESTRICTED_CHANNEL_PREFIX, USERS, canSeeRestricted, isUser } from './access.mjs';
 import { connectionToken, subscriptionToken } from './jwt.mjs';
 import { HttpError } from './store.mjs';
 
@@ -269,6 +269,15 @@ export function createServer({ store, config, log }) {
       const user = requireUser(req);
       const channel = url.searchParams.get('channel');
       if (!channel) throw new HttpError(400, 'channel is required: ?channel=$entities:…');
+      const editing = EDITING_CHANNEL.exec(channel);
+      if (editing) {
+        try {
+          store.get(user, editing[1]); // 404 unless this user may see the application
+        } catch {
+          throw new HttpError(403, `${user} may not see who edits this application`);
+        }
+        return sendText(res, 200, subscriptionToken(config.tokenSecret, user, channel));
+      }
       if (!channel.startsWith(RESTRICTED_CHANNEL_PREFIX)) {
         throw new HttpError(403, `subscription tokens are only for ${RESTRICTED_CHANNEL_PREFIX}… channels`);
       }

@@ -158,8 +158,9 @@ export function EditPage({ id, viewer }: { id: string; viewer: Viewer }) {
   }, [id]);
 
   const conflict = useEditConflict<Application>(base ? { type: 'applications', id, version: base.version, audience: viewer.audience } : null, viewer.user);
-  // Everyone on this edit page is subscribed to its own channel: its presence is who edits.
-  const editing = usePresence(base ? `editing:applications.${id}` : null);
+  // Everyone on this edit page is subscribed to its own private channel (a token only
+  // for who may see the application): its presence is who edits.
+  const editing = usePresence(base ? `$editing:applications.${id}` : null);
   const others = editing.users.filter((u) => u !== viewer.user);
 
   const save = async (e: FormEvent) => {

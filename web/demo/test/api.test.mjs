@@ -378,6 +378,20 @@ describe('Herald tokens', () => {
     }
     assert.equal((await demo.get('/api/herald/subscription-token?channel=%24entities%3Aall')).status, 401);
   });
+
+  test('who edits an application: a token for its $editing channel to whoever may see it', async () => {
+    const open = await demo.create('bob', { name: 'editing-open' });
+    const secret = await demo.create('bob', { name: 'editing-secret', restricted: true });
+    const token = (user, id) => demo.get(`/api/herald/subscription-token?channel=${encodeURIComponent(`$editing:applications.${id}`)}`, { user });
+    for (const user of ['alice', 'bob', 'carol']) {
+      const r = await token(user, open.id);
+      assert.equal(r.status, 200, user);
+      assert.equal(verifyHs256(r.text, node.secret).claims.channel, `$editing:applications.${open.id}`);
+    }
+    assert.equal((await token('alice', secret.id)).status, 200);
+    assert.equal((await token('carol', secret.id)).status, 403, 'carol may not learn who edits a restricted application');
+    assert.equal((await token('alice', 'no-such-id')).status, 403);
+  });
 });
 
 describe('static files', () => {

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, startHerald } from '../../tests/node/lib/herald.mjs';
-import { sleep, startProxy, waitUntil } from './harness.mjs';
+import { startProxy, waitUntil } from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const DEMO = path.resolve(here, '..', 'demo');
@@ -49,12 +49,6 @@ export async function startDemo() {
     });
     const text = await res.text();
     return { status: res.status, body: text ? JSON.parse(text) : null };
-  };
-  /** Kills the node and starts a new one on the same port and keys (the memory broker forgets history). */
-  stack.restartNode = async ({ downMs = 0 } = {}) => {
-    await stack.node.stop({ signal: 'SIGKILL' });
-    if (downMs) await sleep(downMs);
-    stack.node = await startHerald({ ...stack.node.spec, base: {}, config: stack.node.spec.config, port: stack.node.port });
   };
   stack.close = async () => {
     stack.demo.kill('SIGTERM');

@@ -95,9 +95,10 @@ export function createHerald(options: HeraldOptions): Herald {
   let closed = false;
   const queue: TabMessage[] = [];
   let req = 0;
-  const publishes = new Map<number, { msg: TabMessage; done: (r: Awaited<ReturnType<Herald['publish']>>) => void }>();
+  // Requests to the hub waiting for their reply (publish, presence), kept with their
+  // message so that a new hub can be asked again.
+  const pending = new Map<number, { msg: TabMessage; fail: (message: string, temporary: boolean) => void; done: (r: unknown) => void }>();
   let hubId: string | null = null;
-  const presences = new Map<number, (r: Awaited<ReturnType<Herald['presence']>>) => void>();
   const cleanups: (() => void)[] = [];
 
   const error = (e: HeraldError) => events.emit('error', e);
@@ -216,15 +217,12 @@ export function createHerald(options: HeraldOptions): Herald {
         for (const ch of channels.values()) attach(ch);
         for (const q of queue.splice(0)) link?.send(q);
         if (handover) {
-          // Publishes the old hub may or may not have sent: with a key, sending again is
-          // safe (the node applies a key once); without one, the outcome is unknown.
-          for (const [id, p] of publishes) {
-            if (p.msg.type === 'publish' && p.msg.key !== null) link?.send(p.msg);
-            else {
-              const channel = p.msg.type === 'publish' ? p.msg.channel : '';
-              p.done({ ok: false, error: { kind: 'publish', message: 'the tab holding the connection went away; the publish may or may not have been applied', channel, temporary: true } });
-              publishes.delete(id);
-            }
+          // Requests the old hub may or may not have served: a presence read or a publish
+          // with a key is safe to send again (the node applies a key once); a publish
+          // without one has an unknown outcome.
+          for (const p of [...pending.values()]) {
+            if (p.msg.type === 'presence' || (p.msg.type === 'publish' && p.msg.key !== null)) link?.send(p.msg);
+            else p.fail('the tab holding the connection went away; the publish may or may not have been applied', true);
           }
         }
         refreshStatus();
@@ -265,7 +263,7 @@ export function createHerald(options: HeraldOptions): Herald {
       case 'error':
         return error(m.error);
       case 'published':
-        publishes.get(m.req)?.done(m.ok ? { ok: true, position: m.position } : { ok: false, error: m.error ?? { kind: 'publish', message: 'refused', temporary: false } });
+        pending.get(m.req)?.done(m.ok ? { ok: true, position: m.position } : { ok: false, error: m.error ?? { kind: 'publish', message: 'refused', temporary: false } });
         return;
       case 'token':
         void answerToken(m.req, m.channel);
@@ -274,7 +272,7 @@ export function createHerald(options: HeraldOptions): Herald {
         void refreshOutbox();
         return;
       case 'presence':
-        presences.get(m.req)?.(m.clients ? { ok: true, clients: m.clients } : { ok: false, error: m.error ?? { kind: 'subscribe', message: 'presence failed', temporary: true } });
+        pending.get(m.req)?.done(m.clients ? { ok: true, clients: m.clients } : { ok: false, error: m.error ?? { kind: 'subscribe', message: 'presence failed', temporary: true } });
         return;
       case 'joinLeave': {
         const ch = channels.get(m.event.channel);
@@ -402,21 +400,25 @@ export function createHerald(options: HeraldOptions): Herald {
     } catch (e) {
       return fail(`data cannot be sent: ${String(e)}`);
     }
+    return request((id) => ({ type: 'publish', req: id, channel, data, key: opts.idempotencyKey ?? null }), channel, 'publish');
+  }
+
+  /**
+   * Sends a request to the hub and resolves with its reply, or with an error of `kind`
+   * after {@link PUBLISH_TIMEOUT_MS} or when the client closes; never rejects.
+   */
+  function request<R>(make: (req: number) => TabMessage, channel: string, kind: HeraldError['kind']): Promise<R | { ok: false; error: HeraldError }> {
     const id = ++req;
-    const msg: TabMessage = { type: 'publish', req: id, channel, data, key: opts.idempotencyKey ?? null };
+    const msg = make(id);
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        publishes.delete(id);
-        resolve({ ok: false, error: { kind: 'publish', code: 0, message: 'no reply in time', channel, temporary: true } });
-      }, PUBLISH_TIMEOUT_MS);
-      publishes.set(id, {
-        msg,
-        done: (r) => {
-          clearTimeout(timer);
-          publishes.delete(id);
-          resolve(r);
-        },
-      });
+      const done = (r: unknown) => {
+        clearTimeout(timer);
+        pending.delete(id);
+        resolve(r as R);
+      };
+      const fail = (message: string, temporary: boolean) => done({ ok: false, error: { kind, code: 0, message, channel, temporary } });
+      const timer = setTimeout(() => fail('no reply in time', true), PUBLISH_TIMEOUT_MS);
+      pending.set(id, { msg, fail, done });
       send(msg);
     });
   }
@@ -515,19 +517,7 @@ export function createHerald(options: HeraldOptions): Herald {
     publish,
     presence(channel) {
       if (closed) return Promise.resolve({ ok: false, error: { kind: 'subscribe', message: 'client closed', channel, temporary: false } });
-      const id = ++req;
-      return new Promise((resolve) => {
-        const timer = setTimeout(() => {
-          presences.delete(id);
-          resolve({ ok: false, error: { kind: 'subscribe', code: 0, message: 'no reply in time', channel, temporary: true } });
-        }, PUBLISH_TIMEOUT_MS);
-        presences.set(id, (r) => {
-          clearTimeout(timer);
-          presences.delete(id);
-          resolve(r);
-        });
-        send({ type: 'presence', req: id, channel });
-      });
+      return request((id) => ({ type: 'presence', req: id, channel }), channel, 'subscribe');
     },
     on: (event, listener) => events.on(event, listener),
     status: { subscribe: status.subscribe, getSnapshot: status.getSnapshot },
@@ -551,7 +541,7 @@ export function createHerald(options: HeraldOptions): Herald {
       if (closed) return;
       for (const ch of channels.values()) if (ch.attached) link?.send({ type: 'detach', channel: ch.name });
       channels.clear();
-      for (const k of refs.keys()) for (const h of [...refs.get(k)]) refs.remove(k, h);
+      refs.clear();
       link?.send({ type: 'bye' });
       closed = true;
       link?.close();
@@ -559,7 +549,7 @@ export function createHerald(options: HeraldOptions): Herald {
       localDrain?.close();
       mineWriter?.flush();
       for (const c of cleanups.splice(0)) c();
-      for (const p of [...publishes.values()]) p.done({ ok: false, error: { kind: 'publish', message: 'client closed', temporary: false } });
+      for (const p of [...pending.values()]) p.fail('client closed', false);
       events.clear();
       status.clear();
       outboxStatus.clear();

@@ -25,12 +25,10 @@ export function classify(pos: Position | null, epoch: string | undefined, offset
   return offset === pos.offset + 1 ? 'deliver' : 'gap';
 }
 
-/** Whether `a` is behind `b` in the same epoch. */
-export function behind(a: Position, b: Position): boolean {
-  return a.epoch === b.epoch && a.offset < b.offset;
-}
-
-/** The later of two positions of one epoch, or `b` when the epochs differ. */
+/**
+ * The later of two positions of one epoch, or `b` when the epochs differ (or there is no
+ * `a`): what a store keeps, so that a position never moves back within an epoch.
+ */
 export function later(a: Position | null, b: Position): Position {
   if (a === null || a.epoch !== b.epoch) return b;
   return a.offset >= b.offset ? a : b;

@@ -501,29 +501,37 @@ export class Hub {
     ch.linger = setTimeout(() => {
       if (ch.peers.size > 0 || this.#channels.get(name) !== ch) return;
       this.#channels.delete(name);
-      const sub = ch.sub;
-      ch.sub = null;
-      if (sub && this.#client) {
-        try {
-          sub.removeAllListeners();
-          this.#client.removeSubscription(sub);
-        } catch {
-          // The connection is going anyway.
-        }
-      }
+      this.#dropSub(ch);
     }, LINGER_MS);
   }
 
   /** The position to subscribe from: the hub's own, else the earliest any tab holds. */
   #startFrom(ch: Channel): Position | null {
-    if (ch.stream) return ch.stream;
+    return ch.stream ?? this.#earliest(ch);
+  }
+
+  /** The earliest position a tab of `ch` holds in `epoch` (without one: the first position's epoch). */
+  #earliest(ch: Channel, epoch?: string): Position | null {
     let best: Position | null = null;
     for (const cur of ch.peers.values()) {
-      if (!cur.pos) continue;
-      if (!best) best = cur.pos;
-      else if (cur.pos.epoch === best.epoch && cur.pos.offset < best.offset) best = cur.pos;
+      if (!cur.pos || cur.pos.epoch !== (epoch ?? best?.epoch ?? cur.pos.epoch)) continue;
+      if (!best || cur.pos.offset < best.offset) best = cur.pos;
     }
     return best;
+  }
+
+  /** Drops the SDK subscription of `ch`, quietly: nothing it still emits is ours. */
+  #dropSub(ch: Channel): void {
+    const sub = ch.sub;
+    ch.sub = null;
+    ch.subscribed = false;
+    if (!sub || !this.#client) return;
+    try {
+      sub.removeAllListeners();
+      this.#client.removeSubscription(sub);
+    } catch {
+      // The connection is going, or a new subscription replaces it all the same.
+    }
   }
 
   #subscribeSdk(ch: Channel): void {
@@ -731,21 +739,8 @@ export class Hub {
     const client = this.#client;
     if (!client) return;
     ch.resubscribed = true;
-    let since: Position | null = null;
-    for (const cur of ch.peers.values()) {
-      if (cur.pos && ch.stream && cur.pos.epoch === ch.stream.epoch && (!since || cur.pos.offset < since.offset)) since = cur.pos;
-    }
-    const old = ch.sub;
-    ch.sub = null;
-    ch.subscribed = false;
-    if (old) {
-      try {
-        old.removeAllListeners();
-        client.removeSubscription(old);
-      } catch {
-        // Replaced below all the same.
-      }
-    }
+    const since = ch.stream ? this.#earliest(ch, ch.stream.epoch) : null;
+    this.#dropSub(ch);
     if (since) ch.stream = { ...since };
     this.#subscribeSdk(ch);
   }

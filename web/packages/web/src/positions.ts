@@ -1,6 +1,6 @@
 //! Channel positions that outlive the page, so a reload or a new tab resumes where delivery stopped.
 
-import { asPosition } from './cursor.js';
+import { asPosition, later } from './cursor.js';
 import { POSITIONS, done, transact } from './idb.js';
 import type { Position } from './types.js';
 
@@ -28,7 +28,7 @@ export class IdbPositions implements PositionStore {
     return transact(this.#db, POSITIONS, 'readwrite', async (s) => {
       const old = asPosition(await done(s.get(channel)));
       // Several writers (one per tab without sharing) must never move a position back.
-      if (old && old.epoch === pos.epoch && old.offset >= pos.offset) return;
+      if (later(old, pos) !== pos) return;
       await done(s.put({ channel, epoch: pos.epoch, offset: pos.offset, at: Date.now() }));
     });
   }
@@ -62,7 +62,7 @@ export class WebStoragePositions implements PositionStore {
   async put(channel: string, pos: Position): Promise<void> {
     if (this.#monotonic) {
       const old = await this.get(channel);
-      if (old && old.epoch === pos.epoch && old.offset >= pos.offset) return;
+      if (later(old, pos) !== pos) return;
     }
     this.#storage().setItem(this.#prefix + channel, JSON.stringify({ epoch: pos.epoch, offset: pos.offset }));
   }
@@ -89,8 +89,8 @@ export class MemoryPositions implements PositionStore {
   }
 
   async put(channel: string, pos: Position): Promise<void> {
-    const old = this.#map.get(channel);
-    if (old && old.epoch === pos.epoch && old.offset >= pos.offset) return;
+    const old = this.#map.get(channel) ?? null;
+    if (later(old, pos) !== pos) return;
     this.#map.set(channel, { ...pos });
   }
 }

@@ -35,6 +35,11 @@ export class RefCount<K, H> {
     return [...this.holders.keys()];
   }
 
+  /** Forgets every holder of every key. */
+  clear(): void {
+    this.holders.clear();
+  }
+
   has(key: K): boolean {
     return this.holders.has(key);
   }

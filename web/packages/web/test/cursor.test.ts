@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Recent, asPosition, behind, classify, later } from '../src/cursor.js';
+import { Recent, asPosition, classify, later } from '../src/cursor.js';
 import type { Publication } from '../src/types.js';
 
 const pub = (offset: number, epoch = 'e1', channel = 'ch'): Publication => ({ channel, data: { n: offset }, offset, epoch });
@@ -50,14 +50,7 @@ describe('classify', () => {
   });
 });
 
-describe('behind / later', () => {
-  it('behind only within one epoch', () => {
-    expect(behind({ epoch: 'a', offset: 1 }, { epoch: 'a', offset: 2 })).toBe(true);
-    expect(behind({ epoch: 'a', offset: 2 }, { epoch: 'a', offset: 2 })).toBe(false);
-    expect(behind({ epoch: 'a', offset: 3 }, { epoch: 'a', offset: 2 })).toBe(false);
-    expect(behind({ epoch: 'a', offset: 1 }, { epoch: 'b', offset: 2 })).toBe(false);
-  });
-
+describe('later', () => {
   it('later picks the higher offset of one epoch, else the second', () => {
     const a3 = { epoch: 'a', offset: 3 };
     const a5 = { epoch: 'a', offset: 5 };

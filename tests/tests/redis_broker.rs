@@ -4,13 +4,12 @@
 
 use async_trait::async_trait;
 use herald_broker::{
-    Broker, BrokerError, BrokerHandler, BrokerHealth, HistoryPage, HistoryQuery, JoinLeave,
+    Broker, BrokerContext, BrokerError, BrokerHealth, HistoryPage, HistoryQuery, JoinLeave,
     PublishOutcome, PublishRequest,
 };
 use herald_protocol::ClientInfo;
 use herald_redis::{RedisBroker, RedisConfig};
 use herald_tests::redis::RedisServer;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A Redis broker with its own server, which lives as long as the broker.
@@ -38,8 +37,8 @@ async fn fresh() -> WithServer {
 
 #[async_trait]
 impl Broker for WithServer {
-    async fn start(&self, handler: Arc<dyn BrokerHandler>) -> Result<(), BrokerError> {
-        self.broker.start(handler).await
+    async fn start(&self, context: BrokerContext) -> Result<(), BrokerError> {
+        self.broker.start(context).await
     }
     async fn publish(
         &self,

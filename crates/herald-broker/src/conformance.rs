@@ -62,7 +62,7 @@ pub async fn start_with_collector<B: Broker>(
         joins: Mutex::new(Vec::new()),
     });
     broker
-        .start(collector.clone())
+        .start(crate::BrokerContext::standalone(collector.clone()))
         .await
         .expect("broker starts");
     (rx, collector)

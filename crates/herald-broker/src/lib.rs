@@ -6,9 +6,11 @@
 //! or the Redis backbone. [`conformance`] is the one suite every implementation passes.
 
 pub mod conformance;
+mod context;
 pub mod memory;
 mod types;
 
+pub use context::{BrokerContext, Ended};
 pub use types::*;
 
 use async_trait::async_trait;
@@ -34,9 +36,10 @@ pub trait BrokerHandler: Send + Sync + 'static {
 /// What a gateway node needs from the message backbone.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// Starts delivering publications of subscribed channels to `handler`. Called once,
-    /// before any other method.
-    async fn start(&self, handler: Arc<dyn BrokerHandler>) -> Result<(), BrokerError>;
+    /// Starts delivering publications of subscribed channels to the context's handler.
+    /// Called once, before any other method. Every background task the broker needs runs
+    /// on the context's tracker and ends when its token is cancelled.
+    async fn start(&self, context: BrokerContext) -> Result<(), BrokerError>;
 
     /// Publishes to a channel: assigns the next offset (when the channel keeps history),
     /// stores it, and delivers it to every subscribed node. With an idempotency key that

@@ -1,8 +1,8 @@
 //! The embedded in-memory broker: one node, no Redis, same semantics as the backbone.
 
 use crate::{
-    Broker, BrokerError, BrokerHandler, BrokerHealth, HistoryPage, HistoryQuery, JoinLeave,
-    PublishOutcome, PublishRequest, StoredPublication, new_epoch,
+    Broker, BrokerContext, BrokerError, BrokerHandler, BrokerHealth, Ended, HistoryPage,
+    HistoryQuery, JoinLeave, PublishOutcome, PublishRequest, StoredPublication, new_epoch,
 };
 use async_trait::async_trait;
 use herald_protocol::ClientInfo;
@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Tuning of the memory broker.
 #[derive(Debug, Clone)]
@@ -148,27 +149,36 @@ impl Inner {
     }
 }
 
-async fn sweeper(inner: Weak<Inner>, every: Duration) {
+async fn sweeper(inner: Weak<Inner>, every: Duration, stop: CancellationToken) -> Ended {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
-        tick.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return Ended::Shutdown,
+        }
+        let Some(inner) = inner.upgrade() else {
+            return Ended::OwnerGone;
+        };
         inner.sweep(Instant::now());
     }
 }
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn start(&self, handler: Arc<dyn BrokerHandler>) -> Result<(), BrokerError> {
+    async fn start(&self, context: BrokerContext) -> Result<(), BrokerError> {
         self.inner
             .handler
-            .set(handler)
+            .set(context.handler.clone())
             .map_err(|_| BrokerError::Lifecycle)?;
-        tokio::spawn(sweeper(
-            Arc::downgrade(&self.inner),
-            self.inner.config.sweep_interval,
-        ));
+        context.spawn(
+            "memory-sweeper",
+            sweeper(
+                Arc::downgrade(&self.inner),
+                self.inner.config.sweep_interval,
+                context.shutdown.clone(),
+            ),
+        );
         Ok(())
     }
 

@@ -88,7 +88,7 @@ pub struct HistoryQuery {
     /// publications at some instant needs a page read after it, or publications made in
     /// between would be in neither; a broker that shares reads in flight must not hand
     /// it one that started earlier.
-    pub not_before: Option<std::time::Instant>,
+    pub not_before: Option<tokio::time::Instant>,
 }
 
 /// A page of history and the stream's position when it was read.
@@ -134,6 +134,9 @@ pub enum BrokerError {
     /// `start` was not called, or was called twice.
     #[error("broker not started or started twice")]
     Lifecycle,
+    /// The broker's metrics could not be registered at start.
+    #[error("broker metrics could not be registered")]
+    Metrics(#[source] prometheus::Error),
 }
 
 /// Generates a fresh epoch: a short random string that differs whenever history is lost.

@@ -14,6 +14,29 @@ use tokio_util::task::TaskTracker;
 /// The server's version, sent in connect replies and `info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Where a node stands in its life: the token that starts its drain, and the token and
+/// tracker of its background work, which outlives the drain.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    /// Cancelled when the node begins to shut down (starts the drain).
+    pub shutdown: CancellationToken,
+    /// Cancelled after the connections are gone.
+    pub background_stop: CancellationToken,
+    /// The node's background tasks.
+    pub background: TaskTracker,
+}
+
+impl Lifecycle {
+    /// A lifecycle whose drain starts when `shutdown` is cancelled.
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            shutdown,
+            background_stop: CancellationToken::new(),
+            background: TaskTracker::new(),
+        }
+    }
+}
+
 /// One gateway node.
 pub struct Node {
     /// The validated configuration.
@@ -36,6 +59,12 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// Tracks every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Cancelled once the connections are gone: the broker's loops, presence refresh
+    /// and channel linger end then (they keep serving connections through the drain).
+    pub background_stop: CancellationToken,
+    /// Tracks the node's background tasks (the broker's loops among them), so shutdown
+    /// can wait for them too.
+    pub background: TaskTracker,
     draining: AtomicBool,
     next_conn: AtomicU64,
 }
@@ -48,7 +77,7 @@ impl Node {
         broker: Arc<dyn Broker>,
         hub: Arc<Hub>,
         metrics: Metrics,
-        shutdown: CancellationToken,
+        lifecycle: Lifecycle,
     ) -> Self {
         let name = if config.node_name.is_empty() {
             format!(
@@ -68,8 +97,10 @@ impl Node {
             name,
             uid: uuid::Uuid::new_v4().to_string(),
             started: Instant::now(),
-            shutdown,
+            shutdown: lifecycle.shutdown,
             tasks: TaskTracker::new(),
+            background_stop: lifecycle.background_stop,
+            background: lifecycle.background,
             draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
         }

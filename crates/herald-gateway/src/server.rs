@@ -4,7 +4,7 @@ use crate::auth::{KeyError, TokenVerifier};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::node::Node;
+use crate::node::{Lifecycle, Node};
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
-use herald_broker::{Broker, BrokerError, BrokerHandler, StoredPublication};
+use herald_broker::{Broker, BrokerContext, BrokerError, BrokerHandler, StoredPublication};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -99,21 +99,27 @@ pub async fn build(
 ) -> Result<Arc<Node>, StartError> {
     let verifier = TokenVerifier::from_config(&config.token)?;
     let metrics = Metrics::new().map_err(StartError::Metrics)?;
+    let lifecycle = Lifecycle::new(shutdown);
     let hub = Arc::new(Hub::new(
         broker.clone(),
         metrics.clone(),
         config.client.channel_linger,
     ));
     broker
-        .start(Arc::new(HubLink(Arc::downgrade(&hub))))
+        .start(BrokerContext {
+            handler: Arc::new(HubLink(Arc::downgrade(&hub))),
+            shutdown: lifecycle.background_stop.clone(),
+            tasks: lifecycle.background.clone(),
+            registry: metrics.registry().clone(),
+        })
         .await
         .map_err(StartError::Broker)?;
     metrics.ready.set(1);
-    tokio::spawn(refresh_presence(
+    lifecycle.background.spawn(refresh_presence(
         Arc::downgrade(&hub),
         broker.clone(),
         config.client.presence_ttl,
-        shutdown.clone(),
+        lifecycle.background_stop.clone(),
     ));
     Ok(Arc::new(Node::new(
         Arc::new(config),
@@ -121,7 +127,7 @@ pub async fn build(
         broker,
         hub,
         metrics,
-        shutdown,
+        lifecycle,
     )))
 }
 
@@ -226,13 +232,27 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<(), StartEr
     stop_accepting.cancel();
     node.tasks.close();
     let timeout = node.config.shutdown.timeout;
-    if tokio::time::timeout(timeout, node.tasks.wait())
+    let deadline = tokio::time::Instant::now() + timeout;
+    if tokio::time::timeout_at(deadline, node.tasks.wait())
         .await
         .is_err()
     {
         tracing::warn!(
             left = node.tasks.len(),
             "shutdown timeout: connections still open"
+        );
+    }
+    // The connections are gone (or given up on): now the broker's loops, presence
+    // refresh and channel linger stop, within what is left of the same timeout.
+    node.background_stop.cancel();
+    node.background.close();
+    if tokio::time::timeout_at(deadline, node.background.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = node.background.len(),
+            "shutdown timeout: background tasks still running"
         );
     }
     match tokio::time::timeout(Duration::from_secs(5), serving).await {

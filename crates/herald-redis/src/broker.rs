@@ -1,6 +1,7 @@
 //! The Redis broker: publishing through the function library, node subscriptions on a
 //! dedicated pub/sub client, and the safety nets that make delivery gap-free.
 
+use crate::config::RedisConfig;
 use crate::envelope::{self, Decoded};
 use crate::metrics::RedisMetrics;
 use crate::sequencer::{Sequencer, Verdict};
@@ -13,8 +14,8 @@ use fred::types::config::UnresponsiveConfig;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use herald_broker::{
-    Broker, BrokerError, BrokerHandler, BrokerHealth, HistoryPage, HistoryQuery, JoinLeave,
-    PublishOutcome, PublishRequest, StoredPublication, new_epoch,
+    Broker, BrokerContext, BrokerError, BrokerHandler, BrokerHealth, HistoryPage, HistoryQuery,
+    JoinLeave, PublishOutcome, PublishRequest, StoredPublication, new_epoch,
 };
 use herald_protocol::{ClientInfo, StreamPosition};
 use parking_lot::Mutex;
@@ -23,52 +24,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-
-/// How the broker reaches and uses Redis.
-#[derive(Debug, Clone)]
-pub struct RedisConfig {
-    /// `redis://host:port`, or `redis-cluster://host:port?node=host:port&node=...`.
-    pub url: String,
-    /// Prefix of every key and pub/sub channel, so several deployments can share a Redis.
-    pub prefix: String,
-    /// How long a channel's epoch and top offset live after its last publication.
-    pub meta_ttl: Duration,
-    /// How long an idempotency key's result is remembered.
-    pub idempotency_ttl: Duration,
-    /// Give up connecting at start after this long.
-    pub connect_timeout: Duration,
-    /// A command that gets no answer within this fails (and its connection is recycled).
-    pub command_timeout: Duration,
-    /// Dispatch workers; a channel always goes to the same one, which keeps its order.
-    pub workers: usize,
-    /// How often idle channels' top offsets are compared with what the node delivered.
-    pub top_check_interval: Duration,
-    /// How often the pub/sub connection is probed.
-    pub probe_interval: Duration,
-    /// A probe with no echo for this long marks pub/sub unhealthy and reconnects it.
-    pub probe_timeout: Duration,
-    /// Publications per subscribed channel kept in memory, so that subscribers
-    /// recovering a recent position (a reconnect storm) are answered without Redis.
-    pub replay_window: usize,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self {
-            url: "redis://127.0.0.1:6379".into(),
-            prefix: "herald".into(),
-            meta_ttl: Duration::from_secs(30 * 24 * 3600),
-            idempotency_ttl: Duration::from_secs(300),
-            connect_timeout: Duration::from_secs(5),
-            command_timeout: Duration::from_secs(5),
-            workers: 4,
-            top_check_interval: Duration::from_secs(2),
-            probe_interval: Duration::from_secs(1),
-            probe_timeout: Duration::from_secs(4),
-            replay_window: 256,
-        }
-    }
-}
 
 /// The broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +83,7 @@ type SharedRead = Shared<BoxFuture<'static, Result<Arc<HistoryPage>, Arc<BrokerE
 /// A history read in flight that later callers may share.
 struct InFlight {
     id: u64,
-    started: Instant,
+    started: tokio::time::Instant,
     read: SharedRead,
 }
 
@@ -311,15 +266,6 @@ impl RedisBroker {
         };
         tokio::spawn(batch_subscriptions(Arc::downgrade(&broker.inner), requests));
         Ok(broker)
-    }
-
-    /// Registers the broker's metrics (pub/sub reconnects, gap repairs, probe results,
-    /// history reads, publish latency) into a registry.
-    pub fn register_metrics(
-        &self,
-        registry: &prometheus::Registry,
-    ) -> Result<(), prometheus::Error> {
-        self.inner.metrics.register(registry)
     }
 }
 
@@ -1021,12 +967,16 @@ async fn probes(inner: Weak<Inner>, every: Duration) {
 
 #[async_trait]
 impl Broker for RedisBroker {
-    async fn start(&self, handler: Arc<dyn BrokerHandler>) -> Result<(), BrokerError> {
+    async fn start(&self, context: BrokerContext) -> Result<(), BrokerError> {
         let inner = &self.inner;
         inner
             .handler
-            .set(handler)
+            .set(context.handler.clone())
             .map_err(|_| BrokerError::Lifecycle)?;
+        inner
+            .metrics
+            .register(&context.registry)
+            .map_err(BrokerError::Metrics)?;
         let weak = Arc::downgrade(inner);
         let mut senders = Vec::with_capacity(inner.config.workers.max(1));
         for _ in 0..inner.config.workers.max(1) {
@@ -1149,7 +1099,7 @@ impl Broker for RedisBroker {
         // read that started before then; any other caller needs one that started after
         // its call (so it sees its own earlier publishes). A finished read is never
         // shared: its page is already old.
-        let not_before = query.not_before.unwrap_or_else(Instant::now);
+        let not_before = query.not_before.unwrap_or_else(tokio::time::Instant::now);
         let (read, issued) = {
             let mut inflight = self.inner.inflight.lock();
             let usable = inflight
@@ -1180,7 +1130,7 @@ impl Broker for RedisBroker {
                     }
                     .boxed()
                     .shared();
-                    let started = Instant::now();
+                    let started = tokio::time::Instant::now();
                     inflight.insert(
                         key.clone(),
                         InFlight {

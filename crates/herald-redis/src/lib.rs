@@ -14,11 +14,13 @@
 //! reconnects with a policy, which is most of what a pub/sub backbone needs.
 
 mod broker;
+mod config;
 pub mod envelope;
 mod metrics;
 pub mod sequencer;
 
-pub use broker::{RedisBroker, RedisConfig, RedisStartError};
+pub use broker::{RedisBroker, RedisStartError};
+pub use config::RedisConfig;
 
 /// The function library every gateway loads; publishers in other languages call it.
 pub const FUNCTION_LIBRARY: &str = include_str!("herald.lua");

@@ -132,18 +132,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let mut redis = None;
     let broker: Arc<dyn Broker> = match config.broker {
         BrokerKind::Memory => Arc::new(MemoryBroker::new()),
-        BrokerKind::Redis => {
-            let broker = Arc::new(
-                RedisBroker::connect(redis_config(&config))
-                    .await
-                    .context("the Redis broker could not start")?,
-            );
-            redis = Some(broker.clone());
-            broker
-        }
+        BrokerKind::Redis => Arc::new(
+            RedisBroker::connect(redis_config(&config))
+                .await
+                .context("the Redis broker could not start")?,
+        ),
     };
     let listener = herald_gateway::server::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -158,11 +153,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
     let node = herald_gateway::build(config, broker, shutdown).await?;
-    if let Some(redis) = redis {
-        redis
-            .register_metrics(node.metrics.registry())
-            .context("cannot register the Redis metrics")?;
-    }
     herald_gateway::serve(node, listener).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -122,7 +122,7 @@ impl Conn {
         })?;
         // Live publications reach this connection from here on; the history read must
         // start no earlier, or one published in between would fall in neither.
-        let registered = std::time::Instant::now();
+        let registered = Instant::now();
 
         let mut result = SubscribeResult {
             expires: opts.expires_at.is_some(),

@@ -25,7 +25,7 @@
 
 use herald_broker::memory::MemoryBroker;
 use herald_broker::{Broker, HistoryQuery, PublishRequest, StoredPublication, conformance};
-use herald_protocol::RawJson;
+use herald_protocol::{HistoryLimit, RawJson};
 use herald_redis::{RedisBroker, RedisConfig};
 use herald_tests::redis::RedisServer;
 use proptest::collection::vec;
@@ -214,7 +214,7 @@ impl Op {
                 let since_offset = since_pick.map(|p| u64::from(p) % (tops[*ch] + 3));
                 let query = HistoryQuery {
                     since_offset,
-                    limit: *limit,
+                    limit: limit.map_or(HistoryLimit::All, HistoryLimit::at_most),
                     reverse: *reverse,
                     not_before: None,
                 };

@@ -6,7 +6,7 @@
 //! into `#[tokio::test]` functions for an implementation.
 
 use crate::{Broker, BrokerHandler, HistoryQuery, JoinLeave, PublishRequest, StoredPublication};
-use herald_protocol::{ClientInfo, RawJson};
+use herald_protocol::{ClientInfo, HistoryLimit, RawJson};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
@@ -225,39 +225,39 @@ pub async fn history_queries<B: Broker>(broker: B) {
         not_before: None,
     };
     let since = broker
-        .history(&ch, q(Some(7), None, false))
+        .history(&ch, q(Some(7), HistoryLimit::All, false))
         .await
         .expect("since");
     assert_eq!(offsets(&since), vec![8, 9, 10]);
     let limited = broker
-        .history(&ch, q(Some(2), Some(3), false))
+        .history(&ch, q(Some(2), HistoryLimit::at_most(3), false))
         .await
         .expect("limit");
     assert_eq!(offsets(&limited), vec![3, 4, 5]);
     let newest = broker
-        .history(&ch, q(None, Some(2), true))
+        .history(&ch, q(None, HistoryLimit::at_most(2), true))
         .await
         .expect("reverse");
     assert_eq!(offsets(&newest), vec![10, 9]);
     let before = broker
-        .history(&ch, q(Some(4), Some(10), true))
+        .history(&ch, q(Some(4), HistoryLimit::at_most(10), true))
         .await
         .expect("reverse since");
     assert_eq!(offsets(&before), vec![3, 2, 1]);
     let position_only = broker
-        .history(&ch, q(None, Some(0), false))
+        .history(&ch, q(None, HistoryLimit::PositionOnly, false))
         .await
         .expect("position");
     assert!(position_only.publications.is_empty());
     assert_eq!(position_only.position, all.position);
     // Nothing is older than offset 0; no `since` at all means from the newest.
     let before_first = broker
-        .history(&ch, q(Some(0), None, true))
+        .history(&ch, q(Some(0), HistoryLimit::All, true))
         .await
         .expect("reverse since 0");
     assert!(before_first.publications.is_empty());
     let at_top = broker
-        .history(&ch, q(Some(10), None, false))
+        .history(&ch, q(Some(10), HistoryLimit::All, false))
         .await
         .expect("at top");
     assert!(at_top.publications.is_empty());
@@ -374,7 +374,7 @@ pub async fn position_before_first_publish<B: Broker>(broker: B) {
         .history(
             &ch,
             HistoryQuery {
-                limit: Some(0),
+                limit: HistoryLimit::PositionOnly,
                 ..HistoryQuery::default()
             },
         )

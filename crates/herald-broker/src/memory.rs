@@ -281,7 +281,7 @@ impl Broker for MemoryBroker {
         let state = self.inner.channel(channel);
         let mut state = state.lock();
         state.prune(now);
-        let limit = query.limit.unwrap_or(usize::MAX);
+        let limit = query.limit.max_items();
         let publications = if limit == 0 {
             Vec::new()
         } else if query.reverse {

@@ -1,6 +1,6 @@
 //! Values that cross the broker boundary.
 
-use herald_protocol::{ClientInfo, Publication, RawJson, StreamPosition};
+use herald_protocol::{ClientInfo, HistoryLimit, Publication, RawJson, StreamPosition};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -80,8 +80,8 @@ pub struct HistoryQuery {
     /// Only publications after this offset (the epoch is not checked by the broker; the
     /// caller compares it with the page's position).
     pub since_offset: Option<u64>,
-    /// At most this many publications; `None` reads all, `Some(0)` only the position.
-    pub limit: Option<usize>,
+    /// How many publications to read (all by default).
+    pub limit: HistoryLimit,
     /// Newest first.
     pub reverse: bool,
     /// The read must start at or after this instant. A caller that registered for live

@@ -1,7 +1,7 @@
-//! Per-subscription stream bookkeeping: the last delivered offset and epoch, duplicate
-//! and gap detection, and what to ask for when resubscribing.
+//! Per-subscription stream bookkeeping: the last delivered offset and epoch, what a live
+//! publication means after it, and what to ask for when resubscribing.
 
-use herald_protocol::{Publication, StreamPosition, SubscribeResult};
+use herald_protocol::{Publication, Step, StreamPosition, SubscribeResult};
 
 /// What to do with a live publication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,17 +101,20 @@ impl Tracker {
         let Some(position) = &self.position else {
             return Verdict::Deliver;
         };
-        // Every live publication of a positioned channel should carry its offset; one that
-        // does not cannot be ordered, and dropping it would lose data.
-        if !self.positioned || publication.offset == 0 {
+        if !self.positioned {
             return Verdict::Deliver;
         }
-        if publication.offset <= position.offset {
-            Verdict::Duplicate
-        } else if publication.offset == position.offset.saturating_add(1) {
-            Verdict::Deliver
-        } else {
-            Verdict::Gap
+        // Live publications carry no epoch on the wire: only a subscribe reply changes it,
+        // so the offset is judged in the subscription's own epoch.
+        match position
+            .as_position()
+            .judge(publication.offset, &position.epoch)
+        {
+            // Every live publication of a positioned channel should carry its offset; one
+            // that does not cannot be ordered, and dropping it would lose data.
+            Step::Unpositioned | Step::Next => Verdict::Deliver,
+            Step::Duplicate => Verdict::Duplicate,
+            Step::Gap { .. } | Step::NewEpoch => Verdict::Gap,
         }
     }
 

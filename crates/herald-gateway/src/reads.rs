@@ -3,25 +3,20 @@
 
 use crate::config::NamespaceConfig;
 use herald_broker::HistoryQuery;
-use herald_protocol::{ClientInfo, ErrorCode, StreamPosition};
+use herald_protocol::{ClientInfo, ErrorCode, HistoryLimit, StreamPosition};
 use std::collections::HashSet;
 
-/// The broker query for a history request: `limit` 0 reads only the position, a
-/// negative limit reads all, and any limit is capped at the namespace's history size.
+/// The broker query for a history request: `limit` as the wire sends it (see
+/// [`HistoryLimit::from_wire`]), capped at the namespace's history size.
 pub fn history_query(
     ns: &NamespaceConfig,
     since: Option<&StreamPosition>,
     limit: i64,
     reverse: bool,
 ) -> HistoryQuery {
-    let size = ns.history_size;
     HistoryQuery {
         since_offset: since.map(|s| s.offset),
-        limit: Some(match limit {
-            0 => 0,
-            n if n < 0 => size,
-            n => usize::try_from(n).unwrap_or(size).min(size),
-        }),
+        limit: HistoryLimit::from_wire(limit).capped(ns.history_size),
         reverse,
         not_before: None,
     }
@@ -51,10 +46,11 @@ mod tests {
             history_size: 10,
             ..NamespaceConfig::default()
         };
-        assert_eq!(history_query(&ns, None, 0, false).limit, Some(0));
-        assert_eq!(history_query(&ns, None, -1, false).limit, Some(10));
-        assert_eq!(history_query(&ns, None, 3, false).limit, Some(3));
-        assert_eq!(history_query(&ns, None, 500, false).limit, Some(10));
+        let limit = |wire| history_query(&ns, None, wire, false).limit;
+        assert_eq!(limit(0), HistoryLimit::PositionOnly);
+        assert_eq!(limit(-1), HistoryLimit::at_most(10));
+        assert_eq!(limit(3), HistoryLimit::at_most(3));
+        assert_eq!(limit(500), HistoryLimit::at_most(10));
         let since = StreamPosition {
             offset: 4,
             epoch: "a".into(),

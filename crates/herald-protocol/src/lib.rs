@@ -4,15 +4,17 @@
 //! ([`Command`], [`Reply`], [`Push`] and their payloads), the framing of several JSON
 //! objects into one WebSocket text frame ([`frame`]), and the reply, disconnect and
 //! unsubscribe codes ([`codes`]). It also owns the conventions every producer and
-//! consumer must agree on: the entity-event shape and its channels ([`entity`]), and the
-//! per-channel idempotency keys of fan-out publishes ([`fanout`]). It has no runtime: no
-//! tokio, no sockets, no Redis.
+//! consumer must agree on: the entity-event shape and its channels ([`entity`]), the
+//! per-channel idempotency keys of fan-out publishes ([`fanout`]), and what an offset
+//! means after a position in a channel's stream and how much a history read asks for
+//! ([`position`]). It has no runtime: no tokio, no sockets, no Redis.
 
 pub mod codes;
 pub mod entity;
 pub mod fanout;
 pub mod frame;
 mod json;
+pub mod position;
 mod types;
 
 pub use codes::{DisconnectCode, ErrorCode, UnsubscribeCode};
@@ -23,4 +25,5 @@ pub use entity::{
 pub use fanout::channel_idempotency_key;
 pub use frame::{FrameError, FrameWriter, decode_commands, decode_replies};
 pub use json::{RawJson, RawJsonError};
+pub use position::{HistoryLimit, Position, Step};
 pub use types::*;

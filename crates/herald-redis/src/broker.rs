@@ -1069,9 +1069,7 @@ impl Broker for RedisBroker {
         let key = ReadKey {
             channel: channel.to_owned(),
             since: query.since_offset,
-            limit: query
-                .limit
-                .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+            limit: query.limit.to_signed(),
             reverse: query.reverse,
         };
         // A subscriber registered for live publications recovering the recent past is

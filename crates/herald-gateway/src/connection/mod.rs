@@ -294,28 +294,29 @@ impl Conn {
     }
 
     fn on_outgoing(&mut self, item: Outgoing) -> Result<(), DisconnectCode> {
+        use herald_protocol::{Position, Step};
         match item {
             Outgoing::Publication(p) => {
                 let Some(sub) = self.subs.get_mut(&p.channel) else {
                     return Ok(());
                 };
-                if sub.positioned && p.offset > 0 {
-                    if p.offset <= sub.offset && p.epoch == sub.epoch {
+                if sub.positioned {
+                    match Position::new(sub.offset, &sub.epoch).judge(p.offset, &p.epoch) {
+                        Step::Unpositioned => {}
+                        Step::Next => sub.offset = p.offset,
                         // Already delivered (recovered in the subscribe reply).
-                        return Ok(());
-                    }
-                    if p.epoch != sub.epoch || p.offset != sub.offset + 1 {
-                        // A gap or a new epoch: never deliver out of order. The client
-                        // resubscribes with recovery and gets the missing part or a clear
-                        // "not recovered".
-                        tracing::debug!(channel = %p.channel, have = sub.offset, got = p.offset, "gap in live stream");
-                        if !self.deferred.iter().any(|(c, _)| *c == p.channel) {
-                            self.deferred
-                                .push((p.channel.clone(), UnsubscribeCode::InsufficientState));
+                        Step::Duplicate => return Ok(()),
+                        Step::Gap { .. } | Step::NewEpoch => {
+                            // Never deliver out of order. The client resubscribes with
+                            // recovery and gets the missing part or a clear "not recovered".
+                            tracing::debug!(channel = %p.channel, have = sub.offset, got = p.offset, "gap in live stream");
+                            if !self.deferred.iter().any(|(c, _)| *c == p.channel) {
+                                self.deferred
+                                    .push((p.channel.clone(), UnsubscribeCode::InsufficientState));
+                            }
+                            return Ok(());
                         }
-                        return Ok(());
                     }
-                    sub.offset = p.offset;
                 }
                 self.out.push_encoded(&p.frame);
             }

@@ -8,7 +8,7 @@ use crate::channel::Channel;
 use crate::hub::Subscriber;
 use herald_broker::HistoryQuery;
 use herald_protocol::{
-    ErrorCode, FLAG_REJECT_UNRECOVERED, Publication, RawJson, Reply, SubscribeRequest,
+    ErrorCode, FLAG_REJECT_UNRECOVERED, HistoryLimit, Position, RawJson, Reply, SubscribeRequest,
     SubscribeResult,
 };
 use std::sync::Arc;
@@ -25,24 +25,6 @@ pub(super) struct SubOptions {
     pub expires_at: Option<Instant>,
     pub ttl: u32,
     pub chan_info: Option<RawJson>,
-}
-
-/// Whether `publications` are exactly everything after `from` up to `top` in `epoch`.
-pub(super) fn is_complete(
-    publications: &[Publication],
-    from: u64,
-    top: u64,
-    client_epoch: &str,
-    epoch: &str,
-) -> bool {
-    if client_epoch != epoch || from > top {
-        return false;
-    }
-    let contiguous = publications
-        .iter()
-        .zip(from + 1..)
-        .all(|(p, expected)| p.offset == expected);
-    contiguous && from + publications.len() as u64 == top
 }
 
 impl Conn {
@@ -143,13 +125,13 @@ impl Conn {
             let query = if opts.recover {
                 HistoryQuery {
                     since_offset: Some(opts.offset),
-                    limit: Some(ns.history_size),
+                    limit: HistoryLimit::at_most(ns.history_size),
                     reverse: false,
                     not_before: Some(registered),
                 }
             } else {
                 HistoryQuery {
-                    limit: Some(0),
+                    limit: HistoryLimit::PositionOnly,
                     not_before: Some(registered),
                     ..HistoryQuery::default()
                 }
@@ -177,12 +159,10 @@ impl Conn {
             if opts.recover {
                 result.was_recovering = true;
                 let recoveries = &self.node.metrics.recoveries;
-                if is_complete(
-                    &page.publications,
-                    opts.offset,
-                    top,
-                    &opts.epoch,
-                    &page.position.epoch,
+                let from = Position::new(opts.offset, &opts.epoch);
+                if from.covers(
+                    page.position.as_position(),
+                    page.publications.iter().map(|p| p.offset),
                 ) {
                     recoveries.with_label_values(&["recovered"]).inc();
                     result.recovered = true;
@@ -214,40 +194,5 @@ impl Conn {
             tracing::warn!(error = %e, channel, "join announcement failed");
         }
         Ok(result)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_complete;
-    use herald_protocol::{Publication, RawJson};
-
-    fn pubs(offsets: &[u64]) -> Vec<Publication> {
-        offsets
-            .iter()
-            .map(|&offset| Publication {
-                data: RawJson::null(),
-                info: None,
-                offset,
-                tags: Default::default(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn complete_only_when_contiguous_to_top_in_same_epoch() {
-        assert!(is_complete(&pubs(&[4, 5, 6]), 3, 6, "e", "e"));
-        assert!(is_complete(&[], 6, 6, "e", "e"));
-        assert!(
-            !is_complete(&pubs(&[5, 6]), 3, 6, "e", "e"),
-            "trimmed history"
-        );
-        assert!(!is_complete(&pubs(&[4, 6]), 3, 6, "e", "e"), "hole");
-        assert!(!is_complete(&pubs(&[4, 5]), 3, 6, "e", "e"), "short of top");
-        assert!(
-            !is_complete(&pubs(&[4, 5, 6]), 3, 6, "old", "e"),
-            "epoch changed"
-        );
-        assert!(!is_complete(&[], 9, 6, "e", "e"), "client ahead of stream");
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A node-unique connection number.
 pub type ConnId = u64;
@@ -176,6 +177,10 @@ pub struct Hub {
     node_subs: NodeSubs,
     /// How long the node stays subscribed after the last local subscriber left.
     linger: Duration,
+    /// Where linger timers run: the node's background work, so shutdown waits for them.
+    background: TaskTracker,
+    /// Ends the linger timers when the node stops its background work.
+    background_stop: CancellationToken,
     connections: RwLock<HashMap<ConnId, ConnHandle>>,
 }
 
@@ -205,14 +210,23 @@ pub fn encode_publication(channel: &str, publication: &Publication) -> Bytes {
 
 impl Hub {
     /// A hub in front of `broker`; the node stays subscribed to a channel for `linger`
-    /// after its last local subscriber left.
-    pub fn new(broker: Arc<dyn Broker>, metrics: Metrics, linger: Duration) -> Self {
+    /// after its last local subscriber left. Linger timers run on `background` and end
+    /// when `background_stop` is cancelled.
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        metrics: Metrics,
+        linger: Duration,
+        background: TaskTracker,
+        background_stop: CancellationToken,
+    ) -> Self {
         Self {
             broker,
             metrics,
             channels: RwLock::new(HashMap::new()),
             node_subs: NodeSubs::default(),
             linger,
+            background,
+            background_stop,
             connections: RwLock::new(HashMap::new()),
         }
     }
@@ -302,8 +316,13 @@ impl Hub {
         let node_subs = self.node_subs.clone();
         let channel = channel.to_owned();
         let linger = self.linger;
-        tokio::spawn(async move {
-            tokio::time::sleep(linger).await;
+        let stop = self.background_stop.clone();
+        self.background.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(linger) => {}
+                // The node is stopping: its broker subscriptions end with the broker.
+                () = stop.cancelled() => return,
+            }
             let mut state = lock.lock().await;
             if state.local == 0 && state.subscribed && state.generation == generation {
                 leave(broker.as_ref(), &metrics, &channel, &mut state).await;

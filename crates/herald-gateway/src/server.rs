@@ -104,6 +104,8 @@ pub async fn build(
         broker.clone(),
         metrics.clone(),
         config.client.channel_linger,
+        lifecycle.background.clone(),
+        lifecycle.background_stop.clone(),
     ));
     broker
         .start(BrokerContext {

@@ -491,3 +491,95 @@ fn forget_lock(node_subs: &NodeSubs, channel: &str, lock: &Arc<tokio::sync::Mute
         locks.remove(channel);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{self, BrokerCall, RecordingBroker, TestClient};
+    use serde_json::json;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    const LINGER: Duration = Duration::from_secs(10);
+
+    async fn lingering_node() -> (Arc<crate::node::Node>, Arc<RecordingBroker>) {
+        let mut config = testing::config();
+        config.client.ping_interval = Duration::from_secs(3600);
+        config.client.channel_linger = LINGER;
+        let broker = Arc::new(RecordingBroker::new());
+        (testing::node(config, broker.clone()).await, broker)
+    }
+
+    async fn unsubscribe(client: &mut TestClient, channel: &str) {
+        let id = client
+            .command("unsubscribe", json!({ "channel": channel }))
+            .await;
+        client.reply(id).await;
+    }
+
+    fn sub() -> BrokerCall {
+        BrokerCall::Subscribe(vec!["news".into()])
+    }
+
+    fn unsub() -> BrokerCall {
+        BrokerCall::Unsubscribe(vec!["news".into()])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_node_stays_subscribed_for_the_linger_time() {
+        let (node, broker) = lingering_node().await;
+        let mut client = testing::connect(&node);
+        client.connect("").await;
+        let start = Instant::now();
+        client.subscribe("news").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        unsubscribe(&mut client, "news").await;
+
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let s = Duration::from_secs;
+        assert_eq!(
+            broker.calls_since(start),
+            [(s(0), sub()), (s(1) + LINGER, unsub())]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscriber_within_the_linger_time_keeps_the_subscription() {
+        let (node, broker) = lingering_node().await;
+        let mut client = testing::connect(&node);
+        client.connect("").await;
+        let start = Instant::now();
+        client.subscribe("news").await;
+        unsubscribe(&mut client, "news").await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        client.subscribe("news").await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        unsubscribe(&mut client, "news").await;
+
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let s = Duration::from_secs;
+        assert_eq!(
+            broker.calls_since(start),
+            [(s(0), sub()), (s(8) + LINGER, unsub())]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn linger_runs_on_the_background_tracker_and_ends_with_it() {
+        let (node, broker) = lingering_node().await;
+        let mut client = testing::connect(&node);
+        client.connect("").await;
+        let start = Instant::now();
+        client.subscribe("news").await;
+        let before = node.background.len();
+        unsubscribe(&mut client, "news").await;
+        assert_eq!(node.background.len(), before + 1);
+
+        node.background_stop.cancel();
+        node.background.close();
+        node.background.wait().await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(broker.calls_since(start), [(Duration::ZERO, sub())]);
+    }
+}

@@ -4,6 +4,8 @@
 mod commands;
 mod idempotency;
 mod subscribe;
+#[cfg(test)]
+mod tests;
 
 use crate::hub::{Closer, ConnHandle, ConnId, Outgoing};
 use crate::node::Node;

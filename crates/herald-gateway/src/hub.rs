@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A node-unique connection number.
 pub type ConnId = u64;
@@ -176,6 +177,10 @@ pub struct Hub {
     node_subs: NodeSubs,
     /// How long the node stays subscribed after the last local subscriber left.
     linger: Duration,
+    /// Where linger timers run: the node's background work, so shutdown waits for them.
+    background: TaskTracker,
+    /// Ends the linger timers when the node stops its background work.
+    background_stop: CancellationToken,
     connections: RwLock<HashMap<ConnId, ConnHandle>>,
 }
 
@@ -205,14 +210,23 @@ pub fn encode_publication(channel: &str, publication: &Publication) -> Bytes {
 
 impl Hub {
     /// A hub in front of `broker`; the node stays subscribed to a channel for `linger`
-    /// after its last local subscriber left.
-    pub fn new(broker: Arc<dyn Broker>, metrics: Metrics, linger: Duration) -> Self {
+    /// after its last local subscriber left. Linger timers run on `background` and end
+    /// when `background_stop` is cancelled.
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        metrics: Metrics,
+        linger: Duration,
+        background: TaskTracker,
+        background_stop: CancellationToken,
+    ) -> Self {
         Self {
             broker,
             metrics,
             channels: RwLock::new(HashMap::new()),
             node_subs: NodeSubs::default(),
             linger,
+            background,
+            background_stop,
             connections: RwLock::new(HashMap::new()),
         }
     }
@@ -302,8 +316,13 @@ impl Hub {
         let node_subs = self.node_subs.clone();
         let channel = channel.to_owned();
         let linger = self.linger;
-        tokio::spawn(async move {
-            tokio::time::sleep(linger).await;
+        let stop = self.background_stop.clone();
+        self.background.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(linger) => {}
+                // The node is stopping: its broker subscriptions end with the broker.
+                () = stop.cancelled() => return,
+            }
             let mut state = lock.lock().await;
             if state.local == 0 && state.subscribed && state.generation == generation {
                 leave(broker.as_ref(), &metrics, &channel, &mut state).await;
@@ -470,5 +489,97 @@ fn forget_lock(node_subs: &NodeSubs, channel: &str, lock: &Arc<tokio::sync::Mute
     if Arc::strong_count(lock) == 2 && lock.try_lock().is_ok_and(|s| s.local == 0 && !s.subscribed)
     {
         locks.remove(channel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{self, BrokerCall, RecordingBroker, TestClient};
+    use serde_json::json;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    const LINGER: Duration = Duration::from_secs(10);
+
+    async fn lingering_node() -> (Arc<crate::node::Node>, Arc<RecordingBroker>) {
+        let mut config = testing::config();
+        config.client.ping_interval = Duration::from_secs(3600);
+        config.client.channel_linger = LINGER;
+        let broker = Arc::new(RecordingBroker::new());
+        (testing::node(config, broker.clone()).await, broker)
+    }
+
+    async fn unsubscribe(client: &mut TestClient, channel: &str) {
+        let id = client
+            .command("unsubscribe", json!({ "channel": channel }))
+            .await;
+        client.reply(id).await;
+    }
+
+    fn sub() -> BrokerCall {
+        BrokerCall::Subscribe(vec!["news".into()])
+    }
+
+    fn unsub() -> BrokerCall {
+        BrokerCall::Unsubscribe(vec!["news".into()])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_node_stays_subscribed_for_the_linger_time() {
+        let (node, broker) = lingering_node().await;
+        let mut client = testing::connect(&node);
+        client.connect("").await;
+        let start = Instant::now();
+        client.subscribe("news").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        unsubscribe(&mut client, "news").await;
+
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let s = Duration::from_secs;
+        assert_eq!(
+            broker.calls_since(start),
+            [(s(0), sub()), (s(1) + LINGER, unsub())]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscriber_within_the_linger_time_keeps_the_subscription() {
+        let (node, broker) = lingering_node().await;
+        let mut client = testing::connect(&node);
+        client.connect("").await;
+        let start = Instant::now();
+        client.subscribe("news").await;
+        unsubscribe(&mut client, "news").await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        client.subscribe("news").await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        unsubscribe(&mut client, "news").await;
+
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let s = Duration::from_secs;
+        assert_eq!(
+            broker.calls_since(start),
+            [(s(0), sub()), (s(8) + LINGER, unsub())]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn linger_runs_on_the_background_tracker_and_ends_with_it() {
+        let (node, broker) = lingering_node().await;
+        let mut client = testing::connect(&node);
+        client.connect("").await;
+        let start = Instant::now();
+        client.subscribe("news").await;
+        let before = node.background.len();
+        unsubscribe(&mut client, "news").await;
+        assert_eq!(node.background.len(), before + 1);
+
+        node.background_stop.cancel();
+        node.background.close();
+        node.background.wait().await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(broker.calls_since(start), [(Duration::ZERO, sub())]);
     }
 }

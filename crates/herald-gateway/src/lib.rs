@@ -15,6 +15,8 @@ pub mod metrics;
 pub mod node;
 pub mod reads;
 pub mod server;
+#[cfg(test)]
+mod testing;
 
 pub use config::Config;
 pub use server::{StartError, build, router, run, serve};

@@ -104,6 +104,8 @@ pub async fn build(
         broker.clone(),
         metrics.clone(),
         config.client.channel_linger,
+        lifecycle.background.clone(),
+        lifecycle.background_stop.clone(),
     ));
     broker
         .start(BrokerContext {
@@ -288,4 +290,92 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let node = build(config, broker, shutdown).await?;
     serve(node, listener).await
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{self, Received, TestNode};
+    use futures_util::{SinkExt, StreamExt};
+    use herald_protocol::DisconnectCode;
+    use std::time::Duration;
+    use tokio::time::Instant;
+    use tokio_tungstenite::tungstenite::Message;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_spreads_closes_over_its_window() {
+        let mut config = testing::config();
+        config.client.ping_interval = Duration::from_secs(3600);
+        config.shutdown.drain_window = Duration::from_secs(8);
+        let node = TestNode::start(config).await;
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            let mut client = testing::connect(&node.node);
+            client.connect("").await;
+            clients.push(client);
+        }
+        // A socket that never sent `connect` is not drained: it just goes.
+        let mut stranger = testing::connect(&node.node);
+        let start = Instant::now();
+        let stopped = tokio::spawn(node.stop());
+
+        let shutdown = Received::Close(
+            DisconnectCode::Shutdown.code(),
+            DisconnectCode::Shutdown.reason().to_owned(),
+        );
+        // Each client waits for its close on its own, so each close is timed when it comes.
+        let waits: Vec<_> = clients
+            .into_iter()
+            .map(|mut client| {
+                tokio::spawn(async move {
+                    let received = client.recv().await;
+                    (received, start.elapsed())
+                })
+            })
+            .collect();
+        assert_eq!(stranger.recv().await, shutdown);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        let mut closed_after = Vec::new();
+        for wait in waits {
+            let (received, after) = wait.await.expect("the client task ends");
+            assert_eq!(received, shutdown);
+            closed_after.push(after);
+        }
+        closed_after.sort();
+        assert_eq!(closed_after, [0, 2, 4, 6].map(Duration::from_secs));
+        stopped
+            .await
+            .expect("stop does not panic")
+            .expect("the node stops cleanly");
+    }
+
+    #[tokio::test]
+    async fn serves_websocket_clients_in_process() {
+        let node = TestNode::start(testing::config()).await;
+        let url = format!("ws://{}/connection/websocket", node.addr);
+        let (mut socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("the node accepts a WebSocket");
+        socket
+            .send(Message::text(r#"{"id":1,"connect":{}}"#))
+            .await
+            .expect("sent");
+        let reply = socket.next().await.expect("a reply").expect("readable");
+        let reply: serde_json::Value =
+            serde_json::from_str(reply.to_text().expect("text")).expect("JSON");
+        assert_eq!(reply["id"], 1);
+        assert!(reply["connect"]["client"].is_string(), "{reply}");
+
+        let stopped = tokio::spawn(node.stop());
+        match socket.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), DisconnectCode::Shutdown.code());
+            }
+            other => panic!("expected a shutdown close, got {other:?}"),
+        }
+        drop(socket);
+        stopped
+            .await
+            .expect("stop does not panic")
+            .expect("the node stops cleanly");
+    }
 }

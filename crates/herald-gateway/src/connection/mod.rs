@@ -4,10 +4,13 @@
 mod commands;
 mod idempotency;
 mod subscribe;
+#[cfg(test)]
+mod tests;
 
 use crate::hub::{Closer, ConnHandle, ConnId, Outgoing};
 use crate::node::Node;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use herald_protocol::{DisconnectCode, ErrorCode, FrameWriter, RawJson, Reply, UnsubscribeCode};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,8 +73,23 @@ struct Conn {
     pong_deadline: Option<Instant>,
 }
 
+/// What a connection task reads messages from and writes them to: axum's `WebSocket`
+/// in production, a pair of channels in tests.
+///
+/// One value is both the sink and the stream, so that production needs no `split()`:
+/// that would move every socket behind a lock into an allocation of its own.
+pub(crate) trait Socket:
+    Stream<Item = Result<Message, axum::Error>> + Sink<Message> + Unpin + Send
+{
+}
+
+impl<T> Socket for T where
+    T: Stream<Item = Result<Message, axum::Error>> + Sink<Message> + Unpin + Send
+{
+}
+
 /// Serves one upgraded WebSocket until it closes.
-pub async fn serve(socket: WebSocket, node: Arc<Node>) {
+pub(crate) async fn serve<S: Socket>(socket: S, node: Arc<Node>) {
     let id = node.next_conn_id();
     let span = tracing::info_span!(
         "conn",
@@ -100,7 +118,7 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>) {
 }
 
 impl Conn {
-    async fn run(mut self, mut socket: WebSocket, mut rx: mpsc::Receiver<Outgoing>) {
+    async fn run<S: Socket>(mut self, mut socket: S, mut rx: mpsc::Receiver<Outgoing>) {
         let closer = self.closer.clone();
         let batch_bytes = self.node.config.client.write_batch_bytes;
         let write_interval = self.node.config.client.write_interval;
@@ -123,7 +141,7 @@ impl Conn {
                 // Authenticated clients are closed by the drain, spread over its window;
                 // a socket that never connected just goes.
                 () = self.node.shutdown.cancelled(), if self.session.is_none() => Err(DisconnectCode::Shutdown),
-                msg = socket.recv() => match msg {
+                msg = socket.next() => match msg {
                     None | Some(Ok(Message::Close(_))) => break None,
                     // Commands are rare next to pushes; their futures (authentication,
                     // history reads) are boxed so that they do not make every idle
@@ -215,7 +233,7 @@ impl Conn {
 
     /// Writes the pending frame. A client that stops reading is cut off as soon as its
     /// queue overflows, even while this write waits for the socket.
-    async fn flush(&mut self, socket: &mut WebSocket) -> bool {
+    async fn flush<S: Socket>(&mut self, socket: &mut S) -> bool {
         let count = self.out.count() as u64;
         let frame = self.out.take();
         let Ok(text) = Utf8Bytes::try_from(frame) else {

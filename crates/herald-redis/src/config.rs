@@ -150,8 +150,7 @@ impl RedisConfig {
             out.push(RedisConfigProblem::MissingUrl);
         } else if self.url.starts_with("rediss") {
             out.push(RedisConfigProblem::TlsUnsupported);
-        } else if !(self.url.starts_with("redis://") || self.url.starts_with("redis-cluster://"))
-        {
+        } else if !(self.url.starts_with("redis://") || self.url.starts_with("redis-cluster://")) {
             out.push(RedisConfigProblem::UnknownScheme);
         }
         if self.prefix.is_empty()
@@ -235,15 +234,27 @@ mod tests {
                 "replay_window"
             ]
         );
-        assert!(err.to_string().contains("workers: must be between 1"), "{err}");
+        assert!(
+            err.to_string().contains("workers: must be between 1"),
+            "{err}"
+        );
     }
 
     #[test]
     fn urls_are_checked_without_being_repeated() {
         for (url, problem) in [
-            ("rediss://:secret@redis:6380", RedisConfigProblem::TlsUnsupported),
-            ("rediss-cluster://a:7000", RedisConfigProblem::TlsUnsupported),
-            ("http://:secret@redis:6379", RedisConfigProblem::UnknownScheme),
+            (
+                "rediss://:secret@redis:6380",
+                RedisConfigProblem::TlsUnsupported,
+            ),
+            (
+                "rediss-cluster://a:7000",
+                RedisConfigProblem::TlsUnsupported,
+            ),
+            (
+                "http://:secret@redis:6379",
+                RedisConfigProblem::UnknownScheme,
+            ),
         ] {
             let config = RedisConfig {
                 url: url.into(),

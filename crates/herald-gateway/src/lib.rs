@@ -16,5 +16,5 @@ pub mod node;
 pub mod reads;
 pub mod server;
 
-pub use config::Config;
+pub use config::{Config, ConfigError, ConfigProblem};
 pub use server::{StartError, build, router, run, serve};

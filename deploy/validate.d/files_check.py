@@ -240,9 +240,9 @@ def grafana(repo, compose_json):
 # ---- the chart's config schema against Herald's settings ---------------------------
 
 # Settings the chart sets through the environment or a Secret, never through `config`.
-NOT_IN_CHART_CONFIG = {"": {"listen", "node_name", "redis_url"}, "token": {"hmac_secret"},
-                       "api": {"key"}}
-SECTIONS = ["", "token", "api", "client", "shutdown", "namespaces.probe"]
+NOT_IN_CHART_CONFIG = {"": {"listen", "node_name"}, "token": {"hmac_secret"},
+                       "api": {"key"}, "redis": {"url"}}
+SECTIONS = ["", "token", "api", "client", "shutdown", "redis", "namespaces.probe"]
 
 
 def herald_fields(herald, section):

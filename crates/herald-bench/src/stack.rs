@@ -483,7 +483,9 @@ async fn start_herald(
         format!(
             r#"listen = "127.0.0.1:{port}"
 broker = "redis"
-redis_url = "{redis_url}"
+
+[redis]
+url = "{redis_url}"
 
 [client]
 allow_anonymous = true

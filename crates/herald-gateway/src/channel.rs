@@ -125,12 +125,10 @@ impl<'a> Channel<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ConfigBuilder;
 
     fn config() -> Config {
-        ConfigBuilder::new()
-            .toml(
-                r#"
+        let config: Config = toml::from_str(
+            r#"
 client.allow_anonymous = true
 [namespaces.default]
 allow_subscribe_for_client = true
@@ -145,9 +143,10 @@ allow_user_limited_channels = true
 allow_subscribe_for_anonymous = true
 allow_publish_for_anonymous = true
 "#,
-            )
-            .build()
-            .expect("valid")
+        )
+        .expect("well-typed");
+        config.validate().expect("valid");
+        config
     }
 
     #[test]

@@ -18,5 +18,5 @@ pub mod server;
 #[cfg(test)]
 mod testing;
 
-pub use config::Config;
+pub use config::{Config, ConfigError, ConfigProblem};
 pub use server::{StartError, build, router, run, serve};

@@ -20,7 +20,9 @@ mod metrics;
 pub mod sequencer;
 
 pub use broker::{RedisBroker, RedisStartError};
-pub use config::RedisConfig;
+pub use config::{
+    MAX_REPLAY_WINDOW, MAX_WORKERS, RedisConfig, RedisConfigError, RedisConfigProblem,
+};
 
 /// The function library every gateway loads; publishers in other languages call it.
 pub const FUNCTION_LIBRARY: &str = include_str!("herald.lua");

@@ -30,7 +30,7 @@ pub enum Command {
     /// Print a channel's publications as JSON lines, resuming across reconnects.
     Tail(TailArgs),
     /// Validate configuration (file, HERALD_* environment) and report every problem.
-    Checkconfig(ConfigArgs),
+    Checkconfig(CheckconfigArgs),
     /// Exit 0 if a node answers ready (for container health checks).
     Healthcheck(HealthcheckArgs),
 }
@@ -41,6 +41,16 @@ pub struct ConfigArgs {
     /// TOML configuration file.
     #[arg(long, short = 'c', env = "HERALD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// `herald checkconfig`.
+#[derive(Debug, Args)]
+pub struct CheckconfigArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print every HERALD_* environment variable and the setting it sets, and exit.
+    #[arg(long)]
+    pub env: bool,
 }
 
 /// `herald serve`. Precedence: defaults < --config file < HERALD_* env < flags.

@@ -2,6 +2,7 @@
 //! over to the gateway library or one of the tools.
 
 mod cli;
+mod config;
 mod serve;
 mod tail;
 mod tools;

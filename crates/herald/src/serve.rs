@@ -2,63 +2,61 @@
 //! node until SIGTERM or SIGINT.
 
 use crate::cli::ServeArgs;
+use crate::config::{BrokerKind, ConfigError, HeraldConfig, Layers, LogFormat};
 use anyhow::Context;
 use herald_broker::Broker;
 use herald_broker::memory::MemoryBroker;
-use herald_gateway::config::{
-    BrokerKind, Config, ConfigBuilder, DEFAULT_NAMESPACE, LogFormat, NamespaceConfig,
-    WILDCARD_NAMESPACE,
-};
-use herald_redis::{RedisBroker, RedisConfig};
+use herald_gateway::config::{DEFAULT_NAMESPACE, NamespaceConfig, WILDCARD_NAMESPACE};
+use herald_redis::RedisBroker;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// The Redis broker settings a node's configuration implies.
-pub fn redis_config(config: &Config) -> RedisConfig {
-    RedisConfig {
-        url: config.redis_url.clone(),
-        prefix: config.redis_prefix.clone(),
-        replay_window: config.redis_replay_window,
-        ..RedisConfig::default()
-    }
-}
-
 /// Builds the configuration: defaults (or `--dev` defaults) < file < env < flags.
-pub fn build_config(args: &ServeArgs) -> Result<Config, herald_gateway::config::ConfigError> {
-    let mut base = Config::default();
+pub fn build_config(args: &ServeArgs) -> Result<HeraldConfig, ConfigError> {
+    let mut base = HeraldConfig::default();
     if args.dev {
         base.broker = BrokerKind::Memory;
-        base.client.allow_anonymous = true;
+        base.gateway.client.allow_anonymous = true;
     }
-    let mut b = ConfigBuilder::from_config(&base);
+    let mut b = Layers::from_config(&base);
     if let Some(path) = &args.config.config {
         b = b.file(path);
     }
     b = b.env(std::env::vars());
-    let flags: [(&str, &Option<String>); 11] = [
-        ("listen", &args.listen),
-        ("broker", &args.broker),
-        ("redis_url", &args.redis_url),
-        ("redis_prefix", &args.redis_prefix),
-        ("token.hmac_secret", &args.token_hmac_secret),
-        ("token.rsa_public_key", &args.token_rsa_public_key),
-        ("token.ec_public_key", &args.token_ec_public_key),
-        ("token.audience", &args.token_audience),
-        ("token.issuer", &args.token_issuer),
-        ("api.key", &args.api_key),
-        ("node_name", &args.node_name),
+    let flags: [(&str, &str, &Option<String>); 12] = [
+        ("--listen", "listen", &args.listen),
+        ("--broker", "broker", &args.broker),
+        ("--redis-url", "redis.url", &args.redis_url),
+        ("--redis-prefix", "redis.prefix", &args.redis_prefix),
+        (
+            "--token-hmac-secret",
+            "token.hmac_secret",
+            &args.token_hmac_secret,
+        ),
+        (
+            "--token-rsa-public-key",
+            "token.rsa_public_key",
+            &args.token_rsa_public_key,
+        ),
+        (
+            "--token-ec-public-key",
+            "token.ec_public_key",
+            &args.token_ec_public_key,
+        ),
+        ("--token-audience", "token.audience", &args.token_audience),
+        ("--token-issuer", "token.issuer", &args.token_issuer),
+        ("--api-key", "api.key", &args.api_key),
+        ("--node-name", "node_name", &args.node_name),
+        ("--log-format", "log_format", &args.log_format),
     ];
-    for (path, value) in flags {
+    for (flag, path, value) in flags {
         if let Some(v) = value {
-            b = b.set(path, v);
+            b = b.flag(flag, path, v);
         }
     }
-    if let Some(f) = &args.log_format {
-        b = b.set("log_format", f);
-    }
     if args.allow_anonymous {
-        b = b.set("client.allow_anonymous", "true");
+        b = b.flag("--allow-anonymous", "client.allow_anonymous", "true");
     }
     if args.dev {
         let open = NamespaceConfig::permissive();
@@ -68,7 +66,7 @@ pub fn build_config(args: &ServeArgs) -> Result<Config, herald_gateway::config::
         // Generated only where nothing was given.
         let probe = b.clone().build();
         let (secret_missing, key_missing) = match &probe {
-            Ok(c) => (!c.has_token_key(), c.api.key.is_empty()),
+            Ok(c) => (!c.gateway.has_token_key(), c.gateway.api.key.is_empty()),
             Err(_) => (true, true),
         };
         if secret_missing && !has_key_setting(&b) {
@@ -81,8 +79,8 @@ pub fn build_config(args: &ServeArgs) -> Result<Config, herald_gateway::config::
     b.build()
 }
 
-fn has_key_setting(b: &ConfigBuilder) -> bool {
-    b.clone().build().is_ok_and(|c| c.has_token_key())
+fn has_key_setting(b: &Layers) -> bool {
+    b.clone().build().is_ok_and(|c| c.gateway.has_token_key())
 }
 
 fn random_secret() -> String {
@@ -135,30 +133,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let broker: Arc<dyn Broker> = match config.broker {
         BrokerKind::Memory => Arc::new(MemoryBroker::new()),
         BrokerKind::Redis => Arc::new(
-            RedisBroker::connect(redis_config(&config))
+            RedisBroker::connect(config.redis.clone())
                 .await
                 .context("the Redis broker could not start")?,
         ),
     };
-    let listener = herald_gateway::server::bind(config.listen)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listen = config.gateway.listen;
+    let listener = herald_gateway::server::bind(listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr().context("listener address")?;
-    if config.api.key.is_empty() && !config.api.insecure {
+    if config.gateway.api.key.is_empty() && !config.gateway.api.insecure {
         tracing::warn!("no api.key set: the server API (/api/*) is disabled");
     }
     if args.dev {
-        print_dev_banner(&config, addr);
+        print_dev_banner(&config.gateway, addr);
     }
     tracing::info!(%addr, broker = ?config.broker, version = herald_gateway::node::VERSION, "listening");
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
-    let node = herald_gateway::build(config, broker, shutdown).await?;
+    let node = herald_gateway::build(config.gateway, broker, shutdown).await?;
     herald_gateway::serve(node, listener).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 #[allow(clippy::print_stdout)]
-fn print_dev_banner(config: &Config, addr: std::net::SocketAddr) {
+fn print_dev_banner(config: &herald_gateway::Config, addr: std::net::SocketAddr) {
     let secret = config.token.hmac_secret.expose();
     let token = if secret.is_empty() {
         String::from("(no HMAC secret: sign tokens with your configured key)")

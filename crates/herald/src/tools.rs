@@ -1,9 +1,11 @@
 //! Small tools: `gentoken`, `publish`, `publish-entity`, `checkconfig`, `healthcheck`.
 
-use crate::cli::{ConfigArgs, GentokenArgs, HealthcheckArgs, PublishArgs, PublishEntityArgs};
+use crate::cli::{
+    CheckconfigArgs, ConfigArgs, GentokenArgs, HealthcheckArgs, PublishArgs, PublishEntityArgs,
+};
+use crate::config::{Layers, env_reference};
 use anyhow::{Context, bail};
 use herald_gateway::auth::unix_now;
-use herald_gateway::config::ConfigBuilder;
 use herald_protocol::{Audience, EntityEvent, RawJson};
 use serde_json::{Value, json};
 use std::process::ExitCode;
@@ -20,7 +22,7 @@ pub fn sign(secret: &str, claims: &Value) -> anyhow::Result<String> {
 }
 
 fn config_secret(config: &ConfigArgs) -> anyhow::Result<String> {
-    let mut b = ConfigBuilder::new();
+    let mut b = Layers::new();
     if let Some(path) = &config.config {
         b = b.file(path);
     }
@@ -30,6 +32,7 @@ fn config_secret(config: &ConfigArgs) -> anyhow::Result<String> {
         .set("client.allow_anonymous", "true")
         .build()
         .map_err(|e| anyhow::anyhow!("{e}"))?
+        .gateway
         .token
         .hmac_secret
         .expose()
@@ -81,28 +84,30 @@ pub fn parse_data(data: &str) -> Value {
 #[allow(clippy::print_stdout)]
 async fn publish_to_redis(args: &PublishArgs, url: &str) -> anyhow::Result<ExitCode> {
     use herald_broker::{Broker, PublishRequest};
-    let mut b = ConfigBuilder::new();
+    let mut b = Layers::new();
     if let Some(path) = &args.config.config {
         b = b.file(path);
     }
     b = b
-        .set("redis_url", url)
+        .flag("--redis-url", "redis.url", url)
         .set("client.allow_anonymous", "true");
     if let Some(prefix) = &args.redis_prefix {
-        b = b.set("redis_prefix", prefix);
+        b = b.flag("--redis-prefix", "redis.prefix", prefix);
     }
     let config = b.build().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ch = herald_gateway::channel::Channel::resolve(&config, &args.channel).map_err(|code| {
-        anyhow::anyhow!(
-            "channel {:?}: {} (namespaces come from --config)",
-            args.channel,
-            code.message()
-        )
-    })?;
+    let ch = herald_gateway::channel::Channel::resolve(&config.gateway, &args.channel).map_err(
+        |code| {
+            anyhow::anyhow!(
+                "channel {:?}: {} (namespaces come from --config)",
+                args.channel,
+                code.message()
+            )
+        },
+    )?;
     let data = herald_protocol::RawJson::from_value(&parse_data(&args.data)).context("data")?;
     let mut req = PublishRequest::new(data).with_history(ch.ns.history_size, ch.ns.history_ttl);
     req.idempotency_key = args.idempotency_key.clone();
-    let broker = herald_redis::RedisBroker::connect(crate::serve::redis_config(&config))
+    let broker = herald_redis::RedisBroker::connect(config.redis)
         .await
         .context("cannot connect to Redis")?;
     let out = broker
@@ -216,19 +221,29 @@ pub async fn publish_entity(args: PublishEntityArgs) -> anyhow::Result<ExitCode>
 
 /// `herald checkconfig`.
 #[allow(clippy::print_stdout)]
-pub fn checkconfig(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
-    let mut b = ConfigBuilder::new();
-    if let Some(path) = &args.config {
+pub fn checkconfig(args: &CheckconfigArgs) -> anyhow::Result<ExitCode> {
+    if args.env {
+        for (name, key) in env_reference() {
+            println!("{name:<40} {key}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut b = Layers::new();
+    if let Some(path) = &args.config.config {
         b = b.file(path);
     }
     match b.env(std::env::vars()).build() {
         Ok(c) => {
+            for warning in &c.warnings {
+                eprintln!("herald: warning: {warning}");
+            }
+            let g = &c.gateway;
             println!(
                 "configuration OK: listen {}, broker {:?}, {} namespace(s), server API {}",
-                c.listen,
+                g.listen,
                 c.broker,
-                c.namespaces.len(),
-                if c.api.key.is_empty() && !c.api.insecure {
+                g.namespaces.len(),
+                if g.api.key.is_empty() && !g.api.insecure {
                     "disabled (no api.key)"
                 } else {
                     "on"

@@ -53,11 +53,6 @@ mod subscription;
 mod task;
 mod tracker;
 
-#[cfg(feature = "redis")]
-mod publisher;
-#[cfg(feature = "redis")]
-pub use publisher::{EntityPublished, PublishEntityError, PublishError, PublishOptions, Publisher};
-
 pub use client::{Client, HistoryOptions};
 pub use config::{ClientBuilder, TokenFuture, TokenRefresher};
 pub use error::{BoxError, ClientError, ConfigError, ProtocolError};

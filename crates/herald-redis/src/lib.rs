@@ -22,6 +22,9 @@ pub mod sequencer;
 pub use broker::{RedisBroker, RedisStartError};
 pub use config::RedisConfig;
 
+mod publisher;
+pub use publisher::{EntityPublished, PublishEntityError, PublishError, PublishOptions, Publisher};
+
 /// The function library every gateway loads; publishers in other languages call it.
 pub const FUNCTION_LIBRARY: &str = include_str!("herald.lua");
 

@@ -80,14 +80,14 @@ async fn three_nodes_deliver_every_publisher_once_in_order() {
     }
     // Four kinds of publisher, interleaved: redis-cli FCALL, a node's HTTP API, the CLI
     // publishing straight to Redis, and the Rust Publisher.
-    let publisher = herald_client::Publisher::connect(&redis.url())
+    let publisher = herald_redis::Publisher::connect(&redis.url())
         .await
         .expect("publisher");
     for n in 1..=40u64 {
         match n % 4 {
             3 => {
                 let data = herald_client::RawJson::from_value(&json!({ "n": n })).expect("json");
-                let options = herald_client::PublishOptions {
+                let options = herald_redis::PublishOptions {
                     history_size: 100,
                     history_ttl: Duration::from_secs(300),
                     ..Default::default()

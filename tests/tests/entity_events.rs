@@ -1,7 +1,8 @@
-//! Entity events: the HTTP API's `publish_entity` and `herald_client::Publisher`'s
+//! Entity events: the HTTP API's `publish_entity` and `herald_redis::Publisher`'s
 //! `publish_entity`, against real nodes, with raw clients in both audiences.
 
-use herald_client::{Audience, EntityAction, EntityEvent, PublishOptions, Publisher, RawJson};
+use herald_client::{Audience, EntityAction, EntityEvent, RawJson};
+use herald_redis::{PublishOptions, Publisher};
 use herald_tests::raw::{Event, Raw};
 use herald_tests::redis::RedisServer;
 use herald_tests::{Herald, now, sign};
@@ -355,7 +356,7 @@ async fn the_rust_publisher_and_the_api_derive_the_same_keys() {
         .await
         .expect_err("invalid");
     assert!(
-        matches!(err, herald_client::PublishEntityError::Invalid(_)),
+        matches!(err, herald_redis::PublishEntityError::Invalid(_)),
         "{err:?}"
     );
 }

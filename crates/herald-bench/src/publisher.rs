@@ -3,8 +3,8 @@
 
 use crate::proto::{Ev, Op, now_us, payload};
 use anyhow::Context;
-use herald_client::{PublishOptions, Publisher};
 use herald_protocol::RawJson;
+use herald_redis::{PublishOptions, Publisher};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 

@@ -1,6 +1,6 @@
 //! Command ids: allocating them and matching replies back to whoever is waiting.
 
-use crate::ClientError;
+use crate::error::ClientError;
 use herald_protocol::Reply;
 use std::collections::HashMap;
 use tokio::sync::oneshot;

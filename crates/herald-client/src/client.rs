@@ -1,14 +1,17 @@
-//! The application's handle on a connection: lifecycle, state, events, subscriptions and calls.
+//! The application's handle on a connection and its builder: lifecycle, state, events,
+//! subscriptions and calls.
 
-use crate::ClientError;
-use crate::config::{ClientBuilder, Config};
+use crate::config::{Config, SubscribeOptions, TokenRefresher};
+use crate::error::{BoxError, ClientError, ConfigError};
 use crate::event::{ConnectionEvent, ConnectionState};
-use crate::subscription::{SubscribeOptions, Subscription};
+use crate::subscription::Subscription;
 use crate::task::{Control, Status, Task};
 use herald_protocol::{
     Command, HistoryRequest, HistoryResult, PresenceRequest, PresenceResult, PresenceStatsRequest,
     PresenceStatsResult, PublishRequest, RawJson, Reply, RpcRequest, RpcResult, StreamPosition,
 };
+use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -299,5 +302,98 @@ impl Client {
             .control
             .send(control)
             .map_err(|_| ClientError::Closed)
+    }
+}
+
+/// Builds a [`Client`]; see [`Client::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until build() is called"]
+pub struct ClientBuilder {
+    config: Config,
+}
+
+impl ClientBuilder {
+    pub(crate) fn new(url: String) -> Self {
+        Self {
+            config: Config::new(url),
+        }
+    }
+
+    /// The connection JWT sent in `connect`. Without one (and without a refresher) the
+    /// client connects anonymously, which the server may or may not allow.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.config.token = token.into();
+        self
+    }
+
+    /// Fetches a new connection token: before the current one expires (when the
+    /// `connect` reply says `expires`), after a `connect` fails with 109 token expired,
+    /// and before the first connect if no [`token`](Self::token) was set.
+    pub fn token_refresher<F, Fut, E>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.config.token_refresher = Some(TokenRefresher::new(f));
+        self
+    }
+
+    /// The client name sent in `connect` (default `herald-rust`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// The base of the reconnect backoff window (default 500 ms).
+    pub fn min_backoff(mut self, d: Duration) -> Self {
+        self.config.min_backoff = d;
+        self
+    }
+
+    /// The largest reconnect backoff window (default 20 s).
+    pub fn max_backoff(mut self, d: Duration) -> Self {
+        self.config.max_backoff = d;
+        self
+    }
+
+    /// Whether to reconnect after the connection is lost with a reconnect code
+    /// (default `true`). With `false` any loss ends in
+    /// [`ConnectionState::Disconnected`](crate::ConnectionState::Disconnected).
+    pub fn reconnect(mut self, reconnect: bool) -> Self {
+        self.config.reconnect = reconnect;
+        self
+    }
+
+    /// The timeout of each call (publish, history, ...), of waiting for the connection in
+    /// [`Client::connect`], of each protocol command the SDK sends itself, and of each
+    /// token refresher call (default 10 s).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.config.timeout = d;
+        self
+    }
+
+    /// How many events a subscription buffers for a consumer that reads slowly before the
+    /// SDK unsubscribes it and later resubscribes with recovery (default 4096, at least 16).
+    pub fn subscription_buffer(mut self, events: usize) -> Self {
+        self.config.subscription_buffer = events.max(16);
+        self
+    }
+
+    /// The local address the connection's socket binds to before connecting (default:
+    /// chosen by the operating system). For hosts with several addresses, and for load
+    /// generators that spread connections over source addresses.
+    pub fn local_address(mut self, ip: IpAddr) -> Self {
+        self.config.local_address = Some(ip);
+        self
+    }
+
+    /// Validates the settings and starts the (idle) connection task. Must be called
+    /// inside a tokio runtime. The client does not connect until [`Client::connect`].
+    pub fn build(self) -> Result<Client, ClientError> {
+        self.config.validate().map_err(ClientError::Config)?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| ClientError::Config(ConfigError::NoRuntime))?;
+        Ok(Client::start(self.config, &runtime))
     }
 }

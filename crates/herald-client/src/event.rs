@@ -1,6 +1,6 @@
 //! What the application observes: connection state, connection events and subscription events.
 
-use crate::ClientError;
+use crate::error::ClientError;
 use herald_protocol::{Publication, StreamPosition};
 use std::sync::Arc;
 

@@ -1,32 +1,13 @@
-//! The application's side of a subscription: its options and the handle that yields events.
+//! The application's side of a subscription: the handle that yields its events.
 
-use crate::ClientError;
-use crate::config::TokenRefresher;
+use crate::error::ClientError;
 use crate::event::SubscriptionEvent;
 use crate::task::Control;
 use futures_util::Stream;
-use herald_protocol::StreamPosition;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-
-/// How to subscribe; `SubscribeOptions::default()` is a plain subscription from "now".
-#[derive(Debug, Clone, Default)]
-pub struct SubscribeOptions {
-    /// Start after this position: the first subscribe already asks the server to recover
-    /// the publications after it (e.g. a position the application stored earlier).
-    pub since: Option<StreamPosition>,
-    /// A subscription JWT (required for channels starting with `$`).
-    pub token: Option<String>,
-    /// Fetches subscription tokens: when there is none, when the server says the token
-    /// expired (error 109, unsubscribe 2501), and before it expires (`sub_refresh`).
-    pub token_refresher: Option<TokenRefresher>,
-    /// Ask the server to fail the subscribe with error 112 rather than succeed without
-    /// recovering. The error is surfaced as [`SubscriptionEvent::Error`] and the
-    /// subscription ends.
-    pub reject_unrecovered: bool,
-}
 
 /// A subscription to one channel. Yields [`SubscriptionEvent`]s until it ends; keeps the
 /// client's connection task alive while it exists. Dropping it unsubscribes.

@@ -24,6 +24,9 @@ pub use config::{
     MAX_REPLAY_WINDOW, MAX_WORKERS, RedisConfig, RedisConfigError, RedisConfigProblem,
 };
 
+mod publisher;
+pub use publisher::{EntityPublished, PublishEntityError, PublishError, PublishOptions, Publisher};
+
 /// The function library every gateway loads; publishers in other languages call it.
 pub const FUNCTION_LIBRARY: &str = include_str!("herald.lua");
 

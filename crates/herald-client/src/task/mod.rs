@@ -6,10 +6,11 @@ mod subs;
 
 use crate::backoff::Backoff;
 use crate::calls::{Calls, ReplyTx};
-use crate::config::{Config, TokenRefresher};
-use crate::event::{ConnectionEvent, ConnectionState, connecting_code, disconnected_code};
-use crate::subscription::SubscribeOptions;
-use crate::{ClientError, SubscriptionEvent};
+use crate::config::{Config, SubscribeOptions, TokenRefresher};
+use crate::error::ClientError;
+use crate::event::{
+    ConnectionEvent, ConnectionState, SubscriptionEvent, connecting_code, disconnected_code,
+};
 use herald_protocol::{Command, FrameWriter};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;

@@ -2,8 +2,8 @@
 //! and pushes, pings, connection token refresh, and writing batched frames.
 
 use super::{End, Internal, Task, refresh_delay, refresh_retry_delay};
-use crate::ClientError;
 use crate::calls::{ReplyTx, Waiter, into_result};
+use crate::error::ClientError;
 use crate::error::ProtocolError;
 use crate::event::{connecting_code, disconnected_code};
 use futures_util::{SinkExt, StreamExt};
@@ -512,7 +512,7 @@ pub(super) async fn open(
         if remote.is_ipv4() != local.is_ipv4() {
             continue;
         }
-        let socket = crate::local_socket(local)?;
+        let socket = crate::net::local_socket(local)?;
         match socket.connect(remote).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);

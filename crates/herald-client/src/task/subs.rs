@@ -3,12 +3,11 @@
 //! slow-consumer policy (unsubscribe on a full buffer, resubscribe once it drained).
 
 use super::{Internal, Task, TokenPurpose, refresh_delay, refresh_retry_delay};
-use crate::ClientError;
 use crate::backoff::Backoff;
 use crate::calls::{ReplyTx, Waiter, into_result};
-use crate::config::TokenRefresher;
+use crate::config::{SubscribeOptions, TokenRefresher};
+use crate::error::ClientError;
 use crate::event::{SubscriptionEvent, subscription_error_code, unsubscribed_code};
-use crate::subscription::SubscribeOptions;
 use crate::tracker::{Tracker, Verdict};
 use herald_protocol::{
     Command, ErrorCode, FLAG_REJECT_UNRECOVERED, Publication, Reply, SubRefreshRequest,

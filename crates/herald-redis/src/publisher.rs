@@ -1,12 +1,12 @@
 //! [`Publisher`]: publish from Rust straight into Herald's Redis backbone, through the
-//! same atomic function the gateways use (enabled by the `redis` feature).
+//! same atomic function the gateways use.
 
+use crate::{RedisBroker, RedisConfig, RedisStartError};
 use herald_broker::{Broker, BrokerError, PublishRequest};
 use herald_protocol::{
     Audience, EntityError, EntityEvent, RawJson, RawJsonError, StreamPosition,
     channel_idempotency_key,
 };
-use herald_redis::{RedisBroker, RedisConfig, RedisStartError};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ pub struct PublishOptions {
 /// A publish did not go through.
 #[derive(Debug, thiserror::Error)]
 #[error("publish failed")]
-pub struct PublishError(#[source] herald_broker::BrokerError);
+pub struct PublishError(#[source] BrokerError);
 
 /// An entity event was not (entirely) published.
 #[derive(Debug, thiserror::Error)]

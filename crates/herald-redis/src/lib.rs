@@ -4,10 +4,20 @@
 //! that assigns the next offset, appends to the channel's stream and publishes a
 //! MessagePack envelope in one atomic step. Each node subscribes to the channels its
 //! clients want on a dedicated pub/sub connection (sharded pub/sub on Redis Cluster),
-//! and makes delivery gap-free with the safety nets in [`broker`]: per-channel
-//! sequencing with node-level gap repair, resubscribe-then-catch-up after a reconnect,
-//! periodic top-offset checks for idle channels, a liveness probe, and single-flight
-//! history reads.
+//! and makes delivery gap-free with safety nets that each live in one component:
+//!
+//! - `keys`: the names of a channel's keys and pub/sub channel (mirrors `herald.lua`).
+//! - `library`: loading the function library, its version, calls that reload it.
+//! - `store`: the commands (publish, history and meta reads, presence, join/leave).
+//! - `pubsub`: the dedicated pub/sub connection ((un)subscribe by slot, resubscribe).
+//! - `delivery`: per-channel sequencing ([`sequencer`]) with node-level gap repair and
+//!   catch-up, the per-channel worker pool, and the pub/sub reader that feeds it.
+//! - `subscriptions`: merged (un)subscriptions with a baseline read, and
+//!   resubscribe-then-catch-up after a reconnect.
+//! - `health`: the liveness probe and the periodic top-offset checks for idle channels.
+//! - `history`: recoveries answered from the replay window, single-flight reads.
+//! - `connect` and `broker`: reaching Redis at start, and [`RedisBroker`], which composes
+//!   the components and runs their loops on the node's tracker until its shutdown.
 //!
 //! It uses the `fred` client: it keeps track of subscriptions and resubscribes them
 //! (including sharded ones, per cluster node), routes commands by hash slot, and
@@ -15,14 +25,26 @@
 
 mod broker;
 mod config;
+mod connect;
+mod delivery;
 pub mod envelope;
+mod error;
+mod health;
+mod history;
+mod keys;
+mod library;
 mod metrics;
+mod pubsub;
 pub mod sequencer;
+mod stop;
+mod store;
+mod subscriptions;
 
-pub use broker::{RedisBroker, RedisStartError};
+pub use broker::RedisBroker;
 pub use config::{
     MAX_REPLAY_WINDOW, MAX_WORKERS, RedisConfig, RedisConfigError, RedisConfigProblem,
 };
+pub use error::RedisStartError;
 
 mod publisher;
 pub use publisher::{EntityPublished, PublishEntityError, PublishError, PublishOptions, Publisher};

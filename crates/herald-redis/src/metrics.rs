@@ -1,20 +1,28 @@
 //! Metrics of the Redis backbone (registered into the gateway's registry).
-#![allow(missing_docs)]
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 
 /// Counters and histograms of one broker.
 #[derive(Clone)]
-pub struct RedisMetrics {
-    pub publish_duration: Histogram,
-    pub probe_roundtrip: Histogram,
-    pub pubsub_reconnects: IntCounter,
-    pub gap_repairs: IntCounter,
-    pub gap_repair_messages: IntCounter,
-    pub probe_failures: IntCounter,
-    pub history_reads: IntCounterVec,
-    pub lagged_messages: IntCounter,
-    pub resets: IntCounter,
+pub(crate) struct RedisMetrics {
+    /// Round trip of `herald_publish`.
+    pub(crate) publish_duration: Histogram,
+    /// From a probe sent to its echo.
+    pub(crate) probe_roundtrip: Histogram,
+    /// Pub/sub reconnects seen.
+    pub(crate) pubsub_reconnects: IntCounter,
+    /// Live gaps repaired from a stream.
+    pub(crate) gap_repairs: IntCounter,
+    /// Publications recovered by those repairs.
+    pub(crate) gap_repair_messages: IntCounter,
+    /// Probes that got no echo in time.
+    pub(crate) probe_failures: IntCounter,
+    /// History reads by kind: window, issued, coalesced.
+    pub(crate) history_reads: IntCounterVec,
+    /// Pub/sub messages dropped by a lagging reader.
+    pub(crate) lagged_messages: IntCounter,
+    /// Channels whose stream was reset or lost beyond repair.
+    pub(crate) resets: IntCounter,
 }
 
 const BUCKETS: &[f64] = &[
@@ -22,7 +30,8 @@ const BUCKETS: &[f64] = &[
 ];
 
 impl RedisMetrics {
-    pub fn new() -> Result<Self, prometheus::Error> {
+    /// Creates the metrics, unregistered.
+    pub(crate) fn new() -> Result<Self, prometheus::Error> {
         let hist = |name: &str, help: &str| {
             Histogram::with_opts(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()))
         };
@@ -70,7 +79,7 @@ impl RedisMetrics {
     }
 
     /// Registers every metric.
-    pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+    pub(crate) fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
         registry.register(Box::new(self.publish_duration.clone()))?;
         registry.register(Box::new(self.probe_roundtrip.clone()))?;
         registry.register(Box::new(self.pubsub_reconnects.clone()))?;

@@ -23,7 +23,6 @@ use herald_broker::{
 };
 use herald_protocol::ClientInfo;
 use parking_lot::Mutex;
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::DropGuard;
@@ -59,16 +58,6 @@ struct Connections {
     client: Client,
     subscriber: SubscriberClient,
     tasks: Vec<ConnectHandle>,
-}
-
-impl fmt::Debug for RedisBroker {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisBroker")
-            .field("url", &self.config.url)
-            .field("prefix", &self.config.prefix)
-            .field("started", &self.delivery.is_started())
-            .finish_non_exhaustive()
-    }
 }
 
 impl RedisBroker {

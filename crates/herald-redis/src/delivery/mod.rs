@@ -83,11 +83,6 @@ impl Delivery {
         self.pool.set(pool).map_err(|_| BrokerError::Lifecycle)
     }
 
-    /// Whether [`Delivery::start`] ran.
-    pub(crate) fn is_started(&self) -> bool {
-        self.handler.get().is_some()
-    }
-
     /// Follows these channels (a channel already followed keeps its position).
     pub(crate) fn track(&self, channels: &[String]) {
         let mut known = self.channels.lock();

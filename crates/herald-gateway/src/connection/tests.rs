@@ -2,8 +2,10 @@
 
 use crate::auth::unix_now;
 use crate::testing::{self, Received, TestClient};
+use herald_broker::memory::MemoryBroker;
 use herald_protocol::DisconnectCode;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -16,11 +18,7 @@ fn is_ping(frame: &[Value]) -> bool {
 }
 
 async fn connected(config: crate::Config, token: &str) -> (TestClient, Value) {
-    let node = testing::node(
-        config,
-        std::sync::Arc::new(herald_broker::memory::MemoryBroker::new()),
-    )
-    .await;
+    let node = testing::node(config, Arc::new(MemoryBroker::new())).await;
     let mut client = testing::connect(&node);
     let result = client.connect(token).await;
     (client, result)
@@ -113,11 +111,7 @@ async fn pushes_inside_the_write_interval_share_a_frame_and_replies_never_wait()
     let mut config = testing::config();
     config.client.ping_interval = Duration::from_secs(3600);
     config.client.write_interval = Duration::from_millis(100);
-    let node = testing::node(
-        config,
-        std::sync::Arc::new(herald_broker::memory::MemoryBroker::new()),
-    )
-    .await;
+    let node = testing::node(config, Arc::new(MemoryBroker::new())).await;
     let mut client = testing::connect(&node);
     client.connect("").await;
     client.subscribe("news").await;
@@ -167,11 +161,7 @@ async fn pushes_inside_the_write_interval_share_a_frame_and_replies_never_wait()
 async fn a_socket_without_connect_closes_as_stale() {
     let mut config = testing::config();
     config.client.connect_timeout = Duration::from_secs(10);
-    let node = testing::node(
-        config,
-        std::sync::Arc::new(herald_broker::memory::MemoryBroker::new()),
-    )
-    .await;
+    let node = testing::node(config, Arc::new(MemoryBroker::new())).await;
     let mut client = testing::connect(&node);
     let start = Instant::now();
     assert_eq!(client.recv().await, closed_with(DisconnectCode::Stale));

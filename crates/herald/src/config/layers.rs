@@ -65,6 +65,7 @@ impl fmt::Display for Problem {
         match &self.origin {
             // The variable or flag is what the operator typed, and names the key.
             Origin::Env(_) | Origin::Flag(_) => write!(f, "{}: {}", self.origin, self.message),
+            Origin::Default if self.key.is_empty() => f.write_str(&self.message),
             Origin::Default => write!(f, "{}: {}", self.key, self.message),
             _ if self.key.is_empty() => write!(f, "{}: {}", self.origin, self.message),
             _ => write!(f, "{} ({}): {}", self.key, self.origin, self.message),

@@ -358,7 +358,7 @@ pub async fn call(node: &Arc<Node>, method: &str, params: &str) -> ApiResult {
 
 fn internal(node: &Node, op: &str, e: &herald_broker::BrokerError) -> ApiError {
     node.metrics.broker_errors.with_label_values(&[op]).inc();
-    tracing::warn!(error = %e, op, "broker operation failed");
+    tracing::warn!(error = %herald_broker::Chain(e), op, "broker operation failed");
     ErrorCode::Internal.into()
 }
 

@@ -219,6 +219,21 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A token's expiry (Unix seconds) as a deadline on the node's clock, and the seconds
+/// left (what replies announce as `ttl`).
+pub fn expiry(at: Option<u64>) -> (Option<tokio::time::Instant>, u32) {
+    match at {
+        None => (None, 0),
+        Some(at) => {
+            let left = at.saturating_sub(unix_now());
+            (
+                Some(tokio::time::Instant::now() + std::time::Duration::from_secs(left)),
+                u32::try_from(left).unwrap_or(u32::MAX),
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -478,7 +478,7 @@ async fn leave(broker: &dyn Broker, metrics: &Metrics, channel: &str, state: &mu
             .broker_errors
             .with_label_values(&["unsubscribe"])
             .inc();
-        tracing::warn!(error = %e, "broker unsubscribe failed");
+        tracing::warn!(error = %herald_broker::Chain(&e), "broker unsubscribe failed");
     }
 }
 

@@ -84,7 +84,7 @@ async fn refresh_presence(
                 .map(|(channel, info)| broker.add_presence(channel, info, ttl));
             for result in futures_util::future::join_all(refreshes).await {
                 if let Err(e) = result {
-                    tracing::warn!(error = %e, "presence refresh failed");
+                    tracing::warn!(error = %herald_broker::Chain(&e), "presence refresh failed");
                 }
             }
         }

@@ -71,15 +71,8 @@ pub(crate) fn protocol(message: &str) -> BrokerError {
 }
 
 /// An error with its causes, for logs ("broker unavailable: ERR ...").
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    herald_broker::Chain(e).to_string()
 }
 
 #[cfg(test)]

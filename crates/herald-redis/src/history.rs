@@ -7,6 +7,7 @@ use crate::store::Streams;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use herald_broker::{BrokerError, HistoryPage, HistoryQuery};
+use herald_protocol::HistoryLimit;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -89,7 +90,7 @@ where
 struct ReadKey {
     channel: String,
     since: Option<u64>,
-    limit: i64,
+    limit: HistoryLimit,
     reverse: bool,
 }
 
@@ -127,7 +128,7 @@ impl History {
         let key = ReadKey {
             channel: channel.to_owned(),
             since: query.since_offset,
-            limit: query.limit.to_signed(),
+            limit: query.limit,
             reverse: query.reverse,
         };
         // A subscriber registered for live publications recovering the recent past is

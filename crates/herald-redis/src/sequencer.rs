@@ -4,7 +4,7 @@
 //! window, the newest publications the node delivered. Pure logic, no I/O.
 
 use herald_broker::{HistoryPage, StoredPublication};
-use herald_protocol::StreamPosition;
+use herald_protocol::{HistoryLimit, Position, Step, StreamPosition};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -81,19 +81,17 @@ impl Sequencer {
         &self.window
     }
 
-    /// Judges an incoming publication.
+    /// Judges an incoming publication by the protocol's position rule; before the node
+    /// knows its position, everything is delivered (the first sets the baseline).
     pub fn judge(&self, offset: u64, epoch: &str) -> Verdict {
-        if offset == 0 {
+        let Some((last, known)) = self.position() else {
             return Verdict::Deliver;
-        }
-        match (&self.epoch, self.last) {
-            (Some(known), _) if known != epoch => Verdict::Reset,
-            (Some(_), Some(last)) if offset <= last => Verdict::Duplicate,
-            (Some(_), Some(last)) if offset > last + 1 => Verdict::Gap {
-                from: last + 1,
-                to: offset - 1,
-            },
-            _ => Verdict::Deliver,
+        };
+        match Position::new(last, known).judge(offset, epoch) {
+            Step::Unpositioned | Step::Next => Verdict::Deliver,
+            Step::Duplicate => Verdict::Duplicate,
+            Step::Gap { from, to } => Verdict::Gap { from, to },
+            Step::NewEpoch => Verdict::Reset,
         }
     }
 
@@ -174,10 +172,10 @@ impl ReplayWindow {
     }
 
     /// The page a recovery read asks for, if the window holds all of it: the
-    /// publications after `since` (at most `limit`; negative = all) and the node's
-    /// position, or only the position when `since` is `None` and `limit` is 0. `None`
-    /// sends the read to Redis.
-    pub fn page(&self, since: Option<u64>, limit: i64) -> Option<HistoryPage> {
+    /// publications after `since` (at most `limit`) and the node's position, or only the
+    /// position when `since` is `None` and the limit asks for nothing else. `None` sends
+    /// the read to Redis.
+    pub fn page(&self, since: Option<u64>, limit: HistoryLimit) -> Option<HistoryPage> {
         let epoch = self.epoch.as_ref()?;
         let top = self.top();
         let position = StreamPosition {
@@ -185,7 +183,7 @@ impl ReplayWindow {
             epoch: epoch.clone(),
         };
         let Some(since) = since else {
-            return (limit == 0).then(|| HistoryPage {
+            return (limit == HistoryLimit::PositionOnly).then(|| HistoryPage {
                 publications: Vec::new(),
                 position,
             });
@@ -194,7 +192,7 @@ impl ReplayWindow {
             return None;
         }
         let skip = usize::try_from(since - self.start).ok()?;
-        let take = usize::try_from(limit).unwrap_or(usize::MAX);
+        let take = limit.max_items();
         Some(HistoryPage {
             publications: self
                 .publications
@@ -231,31 +229,56 @@ mod tests {
     #[test]
     fn the_window_answers_what_it_holds_and_nothing_else() {
         let mut s = Sequencer::with_window(3);
-        assert_eq!(s.window().page(Some(0), -1), None, "position unknown");
+        assert_eq!(
+            s.window().page(Some(0), HistoryLimit::All),
+            None,
+            "position unknown"
+        );
         s.baseline(10, "e");
-        let empty = s.window().page(Some(10), -1).expect("at the top");
+        let empty = s
+            .window()
+            .page(Some(10), HistoryLimit::All)
+            .expect("at the top");
         assert_eq!((offsets(&empty), empty.position.offset), (vec![], 10));
         for o in 11..=14 {
             s.delivered(&stored(o, "e"));
         }
         // Holds 12..=14: since 11, 12, 13 and 14 are answerable, 10 is not.
-        assert_eq!(s.window().page(Some(10), -1), None);
-        let page = s.window().page(Some(11), -1).expect("in the window");
+        assert_eq!(s.window().page(Some(10), HistoryLimit::All), None);
+        let page = s
+            .window()
+            .page(Some(11), HistoryLimit::All)
+            .expect("in the window");
         assert_eq!(
             (offsets(&page), page.position.offset),
             (vec![12, 13, 14], 14)
         );
         assert_eq!(
-            offsets(&s.window().page(Some(12), 1).expect("limited")),
+            offsets(
+                &s.window()
+                    .page(Some(12), HistoryLimit::at_most(1))
+                    .expect("limited")
+            ),
             vec![13]
         );
-        assert_eq!(s.window().page(Some(15), -1), None, "ahead of the node");
-        let position = s.window().page(None, 0).expect("position only");
+        assert_eq!(
+            s.window().page(Some(15), HistoryLimit::All),
+            None,
+            "ahead of the node"
+        );
+        let position = s
+            .window()
+            .page(None, HistoryLimit::PositionOnly)
+            .expect("position only");
         assert_eq!(
             (position.position.offset, position.position.epoch.as_str()),
             (14, "e")
         );
-        assert_eq!(s.window().page(None, 5), None, "a full read goes to Redis");
+        assert_eq!(
+            s.window().page(None, HistoryLimit::at_most(5)),
+            None,
+            "a full read goes to Redis"
+        );
     }
 
     #[test]
@@ -266,20 +289,27 @@ mod tests {
         s.delivered(&stored(2, "e"));
         // The node was told the stream continues from 7 (what was between is lost).
         s.reset(7, "e");
-        assert_eq!(s.window().page(Some(2), -1), None);
+        assert_eq!(s.window().page(Some(2), HistoryLimit::All), None);
         s.delivered(&stored(8, "e"));
         assert_eq!(
-            offsets(&s.window().page(Some(7), -1).expect("after the reset")),
+            offsets(
+                &s.window()
+                    .page(Some(7), HistoryLimit::All)
+                    .expect("after the reset")
+            ),
             vec![8]
         );
         // A publication of another epoch restarts from itself.
         s.delivered(&stored(3, "f"));
-        let page = s.window().page(Some(2), -1).expect("new epoch");
+        let page = s
+            .window()
+            .page(Some(2), HistoryLimit::All)
+            .expect("new epoch");
         assert_eq!(
             (offsets(&page), page.position.epoch.as_str()),
             (vec![3], "f")
         );
-        assert_eq!(s.window().page(Some(7), -1), None);
+        assert_eq!(s.window().page(Some(7), HistoryLimit::All), None);
     }
 
     #[test]
@@ -288,14 +318,18 @@ mod tests {
         s.delivered(&stored(5, "e"));
         s.delivered(&stored(6, "e"));
         assert_eq!(
-            offsets(&s.window().page(Some(4), -1).expect("anchored")),
+            offsets(
+                &s.window()
+                    .page(Some(4), HistoryLimit::All)
+                    .expect("anchored")
+            ),
             vec![5, 6]
         );
-        assert_eq!(s.window().page(Some(3), -1), None);
+        assert_eq!(s.window().page(Some(3), HistoryLimit::All), None);
         // A later baseline does not move a position that publications already set.
         s.baseline(2, "e");
         assert_eq!(
-            offsets(&s.window().page(Some(4), -1).expect("kept")),
+            offsets(&s.window().page(Some(4), HistoryLimit::All).expect("kept")),
             vec![5, 6]
         );
     }
@@ -305,8 +339,11 @@ mod tests {
         let mut s = Sequencer::with_window(0);
         s.baseline(3, "e");
         s.delivered(&stored(4, "e"));
-        assert_eq!(s.window().page(Some(3), -1), None);
-        let at_top = s.window().page(Some(4), -1).expect("at the top");
+        assert_eq!(s.window().page(Some(3), HistoryLimit::All), None);
+        let at_top = s
+            .window()
+            .page(Some(4), HistoryLimit::All)
+            .expect("at the top");
         assert_eq!((offsets(&at_top), at_top.position.offset), (vec![], 4));
     }
 

@@ -13,7 +13,7 @@ use fred::prelude::*;
 use herald_broker::{
     BrokerError, HistoryPage, JoinLeave, PublishOutcome, PublishRequest, new_epoch,
 };
-use herald_protocol::{ClientInfo, StreamPosition};
+use herald_protocol::{ClientInfo, HistoryLimit, StreamPosition};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -34,12 +34,12 @@ pub(crate) struct StreamMeta {
 #[async_trait]
 pub(crate) trait Streams: Send + Sync + 'static {
     /// Reads a channel's history after (or, `reverse`, before) `since` and its position;
-    /// at most `limit` publications, negative = all.
+    /// at most `limit` publications.
     async fn read(
         &self,
         channel: &str,
         since: Option<u64>,
-        limit: i64,
+        limit: HistoryLimit,
         reverse: bool,
     ) -> Result<HistoryPage, BrokerError>;
 
@@ -242,7 +242,7 @@ impl Streams for Store {
         &self,
         channel: &str,
         since: Option<u64>,
-        limit: i64,
+        limit: HistoryLimit,
         reverse: bool,
     ) -> Result<HistoryPage, BrokerError> {
         let keys = vec![self.keys.stream(channel), self.keys.meta(channel)];
@@ -251,7 +251,7 @@ impl Streams for Store {
         let since = since.map_or_else(|| "-1".to_owned(), |s| s.min(MAX_LUA_OFFSET).to_string());
         let args = vec![
             since,
-            limit.to_string(),
+            limit.to_signed().to_string(),
             if reverse { "1" } else { "0" }.to_owned(),
             new_epoch(),
             secs(self.settings.meta_ttl),

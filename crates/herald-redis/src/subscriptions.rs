@@ -11,6 +11,7 @@ use crate::pubsub::PubSub;
 use crate::stop::Stop;
 use crate::store::Streams;
 use herald_broker::{BrokerError, Ended};
+use herald_protocol::HistoryLimit;
 use parking_lot::Mutex;
 use std::future::Future;
 use std::sync::Arc;
@@ -170,9 +171,10 @@ impl Subscriptions {
         }
         // The position when the node started listening: a publication lost right after
         // this is then a gap the node can see.
-        let reads = channels
-            .iter()
-            .map(|c| self.streams.read(c, None, 0, false));
+        let reads = channels.iter().map(|c| {
+            self.streams
+                .read(c, None, HistoryLimit::PositionOnly, false)
+        });
         let pages = futures_util::future::join_all(reads).await;
         for (c, page) in channels.iter().zip(pages) {
             // Best effort: without a baseline the first live publication sets one.

@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod serve;
 mod tail;
+mod token;
 mod tools;
 
 use clap::Parser;

@@ -162,7 +162,7 @@ fn print_dev_banner(config: &herald_gateway::Config, addr: std::net::SocketAddr)
     let token = if secret.is_empty() {
         String::from("(no HMAC secret: sign tokens with your configured key)")
     } else {
-        crate::tools::sign(secret, &serde_json::json!({"sub": "dev-user", "exp": herald_gateway::auth::unix_now() + 86_400}))
+        crate::token::sign(secret, &serde_json::json!({"sub": "dev-user", "exp": herald_gateway::auth::unix_now() + 86_400}))
             .unwrap_or_else(|e| format!("(cannot sign: {e})"))
     };
     let key = config.api.key.expose();

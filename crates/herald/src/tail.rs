@@ -30,7 +30,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
             let mut claims =
                 json!({ "sub": args.user, "exp": herald_gateway::auth::unix_now() + 86_400 });
             args.claims.apply(&mut claims);
-            Some(crate::tools::sign(secret, &claims)?)
+            Some(crate::token::sign(secret, &claims)?)
         }
         (None, None) => None,
     };

@@ -4,22 +4,13 @@ use crate::cli::{
     CheckconfigArgs, ConfigArgs, GentokenArgs, HealthcheckArgs, PublishArgs, PublishEntityArgs,
 };
 use crate::config::{Layers, env_reference};
+use crate::token::sign;
 use anyhow::{Context, bail};
 use herald_gateway::auth::unix_now;
 use herald_protocol::{Audience, EntityEvent, RawJson};
 use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::time::Duration;
-
-/// Signs claims with an HMAC secret (HS256).
-pub fn sign(secret: &str, claims: &Value) -> anyhow::Result<String> {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .context("cannot sign the token")
-}
 
 fn config_secret(config: &ConfigArgs) -> anyhow::Result<String> {
     let mut b = Layers::new();

@@ -1,7 +1,7 @@
 //! Command handling: decode a frame, dispatch each command, queue its reply.
 
 use super::{Conn, Fail, Session, idempotency};
-use crate::auth::{TokenError, unix_now};
+use crate::auth::{TokenError, expiry, unix_now};
 use crate::channel::{Action, Channel};
 use crate::hub::ConnHandle;
 use herald_broker::PublishRequest;
@@ -12,22 +12,7 @@ use herald_protocol::{
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::time::Instant;
-
-/// Converts an expiry in Unix seconds to a deadline and the seconds left.
-pub(super) fn expiry(at: Option<u64>) -> (Option<Instant>, u32) {
-    match at {
-        None => (None, 0),
-        Some(at) => {
-            let left = at.saturating_sub(unix_now());
-            (
-                Some(Instant::now() + Duration::from_secs(left)),
-                u32::try_from(left).unwrap_or(u32::MAX),
-            )
-        }
-    }
-}
 
 impl Conn {
     pub(super) async fn on_frame(&mut self, text: &str) -> Result<(), DisconnectCode> {
@@ -271,7 +256,7 @@ impl Conn {
                     .broker_errors
                     .with_label_values(&["publish"])
                     .inc();
-                tracing::warn!(error = %e, "publish failed");
+                tracing::warn!(error = %herald_broker::Chain(&e), "publish failed");
                 Err(ErrorCode::Internal.into())
             }
         }
@@ -302,7 +287,7 @@ impl Conn {
                     .broker_errors
                     .with_label_values(&["history"])
                     .inc();
-                tracing::warn!(error = %e, "history read failed");
+                tracing::warn!(error = %herald_broker::Chain(&e), "history read failed");
                 ErrorCode::Internal
             })?;
         crate::reads::check_since_epoch(req.since.as_ref(), &page.position.epoch)?;
@@ -330,7 +315,7 @@ impl Conn {
                 .broker_errors
                 .with_label_values(&["presence"])
                 .inc();
-            tracing::warn!(error = %e, "presence read failed");
+            tracing::warn!(error = %herald_broker::Chain(&e), "presence read failed");
             ErrorCode::Internal
         })?;
         Ok(if stats {

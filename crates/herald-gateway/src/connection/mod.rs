@@ -375,7 +375,7 @@ impl Conn {
             && let Some(session) = &self.session
             && let Err(e) = broker.remove_presence(channel, &session.client).await
         {
-            tracing::warn!(error = %e, channel, "presence removal failed");
+            tracing::warn!(error = %herald_broker::Chain(&e), channel, "presence removal failed");
         }
         if sub.announce_leave
             && let Some(info) = self.client_info(sub.chan_info)
@@ -383,7 +383,7 @@ impl Conn {
                 .publish_join_leave(channel, herald_broker::JoinLeave::Leave(info))
                 .await
         {
-            tracing::warn!(error = %e, channel, "leave announcement failed");
+            tracing::warn!(error = %herald_broker::Chain(&e), channel, "leave announcement failed");
         }
         true
     }

@@ -56,7 +56,7 @@ impl Conn {
         if expires.is_some_and(|t| t <= crate::auth::unix_now()) {
             return Err(ErrorCode::TokenExpired.into());
         }
-        let (expires_at, ttl) = super::commands::expiry(expires);
+        let (expires_at, ttl) = crate::auth::expiry(expires);
         let opts = SubOptions {
             recover: req.recover,
             offset: req.offset,
@@ -99,7 +99,7 @@ impl Conn {
         };
         let hub = self.node.hub.clone();
         hub.subscribe(channel, subscriber).await.map_err(|e| {
-            tracing::warn!(error = %e, channel, "node subscription failed");
+            tracing::warn!(error = %herald_broker::Chain(&e), channel, "node subscription failed");
             ErrorCode::Internal
         })?;
         // Live publications reach this connection from here on; the history read must
@@ -139,7 +139,7 @@ impl Conn {
             let page = match self.node.broker.history(channel, query).await {
                 Ok(page) => page,
                 Err(e) => {
-                    tracing::warn!(error = %e, channel, "history read failed");
+                    tracing::warn!(error = %herald_broker::Chain(&e), channel, "history read failed");
                     self.node
                         .metrics
                         .broker_errors
@@ -184,14 +184,14 @@ impl Conn {
                 .add_presence(channel, &info, config.client.presence_ttl)
                 .await
         {
-            tracing::warn!(error = %e, channel, "presence update failed");
+            tracing::warn!(error = %herald_broker::Chain(&e), channel, "presence update failed");
         }
         if announce
             && let Err(e) = broker
                 .publish_join_leave(channel, herald_broker::JoinLeave::Join(info))
                 .await
         {
-            tracing::warn!(error = %e, channel, "join announcement failed");
+            tracing::warn!(error = %herald_broker::Chain(&e), channel, "join announcement failed");
         }
         Ok(result)
     }

@@ -17,6 +17,7 @@ use crate::stop::Stop;
 use crate::store::Streams;
 use bytes::Bytes;
 use herald_broker::{BrokerContext, BrokerError, BrokerHandler, HistoryPage, StoredPublication};
+use herald_protocol::HistoryLimit;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -124,7 +125,7 @@ impl Delivery {
         &self,
         channel: &str,
         since: Option<u64>,
-        limit: i64,
+        limit: HistoryLimit,
     ) -> Option<HistoryPage> {
         self.channels
             .lock()
@@ -235,7 +236,7 @@ impl Delivery {
     /// Reads and delivers offsets `from..=to`; false when the stream no longer holds
     /// all of them (or cannot be read).
     async fn repair(&self, channel: &str, from: u64, to: u64, epoch: &str) -> bool {
-        let count = i64::try_from(to - from + 1).unwrap_or(i64::MAX);
+        let count = HistoryLimit::at_most(usize::try_from(to - from + 1).unwrap_or(usize::MAX));
         let page = match self
             .streams
             .read(channel, Some(from - 1), count, false)
@@ -282,7 +283,11 @@ impl Delivery {
         let Some((last, epoch)) = known else {
             return;
         };
-        let page = match self.streams.read(channel, Some(last), -1, false).await {
+        let page = match self
+            .streams
+            .read(channel, Some(last), HistoryLimit::All, false)
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %chain(&e), channel, "catch-up read failed; the next check retries");

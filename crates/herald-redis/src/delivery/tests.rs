@@ -4,7 +4,7 @@ use super::*;
 use crate::store::StreamMeta;
 use async_trait::async_trait;
 use herald_broker::JoinLeave;
-use herald_protocol::{Publication, RawJson, StreamPosition};
+use herald_protocol::{HistoryLimit, Publication, RawJson, StreamPosition};
 
 /// One channel's stream: an epoch, the offsets it still holds, and its top.
 #[derive(Default)]
@@ -33,13 +33,13 @@ impl Streams for FakeStreams {
         &self,
         _channel: &str,
         since: Option<u64>,
-        limit: i64,
+        limit: HistoryLimit,
         _reverse: bool,
     ) -> Result<HistoryPage, BrokerError> {
         let mut s = self.0.lock();
         s.reads += 1;
         let since = since.unwrap_or(0);
-        let take = usize::try_from(limit).unwrap_or(usize::MAX);
+        let take = limit.max_items();
         Ok(HistoryPage {
             publications: s
                 .held
@@ -150,7 +150,7 @@ async fn a_gap_is_repaired_from_the_stream_before_the_publication() {
     assert_eq!((r.reads(), r.lost()), (1, 0));
     let page = r
         .delivery
-        .window_page("c", Some(6), -1)
+        .window_page("c", Some(6), HistoryLimit::All)
         .expect("in the window");
     assert_eq!(
         page.publications

@@ -7,6 +7,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 /// A running balancer; stops (with every proxied connection) on drop.
+#[derive(Debug)]
 pub struct Balancer {
     /// The port clients connect to.
     pub port: u16,

@@ -107,6 +107,14 @@ pub struct Herald {
     http: reqwest::Client,
 }
 
+impl std::fmt::Debug for Herald {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Herald")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Herald {
     /// Starts a node with [`NAMESPACES`] and `extra` TOML appended (sections only).
     pub async fn start(extra: &str) -> Herald {

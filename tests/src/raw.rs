@@ -13,6 +13,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 pub const WAIT: Duration = Duration::from_secs(5);
 
 /// One raw WebSocket connection.
+#[derive(Debug)]
 pub struct Raw {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pending: std::collections::VecDeque<Reply>,

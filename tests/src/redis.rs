@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 /// One `redis-server` process, killed on drop. It keeps nothing on disk, so a restart
 /// loses every key (which is how tests make an epoch change).
+#[derive(Debug)]
 pub struct RedisServer {
     child: Option<Child>,
     /// Its port.
@@ -124,6 +125,7 @@ impl Drop for RedisServer {
 }
 
 /// A three-primary Redis Cluster on one machine.
+#[derive(Debug)]
 pub struct RedisCluster {
     /// The primaries.
     pub nodes: Vec<RedisServer>,

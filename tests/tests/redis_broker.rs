@@ -125,8 +125,7 @@ async fn unreachable_redis_fails_fast_with_a_clear_error() {
         ..RedisConfig::default()
     })
     .await
-    .err()
-    .expect("no Redis there");
+    .expect_err("no Redis there");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(err.to_string().contains(&port.to_string()), "{err}");
 }

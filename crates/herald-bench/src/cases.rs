@@ -6,14 +6,14 @@ use serde::Serialize;
 
 /// How a measurement is compared with its target.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub enum Cmp {
+pub(crate) enum Cmp {
     AtLeast,
     AtMost,
 }
 
 /// One performance target.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Target {
+pub(crate) struct Target {
     pub id: &'static str,
     pub key: &'static str,
     pub cmp: Cmp,
@@ -22,7 +22,7 @@ pub struct Target {
 
 impl Target {
     /// Whether `rows` meet the target; `None` when the measurement is missing.
-    pub fn met(&self, rows: &[Row]) -> Option<bool> {
+    pub(crate) fn met(&self, rows: &[Row]) -> Option<bool> {
         let v = rows.iter().find(|r| r.key == self.key)?.value;
         if v.is_nan() {
             return Some(false);
@@ -33,7 +33,7 @@ impl Target {
         })
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let op = match self.cmp {
             Cmp::AtLeast => "≥",
             Cmp::AtMost => "≤",
@@ -44,7 +44,7 @@ impl Target {
 
 /// A scenario at a given size.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Case {
+pub(crate) struct Case {
     pub name: &'static str,
     pub scenario: Scenario,
     pub full: Params,
@@ -70,7 +70,7 @@ const fn t(id: &'static str, key: &'static str, cmp: Cmp, limit: f64) -> Target 
 use Cmp::{AtLeast, AtMost};
 
 /// Every case, in the order of the targets.
-pub const CASES: &[Case] = &[
+pub(crate) const CASES: &[Case] = &[
     Case {
         name: "idle-max",
         scenario: Scenario::Idle,
@@ -191,6 +191,6 @@ pub const CASES: &[Case] = &[
 ];
 
 /// Looks a case up by name.
-pub fn find(name: &str) -> Option<&'static Case> {
+pub(crate) fn find(name: &str) -> Option<&'static Case> {
     CASES.iter().find(|c| c.name == name)
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 /// Options of `herald-bench run`.
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Cases to run (default: all); see `herald-bench cases`.
     #[arg(long = "case", value_name = "NAME")]
     cases: Vec<String>,
@@ -98,7 +98,7 @@ fn machine() -> Machine {
     }
 }
 
-pub fn print_cases() {
+pub(crate) fn print_cases() {
     for c in CASES {
         let targets: Vec<String> = c.targets.iter().map(|t| t.describe()).collect();
         eprintln!(
@@ -113,7 +113,7 @@ pub fn print_cases() {
     }
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let cases: Vec<&Case> = if args.cases.is_empty() {
         // Saturation cases share the fan-out code; a smoke run (debug build, tiny sizes)
         // leaves them out, since saturating a debug build only measures its slowness.

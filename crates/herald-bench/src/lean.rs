@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A lean connection's position, readable by the stats command.
 #[derive(Default)]
-pub struct LeanTrack {
+pub(crate) struct LeanTrack {
     pub last: AtomicU64,
     pub connected: AtomicBool,
     /// The server closed the connection as a slow consumer (3008).
@@ -27,7 +27,7 @@ pub struct LeanTrack {
 
 /// What one frame held, folded into the worker's counters by the caller.
 #[derive(Default)]
-pub struct FrameTally {
+pub(crate) struct FrameTally {
     pub received: u64,
     pub dups: u64,
     pub gaps: u64,
@@ -36,7 +36,7 @@ pub struct FrameTally {
 }
 
 /// Connects from `source_ip` and subscribes to `channel`.
-pub async fn connect(
+pub(crate) async fn connect(
     url: &str,
     source_ip: IpAddr,
     channel: &str,
@@ -77,7 +77,7 @@ pub async fn connect(
 }
 
 /// Reads publications until the socket closes, calling `fold` once per frame.
-pub async fn read(
+pub(crate) async fn read(
     mut ws: WebSocketStream<TcpStream>,
     track: Arc<LeanTrack>,
     mut fold: impl FnMut(FrameTally),

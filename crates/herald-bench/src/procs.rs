@@ -11,7 +11,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// A free TCP port below the ephemeral range, so the load's own source ports never
 /// collide with a server's.
-pub fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     use rand::Rng;
     for _ in 0..200 {
         let port = rand::rng().random_range(20_000..32_000);
@@ -23,23 +23,23 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// A process killed when dropped.
-pub struct Proc {
+pub(crate) struct Proc {
     pub child: Child,
     pub name: String,
 }
 
 impl Proc {
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
     }
 
     /// Reads the process's resident memory and CPU time.
-    pub fn sample(&self) -> anyhow::Result<Sample> {
+    pub(crate) fn sample(&self) -> anyhow::Result<Sample> {
         Sample::of(self.pid())
     }
 
     /// Sends SIGTERM and waits up to `wait` before killing.
-    pub async fn stop(mut self, wait: Duration) {
+    pub(crate) async fn stop(mut self, wait: Duration) {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
@@ -60,14 +60,14 @@ impl Drop for Proc {
 
 /// Resident memory and CPU time of one process.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub rss_kib: u64,
     /// utime + stime, in microseconds.
     pub cpu_us: u64,
 }
 
 impl Sample {
-    pub fn of(pid: u32) -> anyhow::Result<Self> {
+    pub(crate) fn of(pid: u32) -> anyhow::Result<Self> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let rss_kib = status
             .lines()
@@ -106,14 +106,14 @@ fn clock_ticks() -> u64 {
 }
 
 /// The machine's load average and available memory.
-pub fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
 }
 
 /// MemAvailable in KiB, for the kernel's share of connection memory.
-pub fn mem_available_kib() -> u64 {
+pub(crate) fn mem_available_kib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -128,7 +128,7 @@ pub fn mem_available_kib() -> u64 {
 /// The machine's count of connections dropped because a listen queue was full
 /// (`TcpExtListenOverflows`): each is a client whose SYN the kernel ignored, to be
 /// retransmitted 1 s or more later. Machine-wide, so compare before and after a phase.
-pub fn listen_overflows() -> u64 {
+pub(crate) fn listen_overflows() -> u64 {
     let Ok(netstat) = std::fs::read_to_string("/proc/net/netstat") else {
         return 0;
     };
@@ -145,13 +145,13 @@ pub fn listen_overflows() -> u64 {
 }
 
 /// A private `redis-server`.
-pub struct Redis {
+pub(crate) struct Redis {
     pub port: u16,
     pub proc: Proc,
 }
 
 impl Redis {
-    pub async fn start() -> anyhow::Result<Self> {
+    pub(crate) async fn start() -> anyhow::Result<Self> {
         let port = free_port()?;
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -177,12 +177,12 @@ impl Redis {
         bail!("redis-server on {port} did not start")
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Runs a `redis-cli` command and returns its output.
-    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+    pub(crate) async fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
             .args(args)
@@ -192,7 +192,9 @@ impl Redis {
     }
 
     /// Calls per command since start, from `INFO commandstats`.
-    pub async fn command_calls(&self) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+    pub(crate) async fn command_calls(
+        &self,
+    ) -> anyhow::Result<std::collections::HashMap<String, u64>> {
         let info = self.cli(&["INFO", "commandstats"]).await?;
         Ok(info
             .lines()
@@ -211,14 +213,14 @@ impl Redis {
 }
 
 /// A child process driven over the line protocol.
-pub struct LineChild {
+pub(crate) struct LineChild {
     pub proc: Proc,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
 }
 
 impl LineChild {
-    pub fn spawn(name: &str, program: &Path, args: &[String]) -> anyhow::Result<Self> {
+    pub(crate) fn spawn(name: &str, program: &Path, args: &[String]) -> anyhow::Result<Self> {
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
@@ -239,7 +241,7 @@ impl LineChild {
         })
     }
 
-    pub async fn send(&mut self, op: &Op) -> anyhow::Result<()> {
+    pub(crate) async fn send(&mut self, op: &Op) -> anyhow::Result<()> {
         let mut line = serde_json::to_vec(op)?;
         line.push(b'\n');
         self.stdin.write_all(&line).await?;
@@ -248,7 +250,7 @@ impl LineChild {
     }
 
     /// The next event, within `timeout`.
-    pub async fn recv(&mut self, timeout: Duration) -> anyhow::Result<Ev> {
+    pub(crate) async fn recv(&mut self, timeout: Duration) -> anyhow::Result<Ev> {
         loop {
             let line = tokio::time::timeout(timeout, self.lines.next_line())
                 .await
@@ -263,7 +265,7 @@ impl LineChild {
         }
     }
 
-    pub async fn call(&mut self, op: &Op, timeout: Duration) -> anyhow::Result<Ev> {
+    pub(crate) async fn call(&mut self, op: &Op, timeout: Duration) -> anyhow::Result<Ev> {
         self.send(op).await?;
         self.recv(timeout).await
     }
@@ -271,7 +273,7 @@ impl LineChild {
 
 /// Where the binaries and scripts are.
 #[derive(Debug, Clone)]
-pub struct Paths {
+pub(crate) struct Paths {
     pub herald: PathBuf,
     pub bench: PathBuf,
     pub peer_dir: PathBuf,
@@ -279,7 +281,7 @@ pub struct Paths {
 }
 
 /// Waits until `url` answers 200.
-pub async fn wait_http_ok(url: &str, timeout: Duration) -> anyhow::Result<()> {
+pub(crate) async fn wait_http_ok(url: &str, timeout: Duration) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -297,7 +299,7 @@ pub async fn wait_http_ok(url: &str, timeout: Duration) -> anyhow::Result<()> {
 
 /// Reads one counter from a Prometheus text page: `name` alone sums every label set,
 /// `name{label="v"}` picks one.
-pub async fn scrape_counter(url: &str, name: &str) -> anyhow::Result<f64> {
+pub(crate) async fn scrape_counter(url: &str, name: &str) -> anyhow::Result<f64> {
     let body = reqwest::get(url).await?.text().await?;
     Ok(body
         .lines()

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// A command from the coordinator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum Op {
+pub(crate) enum Op {
     /// Open `conns` connections from `source_ip`, `ramp` per second (0 = as fast as
     /// possible), each subscribed to `channel`; answered by [`Ev::Opened`].
     Open {
@@ -73,7 +73,7 @@ fn default_pad() -> usize {
 /// An event from a child process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "ev", rename_all = "snake_case")]
-pub enum Ev {
+pub(crate) enum Ev {
     /// A publisher is connected and ready.
     Ready,
     /// The answer to [`Op::Open`].
@@ -115,7 +115,7 @@ pub enum Ev {
 /// One worker's counters.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-pub struct WorkerStats {
+pub(crate) struct WorkerStats {
     pub conns: usize,
     pub connected: usize,
     /// Publications received, duplicates excluded.
@@ -139,14 +139,14 @@ pub struct WorkerStats {
 
 /// The payload of every benchmark publication.
 #[derive(Debug, Clone, Copy, Deserialize)]
-pub struct Payload {
+pub(crate) struct Payload {
     pub seq: u64,
     /// Wall-clock µs when it was published.
     pub ts: u64,
 }
 
 /// Builds a payload of about `pad` bytes.
-pub fn payload(seq: u64, ts: u64, pad: usize) -> String {
+pub(crate) fn payload(seq: u64, ts: u64, pad: usize) -> String {
     let head = format!(r#"{{"seq":{seq},"ts":{ts},"p":""#);
     let fill = pad.saturating_sub(head.len() + 2);
     let mut s = String::with_capacity(head.len() + fill + 2);
@@ -157,14 +157,14 @@ pub fn payload(seq: u64, ts: u64, pad: usize) -> String {
 }
 
 /// Wall-clock microseconds since the Unix epoch.
-pub fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Rounds to three significant digits, the resolution latency lists are exchanged in.
-pub fn round3(v: u64) -> u64 {
+pub(crate) fn round3(v: u64) -> u64 {
     let mut scale = 1;
     let mut x = v;
     while x >= 1000 {

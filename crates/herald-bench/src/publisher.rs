@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// History kept per channel: enough for every scenario's recovery window.
-pub const HISTORY_SIZE: usize = 10_000;
+pub(crate) const HISTORY_SIZE: usize = 10_000;
 /// How long history is kept.
-pub const HISTORY_TTL: Duration = Duration::from_secs(600);
+pub(crate) const HISTORY_TTL: Duration = Duration::from_secs(600);
 
 /// Runs the publisher protocol on stdin/stdout.
-pub async fn run(redis_url: &str) -> anyhow::Result<()> {
+pub(crate) async fn run(redis_url: &str) -> anyhow::Result<()> {
     let publisher = Publisher::connect(redis_url)
         .await
         .context("connecting to Redis")?;

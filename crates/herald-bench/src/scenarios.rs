@@ -12,7 +12,7 @@ use std::time::Duration;
 /// Which scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Scenario {
+pub(crate) enum Scenario {
     /// N idle subscribed connections: memory per connection, then after a burst.
     Idle,
     /// One channel, N subscribers, a fixed offered publish rate: throughput, loss,
@@ -33,7 +33,7 @@ pub enum Scenario {
 
 /// The size of a scenario run.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Params {
+pub(crate) struct Params {
     /// Connections.
     pub n: usize,
     /// Publications per second (0 = as fast as the publisher goes).
@@ -44,7 +44,7 @@ pub struct Params {
 
 /// One measurement.
 #[derive(Debug, Clone, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     pub key: &'static str,
     pub value: f64,
     pub unit: &'static str,
@@ -52,7 +52,7 @@ pub struct Row {
 
 /// What one run of one scenario measured.
 #[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub rows: Vec<Row>,
     /// Correctness problems (loss, duplicates, failed connections): a smoke run fails on
     /// any.
@@ -79,7 +79,11 @@ impl Outcome {
 }
 
 /// Runs one scenario on a started stack.
-pub async fn run(scenario: Scenario, stack: &mut Stack, p: Params) -> anyhow::Result<Outcome> {
+pub(crate) async fn run(
+    scenario: Scenario,
+    stack: &mut Stack,
+    p: Params,
+) -> anyhow::Result<Outcome> {
     match scenario {
         Scenario::Idle => idle(stack, p).await,
         Scenario::Fanout => fanout(stack, p).await,
@@ -443,12 +447,12 @@ async fn disruption(stack: &mut Stack, p: Params) -> anyhow::Result<Outcome> {
 }
 
 /// The median of some values (NaN when empty).
-pub fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     quantile(v, 0.5)
 }
 
 /// A nearest-rank quantile of some values (NaN when empty).
-pub fn quantile(v: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(v: &[f64], q: f64) -> f64 {
     let mut sorted: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
     if sorted.is_empty() {
         return f64::NAN;

@@ -12,7 +12,7 @@ use tokio::process::Command;
 /// Which server is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum System {
+pub(crate) enum System {
     /// A Herald gateway with the Redis broker.
     Herald,
     /// Socket.IO 4.8 with the Redis streams adapter and connection state recovery.
@@ -20,7 +20,7 @@ pub enum System {
 }
 
 impl System {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             System::Herald => "herald",
             System::Peer => "socket.io",
@@ -30,7 +30,7 @@ impl System {
 
 /// Counters of all workers together.
 #[derive(Debug)]
-pub struct Merged {
+pub(crate) struct Merged {
     pub conns: usize,
     pub connected: usize,
     pub received: u64,
@@ -83,11 +83,11 @@ impl Merged {
     }
 
     /// A latency quantile in milliseconds.
-    pub fn lat_ms(&self, q: f64) -> f64 {
+    pub(crate) fn lat_ms(&self, q: f64) -> f64 {
         quantile_ms(&self.lat, q)
     }
 
-    pub fn replay_ms(&self, q: f64) -> f64 {
+    pub(crate) fn replay_ms(&self, q: f64) -> f64 {
         quantile_ms(&self.replay, q)
     }
 }
@@ -110,7 +110,7 @@ fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
 }
 
 /// The system under test and everything driving it.
-pub struct Stack {
+pub(crate) struct Stack {
     pub system: System,
     pub redis: Redis,
     pub server: Proc,
@@ -131,11 +131,15 @@ impl Drop for TempDir {
 }
 
 /// Open files a worker may use; the box's hard limit is 20,000 per process.
-pub const CONNS_PER_WORKER: usize = 9_000;
+pub(crate) const CONNS_PER_WORKER: usize = 9_000;
 
 impl Stack {
     /// Starts Redis, the server, the publisher and `workers` worker processes.
-    pub async fn start(system: System, paths: &Paths, workers: usize) -> anyhow::Result<Self> {
+    pub(crate) async fn start(
+        system: System,
+        paths: &Paths,
+        workers: usize,
+    ) -> anyhow::Result<Self> {
         let redis = Redis::start().await?;
         let dir = std::env::temp_dir().join(format!(
             "herald-bench-{}-{}",
@@ -198,7 +202,7 @@ impl Stack {
     }
 
     /// The address clients connect to.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         match self.system {
             System::Herald => format!("ws://127.0.0.1:{}/connection/websocket", self.port),
             System::Peer => format!("http://127.0.0.1:{}", self.port),
@@ -213,7 +217,7 @@ impl Stack {
 
     /// Opens `n` subscribed connections, split evenly over the workers; returns how many
     /// subscribed.
-    pub async fn open(
+    pub(crate) async fn open(
         &mut self,
         n: usize,
         channel: &str,
@@ -253,7 +257,7 @@ impl Stack {
     }
 
     /// Publishes `count` messages at `rate`/s (0 = as fast as possible).
-    pub async fn publish(
+    pub(crate) async fn publish(
         &mut self,
         channel: &str,
         rate: f64,
@@ -288,7 +292,7 @@ impl Stack {
     }
 
     /// Starts a publish and returns at once; collect it with [`Self::published`].
-    pub async fn publish_start(
+    pub(crate) async fn publish_start(
         &mut self,
         channel: &str,
         rate: f64,
@@ -306,7 +310,7 @@ impl Stack {
             .await
     }
 
-    pub async fn published(&mut self, timeout: Duration) -> anyhow::Result<Published> {
+    pub(crate) async fn published(&mut self, timeout: Duration) -> anyhow::Result<Published> {
         match self.publisher.recv(timeout).await? {
             Ev::Published {
                 ms,
@@ -323,7 +327,7 @@ impl Stack {
     }
 
     /// Every worker's counters together.
-    pub async fn stats(&mut self, expect_last: Option<u64>) -> anyhow::Result<Merged> {
+    pub(crate) async fn stats(&mut self, expect_last: Option<u64>) -> anyhow::Result<Merged> {
         let mut merged = Merged::new();
         for w in &mut self.workers {
             w.send(&Op::Stats { expect_last }).await?;
@@ -338,7 +342,11 @@ impl Stack {
     }
 
     /// Waits until every connection has every publication up to `last`, or `timeout`.
-    pub async fn wait_caught_up(&mut self, last: u64, timeout: Duration) -> anyhow::Result<Merged> {
+    pub(crate) async fn wait_caught_up(
+        &mut self,
+        last: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Merged> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let s = self.stats(Some(last)).await?;
@@ -352,7 +360,7 @@ impl Stack {
     }
 
     /// Clears the latency histograms of every worker.
-    pub async fn reset(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn reset(&mut self) -> anyhow::Result<()> {
         for w in &mut self.workers {
             w.call(&Op::Reset, Duration::from_secs(30)).await?;
         }
@@ -360,7 +368,7 @@ impl Stack {
     }
 
     /// Drops every connection; each reconnects after `offline_ms` plus up to `jitter_ms`.
-    pub async fn drop_all(&mut self, offline_ms: u64, jitter_ms: u64) -> anyhow::Result<()> {
+    pub(crate) async fn drop_all(&mut self, offline_ms: u64, jitter_ms: u64) -> anyhow::Result<()> {
         for w in &mut self.workers {
             w.send(&Op::Drop {
                 offline_ms,
@@ -378,7 +386,7 @@ impl Stack {
     }
 
     /// Starts the periodic disruption on every worker.
-    pub async fn disrupt(
+    pub(crate) async fn disrupt(
         &mut self,
         every_ms: u64,
         offline_ms: u64,
@@ -404,7 +412,7 @@ impl Stack {
     }
 
     /// Waits for every worker's `disrupt_done`.
-    pub async fn disrupt_done(&mut self, timeout: Duration) -> anyhow::Result<()> {
+    pub(crate) async fn disrupt_done(&mut self, timeout: Duration) -> anyhow::Result<()> {
         for w in &mut self.workers {
             match w.recv(timeout).await? {
                 Ev::DisruptDone => {}
@@ -415,7 +423,7 @@ impl Stack {
     }
 
     /// Starts a Herald worker process that holds one stalled connection.
-    pub async fn stall(&mut self, channel: &str) -> anyhow::Result<LineChild> {
+    pub(crate) async fn stall(&mut self, channel: &str) -> anyhow::Result<LineChild> {
         let mut w = LineChild::spawn("stalled", &self.paths.bench, &["worker".into()])?;
         let url = match self.system {
             System::Herald => self.url(),
@@ -441,17 +449,17 @@ impl Stack {
     }
 
     /// The server's memory and CPU time.
-    pub fn sample(&self) -> anyhow::Result<Sample> {
+    pub(crate) fn sample(&self) -> anyhow::Result<Sample> {
         self.server.sample()
     }
 
     /// A gateway metric (Herald only).
-    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+    pub(crate) async fn metric(&self, name: &str) -> anyhow::Result<f64> {
         crate::procs::scrape_counter(&format!("http://127.0.0.1:{}/metrics", self.port), name).await
     }
 
     /// Stops everything.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         for mut w in self.workers {
             let _ = w.send(&Op::Close).await;
             let _ = w.recv(Duration::from_secs(5)).await;
@@ -465,7 +473,7 @@ impl Stack {
 
 /// What the publisher reported.
 #[derive(Debug, Clone, Copy)]
-pub struct Published {
+pub(crate) struct Published {
     pub ms: f64,
     pub late_max_ms: f64,
     pub failed: u64,

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 const RECV_BUFFER: u32 = 4096;
 
 /// Connects, subscribes to `channel`, and returns the socket once subscribed.
-pub async fn open(
+pub(crate) async fn open(
     url: &str,
     source_ip: &str,
     channel: &str,

@@ -139,7 +139,7 @@ impl Shared {
 }
 
 /// Runs the worker protocol on stdin/stdout until `close` or end of input.
-pub async fn run() -> anyhow::Result<()> {
+pub(crate) async fn run() -> anyhow::Result<()> {
     let shared = Arc::new(Shared::default());
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let out = Arc::new(tokio::sync::Mutex::new(tokio::io::stdout()));

@@ -21,6 +21,12 @@ pub struct Collector {
     joins: Mutex<Vec<(String, JoinLeave)>>,
 }
 
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector").finish_non_exhaustive()
+    }
+}
+
 impl Collector {
     /// Join/leave events received so far.
     pub fn join_leaves(&self) -> Vec<(String, JoinLeave)> {

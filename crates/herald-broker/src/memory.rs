@@ -42,6 +42,12 @@ pub struct MemoryBroker {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for MemoryBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBroker").finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     config: MemoryConfig,
     channels: Mutex<HashMap<String, Arc<Mutex<Channel>>>>,

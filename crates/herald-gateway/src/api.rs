@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 /// An API error: a protocol error code and a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     /// The code (see [`ErrorCode`]).
     pub code: u32,
     /// What went wrong.
@@ -240,7 +240,7 @@ struct ChannelOutcome<'a> {
 struct Empty {}
 
 /// The API's methods, in the order `info` lists them.
-pub const METHODS: &[&str] = &[
+pub(crate) const METHODS: &[&str] = &[
     "publish",
     "broadcast",
     "publish_entity",
@@ -256,7 +256,7 @@ pub const METHODS: &[&str] = &[
 ];
 
 /// Runs one API method with its JSON params (the request body).
-pub async fn call(node: &Arc<Node>, method: &str, params: &str) -> ApiResult {
+pub(crate) async fn call(node: &Arc<Node>, method: &str, params: &str) -> ApiResult {
     match METHODS.iter().find(|m| **m == method) {
         Some(m) => node.metrics.api_calls.with_label_values(&[m]).inc(),
         None => {
@@ -614,7 +614,7 @@ fn body_text(body: &Bytes) -> Result<&str, ApiError> {
 }
 
 /// `POST /api/{method}`.
-pub async fn method_handler(
+pub(crate) async fn method_handler(
     State(node): State<Arc<Node>>,
     Path(method): Path<String>,
     headers: HeaderMap,
@@ -640,7 +640,7 @@ pub async fn method_handler(
 
 /// `POST /api`: newline-separated `{"method": .., "params": ..}` commands, answered by
 /// newline-separated `{"result": ..}` or `{"error": ..}` lines in the same order.
-pub async fn pipeline_handler(
+pub(crate) async fn pipeline_handler(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
     body: Bytes,

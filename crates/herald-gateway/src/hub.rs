@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// A node-unique connection number.
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 /// A publication encoded once for every subscriber on this node.
 #[derive(Debug)]
-pub struct EncodedPublication {
+pub(crate) struct EncodedPublication {
     /// The channel.
     pub channel: Arc<str>,
     /// The offset (0 without history).
@@ -33,7 +33,7 @@ pub struct EncodedPublication {
 
 /// What the hub and the server API queue for a connection's writer.
 #[derive(Debug, Clone)]
-pub enum Outgoing {
+pub(crate) enum Outgoing {
     /// A publication in a subscribed channel.
     Publication(Arc<EncodedPublication>),
     /// An already-encoded push (join, leave, message), shared by its recipients.
@@ -44,7 +44,7 @@ pub enum Outgoing {
 
 /// The server ends one subscription of a connection.
 #[derive(Debug, Clone)]
-pub struct UnsubscribeOrder {
+pub(crate) struct UnsubscribeOrder {
     /// The channel.
     pub channel: Arc<str>,
     /// The unsubscribe code.
@@ -53,7 +53,7 @@ pub struct UnsubscribeOrder {
 
 impl Outgoing {
     /// Tells a connection that the server ended its subscription to `channel`.
-    pub fn unsubscribe(channel: Arc<str>, code: herald_protocol::UnsubscribeCode) -> Self {
+    pub(crate) fn unsubscribe(channel: Arc<str>, code: herald_protocol::UnsubscribeCode) -> Self {
         Outgoing::Unsubscribe(Box::new(UnsubscribeOrder { channel, code }))
     }
 }
@@ -64,20 +64,20 @@ const _: () = assert!(std::mem::size_of::<Outgoing>() <= 16);
 
 /// Asks a connection to close itself with a code, from outside its task.
 #[derive(Debug, Default)]
-pub struct Closer {
+pub(crate) struct Closer {
     requested: Mutex<Option<(u16, String)>>,
     token: CancellationToken,
 }
 
 impl Closer {
     /// Requests a close with one of Herald's codes; the first request wins.
-    pub fn close(&self, code: DisconnectCode) {
+    pub(crate) fn close(&self, code: DisconnectCode) {
         self.close_with(code.code(), code.reason());
     }
 
     /// Requests a close with any code (3000–4999, application codes included) and
     /// reason; the first request wins.
-    pub fn close_with(&self, code: u16, reason: &str) {
+    pub(crate) fn close_with(&self, code: u16, reason: &str) {
         let mut requested = self.requested.lock();
         if requested.is_none() {
             *requested = Some((code, reason.to_owned()));
@@ -87,24 +87,24 @@ impl Closer {
     }
 
     /// The requested code and reason, once a close was requested.
-    pub fn requested_close(&self) -> Option<(u16, String)> {
+    pub(crate) fn requested_close(&self) -> Option<(u16, String)> {
         self.requested.lock().clone()
     }
 
     /// Whether a close was requested.
-    pub fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         self.token.is_cancelled()
     }
 
     /// Resolves when a close is requested.
-    pub async fn requested(&self) {
+    pub(crate) async fn requested(&self) {
         self.token.cancelled().await
     }
 }
 
 /// How the hub reaches one connection.
 #[derive(Debug, Clone)]
-pub struct ConnHandle {
+pub(crate) struct ConnHandle {
     /// Node-unique number.
     pub id: ConnId,
     /// The client id given in the connect reply.
@@ -120,7 +120,7 @@ pub struct ConnHandle {
 impl ConnHandle {
     /// Queues without waiting. A full queue means the client reads too slowly: it is
     /// closed with 3008 and recovers what it missed when it reconnects.
-    pub fn offer(&self, item: Outgoing, metrics: &Metrics) -> bool {
+    pub(crate) fn offer(&self, item: Outgoing, metrics: &Metrics) -> bool {
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -137,7 +137,7 @@ impl ConnHandle {
 
 /// One local subscriber of a channel.
 #[derive(Debug, Clone)]
-pub struct Subscriber {
+pub(crate) struct Subscriber {
     /// The connection.
     pub conn: ConnHandle,
     /// Who it is, for presence and join/leave.
@@ -170,7 +170,7 @@ struct NodeSub {
 type NodeSubs = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<NodeSub>>>>>;
 
 /// The local hub.
-pub struct Hub {
+pub(crate) struct Hub {
     broker: Arc<dyn Broker>,
     metrics: Metrics,
     channels: RwLock<HashMap<Arc<str>, ChannelSubs>>,
@@ -182,6 +182,14 @@ pub struct Hub {
     /// Ends the linger timers when the node stops its background work.
     background_stop: CancellationToken,
     connections: RwLock<HashMap<ConnId, ConnHandle>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("linger", &self.linger)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Serialize)]
@@ -197,7 +205,7 @@ struct PushInner<'a> {
 }
 
 /// Encodes a publication push without copying the publication.
-pub fn encode_publication(channel: &str, publication: &Publication) -> Bytes {
+pub(crate) fn encode_publication(channel: &str, publication: &Publication) -> Bytes {
     serde_json::to_vec(&PushRef {
         push: PushInner {
             channel,
@@ -212,7 +220,7 @@ impl Hub {
     /// A hub in front of `broker`; the node stays subscribed to a channel for `linger`
     /// after its last local subscriber left. Linger timers run on `background` and end
     /// when `background_stop` is cancelled.
-    pub fn new(
+    pub(crate) fn new(
         broker: Arc<dyn Broker>,
         metrics: Metrics,
         linger: Duration,
@@ -241,7 +249,11 @@ impl Hub {
 
     /// Adds a local subscriber; the first one subscribes the node at the broker. When
     /// this returns, every later publication of the channel reaches the subscriber.
-    pub async fn subscribe(&self, channel: &str, sub: Subscriber) -> Result<(), BrokerError> {
+    pub(crate) async fn subscribe(
+        &self,
+        channel: &str,
+        sub: Subscriber,
+    ) -> Result<(), BrokerError> {
         let lock = self.channel_lock(channel);
         let mut state = lock.lock().await;
         if !state.subscribed {
@@ -271,7 +283,7 @@ impl Hub {
 
     /// Removes a local subscriber; after the last one the node unsubscribes at the
     /// broker, once the linger time has passed without a new subscriber.
-    pub async fn unsubscribe(&self, channel: &str, conn: ConnId) {
+    pub(crate) async fn unsubscribe(&self, channel: &str, conn: ConnId) {
         let lock = self.channel_lock(channel);
         let mut state = lock.lock().await;
         let removed = {
@@ -360,7 +372,7 @@ impl Hub {
     }
 
     /// This node's subscribers listed in presence, to refresh their entries.
-    pub fn presence_entries(&self) -> Vec<(String, ClientInfo)> {
+    pub(crate) fn presence_entries(&self) -> Vec<(String, ClientInfo)> {
         self.channels
             .read()
             .iter()
@@ -374,7 +386,7 @@ impl Hub {
     }
 
     /// Channels with local subscribers, and how many each has.
-    pub fn channels(&self) -> Vec<(String, usize)> {
+    pub(crate) fn channels(&self) -> Vec<(String, usize)> {
         self.channels
             .read()
             .iter()
@@ -383,17 +395,17 @@ impl Hub {
     }
 
     /// Registers a connection so the server API can reach it.
-    pub fn register(&self, conn: ConnHandle) {
+    pub(crate) fn register(&self, conn: ConnHandle) {
         self.connections.write().insert(conn.id, conn);
     }
 
     /// Forgets a connection.
-    pub fn unregister(&self, id: ConnId) {
+    pub(crate) fn unregister(&self, id: ConnId) {
         self.connections.write().remove(&id);
     }
 
     /// Connections matching a user (and a client id, when given).
-    pub fn connections_of(&self, user: &str, client: Option<&str>) -> Vec<ConnHandle> {
+    pub(crate) fn connections_of(&self, user: &str, client: Option<&str>) -> Vec<ConnHandle> {
         self.connections
             .read()
             .values()
@@ -403,12 +415,12 @@ impl Hub {
     }
 
     /// Every registered connection.
-    pub fn all_connections(&self) -> Vec<ConnHandle> {
+    pub(crate) fn all_connections(&self) -> Vec<ConnHandle> {
         self.connections.read().values().cloned().collect()
     }
 
     /// Registered connections and distinct users.
-    pub fn counts(&self) -> (usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize) {
         let conns = self.connections.read();
         let users: std::collections::HashSet<&str> = conns
             .values()

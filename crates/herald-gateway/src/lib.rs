@@ -5,15 +5,15 @@
 //! and a [`CancellationToken`](tokio_util::sync::CancellationToken) to [`run`], which
 //! makes the whole server testable in-process.
 
-pub mod api;
+pub(crate) mod api;
 pub mod auth;
 pub mod channel;
 pub mod config;
 mod connection;
-pub mod hub;
-pub mod metrics;
+pub(crate) mod hub;
+pub(crate) mod metrics;
 pub mod node;
-pub mod reads;
+pub(crate) mod reads;
 pub mod server;
 #[cfg(test)]
 mod testing;

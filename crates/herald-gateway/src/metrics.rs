@@ -7,43 +7,43 @@ use prometheus::{
 };
 
 /// Open client connections (authenticated or not).
-pub const CONNECTIONS: &str = "herald_connections";
+pub(crate) const CONNECTIONS: &str = "herald_connections";
 /// Active client subscriptions on this node.
-pub const SUBSCRIPTIONS: &str = "herald_subscriptions";
+pub(crate) const SUBSCRIPTIONS: &str = "herald_subscriptions";
 /// Channels with at least one subscriber on this node.
-pub const CHANNELS: &str = "herald_channels";
+pub(crate) const CHANNELS: &str = "herald_channels";
 /// Messages written to clients (replies, pushes, pings), after batching into frames.
-pub const MESSAGES_SENT: &str = "herald_messages_sent_total";
+pub(crate) const MESSAGES_SENT: &str = "herald_messages_sent_total";
 /// WebSocket frames written to clients.
-pub const FRAMES_SENT: &str = "herald_frames_sent_total";
+pub(crate) const FRAMES_SENT: &str = "herald_frames_sent_total";
 /// Commands received from clients, by method.
-pub const MESSAGES_RECEIVED: &str = "herald_messages_received_total";
+pub(crate) const MESSAGES_RECEIVED: &str = "herald_messages_received_total";
 /// Reply errors sent, by code.
-pub const REPLY_ERRORS: &str = "herald_reply_errors_total";
+pub(crate) const REPLY_ERRORS: &str = "herald_reply_errors_total";
 /// Publish duration through the broker, by source (api, client).
-pub const PUBLISH_DURATION: &str = "herald_publish_duration_seconds";
+pub(crate) const PUBLISH_DURATION: &str = "herald_publish_duration_seconds";
 /// Broadcast duration (all channels) through the broker.
-pub const BROADCAST_DURATION: &str = "herald_broadcast_duration_seconds";
+pub(crate) const BROADCAST_DURATION: &str = "herald_broadcast_duration_seconds";
 /// Subscribe-with-recovery outcomes (recovered, not_recovered, rejected).
-pub const RECOVERIES: &str = "herald_recoveries_total";
+pub(crate) const RECOVERIES: &str = "herald_recoveries_total";
 /// Connections closed by the server, by close code.
-pub const DISCONNECTS: &str = "herald_disconnects_total";
+pub(crate) const DISCONNECTS: &str = "herald_disconnects_total";
 /// Connections cut off because their queue overflowed.
-pub const SLOW_DISCONNECTS: &str = "herald_slow_consumer_disconnects_total";
+pub(crate) const SLOW_DISCONNECTS: &str = "herald_slow_consumer_disconnects_total";
 /// Publications delivered to this node by the broker.
-pub const BROKER_PUBLICATIONS: &str = "herald_broker_publications_total";
+pub(crate) const BROKER_PUBLICATIONS: &str = "herald_broker_publications_total";
 /// Broker operation errors, by operation.
-pub const BROKER_ERRORS: &str = "herald_broker_errors_total";
+pub(crate) const BROKER_ERRORS: &str = "herald_broker_errors_total";
 /// Server API calls, by method.
-pub const API_CALLS: &str = "herald_api_calls_total";
+pub(crate) const API_CALLS: &str = "herald_api_calls_total";
 /// 1 while the node accepts traffic, 0 while draining or unhealthy.
-pub const READY: &str = "herald_ready";
+pub(crate) const READY: &str = "herald_ready";
 /// Build information (always 1), labelled with the version.
-pub const BUILD_INFO: &str = "herald_build_info";
+pub(crate) const BUILD_INFO: &str = "herald_build_info";
 
 /// Every metric the gateway exports, registered in one registry.
-#[derive(Clone)]
-pub struct Metrics {
+#[derive(Clone, Debug)]
+pub(crate) struct Metrics {
     registry: Registry,
     /// See [`CONNECTIONS`].
     pub connections: IntGauge,
@@ -85,7 +85,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 impl Metrics {
     /// Creates and registers every metric.
-    pub fn new() -> Result<Self, prometheus::Error> {
+    pub(crate) fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
             let g = IntGauge::new(name, help)?;
@@ -151,12 +151,12 @@ impl Metrics {
     }
 
     /// The registry, for components (such as a broker) that export metrics of their own.
-    pub fn registry(&self) -> &Registry {
+    pub(crate) fn registry(&self) -> &Registry {
         &self.registry
     }
 
     /// The text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buf = Vec::new();
         if TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)

@@ -40,38 +40,47 @@ impl Lifecycle {
 /// One gateway node.
 pub struct Node {
     /// The validated configuration.
-    pub config: Arc<Config>,
+    pub(crate) config: Arc<Config>,
     /// Token verification.
-    pub verifier: TokenVerifier,
+    pub(crate) verifier: TokenVerifier,
     /// The backbone.
-    pub broker: Arc<dyn Broker>,
+    pub(crate) broker: Arc<dyn Broker>,
     /// Local subscriptions.
-    pub hub: Arc<Hub>,
+    pub(crate) hub: Arc<Hub>,
     /// Metrics.
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     /// This node's name.
-    pub name: String,
+    pub(crate) name: String,
     /// A unique id for this run of the node.
-    pub uid: String,
+    pub(crate) uid: String,
     /// When the node started.
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// Cancelled when the node begins to shut down.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// Tracks every connection task, so shutdown can wait for them.
-    pub tasks: TaskTracker,
+    pub(crate) tasks: TaskTracker,
     /// Cancelled once the connections are gone: the broker's loops, presence refresh
     /// and channel linger end then (they keep serving connections through the drain).
-    pub background_stop: CancellationToken,
+    pub(crate) background_stop: CancellationToken,
     /// Tracks the node's background tasks (the broker's loops among them), so shutdown
     /// can wait for them too.
-    pub background: TaskTracker,
+    pub(crate) background: TaskTracker,
     draining: AtomicBool,
     next_conn: AtomicU64,
 }
 
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.name)
+            .field("uid", &self.uid)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Node {
     /// Assembles a node.
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<Config>,
         verifier: TokenVerifier,
         broker: Arc<dyn Broker>,

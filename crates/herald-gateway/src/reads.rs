@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 /// The broker query for a history request: `limit` as the wire sends it (see
 /// [`HistoryLimit::from_wire`]), capped at the namespace's history size.
-pub fn history_query(
+pub(crate) fn history_query(
     ns: &NamespaceConfig,
     since: Option<&StreamPosition>,
     limit: i64,
@@ -23,7 +23,10 @@ pub fn history_query(
 }
 
 /// A `since` position from another epoch cannot be continued: error 112.
-pub fn check_since_epoch(since: Option<&StreamPosition>, epoch: &str) -> Result<(), ErrorCode> {
+pub(crate) fn check_since_epoch(
+    since: Option<&StreamPosition>,
+    epoch: &str,
+) -> Result<(), ErrorCode> {
     match since {
         Some(s) if !s.epoch.is_empty() && s.epoch != epoch => Err(ErrorCode::UnrecoverablePosition),
         _ => Ok(()),
@@ -31,7 +34,7 @@ pub fn check_since_epoch(since: Option<&StreamPosition>, epoch: &str) -> Result<
 }
 
 /// Clients present and distinct users among them.
-pub fn presence_stats(infos: &[ClientInfo]) -> (usize, usize) {
+pub(crate) fn presence_stats(infos: &[ClientInfo]) -> (usize, usize) {
     let users: HashSet<&str> = infos.iter().map(|i| i.user.as_str()).collect();
     (infos.len(), users.len())
 }

@@ -6,7 +6,7 @@
 ///
 /// Brokers keep keys per channel, so the suffix is not what keeps channels apart. It is
 /// the form `broadcast` has always used, and every fan-out publisher (the HTTP API,
-/// `herald_client::Publisher`) must derive the same key for a retry through another of
+/// `herald_redis::Publisher`) must derive the same key for a retry through another of
 /// them to be recognised as a duplicate.
 pub fn channel_idempotency_key(key: &str, channel: &str) -> Option<String> {
     (!key.is_empty()).then(|| format!("{key}:{channel}"))

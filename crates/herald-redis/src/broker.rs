@@ -46,6 +46,14 @@ pub struct RedisBroker {
     lifecycle: Mutex<Lifecycle>,
 }
 
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("prefix", &self.config.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What ties the broker to the node's lifecycle.
 struct Lifecycle {
     /// The connections, until a task on the node's tracker takes them to close them.

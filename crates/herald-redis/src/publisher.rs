@@ -15,6 +15,14 @@ pub struct Publisher {
     broker: RedisBroker,
 }
 
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("broker", &self.broker)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How one publication is kept; match it to the channel's namespace in the gateways'
 /// configuration (`history_size`, `history_ttl`).
 #[derive(Debug, Clone, Default)]

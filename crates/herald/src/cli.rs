@@ -10,13 +10,13 @@ use std::path::PathBuf;
 /// `ws://HOST:PORT/connection/websocket`; publishers use the HTTP API at `/api/*`.
 #[derive(Debug, Parser)]
 #[command(name = "herald", version, about, long_about = None, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run a gateway node.
     Serve(Box<ServeArgs>),
     /// Print a signed connection (or, with --channel, subscription) token.
@@ -37,7 +37,7 @@ pub enum Command {
 
 /// Where configuration comes from.
 #[derive(Debug, Args)]
-pub struct ConfigArgs {
+pub(crate) struct ConfigArgs {
     /// TOML configuration file.
     #[arg(long, short = 'c', env = "HERALD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -45,7 +45,7 @@ pub struct ConfigArgs {
 
 /// `herald checkconfig`.
 #[derive(Debug, Args)]
-pub struct CheckconfigArgs {
+pub(crate) struct CheckconfigArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
     /// Print every HERALD_* environment variable and the setting it sets, and exit.
@@ -55,7 +55,7 @@ pub struct CheckconfigArgs {
 
 /// `herald serve`. Precedence: defaults < --config file < HERALD_* env < flags.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
     /// Development mode: embedded broker, generated token secret and API key, permissive
@@ -106,7 +106,7 @@ pub struct ServeArgs {
 
 /// `herald gentoken`.
 #[derive(Debug, Args)]
-pub struct GentokenArgs {
+pub(crate) struct GentokenArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
     /// The user id (`sub` claim).
@@ -130,7 +130,7 @@ pub struct GentokenArgs {
 
 /// The `aud` and `iss` claims of a token made by the CLI, for nodes that require them.
 #[derive(Debug, Args)]
-pub struct AudienceIssuerArgs {
+pub(crate) struct AudienceIssuerArgs {
     /// `aud` claim (the node's token.audience).
     #[arg(long, env = "HERALD_TOKEN_AUDIENCE")]
     pub audience: Option<String>,
@@ -141,7 +141,7 @@ pub struct AudienceIssuerArgs {
 
 impl AudienceIssuerArgs {
     /// Adds the claims that were given (empty values are left out).
-    pub fn apply(&self, claims: &mut serde_json::Value) {
+    pub(crate) fn apply(&self, claims: &mut serde_json::Value) {
         for (name, value) in [("aud", &self.audience), ("iss", &self.issuer)] {
             if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
                 claims[name] = serde_json::Value::from(v);
@@ -152,7 +152,7 @@ impl AudienceIssuerArgs {
 
 /// `herald publish`.
 #[derive(Debug, Args)]
-pub struct PublishArgs {
+pub(crate) struct PublishArgs {
     /// The channel.
     pub channel: String,
     /// The data: JSON (a bare word is sent as a JSON string).
@@ -179,7 +179,7 @@ pub struct PublishArgs {
 
 /// `herald publish-entity`.
 #[derive(Debug, Args)]
-pub struct PublishEntityArgs {
+pub(crate) struct PublishEntityArgs {
     /// The entity's type, e.g. applications (1–64 of a-z, 0-9, _, -).
     #[arg(long = "type", value_name = "TYPE")]
     pub entity_type: String,
@@ -218,7 +218,7 @@ pub struct PublishEntityArgs {
 
 /// `herald tail`.
 #[derive(Debug, Args)]
-pub struct TailArgs {
+pub(crate) struct TailArgs {
     /// The channel.
     pub channel: String,
     /// The node's WebSocket URL.
@@ -249,7 +249,7 @@ pub struct TailArgs {
 
 /// `herald healthcheck`.
 #[derive(Debug, Args)]
-pub struct HealthcheckArgs {
+pub(crate) struct HealthcheckArgs {
     /// The readiness URL.
     #[arg(long, default_value = "http://127.0.0.1:8000/readyz")]
     pub url: String,

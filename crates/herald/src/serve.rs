@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Builds the configuration: defaults (or `--dev` defaults) < file < env < flags.
-pub fn build_config(args: &ServeArgs) -> Result<HeraldConfig, ConfigError> {
+pub(crate) fn build_config(args: &ServeArgs) -> Result<HeraldConfig, ConfigError> {
     let mut base = HeraldConfig::default();
     if args.dev {
         base.broker = BrokerKind::Memory;
@@ -118,7 +118,7 @@ async fn signals(token: CancellationToken) {
 }
 
 /// Runs `herald serve`.
-pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = match build_config(&args) {
         Ok(c) => c,
         Err(e) => {

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 /// Parses `OFFSET:EPOCH`.
-pub fn parse_since(text: &str) -> anyhow::Result<StreamPosition> {
+pub(crate) fn parse_since(text: &str) -> anyhow::Result<StreamPosition> {
     let (offset, epoch) = text
         .split_once(':')
         .context("--since takes OFFSET:EPOCH, e.g. 17:Xy12abCd")?;
@@ -22,7 +22,7 @@ pub fn parse_since(text: &str) -> anyhow::Result<StreamPosition> {
 }
 
 /// Runs `herald tail`.
-pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let since = args.since.as_deref().map(parse_since).transpose()?;
     let token = match (&args.token, &args.token_hmac_secret) {
         (Some(t), _) => Some(t.clone()),

@@ -5,7 +5,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 /// Signs claims with an HMAC secret (HS256).
-pub fn sign(secret: &str, claims: &Value) -> anyhow::Result<String> {
+pub(crate) fn sign(secret: &str, claims: &Value) -> anyhow::Result<String> {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         claims,

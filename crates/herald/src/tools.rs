@@ -38,7 +38,7 @@ fn config_secret(config: &ConfigArgs) -> anyhow::Result<String> {
 
 /// `herald gentoken`.
 #[allow(clippy::print_stdout)]
-pub fn gentoken(args: GentokenArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn gentoken(args: GentokenArgs) -> anyhow::Result<ExitCode> {
     let secret = match args.token_hmac_secret {
         Some(s) => s,
         None => config_secret(&args.config)?,
@@ -67,7 +67,7 @@ pub fn gentoken(args: GentokenArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Parses publish data: JSON as given, anything else as a JSON string.
-pub fn parse_data(data: &str) -> Value {
+pub(crate) fn parse_data(data: &str) -> Value {
     serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_owned()))
 }
 
@@ -115,7 +115,7 @@ async fn publish_to_redis(args: &PublishArgs, url: &str) -> anyhow::Result<ExitC
 
 /// `herald publish`.
 #[allow(clippy::print_stdout)]
-pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.redis_url {
         return publish_to_redis(&args, url).await;
     }
@@ -165,7 +165,7 @@ fn now_millis() -> u64 {
 
 /// `herald publish-entity`.
 #[allow(clippy::print_stdout)]
-pub async fn publish_entity(args: PublishEntityArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn publish_entity(args: PublishEntityArgs) -> anyhow::Result<ExitCode> {
     let payload = args
         .payload
         .map(|p| RawJson::from_string(p).map_err(|e| anyhow::anyhow!("--payload: {e}")))
@@ -212,7 +212,7 @@ pub async fn publish_entity(args: PublishEntityArgs) -> anyhow::Result<ExitCode>
 
 /// `herald checkconfig`.
 #[allow(clippy::print_stdout)]
-pub fn checkconfig(args: &CheckconfigArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn checkconfig(args: &CheckconfigArgs) -> anyhow::Result<ExitCode> {
     if args.env {
         for (name, key) in env_reference() {
             println!("{name:<40} {key}");
@@ -250,7 +250,7 @@ pub fn checkconfig(args: &CheckconfigArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `herald healthcheck`.
-pub async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<ExitCode> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()

@@ -7,7 +7,7 @@
 //!
 //! Why this shape:
 //! - The `client:` prefix keeps client keys apart from the keys of the HTTP API, the
-//!   CLI and `herald_client::Publisher`, which reach the broker verbatim: a client can
+//!   CLI and `herald_redis::Publisher`, which reach the broker verbatim: a client can
 //!   never name one of those. (A trusted server-side caller that itself picks a key
 //!   starting with `client:` could still meet a client's; that is its choice to make.)
 //! - User ids are JWT `sub` strings and may contain `:`. The length prefix keeps the

@@ -68,7 +68,7 @@ pub(crate) fn env_names(table: &toml::Table) -> BTreeMap<String, String> {
 }
 
 /// The environment variables Herald reads, with the key each sets.
-pub fn env_reference() -> Vec<(String, String)> {
+pub(crate) fn env_reference() -> Vec<(String, String)> {
     env_names(&HeraldConfig::default().to_table())
         .into_iter()
         .collect()

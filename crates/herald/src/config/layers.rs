@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// The built-in defaults, or a value Herald set itself (such as `--dev`'s).
     Default,
     /// A TOML file, at a line when known.
@@ -51,7 +51,7 @@ impl fmt::Display for Origin {
 
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// The setting, as a dotted key such as `client.ping_interval` ("" for a whole file).
     pub key: String,
     /// Where the offending value came from.
@@ -75,7 +75,7 @@ impl fmt::Display for Problem {
 
 /// Everything wrong with a configuration, reported at once.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
+pub(crate) struct ConfigError {
     /// The problems: loading, then types and unknown keys, then values.
     pub problems: Vec<Problem>,
 }
@@ -97,7 +97,7 @@ impl fmt::Display for ConfigError {
 /// Builds a [`HeraldConfig`] from its layers. Each layer is a TOML table merged over
 /// the previous one; [`Layers::build`] checks and deserializes once.
 #[derive(Debug, Clone)]
-pub struct Layers {
+pub(crate) struct Layers {
     /// The starting point, against which each layered value is checked on its own.
     base: toml::Table,
     table: toml::Table,
@@ -117,12 +117,12 @@ impl Default for Layers {
 
 impl Layers {
     /// Starts from the defaults.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::from_config(&HeraldConfig::default())
     }
 
     /// Starts from an existing configuration (e.g. the `--dev` defaults).
-    pub fn from_config(config: &HeraldConfig) -> Self {
+    pub(crate) fn from_config(config: &HeraldConfig) -> Self {
         let table = config.to_table();
         Self {
             base: table.clone(),
@@ -135,7 +135,7 @@ impl Layers {
     }
 
     /// Merges a TOML file over the current values.
-    pub fn file(mut self, path: &Path) -> Self {
+    pub(crate) fn file(mut self, path: &Path) -> Self {
         let origin = |line| Origin::File {
             path: path.to_owned(),
             line,
@@ -149,7 +149,7 @@ impl Layers {
 
     /// Merges TOML text over the current values.
     #[cfg(test)]
-    pub fn toml(mut self, text: &str) -> Self {
+    pub(crate) fn toml(mut self, text: &str) -> Self {
         self.layer(text, |line| Origin::Text { line }, "");
         self
     }
@@ -224,7 +224,7 @@ impl Layers {
     /// Applies `HERALD_*` variables: `HERALD_CLIENT_PING_INTERVAL=10s` sets
     /// `client.ping_interval`. Unknown `HERALD_*` names become warnings (a typo should be
     /// visible), except the ones Kubernetes injects for a Service named `herald`.
-    pub fn env<I: IntoIterator<Item = (String, String)>>(mut self, vars: I) -> Self {
+    pub(crate) fn env<I: IntoIterator<Item = (String, String)>>(mut self, vars: I) -> Self {
         let names = env_names(&self.table);
         for (name, value) in vars {
             match classify(&name, &names) {
@@ -239,19 +239,19 @@ impl Layers {
     }
 
     /// Sets one key path from a command-line flag (`flag` names it in problems).
-    pub fn flag(mut self, flag: &str, path: &str, value: &str) -> Self {
+    pub(crate) fn flag(mut self, flag: &str, path: &str, value: &str) -> Self {
         self.set_from(path, value, Origin::Flag(flag.to_owned()));
         self
     }
 
     /// Sets one key path (such as `client.ping_interval`) to a value Herald chose.
-    pub fn set(mut self, path: &str, value: &str) -> Self {
+    pub(crate) fn set(mut self, path: &str, value: &str) -> Self {
         self.set_from(path, value, Origin::Default);
         self
     }
 
     /// Sets a namespace (used by `--dev`) unless the file already defines it.
-    pub fn namespace_if_absent(mut self, name: &str, ns: &NamespaceConfig) -> Self {
+    pub(crate) fn namespace_if_absent(mut self, name: &str, ns: &NamespaceConfig) -> Self {
         let table = self
             .table
             .entry("namespaces")
@@ -282,7 +282,7 @@ impl Layers {
 
     /// Checks every layered value on its own (types, unknown keys), then the whole
     /// configuration, reporting every problem at once.
-    pub fn build(self) -> Result<HeraldConfig, ConfigError> {
+    pub(crate) fn build(self) -> Result<HeraldConfig, ConfigError> {
         let mut problems = self.problems;
         if self.load_failed {
             return Err(ConfigError { problems });

@@ -6,8 +6,8 @@
 mod env;
 mod layers;
 
-pub use env::env_reference;
-pub use layers::{ConfigError, Layers};
+pub(crate) use env::env_reference;
+pub(crate) use layers::{ConfigError, Layers};
 
 use herald_gateway::Config;
 use herald_redis::{RedisConfig, RedisConfigProblem};
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// Everything `herald serve` needs: which broker, how to log, and each component's
 /// section.
 #[derive(Debug, Clone)]
-pub struct HeraldConfig {
+pub(crate) struct HeraldConfig {
     /// Which message backbone to use.
     pub broker: BrokerKind,
     /// Log format.
@@ -46,7 +46,7 @@ impl Default for HeraldConfig {
 /// The message backbone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum BrokerKind {
+pub(crate) enum BrokerKind {
     /// Embedded, in-process: one node, no Redis.
     Memory,
     /// Redis pub/sub and streams: many nodes.
@@ -56,7 +56,7 @@ pub enum BrokerKind {
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Human,
     /// One JSON object per line.

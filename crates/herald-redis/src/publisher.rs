@@ -79,7 +79,7 @@ impl Publisher {
         Self::connect_with_prefix(url, "herald").await
     }
 
-    /// Connects with a key prefix matching the gateways' `redis_prefix`.
+    /// Connects with a key prefix matching the gateways' `[redis] prefix`.
     pub async fn connect_with_prefix(url: &str, prefix: &str) -> Result<Self, RedisStartError> {
         let broker = RedisBroker::connect(RedisConfig {
             url: url.to_owned(),

@@ -99,6 +99,74 @@ async fn a_refresh_in_time_keeps_the_connection() {
     );
 }
 
+/// Subscribes to a private channel with a subscription token that expires in 60 s.
+async fn subscribed_with_expiring_token(client: &mut TestClient, channel: &str) -> Value {
+    let token = testing::sign(&json!({ "sub": "ann", "channel": channel, "exp": unix_now() + 60 }));
+    let id = client
+        .command("subscribe", json!({ "channel": channel, "token": token }))
+        .await;
+    let reply = client.reply(id).await;
+    assert!(reply.get("error").is_none(), "subscribe refused: {reply}");
+    reply["subscribe"].clone()
+}
+
+fn unsubscribed(frame: &[Value], channel: &str) -> Option<u64> {
+    frame
+        .iter()
+        .find(|v| v["push"]["channel"] == json!(channel))
+        .and_then(|v| v["push"]["unsubscribe"]["code"].as_u64())
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_subscription_ends_after_the_grace_and_the_connection_stays() {
+    let token = testing::sign(&json!({ "sub": "ann" }));
+    let (mut client, _) = connected(expiry_config(), &token).await;
+    let result = subscribed_with_expiring_token(&mut client, "$desk").await;
+    let start = Instant::now();
+    let ttl = ttl_of(&result);
+
+    let frame = client.frame().await;
+    assert_eq!(
+        unsubscribed(&frame, "$desk"),
+        Some(u64::from(herald_protocol::UnsubscribeCode::Expired.code())),
+        "{frame:?}"
+    );
+    assert_eq!(start.elapsed(), ttl + Duration::from_secs(5));
+    // Only the subscription ended: the connection still answers.
+    let id = client
+        .command("rpc", json!({ "method": herald_protocol::RPC_PING }))
+        .await;
+    assert!(client.reply(id).await.get("error").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscription_refreshed_in_time_stays() {
+    let token = testing::sign(&json!({ "sub": "ann" }));
+    let (mut client, _) = connected(expiry_config(), &token).await;
+    subscribed_with_expiring_token(&mut client, "$desk").await;
+    let start = Instant::now();
+
+    assert!(client.quiet_for(Duration::from_secs(62)).await);
+    let fresh =
+        testing::sign(&json!({ "sub": "ann", "channel": "$desk", "exp": unix_now() + 120 }));
+    let id = client
+        .command("sub_refresh", json!({ "channel": "$desk", "token": fresh }))
+        .await;
+    let reply = client.reply(id).await;
+    let ttl = ttl_of(&reply["sub_refresh"]);
+
+    let frame = client.frame().await;
+    assert_eq!(
+        unsubscribed(&frame, "$desk"),
+        Some(u64::from(herald_protocol::UnsubscribeCode::Expired.code())),
+        "{frame:?}"
+    );
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(62) + ttl + Duration::from_secs(5)
+    );
+}
+
 fn publications(frame: &[Value]) -> Vec<u64> {
     frame
         .iter()

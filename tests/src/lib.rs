@@ -247,6 +247,19 @@ impl Herald {
         reply["result"]["offset"].as_u64().unwrap_or(0)
     }
 
+    /// The `data` of every publication in the channel's history (at most 100), oldest
+    /// first, read through the API.
+    pub async fn history_data(&self, channel: &str) -> Vec<Value> {
+        let reply = self
+            .api("history", json!({"channel": channel, "limit": 100}))
+            .await;
+        assert!(reply.get("error").is_none(), "history failed: {reply}");
+        reply["result"]["publications"]
+            .as_array()
+            .map(|ps| ps.iter().map(|p| p["data"].clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Publishes `data = 1..=count` to `channel` through this node's API in the
     /// background, `every` apart. The task panics if a publish is refused.
     pub fn spawn_publisher(

@@ -68,18 +68,6 @@ async fn nothing_more(raw: &mut Raw) {
     }
 }
 
-/// The `data` of every publication in the channel's history.
-async fn history(h: &Herald, channel: &str) -> Vec<Value> {
-    let reply = h
-        .api("history", json!({"channel": channel, "limit": 100}))
-        .await;
-    assert!(reply.get("error").is_none(), "history failed: {reply}");
-    reply["result"]["publications"]
-        .as_array()
-        .map(|ps| ps.iter().map(|p| p["data"].clone()).collect())
-        .unwrap_or_default()
-}
-
 fn channels_of(reply: &Value) -> Vec<&str> {
     reply["result"]["responses"]
         .as_array()
@@ -158,7 +146,7 @@ async fn publish_entity_reaches_each_audience_once() {
     let retried = post_raw(&h, &body).await;
     assert_eq!(retried, first);
     for channel in &all {
-        assert_eq!(history(&h, channel).await.len(), 1, "{channel}");
+        assert_eq!(h.history_data(channel).await.len(), 1, "{channel}");
     }
     nothing_more(&mut alice).await;
     nothing_more(&mut root).await;
@@ -186,8 +174,8 @@ async fn publish_entity_reaches_each_audience_once() {
         event("43", "updated", 2)
     );
     nothing_more(&mut alice).await;
-    assert_eq!(history(&h, "entities:applications").await.len(), 1);
-    assert_eq!(history(&h, "entities:all").await.len(), 1);
+    assert_eq!(h.history_data("entities:applications").await.len(), 1);
+    assert_eq!(h.history_data("entities:all").await.len(), 1);
 
     // The audiences default to public.
     let reply = h
@@ -259,7 +247,7 @@ async fn invalid_requests_are_refused_with_a_reason() {
         assert!(message.contains(says), "{params} → {message}");
     }
     // Nothing was published.
-    assert!(history(&h, "entities:all").await.is_empty());
+    assert!(h.history_data("entities:all").await.is_empty());
 }
 
 #[tokio::test]
@@ -343,7 +331,7 @@ async fn the_rust_publisher_and_the_api_derive_the_same_keys() {
         assert_eq!(r["result"]["epoch"], p.position.epoch.as_str(), "{r}");
     }
     for channel in &all {
-        assert_eq!(history(&h, channel).await.len(), 1, "{channel}");
+        assert_eq!(h.history_data(channel).await.len(), 1, "{channel}");
     }
     nothing_more(&mut alice).await;
     nothing_more(&mut root).await;

@@ -50,18 +50,6 @@ async fn published(raw: &mut Raw, channel: &str, data: Value, key: Option<&str>)
     reply["publish"].clone()
 }
 
-/// The `data` of every publication in the channel's history, oldest first.
-async fn history(h: &Herald, channel: &str) -> Vec<Value> {
-    let reply = h
-        .api("history", json!({"channel": channel, "limit": 100}))
-        .await;
-    assert!(reply.get("error").is_none(), "history failed: {reply}");
-    reply["result"]["publications"]
-        .as_array()
-        .map(|ps| ps.iter().map(|p| p["data"].clone()).collect())
-        .unwrap_or_default()
-}
-
 async fn scenario(h: &Herald) {
     // The default namespace keeps history and lets subscribers publish.
     let channel = unique("idem");
@@ -130,7 +118,7 @@ async fn scenario(h: &Herald) {
         .iter()
         .map(|n| json!({"n": n}))
         .collect();
-    assert_eq!(history(h, &channel).await, expected);
+    assert_eq!(h.history_data(&channel).await, expected);
     assert_eq!(
         watcher.publications(&channel, 6).await,
         vec![1, 2, 3, 4, 5, 6]
@@ -161,7 +149,10 @@ async fn anonymous_scenario(h: &Herald) {
     );
     let other = published(&mut two, &channel, json!("two"), Some("k")).await;
     assert_eq!(other["offset"], 2, "{other}");
-    assert_eq!(history(h, &channel).await, vec![json!("one"), json!("two")]);
+    assert_eq!(
+        h.history_data(&channel).await,
+        vec![json!("one"), json!("two")]
+    );
 }
 
 #[tokio::test]

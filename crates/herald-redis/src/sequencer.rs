@@ -4,7 +4,7 @@
 //! window, the newest publications the node delivered. Pure logic, no I/O.
 
 use herald_broker::{HistoryPage, StoredPublication};
-use herald_protocol::{HistoryLimit, Position, Step, StreamPosition};
+use herald_protocol::{HistoryLimit, Step, StreamPosition};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -32,10 +32,9 @@ pub enum Verdict {
 /// The node's position in one channel's stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sequencer {
-    /// The epoch of `last`, once known.
-    epoch: Option<String>,
-    /// The last offset delivered (or known to be the top when the node subscribed).
-    last: Option<u64>,
+    /// The last offset delivered (or known to be the top when the node subscribed) and
+    /// its epoch, once known.
+    position: Option<StreamPosition>,
     /// The newest publications delivered, for recoveries served without Redis.
     window: ReplayWindow,
 }
@@ -48,7 +47,7 @@ impl Sequencer {
 
     /// The last delivered offset and its epoch, once known.
     pub fn position(&self) -> Option<(u64, &str)> {
-        Some((self.last?, self.epoch.as_deref()?))
+        self.position.as_ref().map(|p| (p.offset, p.epoch.as_str()))
     }
 
     /// A sequencer whose replay window keeps up to `window` publications.
@@ -62,10 +61,8 @@ impl Sequencer {
     /// Sets the baseline from the stream's top when the node subscribed, unless a
     /// publication already set one.
     pub fn baseline(&mut self, top: u64, epoch: &str) {
-        if self.last.is_none() {
-            self.last = Some(top);
-            self.epoch = Some(epoch.to_owned());
-            self.window.restart(top, epoch);
+        if self.position.is_none() {
+            self.reset(top, epoch);
         }
     }
 
@@ -84,10 +81,10 @@ impl Sequencer {
     /// Judges an incoming publication by the protocol's position rule; before the node
     /// knows its position, everything is delivered (the first sets the baseline).
     pub fn judge(&self, offset: u64, epoch: &str) -> Verdict {
-        let Some((last, known)) = self.position() else {
+        let Some(known) = &self.position else {
             return Verdict::Deliver;
         };
-        match Position::new(last, known).judge(offset, epoch) {
+        match known.as_position().judge(offset, epoch) {
             Step::Unpositioned | Step::Next => Verdict::Deliver,
             Step::Duplicate => Verdict::Duplicate,
             Step::Gap { from, to } => Verdict::Gap { from, to },
@@ -98,8 +95,10 @@ impl Sequencer {
     /// Moves to `offset` in `epoch` unconditionally (also to offset 0 of a new epoch,
     /// which [`Sequencer::advance`] ignores as a publication without history).
     pub fn reset(&mut self, offset: u64, epoch: &str) {
-        self.epoch = Some(epoch.to_owned());
-        self.last = Some(offset);
+        self.position = Some(StreamPosition {
+            offset,
+            epoch: epoch.to_owned(),
+        });
         self.window.restart(offset, epoch);
     }
 
@@ -108,11 +107,14 @@ impl Sequencer {
         if offset == 0 {
             return;
         }
-        if self.epoch.as_deref() != Some(epoch) {
-            self.epoch = Some(epoch.to_owned());
-            self.last = Some(offset);
-        } else {
-            self.last = Some(self.last.map_or(offset, |l| l.max(offset)));
+        match &mut self.position {
+            Some(p) if p.epoch == epoch => p.offset = p.offset.max(offset),
+            _ => {
+                self.position = Some(StreamPosition {
+                    offset,
+                    epoch: epoch.to_owned(),
+                })
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::FUNCTION_VERSION;
 use fred::error::{Error as RedisError, ErrorKind};
-use herald_broker::BrokerError;
+use herald_broker::{BrokerError, Chain};
 use std::time::Duration;
 
 /// The broker could not start.
@@ -57,7 +57,7 @@ pub enum RedisStartError {
 /// A Redis failure as the broker reports it. The gateway logs a [`BrokerError`] by its
 /// own message, so the Redis cause is logged here, where it is known.
 pub(crate) fn unavailable(e: RedisError) -> BrokerError {
-    tracing::debug!(error = %chain(&e), "Redis command failed");
+    tracing::debug!(error = %Chain(&e), "Redis command failed");
     if matches!(e.kind(), ErrorKind::Timeout) {
         BrokerError::Timeout
     } else {
@@ -70,11 +70,6 @@ pub(crate) fn protocol(message: &str) -> BrokerError {
     BrokerError::Protocol(message.to_owned().into())
 }
 
-/// An error with its causes, for logs ("broker unavailable: ERR ...").
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    herald_broker::Chain(e).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,7 +78,7 @@ mod tests {
     fn the_chain_names_every_cause() {
         let redis = RedisError::new(ErrorKind::IO, "connection refused");
         let e = BrokerError::Unavailable(Box::new(redis));
-        let line = chain(&e);
+        let line = Chain(&e).to_string();
         assert!(line.starts_with("broker unavailable: "), "{line}");
         assert!(line.contains("connection refused"), "{line}");
     }

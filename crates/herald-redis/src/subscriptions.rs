@@ -3,13 +3,14 @@
 //! catch-up after the pub/sub connection comes back.
 
 use crate::delivery::Delivery;
-use crate::error::{chain, unavailable};
+use crate::error::unavailable;
 use crate::health::Probe;
 use crate::keys::Keys;
 use crate::metrics::RedisMetrics;
 use crate::pubsub::PubSub;
 use crate::stop::Stop;
 use crate::store::Streams;
+use herald_broker::Chain;
 use herald_broker::{BrokerError, Ended};
 use herald_protocol::HistoryLimit;
 use parking_lot::Mutex;
@@ -184,7 +185,7 @@ impl Subscriptions {
                         .baseline(c, page.position.offset, &page.position.epoch);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %chain(&e), channel = %c, "baseline read failed");
+                    tracing::warn!(error = %Chain(&e), channel = %c, "baseline read failed");
                 }
             }
         }
@@ -223,7 +224,7 @@ pub(crate) async fn on_reconnects(
             done = pubsub.resubscribe() => done,
         };
         if let Err(e) = resubscribed {
-            tracing::warn!(error = %chain(&e), "resubscribe failed; the probe will reconnect again");
+            tracing::warn!(error = %Chain(&e), "resubscribe failed; the probe will reconnect again");
             continue;
         }
         probe.echo();

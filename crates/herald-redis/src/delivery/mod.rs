@@ -10,12 +10,12 @@ mod workers;
 pub(crate) use dispatch::{Probes, dispatch};
 
 use crate::envelope::{self, Decoded};
-use crate::error::chain;
 use crate::metrics::RedisMetrics;
 use crate::sequencer::{Sequencer, Verdict};
 use crate::stop::Stop;
 use crate::store::Streams;
 use bytes::Bytes;
+use herald_broker::Chain;
 use herald_broker::{BrokerContext, BrokerError, BrokerHandler, HistoryPage, StoredPublication};
 use herald_protocol::HistoryLimit;
 use parking_lot::Mutex;
@@ -171,7 +171,7 @@ impl Delivery {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %chain(&e), channel, "unreadable pub/sub message ignored")
+                tracing::warn!(error = %Chain(&e), channel, "unreadable pub/sub message ignored")
             }
         }
     }
@@ -244,7 +244,7 @@ impl Delivery {
         {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %chain(&e), channel, "gap repair read failed");
+                tracing::warn!(error = %Chain(&e), channel, "gap repair read failed");
                 return false;
             }
         };
@@ -290,7 +290,7 @@ impl Delivery {
         {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %chain(&e), channel, "catch-up read failed; the next check retries");
+                tracing::warn!(error = %Chain(&e), channel, "catch-up read failed; the next check retries");
                 return;
             }
         };

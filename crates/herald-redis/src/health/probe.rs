@@ -1,11 +1,11 @@
 //! The pub/sub liveness probe: the node publishes to its own probe channel; a
 //! connection that stops echoing is reported unhealthy (`/readyz`) and reconnected once.
 
-use crate::error::chain;
 use crate::metrics::RedisMetrics;
 use crate::pubsub::PubSub;
 use crate::stop::Stop;
 use crate::store::Store;
+use herald_broker::Chain;
 use herald_broker::{BrokerContext, Ended};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -117,7 +117,7 @@ pub(crate) async fn probes(
                 tokio::select! {
                     _ = stop.stopped() => {}
                     done = pubsub.force_reconnect() => if let Err(e) = done {
-                        tracing::warn!(error = %chain(&e), "pub/sub reconnect failed");
+                        tracing::warn!(error = %Chain(&e), "pub/sub reconnect failed");
                     }
                 }
             });
@@ -127,7 +127,7 @@ pub(crate) async fn probes(
             sent = store.send_probe(&channel) => sent,
         };
         if let Err(e) = sent {
-            tracing::debug!(error = %chain(&e), "probe publish failed");
+            tracing::debug!(error = %Chain(&e), "probe publish failed");
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The errors of the Redis backbone: why it could not start, how a Redis failure
-//! becomes a [`BrokerError`], and how a cause chain is written into a log line.
+//! The errors of the Redis backbone: why it could not start, and how a Redis failure
+//! becomes a [`BrokerError`] (its cause chain is logged with [`herald_broker::Chain`]).
 
 use crate::FUNCTION_VERSION;
 use fred::error::{Error as RedisError, ErrorKind};

@@ -425,7 +425,8 @@ pub struct SubscribeResult {
     /// Recovery succeeded: `publications` are exactly the missed ones.
     #[serde(default, skip_serializing_if = "is_false")]
     pub recovered: bool,
-    /// The stream position: the client's offset after recovery, else the stream top.
+    /// The stream position: the top of the stream (after recovery too: the recovered
+    /// publications lead up to it).
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub offset: u64,
     /// Publications carry offsets.

@@ -165,8 +165,10 @@ impl Conn {
                     page.publications.iter().map(|p| p.offset),
                 ) {
                     recoveries.with_label_values(&["recovered"]).inc();
+                    // The reply names the stream's top, as for a fresh subscribe: the
+                    // recovered publications lead up to it, and a client that reads
+                    // its position from the reply is current at once.
                     result.recovered = true;
-                    result.offset = opts.offset;
                     result.publications = page.publications;
                 } else if opts.reject_unrecovered {
                     recoveries.with_label_values(&["rejected"]).inc();

@@ -553,7 +553,7 @@ export class Hub {
     ch.sub = sub;
     ch.subscribed = false;
     const mine = () => ch.sub === sub && this.#client === client;
-    sub.on('subscribed', (ctx) => safely(() => mine() && this.#onSubscribed(ch, ctx.streamPosition)));
+    sub.on('subscribed', (ctx) => safely(() => mine() && this.#onSubscribed(ch, ctx.streamPosition, ctx.recovered === true, since)));
     sub.on('publication', (ctx) => safely(() => mine() && this.#onPublication(ch, ctx)));
     sub.on('unsubscribed', (ctx) => safely(() => {
       if (!mine()) return;
@@ -572,7 +572,7 @@ export class Hub {
     sub.subscribe();
   }
 
-  #onSubscribed(ch: Channel, streamPosition: unknown): void {
+  #onSubscribed(ch: Channel, streamPosition: unknown, recovered: boolean, since: Position | null): void {
     ch.subscribed = true;
     const sp = asPosition(streamPosition);
     if (!sp || sp.epoch === '') {
@@ -585,8 +585,12 @@ export class Hub {
       return;
     }
     if (ch.stream && ch.stream.epoch !== sp.epoch) ch.recent.clear();
-    // A recovered reply carries the position asked for; the missed publications follow it.
-    ch.stream = { ...sp };
+    // A recovered reply names the stream's top, and the recovered publications follow
+    // this event in the same task. Until they are through, the stream stands where the
+    // SDK recovered from: its own last position (which `ch.stream` follows), or `since`
+    // for a new SDK subscription. Each recovered publication then moves it.
+    const from = ch.stream ?? since;
+    ch.stream = recovered && from && from.epoch === sp.epoch && from.offset < sp.offset ? { ...from } : { ...sp };
     for (const [id, cur] of ch.peers) this.#reconcile(ch, id, cur);
   }
 

@@ -118,7 +118,8 @@ pub struct ClientConfig {
     pub expire_grace: Duration,
     /// Messages queued for one client before it is cut off as slow (3008).
     pub queue_size: usize,
-    /// Largest frame accepted from a client, in bytes.
+    /// Largest frame (and message) accepted from a client, in bytes; a larger one closes
+    /// the connection with 1009.
     pub max_frame_bytes: usize,
     /// Most bytes the writer puts in one batched frame.
     pub write_batch_bytes: usize,

@@ -116,10 +116,22 @@ impl TryFrom<u32> for ErrorCode {
 /// Why the server closes a connection: a WebSocket close code and a short reason.
 ///
 /// Codes 3000–3499 (and 4000–4499) tell the client to reconnect; 3500–3999 (and
-/// 4500–4999) are terminal.
+/// 4500–4999) are terminal. The RFC 6455 codes (1002, 1007, 1009) are for violations
+/// of WebSocket framing itself, below the Centrifuge protocol; of those, the SDKs
+/// reconnect with their backoff after 1002 and 1007 and stop after 1009.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum DisconnectCode {
+    /// 1002 (RFC 6455): a WebSocket protocol violation: reserved bits, a reserved
+    /// opcode, an unmasked or badly fragmented frame, a malformed close frame.
+    WsProtocolError = 1002,
+    /// 1007 (RFC 6455): a text frame (or close reason) that is not valid UTF-8.
+    WsInvalidPayload = 1007,
+    /// 1009 (RFC 6455): a frame or message over the size limit. Terminal for the
+    /// SDKs (the npm `centrifuge` SDK reports `messageSizeLimit` and does not
+    /// reconnect), so a client that keeps sending the same oversize message stops
+    /// instead of reconnecting into the same close again and again.
+    WsMessageTooBig = 1009,
     /// 3000: connection closed.
     ConnectionClosed = 3000,
     /// 3001: the server is shutting down; reconnect elsewhere.
@@ -166,7 +178,10 @@ pub enum DisconnectCode {
 
 impl DisconnectCode {
     /// Every code, in numeric order.
-    pub const ALL: [DisconnectCode; 21] = [
+    pub const ALL: [DisconnectCode; 24] = [
+        Self::WsProtocolError,
+        Self::WsInvalidPayload,
+        Self::WsMessageTooBig,
         Self::ConnectionClosed,
         Self::Shutdown,
         Self::Internal,
@@ -198,6 +213,9 @@ impl DisconnectCode {
     /// The close reason sent with the code (short: close reasons are capped at 123 bytes).
     pub fn reason(self) -> &'static str {
         match self {
+            Self::WsProtocolError => "protocol error",
+            Self::WsInvalidPayload => "invalid utf-8",
+            Self::WsMessageTooBig => "message too big",
             Self::ConnectionClosed => "connection closed",
             Self::Shutdown => "shutdown",
             Self::Internal => "internal server error",
@@ -234,8 +252,11 @@ impl DisconnectCode {
 }
 
 /// Whether a close code (from any server) asks the client to reconnect.
+///
+/// 1009 (message too big) is terminal as in the npm `centrifuge` SDK: reconnecting
+/// would only send the same oversize message into the same close.
 pub fn should_reconnect(code: u16) -> bool {
-    !((3500..4000).contains(&code) || (4500..5000).contains(&code))
+    !(code == 1009 || (3500..4000).contains(&code) || (4500..5000).contains(&code))
 }
 
 /// Why the server ends one subscription (the `unsubscribe` push).
@@ -293,10 +314,17 @@ mod tests {
     fn disconnect_codes_split_into_reconnect_and_terminal() {
         for c in DisconnectCode::ALL {
             assert_eq!(DisconnectCode::from_code(c.code()), Some(c));
-            assert_eq!(c.reconnect(), c.code() < 3500, "{c:?}");
+            assert_eq!(
+                c.reconnect(),
+                c.code() < 3500 && c != DisconnectCode::WsMessageTooBig,
+                "{c:?}"
+            );
             assert!(c.reason().len() <= 123);
         }
+        assert!(DisconnectCode::ALL.is_sorted_by_key(|c| c.code()));
         assert!(should_reconnect(4000));
+        assert!(should_reconnect(1002));
+        assert!(!should_reconnect(1009));
         assert!(!should_reconnect(4500));
     }
 

@@ -133,16 +133,17 @@ impl Conn {
         let mut write_pending = false;
         let write_timer = tokio::time::sleep_until(last_write);
         tokio::pin!(write_timer);
-        let outcome: Option<(u16, String)> = loop {
+        let outcome: Ending = loop {
             let mut pushes_only = false;
             let step = tokio::select! {
                 biased;
-                () = closer.requested() => break Some(closer.requested_close().unwrap_or_else(|| reason_of(DisconnectCode::ConnectionClosed))),
+                () = closer.requested() => break Ending::Close(closer.requested_close().unwrap_or_else(|| reason_of(DisconnectCode::ConnectionClosed))),
                 // Authenticated clients are closed by the drain, spread over its window;
                 // a socket that never connected just goes.
                 () = self.node.shutdown.cancelled(), if self.session.is_none() => Err(DisconnectCode::Shutdown),
                 msg = socket.next() => match msg {
-                    None | Some(Ok(Message::Close(_))) => break None,
+                    None => break Ending::Gone,
+                    Some(Ok(Message::Close(_))) => break Ending::ClosedByPeer,
                     // Commands are rare next to pushes; their futures (authentication,
                     // history reads) are boxed so that they do not make every idle
                     // connection's task as large as the largest command.
@@ -151,7 +152,7 @@ impl Conn {
                     Some(Ok(_)) => Ok(()),
                     Some(Err(e)) => match read_error_code(e) {
                         Some(code) => Err(code),
-                        None => break None,
+                        None => break Ending::Gone,
                     },
                 },
                 item = rx.recv() => {
@@ -170,7 +171,7 @@ impl Conn {
                 () = &mut write_timer, if write_pending => Ok(()),
             };
             if let Err(code) = step {
-                break Some(reason_of(code));
+                break Ending::Close(reason_of(code));
             }
             if !self.deferred.is_empty() {
                 Box::pin(self.run_deferred()).await;
@@ -187,7 +188,7 @@ impl Conn {
                     write_pending = false;
                     last_write = now;
                     if !self.flush(&mut socket).await {
-                        break Some(
+                        break Ending::Close(
                             closer
                                 .requested_close()
                                 .unwrap_or_else(|| reason_of(DisconnectCode::WriteError)),
@@ -201,34 +202,47 @@ impl Conn {
                 timer.as_mut().reset(deadline);
             }
         };
-        if let Some((code, reason)) = outcome {
-            let label = if code >= 4000 {
-                "application".to_owned()
-            } else {
-                code.to_string()
-            };
-            self.node
-                .metrics
-                .disconnects
-                .with_label_values(&[label.as_str()])
-                .inc();
-            tracing::debug!(code, reason, "closing connection");
-            // A failed write cannot take a close frame; a slow client gets a brief chance
-            // (its queued bytes go first), everyone else a second.
-            let wait = match DisconnectCode::from_code(code) {
-                Some(DisconnectCode::WriteError) => None,
-                Some(DisconnectCode::Slow) => Some(Duration::from_millis(250)),
-                _ => Some(Duration::from_secs(1)),
-            };
-            if let Some(wait) = wait {
-                let close = Message::Close(Some(CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from(reason),
-                }));
-                let _ = tokio::time::timeout(wait, socket.send(close)).await;
+        match outcome {
+            Ending::Close((code, reason)) => self.close(&mut socket, code, reason).await,
+            // The library queued the answer to the client's Close (its code echoed, or
+            // 1002 for a code that must not be sent) but writes it only when the sink is
+            // flushed; closing the sink writes it and ends the WebSocket.
+            Ending::ClosedByPeer => {
+                let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, socket.close()).await;
             }
+            Ending::Gone => {}
         }
+        // The TCP connection is closed here, before the cleanup's broker calls, so that
+        // the client sees the end of the handshake at once.
+        drop(socket);
         Box::pin(self.cleanup()).await;
+    }
+
+    /// Counts the close and sends its Close frame, within a short wait.
+    async fn close<S: Socket>(&self, socket: &mut S, code: u16, reason: String) {
+        let label = if code >= 4000 {
+            "application".to_owned()
+        } else {
+            code.to_string()
+        };
+        self.node
+            .metrics
+            .disconnects
+            .with_label_values(&[label.as_str()])
+            .inc();
+        tracing::debug!(code, reason, "closing connection");
+        // A failed write cannot take a close frame; a slow client gets a brief chance
+        // (its queued bytes go first), everyone else a second.
+        let wait = match DisconnectCode::from_code(code) {
+            Some(DisconnectCode::WriteError) => return,
+            Some(DisconnectCode::Slow) => Duration::from_millis(250),
+            _ => CLOSE_REPLY_TIMEOUT,
+        };
+        let close = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        }));
+        let _ = tokio::time::timeout(wait, socket.send(close)).await;
     }
 
     /// Writes the pending frame. A client that stops reading is cut off as soon as its
@@ -408,11 +422,27 @@ impl Conn {
     }
 }
 
+/// How long a Close frame (the server's own, or the answer to the client's) may take
+/// to write.
+const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How the connection loop ended.
+#[derive(Debug)]
+enum Ending {
+    /// The server closes with this code and reason.
+    Close((u16, String)),
+    /// The client sent a Close frame; it gets the answer.
+    ClosedByPeer,
+    /// The client went away without a close handshake.
+    Gone,
+}
+
 fn reason_of(code: DisconnectCode) -> (u16, String) {
     (code.code(), code.reason().to_owned())
 }
 
-/// The close code for a read error, or `None` when the client simply went away.
+/// The close code for a read error (a violation of WebSocket framing gets the RFC 6455
+/// code), or `None` when the client simply went away.
 fn read_error_code(e: axum::Error) -> Option<DisconnectCode> {
     use tokio_tungstenite::tungstenite::Error as WsError;
     use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -420,9 +450,12 @@ fn read_error_code(e: axum::Error) -> Option<DisconnectCode> {
     match inner.downcast_ref::<WsError>() {
         // Vanishing without a close handshake is a client going away, not a bad request.
         Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => None,
-        Some(WsError::Capacity(_) | WsError::Utf8(_) | WsError::Protocol(_)) => {
-            Some(DisconnectCode::BadRequest)
-        }
+        Some(WsError::Protocol(_)) => Some(DisconnectCode::WsProtocolError),
+        Some(WsError::Utf8(_)) => Some(DisconnectCode::WsInvalidPayload),
+        // 1009, not 3501: both stop the SDKs, but 1009 also tells them why (the npm
+        // SDK reports `messageSizeLimit`); either way a client that keeps sending the
+        // message does not reconnect into the same close in a loop.
+        Some(WsError::Capacity(_)) => Some(DisconnectCode::WsMessageTooBig),
         _ => None,
     }
 }

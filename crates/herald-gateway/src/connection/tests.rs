@@ -247,3 +247,38 @@ fn the_connection_future_stays_small() {
     eprintln!("connection future: {size} bytes");
     assert!(size <= 3 * 1024, "connection future grew to {size} bytes");
 }
+
+#[test]
+fn websocket_read_errors_map_to_the_rfc_close_codes() {
+    use super::read_error_code;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+    let code = |e: WsError| read_error_code(axum::Error::new(e));
+    assert_eq!(
+        code(WsError::Protocol(ProtocolError::NonZeroReservedBits)),
+        Some(DisconnectCode::WsProtocolError)
+    );
+    assert_eq!(
+        code(WsError::Protocol(ProtocolError::UnmaskedFrameFromClient)),
+        Some(DisconnectCode::WsProtocolError)
+    );
+    assert_eq!(
+        code(WsError::Utf8("invalid".into())),
+        Some(DisconnectCode::WsInvalidPayload)
+    );
+    assert_eq!(
+        code(WsError::Capacity(CapacityError::MessageTooLong {
+            size: 2,
+            max_size: 1
+        })),
+        Some(DisconnectCode::WsMessageTooBig)
+    );
+    // A client that vanishes is not a protocol error: nothing to send it.
+    assert_eq!(
+        code(WsError::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+        )),
+        None
+    );
+    assert_eq!(code(WsError::ConnectionClosed), None);
+}

@@ -148,6 +148,21 @@ impl Herald {
         extra: &str,
         args: &[&str],
     ) -> Herald {
+        let auth = format!("[token]\nhmac_secret = \"{secret}\"\n[api]\nkey = \"{api_key}\"\n");
+        Self::start_auth(port, secret, api_key, &auth, extra, args).await
+    }
+
+    /// Starts a node whose `[token]` and `[api]` sections are `auth` as given (keys
+    /// from files, a JWKS); `secret` and `api_key` are what the tests sign and call
+    /// with.
+    pub async fn start_auth(
+        port: u16,
+        secret: &str,
+        api_key: &str,
+        auth: &str,
+        extra: &str,
+        args: &[&str],
+    ) -> Herald {
         let dir = std::env::temp_dir().join(format!(
             "herald-test-{}-{port}-{}",
             std::process::id(),
@@ -155,7 +170,7 @@ impl Herald {
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let config = format!(
-            "[token]\nhmac_secret = \"{secret}\"\n[api]\nkey = \"{api_key}\"\n[shutdown]\ndrain_window = \"300ms\"\ntimeout = \"5s\"\n{extra}\n{NAMESPACES}"
+            "{auth}[shutdown]\ndrain_window = \"300ms\"\ntimeout = \"5s\"\n{extra}\n{NAMESPACES}"
         );
         let path = dir.join("herald.toml");
         std::fs::File::create(&path)

@@ -572,14 +572,15 @@ fn authorized(node: &Node, headers: &HeaderMap) -> bool {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("apikey "))
         });
-    given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes()))
+    given.is_some_and(|g| key_matches(g, key))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares a given API key with the configured one in time that does not depend on
+/// where they differ (`subtle`, whose comparison the optimiser cannot shortcut). Only
+/// the length can leak, and a key's length is no secret worth keeping.
+fn key_matches(given: &str, key: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(given.as_bytes().ct_eq(key.as_bytes()))
 }
 
 fn unauthorized(node: &Node) -> Response {
@@ -676,7 +677,18 @@ pub(crate) async fn pipeline_handler(
 
 #[cfg(test)]
 mod tests {
-    use super::glob_match;
+    use super::{glob_match, key_matches};
+
+    #[test]
+    fn api_keys_match_only_exactly() {
+        let key = "0123456789abcdef";
+        assert!(key_matches(key, key));
+        assert!(!key_matches("0123456789abcdeF", key));
+        assert!(!key_matches("1123456789abcdef", key));
+        assert!(!key_matches("0123456789abcde", key));
+        assert!(!key_matches("0123456789abcdef0", key));
+        assert!(!key_matches("", key));
+    }
 
     #[test]
     fn globs() {

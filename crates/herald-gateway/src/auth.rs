@@ -1,11 +1,66 @@
 //! Token verification: connection and subscription JWTs, with keys chosen by algorithm
-//! family so that one kind of key can never verify a token signed for another.
+//! family so that one kind of key can never verify a token signed for another, and the
+//! time claims (`exp`, `nbf`, `iat`) checked here, integer or not.
 
 use crate::config::TokenConfig;
+use crate::jwks::{JwkKey, Jwks, JwksSetupError, Miss};
 use herald_protocol::RawJson;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
-use serde::Deserialize;
+use jsonwebtoken::{
+    Algorithm, AlgorithmFamily, DecodingKey, Header, Validation, decode, decode_header,
+};
+use serde::{Deserialize, Deserializer};
 use std::collections::HashSet;
+use std::sync::Arc;
+
+/// The latest NumericDate accepted (9999-12-31T23:59:59Z): anything later is a bug or
+/// an attack, not a date.
+const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// A NumericDate (RFC 7519 §2): seconds since the epoch, integer or not, as many
+/// backends write `time.time() + 3600`. Negative, non-finite and absurdly late values are
+/// refused.
+fn numeric_date(value: &serde_json::Number, round: fn(f64) -> f64) -> Option<u64> {
+    if let Some(n) = value.as_u64() {
+        return (n <= MAX_NUMERIC_DATE).then_some(n);
+    }
+    let f = value.as_f64()?;
+    #[allow(clippy::cast_precision_loss)]
+    let max = MAX_NUMERIC_DATE as f64;
+    if !(f.is_finite() && (0.0..=max).contains(&f)) {
+        return None;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Some(round(f) as u64)
+}
+
+fn date_with<'de, D: Deserializer<'de>>(
+    d: D,
+    round: fn(f64) -> f64,
+) -> Result<Option<u64>, D::Error> {
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => numeric_date(&n, round)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom("not a valid NumericDate")),
+    }
+}
+
+/// A deadline (`exp`, `expire_at`, `iat`): a fraction is dropped, so a token never
+/// lives longer than it says.
+fn date_floor<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    date_with(d, f64::floor)
+}
+
+/// A start (`nbf`): a fraction rounds up, so a token is never valid early.
+fn date_ceil<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    date_with(d, f64::ceil)
+}
+
+/// Claims with an expiry and a start, which [`TokenVerifier`] checks.
+trait TimeClaims {
+    fn exp(&self) -> Option<u64>;
+    fn nbf(&self) -> Option<u64>;
+}
 
 /// Claims of a connection token.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -13,9 +68,15 @@ pub struct ConnectionClaims {
     /// The user id ("" = anonymous).
     #[serde(default)]
     pub sub: String,
-    /// Expiry (seconds since the epoch).
-    #[serde(default)]
+    /// Expiry (seconds since the epoch; a fraction is dropped).
+    #[serde(default, deserialize_with = "date_floor")]
     pub exp: Option<u64>,
+    /// Not valid before (seconds since the epoch; a fraction rounds up).
+    #[serde(default, deserialize_with = "date_ceil")]
+    pub nbf: Option<u64>,
+    /// Issued at (seconds since the epoch); only its form is checked.
+    #[serde(default, deserialize_with = "date_floor")]
+    pub iat: Option<u64>,
     /// Public user info, sent to others in presence and join/leave.
     #[serde(default)]
     pub info: Option<RawJson>,
@@ -23,7 +84,7 @@ pub struct ConnectionClaims {
     #[serde(default)]
     pub channels: Vec<String>,
     /// When the connection expires, if different from `exp` (0 = never).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "date_floor")]
     pub expire_at: Option<u64>,
 }
 
@@ -38,6 +99,15 @@ impl ConnectionClaims {
     }
 }
 
+impl TimeClaims for ConnectionClaims {
+    fn exp(&self) -> Option<u64> {
+        self.exp
+    }
+    fn nbf(&self) -> Option<u64> {
+        self.nbf
+    }
+}
+
 /// Claims of a subscription token.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct SubscriptionClaims {
@@ -46,14 +116,20 @@ pub struct SubscriptionClaims {
     pub sub: String,
     /// The channel the token grants.
     pub channel: String,
-    /// Expiry (seconds since the epoch).
-    #[serde(default)]
+    /// Expiry (seconds since the epoch; a fraction is dropped).
+    #[serde(default, deserialize_with = "date_floor")]
     pub exp: Option<u64>,
+    /// Not valid before (seconds since the epoch; a fraction rounds up).
+    #[serde(default, deserialize_with = "date_ceil")]
+    pub nbf: Option<u64>,
+    /// Issued at (seconds since the epoch); only its form is checked.
+    #[serde(default, deserialize_with = "date_floor")]
+    pub iat: Option<u64>,
     /// Channel info for this subscriber.
     #[serde(default)]
     pub info: Option<RawJson>,
     /// When the subscription expires, if different from `exp` (0 = never).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "date_floor")]
     pub expire_at: Option<u64>,
 }
 
@@ -68,6 +144,15 @@ impl SubscriptionClaims {
     }
 }
 
+impl TimeClaims for SubscriptionClaims {
+    fn exp(&self) -> Option<u64> {
+        self.exp
+    }
+    fn nbf(&self) -> Option<u64> {
+        self.nbf
+    }
+}
+
 /// A token was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -78,9 +163,35 @@ pub enum TokenError {
     /// algorithm confusion are refused).
     #[error("no key configured for algorithm {0}")]
     NoKeyForAlgorithm(String),
+    /// The token names a `kid` the key set does not have, even after fetching it again.
+    #[error("no key with the token's kid in the JWKS")]
+    UnknownKey,
+    /// The token has no `kid`, and the key set does not have exactly one key for its
+    /// algorithm; or the key with its `kid` is for another algorithm.
+    #[error("no JWKS key fits the token ({0})")]
+    NoFittingKey(&'static str),
+    /// The JWKS could not be fetched (yet), or not again for an unknown `kid` so soon:
+    /// the client should try again later.
+    #[error("the JWKS key set is not available")]
+    KeysUnavailable,
+    /// The header lists critical extensions (`crit`), which Herald does not implement
+    /// (RFC 7515 §4.1.11: such a token must be refused).
+    #[error("critical header extensions are not supported")]
+    Critical,
+    /// The token is not valid yet (`nbf`).
+    #[error("token not valid yet")]
+    NotYetValid,
     /// Signature, format or claims are wrong.
     #[error("invalid token")]
     Invalid(#[source] jsonwebtoken::errors::Error),
+}
+
+impl TokenError {
+    /// Whether the client should simply try again later (a reply error 100, which the
+    /// SDKs retry) rather than be refused for good.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, Self::KeysUnavailable)
+    }
 }
 
 /// A key could not be loaded.
@@ -106,6 +217,12 @@ pub enum KeyError {
         #[source]
         source: jsonwebtoken::errors::Error,
     },
+    /// The HMAC secret file could not be read.
+    #[error(transparent)]
+    SecretFile(#[from] crate::config::SecretFileError),
+    /// The JWKS client could not be set up.
+    #[error(transparent)]
+    Jwks(#[from] JwksSetupError),
 }
 
 /// Verifies tokens with the configured keys.
@@ -114,6 +231,7 @@ pub struct TokenVerifier {
     hmac: Option<DecodingKey>,
     rsa: Option<DecodingKey>,
     ec: Option<DecodingKey>,
+    jwks: Option<Arc<Jwks>>,
     audience: String,
     issuer: String,
 }
@@ -124,6 +242,7 @@ impl std::fmt::Debug for TokenVerifier {
             .field("hmac", &self.hmac.is_some())
             .field("rsa", &self.rsa.is_some())
             .field("ec", &self.ec.is_some())
+            .field("jwks", &self.jwks)
             .finish()
     }
 }
@@ -147,39 +266,109 @@ fn read_pem(
     })
 }
 
+/// The key a token is checked with.
+enum KeyRef<'a> {
+    Configured(&'a DecodingKey),
+    Fetched(Arc<JwkKey>),
+}
+
+impl KeyRef<'_> {
+    fn key(&self) -> &DecodingKey {
+        match self {
+            Self::Configured(k) => k,
+            Self::Fetched(k) => &k.key,
+        }
+    }
+}
+
 impl TokenVerifier {
-    /// Loads the keys named in the configuration.
+    /// Loads the keys named in the configuration (the JWKS, if any, is empty until
+    /// [`TokenVerifier::jwks`]'s task fetches it).
     pub fn from_config(config: &TokenConfig) -> Result<Self, KeyError> {
+        let secret = if config.hmac_secret_file.is_empty() {
+            config.hmac_secret.clone()
+        } else {
+            crate::config::read_secret_file("token.hmac_secret_file", &config.hmac_secret_file)?
+        };
+        let jwks = if config.jwks_url.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Jwks::new(config)?))
+        };
         Ok(Self {
-            hmac: (!config.hmac_secret.is_empty())
-                .then(|| DecodingKey::from_secret(config.hmac_secret.expose().as_bytes())),
+            hmac: (!secret.is_empty())
+                .then(|| DecodingKey::from_secret(secret.expose().as_bytes())),
             rsa: read_pem(&config.rsa_public_key, "RSA", DecodingKey::from_rsa_pem)?,
             ec: read_pem(&config.ec_public_key, "EC", DecodingKey::from_ec_pem)?,
+            jwks,
             audience: config.audience.clone(),
             issuer: config.issuer.clone(),
         })
     }
 
-    fn check<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, TokenError> {
-        let header = decode_header(token).map_err(TokenError::Invalid)?;
+    /// The JWKS cache, when `token.jwks_url` is set: the node runs its refresh task.
+    pub(crate) fn jwks(&self) -> Option<&Arc<Jwks>> {
+        self.jwks.as_ref()
+    }
+
+    fn key_for(&self, header: &Header) -> Result<KeyRef<'_>, TokenError> {
         let alg = header.alg;
-        let key = match alg {
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => self.hmac.as_ref(),
-            Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::PS256
-            | Algorithm::PS384
-            | Algorithm::PS512 => self.rsa.as_ref(),
-            Algorithm::ES256 | Algorithm::ES384 => self.ec.as_ref(),
-            _ => None,
+        let no_key = || TokenError::NoKeyForAlgorithm(format!("{alg:?}"));
+        let configured = match alg.family() {
+            AlgorithmFamily::Hmac => {
+                // HMAC keys never come from a JWKS: a shared secret fetched over the
+                // network is not one.
+                return self
+                    .hmac
+                    .as_ref()
+                    .map(KeyRef::Configured)
+                    .ok_or_else(no_key);
+            }
+            AlgorithmFamily::Rsa => self.rsa.as_ref(),
+            AlgorithmFamily::Ec if matches!(alg, Algorithm::ES256 | Algorithm::ES384) => {
+                self.ec.as_ref()
+            }
+            _ => return Err(no_key()),
+        };
+        let Some(jwks) = &self.jwks else {
+            return configured.map(KeyRef::Configured).ok_or_else(no_key);
+        };
+        // A configured PEM key serves tokens without a `kid`; a `kid` always means the
+        // JWKS.
+        if let (None, Some(key)) = (&header.kid, configured) {
+            return Ok(KeyRef::Configured(key));
         }
-        .ok_or_else(|| TokenError::NoKeyForAlgorithm(format!("{alg:?}")))?;
-        let mut validation = Validation::new(alg);
-        // Tokens without `exp` never expire; `exp` and `nbf` are checked when present.
+        match jwks.lookup(header.kid.as_deref(), alg) {
+            Ok(key) => Ok(KeyRef::Fetched(key)),
+            Err(Miss::NotLoaded) => Err(TokenError::KeysUnavailable),
+            Err(Miss::UnknownKid) => Err(TokenError::UnknownKey),
+            Err(Miss::Ambiguous) => Err(TokenError::NoFittingKey(
+                "no kid, and not exactly one key for its algorithm",
+            )),
+            Err(Miss::WrongAlgorithm) => Err(TokenError::NoFittingKey(
+                "the key with its kid is for another algorithm",
+            )),
+        }
+    }
+
+    /// Checks a token against the keys at hand, without waiting for anything.
+    fn check<T: serde::de::DeserializeOwned + TimeClaims>(
+        &self,
+        token: &str,
+    ) -> Result<T, TokenError> {
+        let header = decode_header(token).map_err(TokenError::Invalid)?;
+        // Herald understands no extension, so any `crit`, even an empty list (which RFC
+        // 7515 forbids producers to send), refuses the token.
+        if header.crit.is_some() {
+            return Err(TokenError::Critical);
+        }
+        let key = self.key_for(&header)?;
+        let mut validation = Validation::new(header.alg);
+        // Tokens without `exp` never expire. The time claims are checked below from the
+        // claims' own parse, which takes non-integer NumericDates.
         validation.required_spec_claims = HashSet::new();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.leeway = 0;
         if self.audience.is_empty() {
             validation.validate_aud = false;
@@ -191,23 +380,52 @@ impl TokenVerifier {
             validation.set_issuer(&[&self.issuer]);
             validation.required_spec_claims.insert("iss".into());
         }
-        match decode::<T>(token, key, &validation) {
-            Ok(data) => Ok(data.claims),
-            Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
-                Err(TokenError::Expired)
+        let claims = decode::<T>(token, key.key(), &validation)
+            .map_err(TokenError::Invalid)?
+            .claims;
+        let now = unix_now();
+        // The same rule as jsonwebtoken's: valid through the second `exp` names.
+        if claims.exp().is_some_and(|exp| exp < now) {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf().is_some_and(|nbf| nbf > now) {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(claims)
+    }
+
+    /// Checks a token; when its key may be in a newer key set, fetches the JWKS again
+    /// (at most once per `token.jwks_min_refresh_interval`, one fetch for all callers)
+    /// and checks once more. With the key cached this does not wait.
+    async fn verify<T: serde::de::DeserializeOwned + TimeClaims>(
+        &self,
+        token: &str,
+    ) -> Result<T, TokenError> {
+        let Some(jwks) = &self.jwks else {
+            return self.check(token);
+        };
+        let seen = jwks.generation();
+        match self.check(token) {
+            Err(TokenError::UnknownKey | TokenError::KeysUnavailable) => {
+                jwks.refresh_on_miss(seen).await;
+                if jwks.generation() == seen {
+                    // No newer key set: whether the kid exists cannot be told yet.
+                    return Err(TokenError::KeysUnavailable);
+                }
+                self.check(token)
             }
-            Err(e) => Err(TokenError::Invalid(e)),
+            other => other,
         }
     }
 
     /// Verifies a connection token.
-    pub fn verify_connection(&self, token: &str) -> Result<ConnectionClaims, TokenError> {
-        self.check(token)
+    pub async fn verify_connection(&self, token: &str) -> Result<ConnectionClaims, TokenError> {
+        self.verify(token).await
     }
 
     /// Verifies a subscription token.
-    pub fn verify_subscription(&self, token: &str) -> Result<SubscriptionClaims, TokenError> {
-        self.check(token)
+    pub async fn verify_subscription(&self, token: &str) -> Result<SubscriptionClaims, TokenError> {
+        self.verify(token).await
     }
 }
 
@@ -267,7 +485,7 @@ mod tests {
         let v = verifier("", "");
         for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
             let claims = v
-                .verify_connection(&hs(
+                .check::<ConnectionClaims>(&hs(
                     alg,
                     &json!({"sub": "42", "exp": unix_now() + 60, "info": {"name": "Ann"}}),
                 ))
@@ -276,7 +494,7 @@ mod tests {
             assert_eq!(claims.info.expect("info").get(), r#"{"name":"Ann"}"#);
         }
         let forever = v
-            .verify_connection(&hs(Algorithm::HS256, &json!({"sub": "1"})))
+            .check::<ConnectionClaims>(&hs(Algorithm::HS256, &json!({"sub": "1"})))
             .expect("no exp");
         assert_eq!(forever.expires_at(), None);
     }
@@ -289,7 +507,7 @@ mod tests {
             &json!({"sub": "1", "exp": unix_now() - 5}),
         );
         assert!(matches!(
-            v.verify_connection(&expired),
+            v.check::<ConnectionClaims>(&expired),
             Err(TokenError::Expired)
         ));
         let future = hs(
@@ -297,14 +515,14 @@ mod tests {
             &json!({"sub": "1", "nbf": unix_now() + 600}),
         );
         assert!(matches!(
-            v.verify_connection(&future),
-            Err(TokenError::Invalid(_))
+            v.check::<ConnectionClaims>(&future),
+            Err(TokenError::NotYetValid)
         ));
         let mut tampered = hs(Algorithm::HS256, &json!({"sub": "1"}));
         tampered.pop();
         tampered.push('A');
-        assert!(v.verify_connection(&tampered).is_err());
-        assert!(v.verify_connection("not a jwt").is_err());
+        assert!(v.check::<ConnectionClaims>(&tampered).is_err());
+        assert!(v.check::<ConnectionClaims>("not a jwt").is_err());
     }
 
     #[test]
@@ -312,7 +530,7 @@ mod tests {
         let v = verifier("", "");
         // {"alg":"none","typ":"JWT"} . {"sub":"1"} . (no signature)
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiIxIn0.";
-        assert!(v.verify_connection(none).is_err());
+        assert!(v.check::<ConnectionClaims>(none).is_err());
         // An RS256 header with an HMAC signature made from the secret: algorithm
         // confusion. No RSA key is configured, so it is refused before any check.
         let confused = encode(
@@ -327,7 +545,7 @@ mod tests {
             1,
         );
         assert!(matches!(
-            v.verify_connection(&confused),
+            v.check::<ConnectionClaims>(&confused),
             Err(TokenError::NoKeyForAlgorithm(_))
         ));
     }
@@ -339,13 +557,16 @@ mod tests {
             Algorithm::HS256,
             &json!({"sub": "1", "aud": "herald", "iss": "auth.example"}),
         );
-        assert!(v.verify_connection(&good).is_ok());
+        assert!(v.check::<ConnectionClaims>(&good).is_ok());
         for bad in [
             json!({"sub": "1", "aud": "other", "iss": "auth.example"}),
             json!({"sub": "1", "aud": "herald", "iss": "evil"}),
             json!({"sub": "1"}),
         ] {
-            assert!(v.verify_connection(&hs(Algorithm::HS256, &bad)).is_err());
+            assert!(
+                v.check::<ConnectionClaims>(&hs(Algorithm::HS256, &bad))
+                    .is_err()
+            );
         }
     }
 
@@ -353,14 +574,14 @@ mod tests {
     fn subscription_tokens_need_a_channel() {
         let v = verifier("", "");
         let ok = v
-            .verify_subscription(&hs(
+            .check::<SubscriptionClaims>(&hs(
                 Algorithm::HS256,
                 &json!({"sub": "1", "channel": "$secret"}),
             ))
             .expect("valid");
         assert_eq!(ok.channel, "$secret");
         assert!(
-            v.verify_subscription(&hs(Algorithm::HS256, &json!({"sub": "1"})))
+            v.check::<SubscriptionClaims>(&hs(Algorithm::HS256, &json!({"sub": "1"})))
                 .is_err()
         );
     }
@@ -373,5 +594,167 @@ mod tests {
         })
         .expect_err("missing");
         assert!(err.to_string().contains("/nonexistent/key.pem"));
+    }
+
+    #[test]
+    fn non_integer_numeric_dates_are_accepted() {
+        let v = verifier("", "");
+        let now = unix_now() as f64;
+        let claims = v
+            .check::<ConnectionClaims>(&hs(
+                Algorithm::HS256,
+                &json!({"sub": "1", "exp": now + 3600.75, "iat": now + 0.5, "nbf": now - 10.25}),
+            ))
+            .expect("float exp, iat and nbf");
+        // The fraction of a deadline is dropped: never later than the token says.
+        assert_eq!(claims.exp, Some(unix_now() + 3600));
+        assert_eq!(claims.nbf, Some(unix_now() - 10));
+        let sub = v
+            .check::<SubscriptionClaims>(&hs(
+                Algorithm::HS256,
+                &json!({"sub": "1", "channel": "c", "exp": now + 60.5}),
+            ))
+            .expect("float exp in a subscription token");
+        assert_eq!(sub.expires_at(), Some(unix_now() + 60));
+    }
+
+    #[test]
+    fn a_float_exp_in_the_past_is_expired_not_invalid() {
+        let v = verifier("", "");
+        let past = unix_now() as f64 - 5.5;
+        assert!(matches!(
+            v.check::<ConnectionClaims>(&hs(Algorithm::HS256, &json!({"sub": "1", "exp": past}))),
+            Err(TokenError::Expired)
+        ));
+        assert!(matches!(
+            v.check::<SubscriptionClaims>(&hs(
+                Algorithm::HS256,
+                &json!({"sub": "1", "channel": "c", "exp": past})
+            )),
+            Err(TokenError::Expired)
+        ));
+    }
+
+    #[test]
+    fn a_float_nbf_in_the_future_is_not_yet_valid() {
+        let v = verifier("", "");
+        // Rounded up: 0.25 s ahead is still ahead.
+        let soon = unix_now() as f64 + 0.25;
+        assert!(matches!(
+            v.check::<ConnectionClaims>(&hs(Algorithm::HS256, &json!({"sub": "1", "nbf": soon}))),
+            Err(TokenError::NotYetValid)
+        ));
+    }
+
+    #[test]
+    fn impossible_numeric_dates_are_refused_cleanly() {
+        let v = verifier("", "");
+        for (claim, value) in [
+            ("exp", json!(-1)),
+            ("exp", json!(-0.5)),
+            ("exp", json!(1e300)),
+            ("exp", json!(u64::MAX)),
+            ("exp", json!(253_402_300_800_u64)),
+            ("exp", json!("1700000000")),
+            ("exp", json!(true)),
+            ("nbf", json!(-100)),
+            ("nbf", json!(1e20)),
+            ("iat", json!(-3.5)),
+            ("iat", json!([1])),
+            ("expire_at", json!(-1)),
+        ] {
+            let mut claims = json!({"sub": "1", "channel": "c"});
+            claims[claim] = value.clone();
+            let token = hs(Algorithm::HS256, &claims);
+            assert!(
+                matches!(
+                    v.check::<ConnectionClaims>(&token),
+                    Err(TokenError::Invalid(_))
+                ),
+                "{claim}: {value}"
+            );
+            assert!(
+                matches!(
+                    v.check::<SubscriptionClaims>(&token),
+                    Err(TokenError::Invalid(_))
+                ),
+                "{claim}: {value}"
+            );
+        }
+        // JSON has no NaN or infinity; a number too large for f64 is not JSON either.
+        let raw = format!(
+            "{}.{}.",
+            "eyJhbGciOiJIUzI1NiJ9",
+            base64url(br#"{"sub":"1","exp":1e400}"#)
+        );
+        assert!(v.check::<ConnectionClaims>(&raw).is_err());
+    }
+
+    fn base64url(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+            for i in 0..=chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn critical_header_extensions_are_refused() {
+        let v = verifier("", "");
+        for crit in [
+            vec!["exp".to_owned()],
+            vec!["x-herald-unknown".to_owned()],
+            vec![],
+        ] {
+            let mut header = Header::new(Algorithm::HS256);
+            header.crit = Some(crit.clone());
+            let token = encode(
+                &header,
+                &json!({"sub": "1"}),
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .expect("encode");
+            assert!(
+                matches!(
+                    v.check::<ConnectionClaims>(&token),
+                    Err(TokenError::Critical)
+                ),
+                "crit {crit:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hmac_secret_can_come_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("herald-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("secret");
+        std::fs::write(&path, format!("{SECRET}\n")).expect("write");
+        let v = TokenVerifier::from_config(&TokenConfig {
+            hmac_secret_file: path.display().to_string(),
+            ..TokenConfig::default()
+        })
+        .expect("keys");
+        // The trailing newline is not part of the secret.
+        assert!(
+            v.check::<ConnectionClaims>(&hs(Algorithm::HS256, &json!({"sub": "1"})))
+                .is_ok()
+        );
+        let missing = dir.join("missing");
+        let err = TokenVerifier::from_config(&TokenConfig {
+            hmac_secret_file: missing.display().to_string(),
+            ..TokenConfig::default()
+        })
+        .expect_err("missing");
+        assert!(err.to_string().contains(&missing.display().to_string()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

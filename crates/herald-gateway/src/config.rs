@@ -73,7 +73,7 @@ impl fmt::Debug for Secret {
 
 /// How tokens are verified. At least one key must be set unless anonymous clients are
 /// allowed.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TokenConfig {
     /// HMAC secret for HS256/384/512 tokens.
@@ -86,6 +86,43 @@ pub struct TokenConfig {
     pub audience: String,
     /// Required `iss` claim ("" = not checked).
     pub issuer: String,
+    /// File holding the HMAC secret (a mounted Kubernetes Secret), instead of
+    /// `hmac_secret`; one trailing newline is ignored.
+    pub hmac_secret_file: String,
+    /// URL of a JWKS document with RSA and EC keys chosen by the token's `kid` ("" = off;
+    /// http only for now). Configuration only: no part of a token ever goes into a URL.
+    pub jwks_url: String,
+    /// How long one JWKS fetch may take.
+    #[serde(with = "humantime_serde")]
+    pub jwks_timeout: Duration,
+    /// How often the key set is fetched again in the background (a `Cache-Control:
+    /// max-age` shorter than this, but not below `jwks_min_refresh_interval`, wins).
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh_interval: Duration,
+    /// Least time between two fetches caused by tokens with an unknown `kid`, so a storm
+    /// of made-up kids costs the key server at most one request per interval.
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refresh_interval: Duration,
+    /// Largest JWKS document accepted, in bytes.
+    pub jwks_max_bytes: usize,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            hmac_secret: Secret::default(),
+            rsa_public_key: String::new(),
+            ec_public_key: String::new(),
+            audience: String::new(),
+            issuer: String::new(),
+            hmac_secret_file: String::new(),
+            jwks_url: String::new(),
+            jwks_timeout: Duration::from_secs(5),
+            jwks_refresh_interval: Duration::from_secs(300),
+            jwks_min_refresh_interval: Duration::from_secs(10),
+            jwks_max_bytes: 256 * 1024,
+        }
+    }
 }
 
 /// The server HTTP API (`/api/*`).
@@ -96,6 +133,39 @@ pub struct ApiConfig {
     pub key: Secret,
     /// Serve the API without a key (only for trusted networks).
     pub insecure: bool,
+    /// File holding the API key (a mounted Kubernetes Secret), instead of `key`; one
+    /// trailing newline is ignored.
+    pub key_file: String,
+}
+
+/// A secret file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {key} from {path}")]
+pub struct SecretFileError {
+    /// The setting that names the file.
+    pub key: &'static str,
+    /// The file.
+    pub path: String,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Reads a secret from a file, without one trailing newline (`echo` and most editors
+/// add one; Kubernetes Secrets keep whatever was stored).
+pub fn read_secret_file(key: &'static str, path: &str) -> Result<Secret, SecretFileError> {
+    let mut text = std::fs::read_to_string(path).map_err(|source| SecretFileError {
+        key,
+        path: path.to_owned(),
+        source,
+    })?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(Secret(text))
 }
 
 /// Per-connection behaviour.
@@ -307,8 +377,25 @@ impl Config {
     /// Whether any token key is configured.
     pub fn has_token_key(&self) -> bool {
         !self.token.hmac_secret.is_empty()
+            || !self.token.hmac_secret_file.is_empty()
             || !self.token.rsa_public_key.is_empty()
             || !self.token.ec_public_key.is_empty()
+            || !self.token.jwks_url.is_empty()
+    }
+
+    /// Reads `token.hmac_secret_file` and `api.key_file` into `token.hmac_secret` and
+    /// `api.key`, so the rest of the node sees one place for each secret.
+    pub fn load_secret_files(&mut self) -> Result<(), SecretFileError> {
+        if !self.token.hmac_secret_file.is_empty() {
+            self.token.hmac_secret =
+                read_secret_file("token.hmac_secret_file", &self.token.hmac_secret_file)?;
+            self.token.hmac_secret_file.clear();
+        }
+        if !self.api.key_file.is_empty() {
+            self.api.key = read_secret_file("api.key_file", &self.api.key_file)?;
+            self.api.key_file.clear();
+        }
+        Ok(())
     }
 
     /// Checks every setting and reports every problem at once.
@@ -333,14 +420,93 @@ impl Config {
         if !self.has_token_key() && !self.client.allow_anonymous {
             bad(
                 "token",
-                "no token key is set (token.hmac_secret, token.rsa_public_key or token.ec_public_key) and client.allow_anonymous is false: nobody could connect".into(),
+                "no token key is set (token.hmac_secret, token.hmac_secret_file, token.rsa_public_key, token.ec_public_key or token.jwks_url) and client.allow_anonymous is false: nobody could connect".into(),
             );
         }
-        if !self.token.hmac_secret.is_empty() && self.token.hmac_secret.expose().len() < 32 {
+        let t = &self.token;
+        if !t.hmac_secret.is_empty() && !t.hmac_secret_file.is_empty() {
             bad(
-                "token.hmac_secret",
+                "token.hmac_secret_file",
+                "set either token.hmac_secret or token.hmac_secret_file, not both".into(),
+            );
+        }
+        if !self.api.key.is_empty() && !self.api.key_file.is_empty() {
+            bad(
+                "api.key_file",
+                "set either api.key or api.key_file, not both".into(),
+            );
+        }
+        // The secret's length is checked wherever it comes from; the file's contents
+        // never appear in a message.
+        let hmac = if t.hmac_secret_file.is_empty() {
+            Some(t.hmac_secret.clone())
+        } else {
+            match read_secret_file("token.hmac_secret_file", &t.hmac_secret_file) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    bad(
+                        "token.hmac_secret_file",
+                        format!("cannot read {:?}: {}", e.path, e.source),
+                    );
+                    None
+                }
+            }
+        };
+        if let Some(s) = hmac
+            && !s.is_empty()
+            && s.expose().len() < 32
+        {
+            let at = if t.hmac_secret_file.is_empty() {
+                "token.hmac_secret"
+            } else {
+                "token.hmac_secret_file"
+            };
+            bad(
+                at,
                 "must be at least 32 bytes long to resist brute force".into(),
             );
+        }
+        if !self.api.key_file.is_empty() {
+            match read_secret_file("api.key_file", &self.api.key_file) {
+                Ok(k) if k.is_empty() => {
+                    bad("api.key_file", format!("{:?} is empty", self.api.key_file));
+                }
+                Ok(_) => {}
+                Err(e) => bad(
+                    "api.key_file",
+                    format!("cannot read {:?}: {}", e.path, e.source),
+                ),
+            }
+        }
+        if !t.jwks_url.is_empty() {
+            // The node's HTTP client has no TLS yet: serve the key set over plain http
+            // inside the cluster (or through a sidecar) until it does.
+            if t.jwks_url.starts_with("https://") {
+                bad(
+                    "token.jwks_url",
+                    "https is not supported yet: use an http:// URL inside the cluster".into(),
+                );
+            } else if !t.jwks_url.starts_with("http://") {
+                bad("token.jwks_url", "must be an http:// URL".into());
+            }
+            if t.jwks_timeout.is_zero() {
+                bad("token.jwks_timeout", "must be more than 0".into());
+            }
+            if t.jwks_min_refresh_interval < Duration::from_secs(1) {
+                bad(
+                    "token.jwks_min_refresh_interval",
+                    "must be at least 1s".into(),
+                );
+            }
+            if t.jwks_refresh_interval < t.jwks_min_refresh_interval {
+                bad(
+                    "token.jwks_refresh_interval",
+                    "must be at least token.jwks_min_refresh_interval".into(),
+                );
+            }
+            if t.jwks_max_bytes < 1024 {
+                bad("token.jwks_max_bytes", "must be at least 1024".into());
+            }
         }
         for (key, path) in [
             ("token.rsa_public_key", &self.token.rsa_public_key),
@@ -472,5 +638,78 @@ mod tests {
             let err = toml::from_str::<Config>(key).expect_err(key);
             assert!(err.message().contains("unknown field"), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn secret_files_are_read_checked_and_exclusive() {
+        let dir = std::env::temp_dir().join(format!("herald-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let secret = dir.join("secret");
+        let key = dir.join("key");
+        let short = dir.join("short");
+        std::fs::write(&secret, format!("{SECRET}\n")).expect("write");
+        std::fs::write(&key, "api-key\n").expect("write");
+        std::fs::write(&short, "short\n").expect("write");
+        let mut config = Config::default();
+        config.token.hmac_secret_file = secret.display().to_string();
+        config.api.key_file = key.display().to_string();
+        assert_eq!(config.validate(), Ok(()));
+        config.load_secret_files().expect("readable");
+        assert_eq!(config.token.hmac_secret.expose(), SECRET);
+        assert_eq!(config.api.key.expose(), "api-key");
+        assert!(config.token.hmac_secret_file.is_empty() && config.api.key_file.is_empty());
+
+        let mut both = Config::default();
+        both.token.hmac_secret = Secret(SECRET.into());
+        both.token.hmac_secret_file = secret.display().to_string();
+        both.api.key = Secret("k".into());
+        both.api.key_file = dir.join("missing").display().to_string();
+        let err = both.validate().expect_err("both set");
+        let at: Vec<&str> = err.problems.iter().map(|p| p.at.as_str()).collect();
+        assert_eq!(
+            at,
+            ["token.hmac_secret_file", "api.key_file", "api.key_file"]
+        );
+        assert!(err.to_string().contains("missing"), "{err}");
+        assert!(!err.to_string().contains(SECRET));
+
+        let mut weak = Config::default();
+        weak.token.hmac_secret_file = short.display().to_string();
+        let err = weak.validate().expect_err("short");
+        assert_eq!(err.problems[0].at, "token.hmac_secret_file");
+        assert!(!err.to_string().contains("short\n"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn jwks_settings_are_checked() {
+        let mut config = Config::default();
+        config.token.jwks_url = "file:///etc/passwd".into();
+        let mut https = Config::default();
+        https.token.jwks_url = "https://keys.example/jwks.json".into();
+        assert_eq!(
+            https.validate().expect_err("no TLS").problems[0].at,
+            "token.jwks_url"
+        );
+        config.token.jwks_timeout = Duration::ZERO;
+        config.token.jwks_min_refresh_interval = Duration::from_secs(60);
+        config.token.jwks_refresh_interval = Duration::from_secs(30);
+        config.token.jwks_max_bytes = 10;
+        let err = config.validate().expect_err("bad jwks settings");
+        let at: Vec<&str> = err.problems.iter().map(|p| p.at.as_str()).collect();
+        assert_eq!(
+            at,
+            [
+                "token.jwks_url",
+                "token.jwks_timeout",
+                "token.jwks_refresh_interval",
+                "token.jwks_max_bytes"
+            ]
+        );
+        config.token = TokenConfig {
+            jwks_url: "http://127.0.0.1:1/keys".into(),
+            ..TokenConfig::default()
+        };
+        assert_eq!(config.validate(), Ok(()), "a JWKS URL is a token key");
     }
 }

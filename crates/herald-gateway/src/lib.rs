@@ -11,6 +11,7 @@ pub mod channel;
 pub mod config;
 mod connection;
 pub(crate) mod hub;
+pub mod jwks;
 pub(crate) mod metrics;
 pub mod node;
 pub(crate) mod reads;

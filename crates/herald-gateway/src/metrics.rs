@@ -36,6 +36,8 @@ pub(crate) const BROKER_PUBLICATIONS: &str = "herald_broker_publications_total";
 pub(crate) const BROKER_ERRORS: &str = "herald_broker_errors_total";
 /// Server API calls, by method.
 pub(crate) const API_CALLS: &str = "herald_api_calls_total";
+/// JWKS fetches, by outcome (ok, timeout, unreachable, http_error, too_large, invalid).
+pub(crate) const JWKS_FETCHES: &str = "herald_jwks_fetches_total";
 /// 1 while the node accepts traffic, 0 while draining or unhealthy.
 pub(crate) const READY: &str = "herald_ready";
 /// Build information (always 1), labelled with the version.

@@ -24,6 +24,9 @@ pub enum StartError {
     /// A token key could not be loaded.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// A secret file (`token.hmac_secret_file`, `api.key_file`) could not be read.
+    #[error(transparent)]
+    SecretFile(#[from] crate::config::SecretFileError),
     /// The broker did not start.
     #[error("the broker did not start")]
     Broker(#[source] BrokerError),
@@ -97,9 +100,22 @@ pub async fn build(
     broker: Arc<dyn Broker>,
     shutdown: CancellationToken,
 ) -> Result<Arc<Node>, StartError> {
+    let mut config = config;
+    config.load_secret_files()?;
     let verifier = TokenVerifier::from_config(&config.token)?;
     let metrics = Metrics::new().map_err(StartError::Metrics)?;
     let lifecycle = Lifecycle::new(shutdown);
+    if let Some(jwks) = verifier.jwks() {
+        metrics
+            .registry()
+            .register(Box::new(jwks.fetch_counter().clone()))
+            .map_err(StartError::Metrics)?;
+        // The node starts whether or not the first fetch works: until it does, tokens
+        // that need the key set get a temporary error, which the SDKs retry.
+        lifecycle
+            .background
+            .spawn(jwks.clone().run(lifecycle.background_stop.clone()));
+    }
     let hub = Arc::new(Hub::new(
         broker.clone(),
         metrics.clone(),

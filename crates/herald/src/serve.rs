@@ -66,7 +66,10 @@ pub(crate) fn build_config(args: &ServeArgs) -> Result<HeraldConfig, ConfigError
         // Generated only where nothing was given.
         let probe = b.clone().build();
         let (secret_missing, key_missing) = match &probe {
-            Ok(c) => (!c.gateway.has_token_key(), c.gateway.api.key.is_empty()),
+            Ok(c) => (
+                !c.gateway.has_token_key(),
+                c.gateway.api.key.is_empty() && c.gateway.api.key_file.is_empty(),
+            ),
             Err(_) => (true, true),
         };
         if secret_missing && !has_key_setting(&b) {
@@ -142,8 +145,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = herald_gateway::server::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr().context("listener address")?;
-    if config.gateway.api.key.is_empty() && !config.gateway.api.insecure {
-        tracing::warn!("no api.key set: the server API (/api/*) is disabled");
+    if config.gateway.api.key.is_empty()
+        && config.gateway.api.key_file.is_empty()
+        && !config.gateway.api.insecure
+    {
+        tracing::warn!("no api.key or api.key_file set: the server API (/api/*) is disabled");
     }
     if args.dev {
         print_dev_banner(&config.gateway, addr);

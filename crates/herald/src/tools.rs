@@ -18,19 +18,20 @@ fn config_secret(config: &ConfigArgs) -> anyhow::Result<String> {
         b = b.file(path);
     }
     // Only the secret matters here; other problems (e.g. no key at all) are not ours.
-    let b = b.env(std::env::vars().filter(|(k, _)| k == "HERALD_TOKEN_HMAC_SECRET"));
-    let secret = b
+    let b =
+        b.env(std::env::vars().filter(|(k, _)| {
+            k == "HERALD_TOKEN_HMAC_SECRET" || k == "HERALD_TOKEN_HMAC_SECRET_FILE"
+        }));
+    let mut gateway = b
         .set("client.allow_anonymous", "true")
         .build()
         .map_err(|e| anyhow::anyhow!("{e}"))?
-        .gateway
-        .token
-        .hmac_secret
-        .expose()
-        .to_owned();
+        .gateway;
+    gateway.load_secret_files()?;
+    let secret = gateway.token.hmac_secret.expose().to_owned();
     if secret.is_empty() {
         bail!(
-            "no HMAC secret: pass --token-hmac-secret, set HERALD_TOKEN_HMAC_SECRET, or --config a file with token.hmac_secret"
+            "no HMAC secret: pass --token-hmac-secret, set HERALD_TOKEN_HMAC_SECRET or HERALD_TOKEN_HMAC_SECRET_FILE, or --config a file with token.hmac_secret or token.hmac_secret_file"
         );
     }
     Ok(secret)
@@ -234,8 +235,8 @@ pub(crate) fn checkconfig(args: &CheckconfigArgs) -> anyhow::Result<ExitCode> {
                 g.listen,
                 c.broker,
                 g.namespaces.len(),
-                if g.api.key.is_empty() && !g.api.insecure {
-                    "disabled (no api.key)"
+                if g.api.key.is_empty() && g.api.key_file.is_empty() && !g.api.insecure {
+                    "disabled (no api.key or api.key_file)"
                 } else {
                     "on"
                 }

@@ -84,8 +84,8 @@ impl Conn {
             Request::History(req) => self.on_history(req).await,
             Request::Presence(req) => self.on_presence(&req.channel, false).await,
             Request::PresenceStats(req) => self.on_presence(&req.channel, true).await,
-            Request::Refresh(req) => self.on_refresh(&req.token),
-            Request::SubRefresh(req) => self.on_sub_refresh(&req.channel, &req.token),
+            Request::Refresh(req) => self.on_refresh(&req.token).await,
+            Request::SubRefresh(req) => self.on_sub_refresh(&req.channel, &req.token).await,
             Request::Rpc(req) if req.method == herald_protocol::RPC_PING => Ok(Reply {
                 rpc: Some(herald_protocol::RpcResult::default()),
                 ..Reply::default()
@@ -120,9 +120,13 @@ impl Conn {
             }
             crate::auth::ConnectionClaims::default()
         } else {
-            match self.node.verifier.verify_connection(&req.token) {
+            match self.node.verifier.verify_connection(&req.token).await {
                 Ok(c) => c,
                 Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired.into()),
+                Err(e) if e.is_temporary() => {
+                    tracing::debug!(error = %e, "connection token not checked yet");
+                    return Err(ErrorCode::Internal.into());
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "connection token refused");
                     return Err(Fail::Disconnect(DisconnectCode::InvalidToken));
@@ -340,11 +344,18 @@ impl Conn {
         })
     }
 
-    fn on_refresh(&mut self, token: &str) -> Result<Reply, Fail> {
-        let claims = match self.node.verifier.verify_connection(token) {
+    async fn on_refresh(&mut self, token: &str) -> Result<Reply, Fail> {
+        let claims = match self.node.verifier.verify_connection(token).await {
             Ok(c) => c,
             Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired.into()),
-            Err(_) => return Err(Fail::Disconnect(DisconnectCode::InvalidToken)),
+            Err(e) if e.is_temporary() => {
+                tracing::debug!(error = %e, "refresh token not checked yet");
+                return Err(ErrorCode::Internal.into());
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "refresh token refused");
+                return Err(Fail::Disconnect(DisconnectCode::InvalidToken));
+            }
         };
         let session = self
             .session
@@ -366,11 +377,18 @@ impl Conn {
         })
     }
 
-    fn on_sub_refresh(&mut self, channel: &str, token: &str) -> Result<Reply, Fail> {
-        let claims = match self.node.verifier.verify_subscription(token) {
+    async fn on_sub_refresh(&mut self, channel: &str, token: &str) -> Result<Reply, Fail> {
+        let claims = match self.node.verifier.verify_subscription(token).await {
             Ok(c) => c,
             Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired.into()),
-            Err(_) => return Err(ErrorCode::PermissionDenied.into()),
+            Err(e) if e.is_temporary() => {
+                tracing::debug!(error = %e, "subscription refresh token not checked yet");
+                return Err(ErrorCode::Internal.into());
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "subscription refresh token refused");
+                return Err(ErrorCode::PermissionDenied.into());
+            }
         };
         if claims.channel != channel || claims.sub != self.user() {
             return Err(ErrorCode::PermissionDenied.into());

@@ -39,10 +39,14 @@ impl Conn {
         }
         let user = self.session.as_ref().map_or("", |s| &s.user).to_owned();
         let (expires, chan_info) = if !req.token.is_empty() {
-            match self.node.verifier.verify_subscription(&req.token) {
+            match self.node.verifier.verify_subscription(&req.token).await {
                 Ok(c) if c.channel == req.channel && c.sub == user => (c.expires_at(), c.info),
                 Ok(_) => return Err(ErrorCode::PermissionDenied.into()),
                 Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired.into()),
+                Err(e) if e.is_temporary() => {
+                    tracing::debug!(error = %e, "subscription token not checked yet");
+                    return Err(ErrorCode::Internal.into());
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "subscription token refused");
                     return Err(ErrorCode::PermissionDenied.into());

@@ -341,8 +341,48 @@ fn env_reference_lists_every_section() {
         "HERALD_REDIS_WORKERS",
         "HERALD_REDIS_PROBE_TIMEOUT",
         "HERALD_REDIS_META_TTL",
+        "HERALD_TOKEN_HMAC_SECRET_FILE",
+        "HERALD_TOKEN_JWKS_URL",
+        "HERALD_TOKEN_JWKS_TIMEOUT",
+        "HERALD_TOKEN_JWKS_REFRESH_INTERVAL",
+        "HERALD_TOKEN_JWKS_MIN_REFRESH_INTERVAL",
+        "HERALD_TOKEN_JWKS_MAX_BYTES",
+        "HERALD_API_KEY_FILE",
     ] {
         assert!(names.contains(&name.to_owned()), "{name} missing");
     }
     assert!(!names.iter().any(|n| n.starts_with("HERALD_NAMESPACES")));
+}
+
+#[test]
+fn secret_files_and_the_jwks_are_set_from_the_environment() {
+    let key = TempFile::new("api-key", "from-a-file\n");
+    let config = Layers::new()
+        .env(env(&[
+            ("HERALD_TOKEN_JWKS_URL", "http://keys.internal/jwks.json"),
+            ("HERALD_TOKEN_JWKS_TIMEOUT", "2s"),
+            ("HERALD_TOKEN_JWKS_MAX_BYTES", "65536"),
+            ("HERALD_API_KEY_FILE", key.0.to_str().expect("utf-8")),
+        ]))
+        .build()
+        .expect("valid");
+    let t = &config.gateway.token;
+    assert_eq!(t.jwks_url, "http://keys.internal/jwks.json");
+    assert_eq!(t.jwks_timeout, Duration::from_secs(2));
+    assert_eq!(t.jwks_max_bytes, 65536);
+    assert_eq!(config.gateway.api.key_file, key.0.to_str().expect("utf-8"));
+    let both = Layers::new()
+        .toml(&format!("[token]\nhmac_secret = \"{SECRET}\"\n"))
+        .env(env(&[(
+            "HERALD_TOKEN_HMAC_SECRET_FILE",
+            "/run/secrets/hmac",
+        )]))
+        .build()
+        .expect_err("both set");
+    assert!(
+        both.problems
+            .iter()
+            .any(|p| p.key == "token.hmac_secret_file"),
+        "{both}"
+    );
 }

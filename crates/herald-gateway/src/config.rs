@@ -471,7 +471,10 @@ impl Config {
         }
         for (at, rate) in [
             ("client.limits.connect_rate", c.limits.connect_rate),
-            ("client.limits.connect_rate_per_ip", c.limits.connect_rate_per_ip),
+            (
+                "client.limits.connect_rate_per_ip",
+                c.limits.connect_rate_per_ip,
+            ),
         ] {
             if rate.per_second == 0 && rate.burst > 0 {
                 bad(at, "burst is set but per_second is 0 (no limit)".into());

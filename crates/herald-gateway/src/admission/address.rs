@@ -46,7 +46,9 @@ impl Cidr {
     pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         match (self.net, ip.to_canonical()) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
@@ -150,7 +152,11 @@ mod tests {
         assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
         let v6 = Cidr::parse("fd00::/8").expect("cidr");
         assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
-        assert!(Cidr::parse("0.0.0.0/0").expect("all").contains(ip("8.8.8.8")));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .expect("all")
+                .contains(ip("8.8.8.8"))
+        );
         assert_eq!(Cidr::parse("10.0.0.0/33"), Err(CidrError::Prefix));
         assert_eq!(Cidr::parse("proxy.local"), Err(CidrError::Address));
     }
@@ -159,7 +165,10 @@ mod tests {
     fn forwarded_for_counts_only_from_a_trusted_peer() {
         let proxies = TrustedProxies::new(vec![Cidr::parse("10.0.0.0/8").expect("cidr")]);
         let h = xff(&["203.0.113.7"]);
-        assert_eq!(proxies.client_ip(ip("198.51.100.1"), &h), ip("198.51.100.1"));
+        assert_eq!(
+            proxies.client_ip(ip("198.51.100.1"), &h),
+            ip("198.51.100.1")
+        );
         assert_eq!(proxies.client_ip(ip("10.0.0.5"), &h), ip("203.0.113.7"));
         // The nearest untrusted entry wins over whatever the client wrote further left.
         let h = xff(&["1.2.3.4, 203.0.113.7", "10.0.0.9"]);

@@ -247,19 +247,24 @@ impl Admission {
             return;
         };
         let ip = ip.map(tracing::field::display);
-        match limit {
+        let limit_name = limit.label();
+        match (limit, dry_run) {
+            (_, true) => tracing::info!(
+                limit = limit_name,
+                ip,
+                held_back,
+                "connection over a limit admitted (dry run)"
+            ),
             // The node is full or flooded: the operator's business.
-            Limit::Connections | Limit::ConnectRate => tracing::warn!(
-                limit = limit.label(),
-                dry_run,
+            (Limit::Connections | Limit::ConnectRate, false) => tracing::warn!(
+                limit = limit_name,
                 ip,
                 held_back,
                 "connection refused by a limit"
             ),
             // One client's doing: the node is fine.
-            _ => tracing::info!(
-                limit = limit.label(),
-                dry_run,
+            (_, false) => tracing::info!(
+                limit = limit_name,
                 ip,
                 held_back,
                 "connection refused by a limit"

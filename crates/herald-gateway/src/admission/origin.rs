@@ -152,7 +152,9 @@ impl OriginPattern {
     fn matches(&self, origin: &Parsed) -> bool {
         // A pattern without a scheme leaves the port check to the origin's own scheme.
         let same = |scheme: &Option<String>, port: &Option<u16>| {
-            scheme.as_ref().is_none_or(|s| Some(s) == origin.scheme.as_ref())
+            scheme
+                .as_ref()
+                .is_none_or(|s| Some(s) == origin.scheme.as_ref())
                 && *port == origin.port
         };
         match self {
@@ -250,10 +252,18 @@ mod tests {
     fn exact_origins_match_scheme_host_and_port() {
         let r = rule(&["https://app.example.com", "http://localhost:3000"]);
         assert!(allows(&r, "https://app.example.com", "herald.example.com"));
-        assert!(allows(&r, "https://APP.example.com:443", "herald.example.com"));
+        assert!(allows(
+            &r,
+            "https://APP.example.com:443",
+            "herald.example.com"
+        ));
         assert!(allows(&r, "http://localhost:3000", "herald.example.com"));
         assert!(!allows(&r, "http://app.example.com", "herald.example.com"));
-        assert!(!allows(&r, "https://app.example.com:8443", "herald.example.com"));
+        assert!(!allows(
+            &r,
+            "https://app.example.com:8443",
+            "herald.example.com"
+        ));
         assert!(!allows(&r, "http://localhost:3001", "herald.example.com"));
         assert!(!allows(&r, "http://localhost", "herald.example.com"));
         assert!(!allows(&r, "https://evil.example", "herald.example.com"));
@@ -277,16 +287,32 @@ mod tests {
     #[test]
     fn the_default_allows_the_requests_own_host_on_any_scheme() {
         let r = rule(&[]);
-        assert!(allows(&r, "https://herald.example.com", "herald.example.com"));
-        assert!(allows(&r, "http://herald.example.com", "herald.example.com"));
-        assert!(allows(&r, "https://herald.example.com", "herald.example.com:443"));
+        assert!(allows(
+            &r,
+            "https://herald.example.com",
+            "herald.example.com"
+        ));
+        assert!(allows(
+            &r,
+            "http://herald.example.com",
+            "herald.example.com"
+        ));
+        assert!(allows(
+            &r,
+            "https://herald.example.com",
+            "herald.example.com:443"
+        ));
         assert!(allows(&r, "http://127.0.0.1:8000", "127.0.0.1:8000"));
         assert!(allows(&r, "https://127.0.0.1:8000", "127.0.0.1:8000"));
         assert!(!allows(&r, "http://127.0.0.1:8001", "127.0.0.1:8000"));
         assert!(!allows(&r, "http://127.0.0.1", "127.0.0.1:8000"));
         assert!(!allows(&r, "http://127.0.0.1:8000", "127.0.0.1"));
         assert!(!allows(&r, "https://evil.example", "herald.example.com"));
-        assert!(!allows(&r, "https://herald.example.com.evil.example", "herald.example.com"));
+        assert!(!allows(
+            &r,
+            "https://herald.example.com.evil.example",
+            "herald.example.com"
+        ));
         // No Origin: not a browser, nothing to hijack.
         assert!(r.allows(&headers(None, Some("herald.example.com"))));
         assert!(r.allows(&headers(None, None)));
@@ -327,7 +353,14 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_reported() {
-        for bad in ["", "https://", "*", "*example.com", "a.*.com", "https://a:0"] {
+        for bad in [
+            "",
+            "https://",
+            "*",
+            "*example.com",
+            "a.*.com",
+            "https://a:0",
+        ] {
             if bad == "*" {
                 continue;
             }

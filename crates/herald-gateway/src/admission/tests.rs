@@ -67,7 +67,11 @@ async fn the_address_limit_counts_each_address_and_ipv6_by_its_64() {
     assert!(a.admit_socket(ip("2001:db8::2")).is_err(), "same /64");
     drop(one);
     let _again = a.admit_socket(ip("127.0.0.1")).expect("released");
-    assert_eq!(a.per_ip.lock().len(), 3, "entries are per open address only");
+    assert_eq!(
+        a.per_ip.lock().len(),
+        3,
+        "entries are per open address only"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -108,7 +112,10 @@ async fn connect_rates_refill_with_time() {
     let refusal = a.admit_socket(ip("10.0.0.1")).expect_err("burst spent");
     assert_eq!(refusal.limit, Limit::ConnectRatePerIp);
     assert_eq!(refusal.retry_after, Some(Duration::from_secs(1)));
-    drop(a.admit_socket(ip("10.0.0.2")).expect("another address has its own bucket"));
+    drop(
+        a.admit_socket(ip("10.0.0.2"))
+            .expect("another address has its own bucket"),
+    );
     tokio::time::advance(Duration::from_millis(1000)).await;
     drop(a.admit_socket(ip("10.0.0.1")).expect("one token back"));
     assert!(a.admit_socket(ip("10.0.0.1")).is_err());

@@ -222,9 +222,9 @@ impl Admission {
             origins: OriginRule::new(origins),
             proxies: TrustedProxies::new(proxies),
             node_rate: quota(limits.connect_rate)
-                .map(|q| RateLimiter::direct_with_clock(q, clock.clone())),
+                .map(|q| RateLimiter::direct_with_clock(q, &clock)),
             ip_rate: quota(limits.connect_rate_per_ip)
-                .map(|q| RwLock::new(RateLimiter::dashmap_with_clock(q, clock.clone()))),
+                .map(|q| RwLock::new(RateLimiter::dashmap_with_clock(q, &clock))),
             clock,
             limits,
             open: AtomicU32::new(0),
@@ -387,7 +387,7 @@ impl Admission {
                 // Memory stays bounded; the price is that these addresses' buckets
                 // start full again.
                 if let Some(quota) = quota(self.limits.connect_rate_per_ip) {
-                    *b = RateLimiter::dashmap_with_clock(quota, self.clock.clone());
+                    *b = RateLimiter::dashmap_with_clock(quota, &self.clock);
                 }
                 tracing::warn!(
                     addresses = MAX_TRACKED_ADDRESSES,

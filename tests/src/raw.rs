@@ -4,10 +4,13 @@
 use futures_util::{SinkExt, StreamExt};
 use herald_protocol::Reply;
 use serde_json::Value;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async, connect_async};
 
 /// How long a raw client waits for the next frame by default.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -18,6 +21,15 @@ pub struct Raw {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pending: std::collections::VecDeque<Reply>,
     next_id: u32,
+}
+
+/// An upgrade the server answered with an HTTP status instead of a WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The status.
+    pub status: u16,
+    /// Its `Retry-After` header, if any.
+    pub retry_after: Option<String>,
 }
 
 /// What the server did next.
@@ -39,6 +51,52 @@ impl Raw {
             ws,
             pending: Default::default(),
             next_id: 0,
+        }
+    }
+
+    /// Opens a socket to `url` from the local address `from` (any 127.0.0.0/8 address
+    /// works on loopback, so tests can be several clients) with extra request headers;
+    /// an upgrade answered with a status comes back as [`Refused`].
+    pub async fn try_open(
+        url: &str,
+        from: IpAddr,
+        headers: &[(&str, &str)],
+    ) -> Result<Raw, Refused> {
+        let mut request = url.into_client_request().expect("a WebSocket URL");
+        for (name, value) in headers {
+            request.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+                HeaderValue::from_str(value).expect("a header value"),
+            );
+        }
+        let uri = request.uri();
+        let server: SocketAddr = format!(
+            "{}:{}",
+            uri.host().expect("a host"),
+            uri.port_u16().expect("a port")
+        )
+        .parse()
+        .expect("an address");
+        let socket = TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .expect("bind the source address");
+        let stream = socket.connect(server).await.expect("TCP connect");
+        match client_async(request, MaybeTlsStream::Plain(stream)).await {
+            Ok((ws, _)) => Ok(Raw {
+                ws,
+                pending: Default::default(),
+                next_id: 0,
+            }),
+            Err(tungstenite::Error::Http(response)) => Err(Refused {
+                status: response.status().as_u16(),
+                retry_after: response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            }),
+            Err(e) => panic!("upgrade failed: {e}"),
         }
     }
 

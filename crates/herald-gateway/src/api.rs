@@ -12,8 +12,9 @@ use crate::channel::Channel;
 use crate::hub::Outgoing;
 use crate::node::Node;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use herald_broker::PublishRequest;
 use herald_protocol::{
@@ -26,6 +27,42 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// Checks the `Origin` of an API request (the same rule as WebSocket upgrades: 403 when
+/// refused) and lets the browser read the answer of an allowed one. Requests without
+/// `Origin` pass unchanged.
+pub(crate) async fn cors(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
+    let Some(origin) = request.headers().get(header::ORIGIN).cloned() else {
+        return next.run(request).await;
+    };
+    let (parts, body) = request.into_parts();
+    let ip = crate::server::peer(&parts).map(|p| node.admission.client_ip(p, &parts.headers));
+    if let Err(refusal) = node.admission.check_origin(&parts.headers, ip) {
+        return refusal.into_response();
+    }
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    response
+}
+
+/// Answers a CORS preflight (only an allowed origin gets this far, see [`cors`]) with
+/// what the API needs: `POST`, and the key and body headers.
+pub(crate) async fn preflight() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (header::ACCESS_CONTROL_ALLOW_METHODS, "POST, OPTIONS"),
+            (
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "X-API-Key, Authorization, Content-Type",
+            ),
+            (header::ACCESS_CONTROL_MAX_AGE, "300"),
+        ],
+    )
+        .into_response()
+}
 
 /// An API error: a protocol error code and a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

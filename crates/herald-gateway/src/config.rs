@@ -218,6 +218,18 @@ pub struct ClientConfig {
     /// the channel live and its replay window warm.
     #[serde(with = "humantime_serde")]
     pub channel_linger: Duration,
+    /// Browser origins allowed to open connections and call the server API besides the
+    /// request's own host: exact origins (`https://app.example.com`, `http://host:8080`),
+    /// `*.example.com` patterns (any subdomain, with or without a scheme), `null`, or
+    /// `*` for any. Requests without an `Origin` (non-browser clients) are always
+    /// allowed.
+    pub allowed_origins: Vec<String>,
+    /// Proxies (IP addresses or CIDRs) whose `X-Forwarded-For` is believed: the client's
+    /// address is then the nearest untrusted address in it. Empty = the TCP peer is the
+    /// client.
+    pub trusted_proxies: Vec<String>,
+    /// Connection admission limits (all off by default).
+    pub limits: LimitsConfig,
 }
 
 impl Default for ClientConfig {
@@ -238,8 +250,67 @@ impl Default for ClientConfig {
             write_buffer_bytes: 4 * 1024,
             socket_send_buffer_bytes: 64 * 1024,
             channel_linger: Duration::from_secs(10),
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            limits: LimitsConfig::default(),
         }
     }
+}
+
+/// Limits on who may open a connection and how fast, each off at 0 and each with a
+/// `dry_run` mode that only counts (metrics and log) and admits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Open sockets on this node, authenticated or not (more: HTTP 503).
+    pub connections: ConnectionLimit,
+    /// Open sockets from one client address on this node (more: HTTP 429).
+    pub connections_per_ip: ConnectionLimit,
+    /// Connections of one user on this node (more: close 3504 at `connect`).
+    pub connections_per_user: ConnectionLimit,
+    /// New sockets per second on this node (more: HTTP 429).
+    pub connect_rate: RateLimit,
+    /// New sockets per second from one client address (more: HTTP 429).
+    pub connect_rate_per_ip: RateLimit,
+    /// The `Retry-After` sent with a refusal for a full connection limit (a refused
+    /// rate gets the time until its next token instead).
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            connections: ConnectionLimit::default(),
+            connections_per_ip: ConnectionLimit::default(),
+            connections_per_user: ConnectionLimit::default(),
+            connect_rate: RateLimit::default(),
+            connect_rate_per_ip: RateLimit::default(),
+            retry_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A limit on connections open at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionLimit {
+    /// Most connections at once (0 = no limit).
+    pub max: u32,
+    /// Count and log what would be refused, but admit it.
+    pub dry_run: bool,
+}
+
+/// A token bucket on new connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimit {
+    /// Tokens added per second (0 = no limit).
+    pub per_second: u32,
+    /// Bucket size: how many may arrive at once (0 = `per_second`).
+    pub burst: u32,
+    /// Count and log what would be refused, but admit it.
+    pub dry_run: bool,
 }
 
 /// Graceful shutdown.
@@ -554,6 +625,30 @@ impl Config {
                 "client.read_buffer_bytes",
                 "socket buffers must be at least 256 bytes".into(),
             );
+        }
+        for origin in &c.allowed_origins {
+            if let Err(e) = crate::admission::OriginPattern::parse(origin) {
+                bad("client.allowed_origins", format!("{origin:?}: {e}"));
+            }
+        }
+        for proxy in &c.trusted_proxies {
+            if let Err(e) = crate::admission::Cidr::parse(proxy) {
+                bad("client.trusted_proxies", format!("{proxy:?}: {e}"));
+            }
+        }
+        for (at, rate) in [
+            ("client.limits.connect_rate", c.limits.connect_rate),
+            (
+                "client.limits.connect_rate_per_ip",
+                c.limits.connect_rate_per_ip,
+            ),
+        ] {
+            if rate.per_second == 0 && rate.burst > 0 {
+                bad(at, "burst is set but per_second is 0 (no limit)".into());
+            }
+        }
+        if c.limits.retry_after < Duration::from_secs(1) {
+            bad("client.limits.retry_after", "must be at least 1s".into());
         }
         if self.shutdown.timeout < self.shutdown.drain_window {
             bad(

@@ -5,6 +5,7 @@
 //! and a [`CancellationToken`](tokio_util::sync::CancellationToken) to [`run`], which
 //! makes the whole server testable in-process.
 
+pub(crate) mod admission;
 pub(crate) mod api;
 pub mod auth;
 pub mod channel;

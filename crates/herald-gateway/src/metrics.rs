@@ -40,6 +40,12 @@ pub(crate) const API_CALLS: &str = "herald_api_calls_total";
 pub(crate) const JWKS_FETCHES: &str = "herald_jwks_fetches_total";
 /// 1 while the node accepts traffic, 0 while draining or unhealthy.
 pub(crate) const READY: &str = "herald_ready";
+/// Connections refused (or, in dry run, that would have been) by an admission rule, by
+/// limit (`origin`, `connections`, `connections_per_ip`, `connections_per_user`,
+/// `connect_rate`, `connect_rate_per_ip`) and mode (`enforced`, `dry_run`).
+pub(crate) const ADMISSION_REFUSALS: &str = "herald_admission_refusals_total";
+/// Client addresses the per-address connect rate keeps a bucket for.
+pub(crate) const ADMISSION_TRACKED_ADDRESSES: &str = "herald_admission_tracked_addresses";
 /// Build information (always 1), labelled with the version.
 pub(crate) const BUILD_INFO: &str = "herald_build_info";
 
@@ -79,6 +85,8 @@ pub(crate) struct Metrics {
     pub api_calls: IntCounterVec,
     /// See [`READY`].
     pub ready: IntGauge,
+    /// See [`ADMISSION_REFUSALS`] and [`ADMISSION_TRACKED_ADDRESSES`].
+    pub admission: crate::admission::AdmissionMetrics,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -148,6 +156,17 @@ impl Metrics {
             broker_errors: counter_vec(BROKER_ERRORS, "Broker operation errors", &["op"])?,
             api_calls: counter_vec(API_CALLS, "Server API calls", &["method"])?,
             ready: gauge(READY, "1 while the node accepts traffic")?,
+            admission: crate::admission::AdmissionMetrics {
+                refusals: counter_vec(
+                    ADMISSION_REFUSALS,
+                    "Connections refused by an admission rule",
+                    &["limit", "mode"],
+                )?,
+                tracked_addresses: gauge(
+                    ADMISSION_TRACKED_ADDRESSES,
+                    "Client addresses with a connect-rate bucket",
+                )?,
+            },
             registry,
         })
     }

@@ -1,5 +1,6 @@
 //! State shared by every connection and the server API of one gateway node.
 
+use crate::admission::Admission;
 use crate::auth::TokenVerifier;
 use crate::config::Config;
 use crate::hub::Hub;
@@ -49,6 +50,8 @@ pub struct Node {
     pub(crate) hub: Arc<Hub>,
     /// Metrics.
     pub(crate) metrics: Metrics,
+    /// Who may connect: origins, addresses, limits.
+    pub(crate) admission: Arc<Admission>,
     /// This node's name.
     pub(crate) name: String,
     /// A unique id for this run of the node.
@@ -86,6 +89,7 @@ impl Node {
         broker: Arc<dyn Broker>,
         hub: Arc<Hub>,
         metrics: Metrics,
+        admission: Arc<Admission>,
         lifecycle: Lifecycle,
     ) -> Self {
         let name = if config.node_name.is_empty() {
@@ -103,6 +107,7 @@ impl Node {
             broker,
             hub,
             metrics,
+            admission,
             name,
             uid: uuid::Uuid::new_v4().to_string(),
             started: Instant::now(),

@@ -1,18 +1,21 @@
 //! Assembly and lifecycle of a node: router, serving, and graceful drain on shutdown.
 
+use crate::admission::Admission;
 use crate::auth::{KeyError, TokenVerifier};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::node::{Lifecycle, Node};
 use axum::Router;
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use herald_broker::{Broker, BrokerContext, BrokerError, BrokerHandler, StoredPublication};
+use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -33,6 +36,9 @@ pub enum StartError {
     /// Metrics could not be registered.
     #[error("metrics could not be registered")]
     Metrics(#[source] prometheus::Error),
+    /// An admission setting (allowed origins, trusted proxies) is not valid.
+    #[error("invalid admission settings")]
+    Admission(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Serving failed.
     #[error("serving failed")]
     Serve(#[source] std::io::Error),
@@ -94,6 +100,22 @@ async fn refresh_presence(
     }
 }
 
+/// Keeps the per-address buckets to the addresses seen within one refill time.
+async fn sweep_admission(admission: Weak<Admission>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(crate::admission::SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match admission.upgrade() {
+            Some(a) => a.sweep(),
+            None => return,
+        }
+    }
+}
+
 /// Builds a node: loads keys, starts the broker, wires the hub.
 pub async fn build(
     config: Config,
@@ -104,6 +126,10 @@ pub async fn build(
     config.load_secret_files()?;
     let verifier = TokenVerifier::from_config(&config.token)?;
     let metrics = Metrics::new().map_err(StartError::Metrics)?;
+    let admission = Arc::new(
+        Admission::new(&config.client, metrics.admission.clone())
+            .map_err(|e| StartError::Admission(Box::new(e)))?,
+    );
     let lifecycle = Lifecycle::new(shutdown);
     if let Some(jwks) = verifier.jwks() {
         metrics
@@ -139,32 +165,75 @@ pub async fn build(
         config.client.presence_ttl,
         lifecycle.background_stop.clone(),
     ));
+    lifecycle.background.spawn(sweep_admission(
+        Arc::downgrade(&admission),
+        lifecycle.background_stop.clone(),
+    ));
     Ok(Arc::new(Node::new(
         Arc::new(config),
         verifier,
         broker,
         hub,
         metrics,
+        admission,
         lifecycle,
     )))
 }
 
 /// The HTTP routes of a node.
 pub fn router(node: Arc<Node>) -> Router {
+    // The API's CORS answers and Origin check wrap only the API: probes and metrics are
+    // not for browsers, and the WebSocket upgrade checks origins itself.
+    let api = Router::new()
+        .route(
+            "/api",
+            post(crate::api::pipeline_handler).options(crate::api::preflight),
+        )
+        .route(
+            "/api/{method}",
+            post(crate::api::method_handler).options(crate::api::preflight),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            crate::api::cors,
+        ));
     Router::new()
         .route("/connection/websocket", get(websocket))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/api", post(crate::api::pipeline_handler))
-        .route("/api/{method}", post(crate::api::method_handler))
+        .merge(api)
         .with_state(node)
 }
 
-async fn websocket(State(node): State<Arc<Node>>, upgrade: WebSocketUpgrade) -> Response {
+/// The TCP peer of a request: set when served by [`serve`], absent for a router driven
+/// in-process.
+pub(crate) fn peer(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+async fn websocket(State(node): State<Arc<Node>>, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    // Not an upgrade at all: refused as such before anything is counted.
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &node).await {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
     if node.draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
+    let admission = &node.admission;
+    let ip = peer(&parts).map(|p| admission.client_ip(p, &parts.headers));
+    if let Err(refusal) = admission.check_origin(&parts.headers, ip) {
+        return refusal.into_response();
+    }
+    let permit = match admission.admit_socket(ip) {
+        Ok(p) => p,
+        Err(refusal) => return refusal.into_response(),
+    };
     let c = &node.config.client;
     let tracker_token = node.tasks.token();
     upgrade
@@ -174,6 +243,7 @@ async fn websocket(State(node): State<Arc<Node>>, upgrade: WebSocketUpgrade) -> 
         .max_frame_size(c.max_frame_bytes)
         .on_upgrade(move |socket| async move {
             crate::connection::serve(socket, node).await;
+            drop(permit);
             drop(tracker_token);
         })
 }
@@ -240,8 +310,11 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<(), StartEr
     // `/readyz` turn 503 (and new sockets refused) instead of connection errors.
     let stop_accepting = CancellationToken::new();
     let app = router(node.clone());
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
     let serving = tokio::spawn(async move { server.await });
     shutdown.cancelled().await;
     node.start_draining();

@@ -18,6 +18,8 @@ pub(crate) fn build_config(args: &ServeArgs) -> Result<HeraldConfig, ConfigError
     if args.dev {
         base.broker = BrokerKind::Memory;
         base.gateway.client.allow_anonymous = true;
+        // Pages served by any local dev server may connect.
+        base.gateway.client.allowed_origins = vec!["*".into()];
     }
     let mut b = Layers::from_config(&base);
     if let Some(path) = &args.config.config {

@@ -184,7 +184,8 @@ export function nextEvent(emitter, event, { timeout = 5000, filter = () => true,
  * - dm:      user-limited channels only (`dm:x#42,43`).
  */
 export const BASE_CONFIG = Object.freeze({
-  client: { ping_interval: '25s' },
+  // Browser tests serve their pages from other ports than the node's.
+  client: { ping_interval: '25s', allowed_origins: ['*'] },
   shutdown: { drain_window: '200ms', timeout: '5s' },
   namespaces: {
     default: {

@@ -138,8 +138,16 @@ impl Conn {
             return Err(ErrorCode::TokenExpired.into());
         }
         let (expires_at, ttl) = expiry(expires);
-        let client: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string());
         let user: Arc<str> = Arc::from(claims.sub.as_str());
+        // Terminal (3504), as Centrifugo does: the SDK would otherwise come back every
+        // few seconds, forever, while the user's other connections stay open, each
+        // attempt costing a token check; the application hears why and can tell its user.
+        let user_permit = self
+            .node
+            .admission
+            .admit_user(&user)
+            .map_err(|_| Fail::Disconnect(DisconnectCode::ConnectionLimit))?;
+        let client: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string());
         let span = tracing::Span::current();
         span.record("client", &*client);
         span.record("user", &*user);
@@ -157,6 +165,7 @@ impl Conn {
             conn_info: claims.info.clone(),
             expires_at,
             handle,
+            _user_permit: user_permit,
         });
         self.next_ping = Instant::now() + config.client.ping_interval;
 

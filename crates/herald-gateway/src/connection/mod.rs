@@ -41,6 +41,9 @@ struct Session {
     conn_info: Option<RawJson>,
     expires_at: Option<Instant>,
     handle: ConnHandle,
+    /// Counts this connection under its user on this node until the session is dropped,
+    /// however the connection ends.
+    _user_permit: Option<crate::admission::UserPermit>,
 }
 
 /// One subscription of this connection.

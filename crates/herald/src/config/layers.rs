@@ -382,6 +382,15 @@ fn set_str(table: &mut toml::Table, path: &str, value: &str) -> Result<(), Strin
             .map(toml::Value::Integer)
             .map_err(|_| format!("expected a whole number, got {value:?}"))?,
         Some(toml::Value::Table(_)) => return Err("is a section, not a value".into()),
+        // Lists from the environment or a flag: comma-separated.
+        Some(toml::Value::Array(_)) => toml::Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| toml::Value::String(v.to_owned()))
+                .collect(),
+        ),
         _ => toml::Value::String(value.to_owned()),
     };
     table.insert(last.to_owned(), converted);

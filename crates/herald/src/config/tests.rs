@@ -386,3 +386,49 @@ fn secret_files_and_the_jwks_are_set_from_the_environment() {
         "{both}"
     );
 }
+
+#[test]
+fn admission_settings_come_from_file_and_environment() {
+    let config = Layers::new()
+        .toml(&format!(
+            "[token]\nhmac_secret = \"{SECRET}\"\n[client]\nallowed_origins = [\"https://a.example\"]\n[client.limits.connections]\nmax = 100\n"
+        ))
+        .env(env(&[
+            (
+                "HERALD_CLIENT_TRUSTED_PROXIES",
+                "10.0.0.0/8, 192.168.1.1",
+            ),
+            ("HERALD_CLIENT_LIMITS_CONNECT_RATE_PER_IP_PER_SECOND", "5"),
+            ("HERALD_CLIENT_LIMITS_CONNECTIONS_DRY_RUN", "true"),
+        ]))
+        .build()
+        .expect("valid");
+    let c = &config.gateway.client;
+    assert_eq!(c.allowed_origins, ["https://a.example"]);
+    assert_eq!(c.trusted_proxies, ["10.0.0.0/8", "192.168.1.1"]);
+    assert_eq!(c.limits.connections.max, 100);
+    assert!(c.limits.connections.dry_run);
+    assert_eq!(c.limits.connect_rate_per_ip.per_second, 5);
+    let names: Vec<String> = env_reference().into_iter().map(|(n, _)| n).collect();
+    for name in [
+        "HERALD_CLIENT_ALLOWED_ORIGINS",
+        "HERALD_CLIENT_TRUSTED_PROXIES",
+        "HERALD_CLIENT_LIMITS_CONNECTIONS_MAX",
+        "HERALD_CLIENT_LIMITS_CONNECTIONS_PER_USER_DRY_RUN",
+        "HERALD_CLIENT_LIMITS_CONNECT_RATE_BURST",
+        "HERALD_CLIENT_LIMITS_RETRY_AFTER",
+    ] {
+        assert!(names.contains(&name.to_owned()), "{name} missing");
+    }
+    let bad = Layers::new()
+        .toml(&format!("[token]\nhmac_secret = \"{SECRET}\"\n"))
+        .env(env(&[
+            ("HERALD_CLIENT_TRUSTED_PROXIES", "10.0.0.0/40"),
+            ("HERALD_CLIENT_ALLOWED_ORIGINS", "https://a.example:x"),
+        ]))
+        .build()
+        .expect_err("invalid");
+    let at: Vec<&str> = bad.problems.iter().map(|p| p.key.as_str()).collect();
+    assert!(at.contains(&"client.allowed_origins"), "{at:?}");
+    assert!(at.contains(&"client.trusted_proxies"), "{at:?}");
+}

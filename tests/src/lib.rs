@@ -147,6 +147,17 @@ impl Herald {
         extra: &str,
         args: &[&str],
     ) -> Herald {
+        let herald = Self::spawn(port, secret, api_key, extra, args);
+        herald.wait_ready().await;
+        herald
+    }
+
+    /// Starts a node without waiting for it to be ready (for nodes that must fail).
+    pub fn launch(extra: &str, args: &[&str]) -> Herald {
+        Self::spawn(free_port(), &secret(), &secret(), extra, args)
+    }
+
+    fn spawn(port: u16, secret: &str, api_key: &str, extra: &str, args: &[&str]) -> Herald {
         let dir = std::env::temp_dir().join(format!(
             "herald-test-{}-{port}-{}",
             std::process::id(),
@@ -180,16 +191,23 @@ impl Herald {
             .stderr(log)
             .spawn()
             .expect("spawn herald");
-        let herald = Herald {
+        Herald {
             child: Some(child),
             port,
             secret: secret.to_owned(),
             api_key: api_key.to_owned(),
             dir,
             http: reqwest::Client::new(),
-        };
-        herald.wait_ready().await;
-        herald
+        }
+    }
+
+    /// Whether `/readyz` answers 200 now.
+    pub async fn is_ready(&self) -> bool {
+        self.http
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
     }
 
     async fn wait_ready(&self) {

@@ -351,12 +351,12 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts three cluster-enabled servers and joins them into a cluster.
     pub fn start() -> RedisCluster {
-        Self::start_with(RedisOptions::default())
+        Self::start_with(&RedisOptions::default())
     }
 
     /// A cluster whose nodes have `options` (with TLS: `tls-cluster yes`, so nodes
     /// announce their TLS ports and talk TLS to each other).
-    pub fn start_with(options: RedisOptions) -> RedisCluster {
+    pub fn start_with(options: &RedisOptions) -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| RedisServer::start_configured(free_port(), true, options.clone()))
             .collect();

@@ -233,7 +233,7 @@ async fn a_client_certificate_is_sent_when_the_server_requires_one() {
 async fn a_tls_cluster_with_an_acl_user_delivers_and_recovers() {
     let certs = Certs::generate();
     let cluster = RedisCluster::start_with(
-        RedisOptions::tls(&certs).user(&format!("herald on >cluster-pw {MINIMAL_RULE}")),
+        &RedisOptions::tls(&certs).user(&format!("herald on >cluster-pw {MINIMAL_RULE}")),
     );
     let url = cluster
         .url()

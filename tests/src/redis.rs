@@ -255,7 +255,8 @@ impl RedisServer {
     }
 
     fn wait_until(&self, ok: impl Fn(&Self) -> bool, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // A TLS cluster on a loaded machine can take over 10 s to agree on its slots.
+        let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if ok(self) {
                 return;

@@ -6,6 +6,7 @@
 #
 # Environment (defaults in brackets):
 #   REDIS_HOST [redis]  REDIS_PORT [6379]  HERALD_PREFIX [herald]  CHANNEL [demo]
+#   REDIS_USER [none: the default user]  REDISCLI_AUTH [none]: its password
 #   INTERVAL [1]  COUNT [0 = forever]
 #   HISTORY_SIZE [100]  HISTORY_TTL [300]: keep these equal to the channel's namespace
 #   in herald.toml ([namespaces.default]: history_size = 100, history_ttl = "5m").
@@ -35,7 +36,7 @@ while [ "$count" -eq 0 ] || [ "$n" -lt "$count" ]; do
     data=$(printf '{"n":%d,"at":"%s"}' "$n" "$(date -u +%Y-%m-%dT%H:%M:%SZ)")
     # Arguments: pub/sub channel, data, history size, history TTL, meta TTL, new epoch,
     # publisher info, tags, idempotency TTL, 1 = Redis Cluster (SPUBLISH) else 0.
-    if reply=$(redis-cli -e -h "$host" -p "$port" FCALL herald_publish 2 "$stream" "$meta" \
+    if reply=$(redis-cli -e -h "$host" -p "$port" ${REDIS_USER:+--user "$REDIS_USER"} FCALL herald_publish 2 "$stream" "$meta" \
         "$pubsub" "$data" "$history_size" "$history_ttl" "$meta_ttl" "$epoch" '' '' \
         "$idem_ttl" 0); then
         # shellcheck disable=SC2086 # split the reply into offset, epoch, duplicate

@@ -11,7 +11,12 @@
                                         HERALD_CONFIG mapped to the file on this machine
     files_check.py chart-env ENV_JSON HERALD_TOML
                                         the chart's gateway environment, secrets replaced
-                                        by placeholders, one NAME=VALUE a line
+                                        by placeholders, one NAME=VALUE a line; files
+                                        mounted from Secrets/ConfigMaps made next to
+                                        ENV_JSON
+    files_check.py compose-redis-user COMPOSE_JSON USER
+                                        the `--user USER ...` arguments of the compose
+                                        Redis, one a line
     files_check.py grafana REPO COMPOSE_JSON
                                         dashboard, datasource and provider agree
     files_check.py settings HERALD SCHEMA
@@ -157,6 +162,17 @@ def compose_env(compose_json, service, dockerfile):
     mounts = {v["target"]: v["source"] for v in svc.get("volumes", []) if v.get("type") == "bind"}
     if "HERALD_CONFIG" in env:
         env["HERALD_CONFIG"] = mounts.get(env["HERALD_CONFIG"], env["HERALD_CONFIG"])
+    # Files made from `configs: content`, written next to the compose JSON.
+    work = pathlib.Path(compose_json).parent
+    for ref in svc.get("configs") or []:
+        content = config.get("configs", {}).get(ref["source"], {}).get("content")
+        if content is None:
+            continue
+        local = work / f"compose-config-{ref['source']}"
+        local.write_text(content)
+        for name, value in env.items():
+            if value == ref.get("target"):
+                env[name] = str(local)
     for name, value in sorted(env.items()):
         print(f"{name}={value}")
     return 0
@@ -171,10 +187,16 @@ PLACEHOLDERS = {
 
 
 def chart_env(env_json, toml_path):
+    work = pathlib.Path(env_json).parent
     for entry in json.load(open(env_json)):
         name = entry["name"]
         if name == "HERALD_CONFIG":
             value = toml_path
+        elif name.startswith("HERALD_REDIS_") and name.endswith("_FILE"):
+            # Mounted from a Secret or ConfigMap: a placeholder file stands in.
+            local = work / pathlib.Path(entry["value"]).name
+            local.write_text("placeholder\n")
+            value = str(local)
         elif entry.get("value") is not None:
             value = entry["value"]
         elif name in PLACEHOLDERS:
@@ -288,10 +310,24 @@ def settings(herald, schema_path):
     return 1 if problems else 0
 
 
+def compose_redis_user(compose_json, user):
+    command = json.load(open(compose_json))["services"]["redis"]["command"]
+    for i, arg in enumerate(command):
+        if arg == "--user" and i + 1 < len(command) and command[i + 1] == user:
+            rest = command[i + 1:]
+            end = next((j for j, a in enumerate(rest) if a.startswith("--")), len(rest))
+            for a in rest[:end]:
+                print(a)
+            return 0
+    print(f"the compose redis has no --user {user}", file=sys.stderr)
+    return 1
+
+
 def main(argv):
     commands = {
         "context": (context, 2), "compose": (compose, 2), "compose-env": (compose_env, 3),
         "chart-env": (chart_env, 2), "grafana": (grafana, 2), "settings": (settings, 2),
+        "compose-redis-user": (compose_redis_user, 2),
     }
     if len(argv) < 2 or argv[1] not in commands or len(argv) - 2 != commands[argv[1]][1]:
         sys.exit(__doc__)

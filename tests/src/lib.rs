@@ -163,6 +163,26 @@ impl Herald {
         extra: &str,
         args: &[&str],
     ) -> Herald {
+        let herald = Self::spawn(port, secret, api_key, auth, extra, args);
+        herald.wait_ready().await;
+        herald
+    }
+
+    /// Starts a node without waiting for it to be ready (for nodes that must fail).
+    pub fn launch(extra: &str, args: &[&str]) -> Herald {
+        let (secret, api_key) = (secret(), secret());
+        let auth = format!("[token]\nhmac_secret = \"{secret}\"\n[api]\nkey = \"{api_key}\"\n");
+        Self::spawn(free_port(), &secret, &api_key, &auth, extra, args)
+    }
+
+    fn spawn(
+        port: u16,
+        secret: &str,
+        api_key: &str,
+        auth: &str,
+        extra: &str,
+        args: &[&str],
+    ) -> Herald {
         let dir = std::env::temp_dir().join(format!(
             "herald-test-{}-{port}-{}",
             std::process::id(),
@@ -196,16 +216,23 @@ impl Herald {
             .stderr(log)
             .spawn()
             .expect("spawn herald");
-        let herald = Herald {
+        Herald {
             child: Some(child),
             port,
             secret: secret.to_owned(),
             api_key: api_key.to_owned(),
             dir,
             http: reqwest::Client::new(),
-        };
-        herald.wait_ready().await;
-        herald
+        }
+    }
+
+    /// Whether `/readyz` answers 200 now.
+    pub async fn is_ready(&self) -> bool {
+        self.http
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
     }
 
     async fn wait_ready(&self) {

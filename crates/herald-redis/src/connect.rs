@@ -1,6 +1,7 @@
 //! Reaching Redis at start: the command and pub/sub clients with Herald's timeouts and
 //! reconnect policy, the server version check, the eviction warning and the library.
 
+use crate::access::{client_config, redact_url};
 use crate::config::RedisConfig;
 use crate::error::RedisStartError;
 use crate::library::{Library, LoadError};
@@ -24,11 +25,8 @@ pub(crate) struct Connected {
 
 /// Connects, checks the server, and loads the function library.
 pub(crate) async fn connect(config: &RedisConfig) -> Result<Connected, RedisStartError> {
-    let url = config.url.clone();
-    let fred_config = Config::from_url(&url).map_err(|source| RedisStartError::Url {
-        url: url.clone(),
-        source,
-    })?;
+    let url = redact_url(&config.url);
+    let fred_config = client_config(config)?;
     let cluster = fred_config.server.is_clustered();
     let mut builder = Builder::from_config(fred_config);
     builder
@@ -47,10 +45,7 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<Connected, RedisStar
             p.broadcast_channel_capacity = 1 << 16;
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
-    let redis_err = |source| RedisStartError::Redis {
-        url: url.clone(),
-        source,
-    };
+    let redis_err = |source| RedisStartError::from_redis(url.clone(), source);
     let client = builder.build().map_err(redis_err)?;
     let subscriber = builder.build_subscriber_client().map_err(redis_err)?;
     let mut tasks = Vec::with_capacity(2);
@@ -59,7 +54,7 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<Connected, RedisStar
             Ok(Ok(task)) => tasks.push(task),
             Ok(Err(source)) => {
                 abort(&tasks);
-                return Err(RedisStartError::Redis { url, source });
+                return Err(RedisStartError::from_redis(url, source));
             }
             Err(_) => {
                 let _ = c.quit().await;
@@ -93,10 +88,7 @@ pub(crate) fn abort(tasks: &[ConnectHandle]) {
 
 /// Checks the server version and loads the library.
 async fn check(client: &Client, cluster: bool, url: &str) -> Result<(), RedisStartError> {
-    let redis_err = |source| RedisStartError::Redis {
-        url: url.to_owned(),
-        source,
-    };
+    let redis_err = |source| RedisStartError::from_redis(url.to_owned(), source);
     let info: String = client
         .info(Some(fred::types::InfoKind::Server))
         .await

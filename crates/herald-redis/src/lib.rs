@@ -16,6 +16,7 @@
 //!   resubscribe-then-catch-up after a reconnect.
 //! - `health`: the liveness probe and the periodic top-offset checks for idle channels.
 //! - `history`: recoveries answered from the replay window, single-flight reads.
+//! - `access`: the URL's scheme and credentials, the password file, TLS (`rediss://`).
 //! - `connect` and `broker`: reaching Redis at start, and [`RedisBroker`], which composes
 //!   the components and runs their loops on the node's tracker until its shutdown.
 //!
@@ -23,6 +24,7 @@
 //! (including sharded ones, per cluster node), routes commands by hash slot, and
 //! reconnects with a policy, which is most of what a pub/sub backbone needs.
 
+mod access;
 mod broker;
 mod config;
 mod connect;
@@ -40,6 +42,7 @@ mod stop;
 mod store;
 mod subscriptions;
 
+pub use access::redact_url;
 pub use broker::RedisBroker;
 pub use config::{
     MAX_REPLAY_WINDOW, MAX_WORKERS, RedisConfig, RedisConfigError, RedisConfigProblem,

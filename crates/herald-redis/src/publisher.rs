@@ -73,20 +73,27 @@ pub struct EntityPublished {
 }
 
 impl Publisher {
-    /// Connects to Redis (`redis://…` or `redis-cluster://…`) with Herald's default key
-    /// prefix `herald`.
+    /// Connects to Redis (`redis://…`, `rediss://…`, `redis-cluster://…` or
+    /// `rediss-cluster://…`, with `user:password@` for an ACL user) with Herald's default
+    /// key prefix `herald`; the system's certificate authorities for TLS.
     pub async fn connect(url: &str) -> Result<Self, RedisStartError> {
         Self::connect_with_prefix(url, "herald").await
     }
 
     /// Connects with a key prefix matching the gateways' `[redis] prefix`.
     pub async fn connect_with_prefix(url: &str, prefix: &str) -> Result<Self, RedisStartError> {
-        let broker = RedisBroker::connect(RedisConfig {
+        Self::connect_with_config(RedisConfig {
             url: url.to_owned(),
             prefix: prefix.to_owned(),
             ..RedisConfig::default()
         })
-        .await?;
+        .await
+    }
+
+    /// Connects with a whole `[redis]` section: a CA file, a client certificate, a
+    /// password file.
+    pub async fn connect_with_config(config: RedisConfig) -> Result<Self, RedisStartError> {
+        let broker = RedisBroker::connect(config).await?;
         Ok(Self { broker })
     }
 

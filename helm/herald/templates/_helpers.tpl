@@ -134,12 +134,27 @@ sub-tables (like [namespaces]) gets no header of its own.
 {{- end -}}
 {{- end -}}
 
+{{/* "true" when a Redis CA is mounted from a Secret or a ConfigMap. */}}
+{{- define "herald.redisCA" -}}
+{{- if or .Values.redis.tlsCA.secretName .Values.redis.tlsCA.configMapName -}}true{{- end -}}
+{{- end -}}
+
 {{/* Settings that cannot work together fail the render with a clear message. */}}
 {{- define "herald.validate" -}}
 {{- $c := .Values.config -}}
 {{- if eq $c.broker "redis" -}}
 {{- if not (or .Values.redis.url .Values.redis.existingSecret) -}}
 {{- fail "config.broker is redis: set redis.url or redis.existingSecret" -}}
+{{- end -}}
+{{- if and .Values.redis.tlsCA.secretName .Values.redis.tlsCA.configMapName -}}
+{{- fail "redis.tlsCA: set secretName or configMapName, not both" -}}
+{{- end -}}
+{{- $tlsSet := or (include "herald.redisCA" .) .Values.redis.tlsClientSecret $c.redis.tls_server_name -}}
+{{- if and $tlsSet .Values.redis.url (not .Values.redis.existingSecret) (not (hasPrefix "rediss" .Values.redis.url)) -}}
+{{- fail "redis.tlsCA, redis.tlsClientSecret and config.redis.tls_server_name need a rediss:// or rediss-cluster:// redis.url" -}}
+{{- end -}}
+{{- if and .Values.redis.passwordSecret.name (regexMatch "^[a-z-]+://[^/@]*:[^/@]+@" .Values.redis.url) -}}
+{{- fail "redis.url holds a password and redis.passwordSecret is set: use one" -}}
 {{- end -}}
 {{- else -}}
 {{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled -}}

@@ -224,10 +224,10 @@ fn old_redis_keys_still_work_and_warn() {
 
     // A problem with an old key is reported at its new name and its own line.
     let err = Layers::new()
-        .toml("broker = \"redis\"\nredis_url = \"rediss://r:6380\"\n")
+        .toml("broker = \"redis\"\nredis_url = \"http://r:6380\"\n")
         .set("client.allow_anonymous", "true")
         .build()
-        .expect_err("TLS");
+        .expect_err("not a Redis URL");
     assert_eq!(err.problems[0].key, "redis.url");
     assert_eq!(err.problems[0].origin, Origin::Text { line: Some(2) });
 
@@ -274,21 +274,61 @@ fn new_redis_keys_reach_the_redis_config() {
 }
 
 #[test]
-fn tls_redis_urls_are_refused_not_downgraded() {
-    for url in ["rediss://redis:6380", "rediss-cluster://a:7000"] {
-        let err = Layers::new()
-            .set("broker", "redis")
-            .flag("--redis-url", "redis.url", url)
-            .build()
-            .expect_err("TLS is not supported");
-        assert!(
-            err.problems
-                .iter()
-                .any(|p| p.key == "redis.url" && p.message.contains("TLS")),
-            "{url}: {:?}",
-            err.problems
-        );
-    }
+fn redis_tls_and_acl_keys_are_read_from_file_and_environment() {
+    let dir = std::env::temp_dir().join(format!("herald-tls-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = |name: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, "x").expect("write");
+        path.display().to_string()
+    };
+    let (ca, cert, key, password) = (
+        file("ca.pem"),
+        file("client.pem"),
+        file("client.key"),
+        file("password"),
+    );
+    let config = Layers::new()
+        .toml(&format!(
+            "broker = \"redis\"\n[redis]\nurl = \"rediss://redis:6380\"\ntls_ca_file = \"{ca}\"\ntls_server_name = \"redis.internal\"\n[client]\nallow_anonymous = true\n"
+        ))
+        .env(env(&[
+            ("HERALD_REDIS_USERNAME", "herald"),
+            ("HERALD_REDIS_PASSWORD_FILE", &password),
+            ("HERALD_REDIS_TLS_CERT_FILE", &cert),
+            ("HERALD_REDIS_TLS_KEY_FILE", &key),
+        ]))
+        .build()
+        .expect("valid");
+    let r = &config.redis;
+    assert_eq!(r.url, "rediss://redis:6380");
+    assert_eq!(r.username, "herald");
+    assert_eq!(r.password_file, password);
+    assert_eq!(r.tls_ca_file, ca);
+    assert_eq!(r.tls_cert_file, cert);
+    assert_eq!(r.tls_key_file, key);
+    assert_eq!(r.tls_server_name, "redis.internal");
+
+    // A password in the URL and a file, and TLS settings with a plain URL: every
+    // problem with the setting it is about, and never the password.
+    let err = Layers::new()
+        .set("broker", "redis")
+        .set("client.allow_anonymous", "true")
+        .flag("--redis-url", "redis.url", "redis://u:hunter2@redis:6379")
+        .env(env(&[
+            ("HERALD_REDIS_PASSWORD_FILE", &password),
+            ("HERALD_REDIS_TLS_CA_FILE", &ca),
+        ]))
+        .build()
+        .expect_err("invalid");
+    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["redis.password_file", "redis.tls_ca_file"], "{err}");
+    assert!(
+        err.to_string().contains("HERALD_REDIS_TLS_CA_FILE"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -348,6 +388,12 @@ fn env_reference_lists_every_section() {
         "HERALD_TOKEN_JWKS_MIN_REFRESH_INTERVAL",
         "HERALD_TOKEN_JWKS_MAX_BYTES",
         "HERALD_API_KEY_FILE",
+        "HERALD_REDIS_USERNAME",
+        "HERALD_REDIS_PASSWORD_FILE",
+        "HERALD_REDIS_TLS_CA_FILE",
+        "HERALD_REDIS_TLS_CERT_FILE",
+        "HERALD_REDIS_TLS_KEY_FILE",
+        "HERALD_REDIS_TLS_SERVER_NAME",
     ] {
         assert!(names.contains(&name.to_owned()), "{name} missing");
     }

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use herald_tests::raw::{Event, Raw};
+use herald_tests::redis::Certs;
 use herald_tests::{Herald, free_port, now, secret, sign};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
@@ -144,22 +145,88 @@ struct KeyServer {
     mode: parking_lot::Mutex<Mode>,
     requests: AtomicUsize,
     port: u16,
+    tls: bool,
+}
+
+/// A listener that hands axum only connections whose TLS handshake went through.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl TlsListener {
+    fn new(tcp: tokio::net::TcpListener, certs: &Certs) -> TlsListener {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(certs.path("server.pem"))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(certs.path("server.key")).unwrap();
+        // ring, as everywhere in Herald; deprecated upstream only for its key exchanges.
+        #[allow(deprecated)]
+        let provider = rustls::crypto::ring::default_provider();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        TlsListener {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            // A client that refuses the certificate just goes; the next one is served.
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
 }
 
 impl KeyServer {
     async fn start(keys: &[&Key]) -> Arc<KeyServer> {
+        Self::start_on(keys, None).await
+    }
+
+    /// Serves over TLS with the certificate `server.pem` of `certs` when given.
+    async fn start_on(keys: &[&Key], certs: Option<&Certs>) -> Arc<KeyServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = Arc::new(KeyServer {
             doc: parking_lot::Mutex::new(Value::Null),
             mode: parking_lot::Mutex::new(Mode::Up),
             requests: AtomicUsize::new(0),
             port: listener.local_addr().unwrap().port(),
+            tls: certs.is_some(),
         });
         server.serve(keys);
         let app = axum::Router::new()
             .route("/keys", axum::routing::get(jwks))
             .with_state(server.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        match certs {
+            None => drop(tokio::spawn(async move { axum::serve(listener, app).await })),
+            Some(certs) => {
+                let listener = TlsListener::new(listener, certs);
+                tokio::spawn(async move { axum::serve(listener, app).await });
+            }
+        }
         server
     }
 
@@ -176,7 +243,8 @@ impl KeyServer {
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/keys", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/keys", self.port)
     }
 
     fn requests(&self) -> usize {
@@ -445,5 +513,38 @@ async fn secrets_and_the_api_key_come_from_files() {
     assert_eq!(status.as_u16(), 401);
     // The secret itself never reaches the log.
     assert!(!h.log().contains(&hmac) && !h.log().contains(&key));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_https_key_server_is_trusted_through_jwks_ca_file_only() {
+    let dir = temp_dir("https");
+    let certs = Certs::generate();
+    let key = Key::ec(&dir, "e1", true);
+    let server = KeyServer::start_on(&[&key], Some(&certs)).await;
+
+    // Its CA named: the keys are fetched over TLS and tokens are checked with them.
+    let ca = format!("jwks_ca_file = {:?}", certs.ca().to_str().unwrap());
+    let h = start_with_jwks(&server, &ca).await;
+    assert_eq!(
+        attempt(&h, &key.token(&claims("ann"))).await,
+        Outcome::Connected
+    );
+    assert!(h.metric("herald_jwks_fetches_total{outcome=\"ok\"}").await >= 1.0);
+
+    // Another CA named: the server is not trusted, no key is had, and the client is
+    // told to retry (100), never that its token is invalid.
+    let other = format!("jwks_ca_file = {:?}", certs.other_ca().to_str().unwrap());
+    let untrusted = start_with_jwks(&server, &other).await;
+    assert_eq!(
+        attempt(&untrusted, &key.token(&claims("ann"))).await,
+        Outcome::Error(100)
+    );
+    assert_eq!(
+        untrusted
+            .metric("herald_jwks_fetches_total{outcome=\"ok\"}")
+            .await,
+        0.0
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

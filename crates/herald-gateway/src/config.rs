@@ -90,8 +90,13 @@ pub struct TokenConfig {
     /// `hmac_secret`; one trailing newline is ignored.
     pub hmac_secret_file: String,
     /// URL of a JWKS document with RSA and EC keys chosen by the token's `kid` ("" = off;
-    /// http only for now). Configuration only: no part of a token ever goes into a URL.
+    /// `https://` or `http://`). Configuration only: no part of a token ever goes into a
+    /// URL.
     pub jwks_url: String,
+    /// PEM file of the CA certificates an `https://` key server is checked against,
+    /// instead of the system's roots (a key server behind a private CA); "" = the
+    /// system's roots.
+    pub jwks_ca_file: String,
     /// How long one JWKS fetch may take.
     #[serde(with = "humantime_serde")]
     pub jwks_timeout: Duration,
@@ -117,6 +122,7 @@ impl Default for TokenConfig {
             issuer: String::new(),
             hmac_secret_file: String::new(),
             jwks_url: String::new(),
+            jwks_ca_file: String::new(),
             jwks_timeout: Duration::from_secs(5),
             jwks_refresh_interval: Duration::from_secs(300),
             jwks_min_refresh_interval: Duration::from_secs(10),
@@ -550,15 +556,14 @@ impl Config {
             }
         }
         if !t.jwks_url.is_empty() {
-            // The node's HTTP client has no TLS yet: serve the key set over plain http
-            // inside the cluster (or through a sidecar) until it does.
-            if t.jwks_url.starts_with("https://") {
+            if !t.jwks_url.starts_with("http://") && !t.jwks_url.starts_with("https://") {
+                bad("token.jwks_url", "must be an http:// or https:// URL".into());
+            }
+            if !t.jwks_ca_file.is_empty() && !t.jwks_url.starts_with("https://") {
                 bad(
-                    "token.jwks_url",
-                    "https is not supported yet: use an http:// URL inside the cluster".into(),
+                    "token.jwks_ca_file",
+                    "is only used with an https:// token.jwks_url".into(),
                 );
-            } else if !t.jwks_url.starts_with("http://") {
-                bad("token.jwks_url", "must be an http:// URL".into());
             }
             if t.jwks_timeout.is_zero() {
                 bad("token.jwks_timeout", "must be more than 0".into());
@@ -782,9 +787,12 @@ mod tests {
         config.token.jwks_url = "file:///etc/passwd".into();
         let mut https = Config::default();
         https.token.jwks_url = "https://keys.example/jwks.json".into();
+        https.validate().expect("https is fine");
+        https.token.jwks_url = "http://keys.internal/jwks.json".into();
+        https.token.jwks_ca_file = "/etc/herald/ca.pem".into();
         assert_eq!(
-            https.validate().expect_err("no TLS").problems[0].at,
-            "token.jwks_url"
+            https.validate().expect_err("a CA for plain http").problems[0].at,
+            "token.jwks_ca_file"
         );
         config.token.jwks_timeout = Duration::ZERO;
         config.token.jwks_min_refresh_interval = Duration::from_secs(60);

@@ -122,6 +122,24 @@ pub enum JwksSetupError {
     /// The HTTP client (its TLS roots, say) could not be built.
     #[error("cannot set up the JWKS HTTP client")]
     Client(#[source] reqwest::Error),
+    /// `token.jwks_ca_file` could not be read.
+    #[error("cannot read token.jwks_ca_file {path:?}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `token.jwks_ca_file` holds no PEM certificate, or a broken one.
+    #[error("token.jwks_ca_file {path:?} holds no usable PEM certificate")]
+    CaPem {
+        /// The file.
+        path: String,
+        /// What the parser said, when it said something.
+        #[source]
+        source: Option<reqwest::Error>,
+    },
     /// The fetch counter could not be created.
     #[error("cannot create the JWKS metrics")]
     Metrics(#[source] prometheus::Error),
@@ -130,14 +148,37 @@ pub enum JwksSetupError {
 impl Jwks {
     /// A cache for `config.jwks_url`, empty until the first fetch.
     pub(crate) fn new(config: &TokenConfig) -> Result<Self, JwksSetupError> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(config.jwks_timeout)
             .connect_timeout(config.jwks_timeout)
             // The URL is the operator's; a redirect would let the key server send the
             // node anywhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(JwksSetupError::Client)?;
+            .redirect(reqwest::redirect::Policy::none());
+        if !config.jwks_ca_file.is_empty() {
+            // A private CA replaces the system's roots: only it may vouch for the server.
+            let path = &config.jwks_ca_file;
+            let pem = std::fs::read(path).map_err(|source| JwksSetupError::CaFile {
+                path: path.clone(),
+                source,
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                JwksSetupError::CaPem {
+                    path: path.clone(),
+                    source: Some(e),
+                }
+            })?;
+            if certs.is_empty() {
+                return Err(JwksSetupError::CaPem {
+                    path: path.clone(),
+                    source: None,
+                });
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(JwksSetupError::Client)?;
         let fetches = IntCounterVec::new(
             Opts::new(JWKS_FETCHES, "JWKS fetches, by outcome"),
             &["outcome"],

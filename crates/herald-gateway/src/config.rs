@@ -2,6 +2,7 @@
 //! channel namespaces, with the checks that need no other component. Reading them from
 //! files, the environment and flags is the binary's job.
 
+pub use crate::rate_limits::{NamespaceRateLimits, Rate, RateError, RateLimits};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -147,6 +148,8 @@ pub struct ClientConfig {
     /// the channel live and its replay window warm.
     #[serde(with = "humantime_serde")]
     pub channel_linger: Duration,
+    /// Rate limits per connection and per user (all off by default).
+    pub rate_limits: RateLimits,
 }
 
 impl Default for ClientConfig {
@@ -167,6 +170,7 @@ impl Default for ClientConfig {
             write_buffer_bytes: 4 * 1024,
             socket_send_buffer_bytes: 64 * 1024,
             channel_linger: Duration::from_secs(10),
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -230,6 +234,9 @@ pub struct NamespaceConfig {
     pub presence: bool,
     /// Send join/leave pushes to subscribers that ask for them.
     pub join_leave: bool,
+    /// This namespace's own rate limits (absent keys keep `client.rate_limits`).
+    #[serde(skip_serializing_if = "NamespaceRateLimits::is_empty")]
+    pub rate_limits: NamespaceRateLimits,
 }
 
 impl NamespaceConfig {
@@ -257,6 +264,7 @@ impl NamespaceConfig {
             allow_user_limited_channels: true,
             presence: true,
             join_leave: true,
+            rate_limits: NamespaceRateLimits::default(),
         }
     }
 }
@@ -387,6 +395,9 @@ impl Config {
                 "client.read_buffer_bytes",
                 "socket buffers must be at least 256 bytes".into(),
             );
+        }
+        for (key, message) in c.rate_limits.problems() {
+            bad(&format!("client.rate_limits.{key}"), message);
         }
         if self.shutdown.timeout < self.shutdown.drain_window {
             bad(

@@ -13,6 +13,7 @@ mod connection;
 pub(crate) mod hub;
 pub(crate) mod metrics;
 pub mod node;
+pub mod rate_limits;
 pub(crate) mod reads;
 pub mod server;
 #[cfg(test)]

@@ -36,6 +36,13 @@ pub(crate) const BROKER_PUBLICATIONS: &str = "herald_broker_publications_total";
 pub(crate) const BROKER_ERRORS: &str = "herald_broker_errors_total";
 /// Server API calls, by method.
 pub(crate) const API_CALLS: &str = "herald_api_calls_total";
+/// Requests refused (or, in dry run, that would have been) by a rate limit, by limit
+/// (commands, publishes, subscribes, user_publishes, user_connections) and mode
+/// (enforced, dry_run).
+pub(crate) const RATE_LIMITED: &str = "herald_rate_limited_total";
+/// Limits that could not be checked because the broker failed (the request is let
+/// through: fail-open), by limit.
+pub(crate) const RATE_LIMIT_ERRORS: &str = "herald_rate_limit_errors_total";
 /// 1 while the node accepts traffic, 0 while draining or unhealthy.
 pub(crate) const READY: &str = "herald_ready";
 /// Build information (always 1), labelled with the version.
@@ -77,6 +84,10 @@ pub(crate) struct Metrics {
     pub api_calls: IntCounterVec,
     /// See [`READY`].
     pub ready: IntGauge,
+    /// See [`RATE_LIMITED`].
+    pub rate_limited: IntCounterVec,
+    /// See [`RATE_LIMIT_ERRORS`].
+    pub rate_limit_errors: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -146,6 +157,16 @@ impl Metrics {
             broker_errors: counter_vec(BROKER_ERRORS, "Broker operation errors", &["op"])?,
             api_calls: counter_vec(API_CALLS, "Server API calls", &["method"])?,
             ready: gauge(READY, "1 while the node accepts traffic")?,
+            rate_limited: counter_vec(
+                RATE_LIMITED,
+                "Requests over a rate limit",
+                &["limit", "mode"],
+            )?,
+            rate_limit_errors: counter_vec(
+                RATE_LIMIT_ERRORS,
+                "Limits not checked because the broker failed (let through)",
+                &["limit"],
+            )?,
             registry,
         })
     }

@@ -212,3 +212,206 @@ impl Conn {
         Err(Fail::Error(ErrorCode::TooManyRequests))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{NamespaceConfig, Rate};
+    use crate::testing::{self, Received, TestClient};
+    use herald_broker::memory::MemoryBroker;
+    use herald_protocol::DisconnectCode;
+    use serde_json::{Value, json};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    async fn connected(node: &Arc<crate::node::Node>, token: &str) -> TestClient {
+        let mut client = testing::connect(node);
+        client.connect(token).await;
+        client
+    }
+
+    async fn node(config: crate::Config) -> Arc<crate::node::Node> {
+        testing::node(config, Arc::new(MemoryBroker::new())).await
+    }
+
+    async fn ping(client: &mut TestClient) -> Value {
+        let id = client
+            .command("rpc", json!({ "method": herald_protocol::RPC_PING }))
+            .await;
+        client.reply(id).await
+    }
+
+    async fn publish(client: &mut TestClient, channel: &str) -> Value {
+        let id = client
+            .command("publish", json!({ "channel": channel, "data": {} }))
+            .await;
+        client.reply(id).await
+    }
+
+    fn refused(reply: &Value) -> bool {
+        reply["error"] == json!({ "code": 111, "message": "too many requests", "temporary": true })
+    }
+
+    fn count(node: &crate::node::Node, limit: &str, mode: &str) -> u64 {
+        node.metrics
+            .rate_limited
+            .with_label_values(&[limit, mode])
+            .get()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn over_the_command_limit_replies_111_and_keeps_the_connection() {
+        let mut config = testing::config();
+        config.client.rate_limits.commands = "5/s".parse().expect("a rate");
+        let node = node(config).await;
+        // The connect command was the first of the burst.
+        let mut client = connected(&node, "").await;
+        for _ in 0..4 {
+            assert!(!refused(&ping(&mut client).await));
+        }
+        assert!(refused(&ping(&mut client).await));
+        assert!(refused(&ping(&mut client).await));
+        assert_eq!(count(&node, "commands", "enforced"), 2);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !refused(&ping(&mut client).await),
+            "one token back after 200ms"
+        );
+        assert!(refused(&ping(&mut client).await));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_far_over_is_closed_with_3013() {
+        let mut config = testing::config();
+        config.client.rate_limits.commands = "2/s".parse().expect("a rate");
+        config.client.rate_limits.disconnect_after = 10;
+        config.client.rate_limits.disconnect_window = Duration::from_secs(10);
+        let node = node(config).await;
+        let mut client = connected(&node, "").await;
+        let mut refusals = 0;
+        let closed = loop {
+            let id = client
+                .command("rpc", json!({ "method": herald_protocol::RPC_PING }))
+                .await;
+            match client.recv().await {
+                Received::Text(frame) if frame.iter().any(|v| v["id"] == json!(id)) => {
+                    refusals += usize::from(frame.iter().any(refused));
+                }
+                Received::Text(_) => {}
+                other => break other,
+            }
+        };
+        let code = DisconnectCode::TooManyRequests;
+        assert_eq!(
+            closed,
+            Received::Close(code.code(), code.reason().to_owned())
+        );
+        assert_eq!(refusals, 9, "nine 111s, the tenth refusal closes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_spread_over_windows_never_close() {
+        let mut config = testing::config();
+        config.client.rate_limits.commands = "1/s".parse().expect("a rate");
+        config.client.rate_limits.disconnect_after = 3;
+        config.client.rate_limits.disconnect_window = Duration::from_secs(1);
+        let node = node(config).await;
+        let mut client = connected(&node, "").await;
+        for _ in 0..10 {
+            // Two refusals per window: under the three that close.
+            assert!(refused(&ping(&mut client).await));
+            assert!(refused(&ping(&mut client).await));
+            tokio::time::sleep(Duration::from_millis(1001)).await;
+            assert!(!refused(&ping(&mut client).await));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dry_run_counts_but_refuses_nothing() {
+        let mut config = testing::config();
+        config.client.rate_limits.commands = "2/s".parse().expect("a rate");
+        config.client.rate_limits.publishes = "1/s".parse().expect("a rate");
+        config.client.rate_limits.dry_run = true;
+        config.client.rate_limits.disconnect_after = 3;
+        let node = node(config).await;
+        let mut client = connected(&node, "").await;
+        for _ in 0..20 {
+            assert!(publish(&mut client, "news").await.get("error").is_none());
+        }
+        assert_eq!(count(&node, "commands", "dry_run"), 19);
+        assert_eq!(count(&node, "publishes", "dry_run"), 19);
+        assert_eq!(count(&node, "commands", "enforced"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_namespace_limit_has_its_own_bucket() {
+        let mut config = testing::config();
+        config.client.rate_limits.publishes = "100/s".parse().expect("a rate");
+        let mut chat = NamespaceConfig::permissive();
+        chat.rate_limits.publishes = Some("2/s".parse().expect("a rate"));
+        let mut free = NamespaceConfig::permissive();
+        free.rate_limits.publishes = Some(Rate::OFF);
+        config.namespaces.insert("chat".into(), chat);
+        config.namespaces.insert("free".into(), free);
+        let node = node(config).await;
+        let mut client = connected(&node, "").await;
+        assert!(!refused(&publish(&mut client, "chat:a").await));
+        assert!(!refused(&publish(&mut client, "chat:b").await));
+        assert!(refused(&publish(&mut client, "chat:a").await));
+        // The global bucket is untouched by the namespace's.
+        for _ in 0..100 {
+            assert!(!refused(&publish(&mut client, "news").await));
+        }
+        assert!(refused(&publish(&mut client, "news").await));
+        // "0" turns the limit off in a namespace.
+        for _ in 0..200 {
+            assert!(!refused(&publish(&mut client, "free:x").await));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_users_connections_share_one_publish_budget() {
+        let mut config = testing::config();
+        config.client.rate_limits.user_publishes = "3/s".parse().expect("a rate");
+        let node = node(config).await;
+        let token = testing::sign(&json!({ "sub": "ann" }));
+        let mut a = connected(&node, &token).await;
+        let mut b = connected(&node, &token).await;
+        let mut anon = connected(&node, "").await;
+        assert!(!refused(&publish(&mut a, "news").await));
+        assert!(!refused(&publish(&mut b, "news").await));
+        assert!(!refused(&publish(&mut a, "news").await));
+        assert!(refused(&publish(&mut b, "news").await));
+        assert!(refused(&publish(&mut a, "news").await));
+        // Anonymous clients are not one user.
+        for _ in 0..10 {
+            assert!(!refused(&publish(&mut anon, "news").await));
+        }
+        assert_eq!(count(&node, "user_publishes", "enforced"), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_user_over_the_connection_limit_is_refused_with_111_until_a_slot_frees() {
+        let mut config = testing::config();
+        config.client.rate_limits.user_connections = 2;
+        let node = node(config).await;
+        let token = testing::sign(&json!({ "sub": "ann" }));
+        let a = connected(&node, &token).await;
+        let _b = connected(&node, &token).await;
+        let mut c = testing::connect(&node);
+        let id = c.command("connect", json!({ "token": token })).await;
+        assert!(refused(&c.reply(id).await));
+        assert_eq!(count(&node, "user_connections", "enforced"), 1);
+        drop(a);
+        // The closed connection gives its slot back.
+        let mut admitted = false;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let id = c.command("connect", json!({ "token": token })).await;
+            if c.reply(id).await.get("error").is_none() {
+                admitted = true;
+                break;
+            }
+        }
+        assert!(admitted);
+    }
+}

@@ -12,10 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_tungstenite::tungstenite::Message;
 
-const PING: &str = "{\"rpc\":{\"method\":\"ping\"}}";
-
 fn ping() -> Value {
-    serde_json::from_str(PING).expect("json")
+    json!({"rpc": {"method": herald_protocol::RPC_PING}})
 }
 
 fn refused(reply: &Value) -> bool {
@@ -259,7 +257,7 @@ async fn a_flood_leaves_other_clients_whole_and_prompt() {
             let frame: Vec<String> = (0..50)
                 .map(|_| {
                     id += 1;
-                    format!("{{\"id\":{id},\"rpc\":{{\"method\":\"ping\"}}}}")
+                    json!({"id": id, "rpc": {"method": herald_protocol::RPC_PING}}).to_string()
                 })
                 .collect();
             if tx.send(Message::text(frame.join("\n"))).await.is_err() {

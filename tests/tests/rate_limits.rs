@@ -188,8 +188,7 @@ async fn a_users_connections_are_limited_across_nodes() {
         .expect("second");
     let refusal = try_connect(&nodes[0].ws_url(), &token)
         .await
-        .err()
-        .expect("a third is refused");
+        .expect_err("a third is refused");
     assert!(refused(&refusal), "{refusal}");
     assert!(
         try_connect(&nodes[1].ws_url(), &nodes[1].token("bob"))

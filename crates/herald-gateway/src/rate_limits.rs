@@ -139,8 +139,10 @@ impl From<Rate> for String {
 
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // "0/s", not "0": a bare 0 reads as a duration, and the binary's messages would
+        // then call a bad rate a bad duration.
         if self.quota.is_none() {
-            return f.write_str("0");
+            return f.write_str("0/s");
         }
         write!(f, "{}/{}", self.count, self.unit.suffix())?;
         if let Some(b) = self.burst {

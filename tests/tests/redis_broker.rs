@@ -80,6 +80,28 @@ impl Broker for WithServer {
     async fn publish_join_leave(&self, channel: &str, event: JoinLeave) -> Result<(), BrokerError> {
         self.broker.publish_join_leave(channel, event).await
     }
+
+    async fn take_user_publish(
+        &self,
+        user: &str,
+        quota: herald_broker::Quota,
+    ) -> Result<bool, BrokerError> {
+        self.broker.take_user_publish(user, quota).await
+    }
+
+    async fn admit_connection(
+        &self,
+        user: &str,
+        client: &str,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        self.broker.admit_connection(user, client, limit, ttl).await
+    }
+
+    async fn release_connection(&self, user: &str, client: &str) -> Result<(), BrokerError> {
+        self.broker.release_connection(user, client).await
+    }
     fn health(&self) -> BrokerHealth {
         self.broker.health()
     }

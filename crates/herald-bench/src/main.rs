@@ -9,6 +9,7 @@
 mod cases;
 mod coordinator;
 mod lean;
+mod limiter;
 mod procs;
 mod proto;
 mod publisher;
@@ -40,6 +41,8 @@ enum Cmd {
     },
     /// List the cases and the targets they check.
     Cases,
+    /// Time a rate-limit check: the per-connection bucket and the per-user Redis limiter.
+    Limiter(limiter::LimiterArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Worker => current_thread(worker::run()),
         Cmd::Publisher { redis_url } => current_thread(publisher::run(&redis_url)),
         Cmd::Run(args) => multi_thread(coordinator::run(args)),
+        Cmd::Limiter(args) => current_thread(limiter::run(args)),
         Cmd::Cases => {
             coordinator::print_cases();
             Ok(true)

@@ -484,6 +484,63 @@ pub async fn join_leave_reaches_subscribed_nodes<B: Broker>(broker: B) {
     );
 }
 
+/// The per-user limits every node shares: a user's publish bucket allows its burst and
+/// refills at its rate, another user's is separate; a user's connections are admitted up
+/// to the limit, a refresh of an admitted one is no new slot, a released slot and an
+/// expired admission (a node that died) come back.
+pub async fn user_limits<B: Broker>(broker: B) {
+    let _rx = start(&broker).await;
+    let user = channel("user");
+    let other = channel("other-user");
+    let quota = crate::Quota::new(10, Duration::from_secs(1), 3).expect("a quota");
+    let mut allowed = 0;
+    for _ in 0..5 {
+        if broker.take_user_publish(&user, quota).await.expect("take") {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 3, "the burst, and nothing more at once");
+    assert!(
+        broker.take_user_publish(&other, quota).await.expect("take"),
+        "another user"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(
+        broker.take_user_publish(&user, quota).await.expect("take"),
+        "refilled"
+    );
+
+    let ttl = Duration::from_secs(1);
+    let admit = |client: &'static str| broker.admit_connection(&user, client, 2, ttl);
+    assert!(admit("c1").await.expect("admit"));
+    assert!(admit("c2").await.expect("admit"));
+    assert!(!admit("c3").await.expect("admit"), "over the limit");
+    assert!(
+        admit("c1").await.expect("admit"),
+        "a refresh is no new slot"
+    );
+    assert!(
+        broker
+            .admit_connection(&other, "c9", 2, ttl)
+            .await
+            .expect("admit"),
+        "another user's slots are their own"
+    );
+    broker
+        .release_connection(&user, "c2")
+        .await
+        .expect("release");
+    assert!(admit("c3").await.expect("admit"), "a released slot");
+    assert!(!admit("c4").await.expect("admit"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        admit("c4").await.expect("admit"),
+        "expired admissions free their slots"
+    );
+    assert!(admit("c5").await.expect("admit"));
+    assert!(!admit("c6").await.expect("admit"));
+}
+
 /// Generates one `#[tokio::test]` per conformance check for a broker made by `$make`
 /// (an expression evaluating to a closure that returns a future of the broker).
 #[macro_export]
@@ -502,6 +559,7 @@ macro_rules! broker_conformance_tests {
             position_before_first_publish,
             presence_lifecycle,
             join_leave_reaches_subscribed_nodes,
+            user_limits,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

@@ -8,9 +8,11 @@
 pub mod conformance;
 mod context;
 pub mod memory;
+mod rate;
 mod types;
 
 pub use context::{BrokerContext, Ended};
+pub use rate::{Bucket, Quota};
 pub use types::*;
 
 use async_trait::async_trait;
@@ -84,6 +86,26 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Tells every subscribed node that a client joined or left.
     async fn publish_join_leave(&self, channel: &str, event: JoinLeave) -> Result<(), BrokerError>;
+
+    /// Takes one token from `user`'s publish bucket, shared by every node: `true` when
+    /// the user is within `quota`. Atomic and one round trip; the bucket forgets itself
+    /// once full again.
+    async fn take_user_publish(&self, user: &str, quota: Quota) -> Result<bool, BrokerError>;
+
+    /// Admits connection `client` of `user` when the user has fewer than `limit` live
+    /// connections on all nodes (a client already admitted is refreshed and admitted
+    /// again). Each admission lives for `ttl` unless refreshed, so the slots of a node
+    /// that died come back by themselves.
+    async fn admit_connection(
+        &self,
+        user: &str,
+        client: &str,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError>;
+
+    /// Gives back the slot of a connection that closed.
+    async fn release_connection(&self, user: &str, client: &str) -> Result<(), BrokerError>;
 
     /// Whether the broker can serve traffic now.
     fn health(&self) -> BrokerHealth;

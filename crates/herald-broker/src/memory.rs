@@ -1,8 +1,8 @@
 //! The embedded in-memory broker: one node, no Redis, same semantics as the backbone.
 
 use crate::{
-    Broker, BrokerContext, BrokerError, BrokerHandler, BrokerHealth, Ended, HistoryPage,
-    HistoryQuery, JoinLeave, PublishOutcome, PublishRequest, StoredPublication, new_epoch,
+    Broker, BrokerContext, BrokerError, BrokerHandler, BrokerHealth, Bucket, Ended, HistoryPage,
+    HistoryQuery, JoinLeave, PublishOutcome, PublishRequest, Quota, StoredPublication, new_epoch,
 };
 use async_trait::async_trait;
 use herald_protocol::ClientInfo;
@@ -52,6 +52,10 @@ struct Inner {
     config: MemoryConfig,
     channels: Mutex<HashMap<String, Arc<Mutex<Channel>>>>,
     handler: OnceLock<Arc<dyn BrokerHandler>>,
+    /// Each user's publish bucket.
+    user_publishes: Mutex<HashMap<String, Bucket>>,
+    /// Each user's admitted connections and when each admission expires.
+    user_connections: Mutex<HashMap<String, HashMap<String, Instant>>>,
 }
 
 struct Channel {
@@ -111,6 +115,8 @@ impl MemoryBroker {
                 config,
                 channels: Mutex::new(HashMap::new()),
                 handler: OnceLock::new(),
+                user_publishes: Mutex::new(HashMap::new()),
+                user_connections: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -152,6 +158,12 @@ impl Inner {
                 || !c.idempotency.is_empty()
                 || !c.presence.is_empty()
                 || now.duration_since(c.touched) < self.config.meta_ttl
+        });
+        drop(channels);
+        self.user_publishes.lock().retain(|_, b| !b.is_full(now));
+        self.user_connections.lock().retain(|_, conns| {
+            conns.retain(|_, until| *until > now);
+            !conns.is_empty()
         });
     }
 }
@@ -364,6 +376,48 @@ impl Broker for MemoryBroker {
             let c = c.lock();
             if c.subscribed {
                 handler.on_join_leave(channel, event);
+            }
+        }
+        Ok(())
+    }
+
+    async fn take_user_publish(&self, user: &str, quota: Quota) -> Result<bool, BrokerError> {
+        let mut buckets = self.inner.user_publishes.lock();
+        let now = Instant::now();
+        if let Some(bucket) = buckets.get_mut(user) {
+            return Ok(bucket.take(&quota, now));
+        }
+        let mut bucket = Bucket::default();
+        let taken = bucket.take(&quota, now);
+        buckets.insert(user.to_owned(), bucket);
+        Ok(taken)
+    }
+
+    async fn admit_connection(
+        &self,
+        user: &str,
+        client: &str,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        let now = Instant::now();
+        let mut users = self.inner.user_connections.lock();
+        let conns = users.entry(user.to_owned()).or_default();
+        conns.retain(|_, until| *until > now);
+        let admitted =
+            conns.contains_key(client) || u32::try_from(conns.len()).unwrap_or(u32::MAX) < limit;
+        if admitted {
+            conns.insert(client.to_owned(), now + ttl);
+        }
+        Ok(admitted)
+    }
+
+    async fn release_connection(&self, user: &str, client: &str) -> Result<(), BrokerError> {
+        let mut users = self.inner.user_connections.lock();
+        if let Some(conns) = users.get_mut(user) {
+            conns.remove(client);
+            if conns.is_empty() {
+                users.remove(user);
             }
         }
         Ok(())

@@ -13,6 +13,8 @@ pub struct Channel<'a> {
     pub name: &'a str,
     /// The namespace's options.
     pub ns: &'a NamespaceConfig,
+    /// The name the options are configured under (`*` for the wildcard namespace).
+    pub ns_name: &'a str,
     /// Starts with `$`: subscribing needs a subscription token.
     pub private: bool,
     /// The users listed after `#`, when the namespace allows user-limited channels.
@@ -45,9 +47,10 @@ impl<'a> Channel<'a> {
             Some((ns, _)) => ns,
             None => DEFAULT_NAMESPACE,
         };
-        let ns = config
-            .namespace(ns_name)
-            .or_else(|| config.namespace(WILDCARD_NAMESPACE))
+        let (ns_name, ns) = config
+            .namespaces
+            .get_key_value(ns_name)
+            .or_else(|| config.namespaces.get_key_value(WILDCARD_NAMESPACE))
             .ok_or(ErrorCode::UnknownChannel)?;
         let users = if ns.allow_user_limited_channels {
             bare.rsplit_once('#').map(|(_, users)| users)
@@ -57,6 +60,7 @@ impl<'a> Channel<'a> {
         Ok(Self {
             name,
             ns,
+            ns_name,
             private,
             users,
         })

@@ -2,6 +2,7 @@
 //! channel namespaces, with the checks that need no other component. Reading them from
 //! files, the environment and flags is the binary's job.
 
+pub use crate::rate_limits::{NamespaceRateLimits, Rate, RateError, RateLimits};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -236,6 +237,8 @@ pub struct ClientConfig {
     pub trusted_proxies: Vec<String>,
     /// Connection admission limits (all off by default).
     pub limits: LimitsConfig,
+    /// Rate limits per connection and per user (all off by default).
+    pub rate_limits: RateLimits,
 }
 
 impl Default for ClientConfig {
@@ -259,6 +262,7 @@ impl Default for ClientConfig {
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             limits: LimitsConfig::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -378,6 +382,9 @@ pub struct NamespaceConfig {
     pub presence: bool,
     /// Send join/leave pushes to subscribers that ask for them.
     pub join_leave: bool,
+    /// This namespace's own rate limits (absent keys keep `client.rate_limits`).
+    #[serde(skip_serializing_if = "NamespaceRateLimits::is_empty")]
+    pub rate_limits: NamespaceRateLimits,
 }
 
 impl NamespaceConfig {
@@ -405,6 +412,7 @@ impl NamespaceConfig {
             allow_user_limited_channels: true,
             presence: true,
             join_leave: true,
+            rate_limits: NamespaceRateLimits::default(),
         }
     }
 }
@@ -654,6 +662,9 @@ impl Config {
         }
         if c.limits.retry_after < Duration::from_secs(1) {
             bad("client.limits.retry_after", "must be at least 1s".into());
+        }
+        for (key, message) in c.rate_limits.problems() {
+            bad(&format!("client.rate_limits.{key}"), message);
         }
         if self.shutdown.timeout < self.shutdown.drain_window {
             bad(

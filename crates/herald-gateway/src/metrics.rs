@@ -38,6 +38,13 @@ pub(crate) const BROKER_ERRORS: &str = "herald_broker_errors_total";
 pub(crate) const API_CALLS: &str = "herald_api_calls_total";
 /// JWKS fetches, by outcome (ok, timeout, unreachable, http_error, too_large, invalid).
 pub(crate) const JWKS_FETCHES: &str = "herald_jwks_fetches_total";
+/// Requests refused (or, in dry run, that would have been) by a rate limit, by limit
+/// (commands, publishes, subscribes, user_publishes, user_connections) and mode
+/// (enforced, dry_run).
+pub(crate) const RATE_LIMITED: &str = "herald_rate_limited_total";
+/// Limits that could not be checked because the broker failed (the request is let
+/// through: fail-open), by limit.
+pub(crate) const RATE_LIMIT_ERRORS: &str = "herald_rate_limit_errors_total";
 /// 1 while the node accepts traffic, 0 while draining or unhealthy.
 pub(crate) const READY: &str = "herald_ready";
 /// Connections refused (or, in dry run, that would have been) by an admission rule, by
@@ -87,6 +94,10 @@ pub(crate) struct Metrics {
     pub ready: IntGauge,
     /// See [`ADMISSION_REFUSALS`] and [`ADMISSION_TRACKED_ADDRESSES`].
     pub admission: crate::admission::AdmissionMetrics,
+    /// See [`RATE_LIMITED`].
+    pub rate_limited: IntCounterVec,
+    /// See [`RATE_LIMIT_ERRORS`].
+    pub rate_limit_errors: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -167,6 +178,16 @@ impl Metrics {
                     "Client addresses with a connect-rate bucket",
                 )?,
             },
+            rate_limited: counter_vec(
+                RATE_LIMITED,
+                "Requests over a rate limit",
+                &["limit", "mode"],
+            )?,
+            rate_limit_errors: counter_vec(
+                RATE_LIMIT_ERRORS,
+                "Limits not checked because the broker failed (let through)",
+                &["limit"],
+            )?,
             registry,
         })
     }

@@ -116,6 +116,44 @@ async fn sweep_admission(admission: Weak<Admission>, stop: CancellationToken) {
     }
 }
 
+/// Keeps the per-user connection slots of this node's sessions alive on the presence
+/// cadence, so that the slots of a node that died expire while live ones never do.
+async fn refresh_user_connections(
+    hub: Weak<Hub>,
+    broker: Arc<dyn Broker>,
+    limit: u32,
+    ttl: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(ttl / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let Some(connections) = hub.upgrade().map(|h| h.all_connections()) else {
+            return;
+        };
+        let mut failed = 0usize;
+        for chunk in connections.chunks(64) {
+            let refreshes = chunk
+                .iter()
+                .filter(|c| !c.user.is_empty())
+                .map(|c| broker.admit_connection(&c.user, &c.client, limit, ttl));
+            // A session over the limit here was let through while the broker failed: it
+            // stays (refusing a live client later would be a surprise), and has no slot.
+            for result in futures_util::future::join_all(refreshes).await {
+                failed += usize::from(result.is_err());
+            }
+        }
+        if failed > 0 {
+            tracing::warn!(failed, "connection slot refresh failed");
+        }
+    }
+}
+
 /// Builds a node: loads keys, starts the broker, wires the hub.
 pub async fn build(
     config: Config,
@@ -169,6 +207,16 @@ pub async fn build(
         Arc::downgrade(&admission),
         lifecycle.background_stop.clone(),
     ));
+    let user_connections = config.client.rate_limits.user_connections;
+    if user_connections > 0 {
+        lifecycle.background.spawn(refresh_user_connections(
+            Arc::downgrade(&hub),
+            broker.clone(),
+            user_connections,
+            config.client.presence_ttl,
+            lifecycle.background_stop.clone(),
+        ));
+    }
     Ok(Arc::new(Node::new(
         Arc::new(config),
         verifier,

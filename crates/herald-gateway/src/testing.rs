@@ -357,6 +357,28 @@ impl Broker for RecordingBroker {
         self.inner.publish_join_leave(channel, event).await
     }
 
+    async fn take_user_publish(
+        &self,
+        user: &str,
+        quota: herald_broker::Quota,
+    ) -> Result<bool, BrokerError> {
+        self.inner.take_user_publish(user, quota).await
+    }
+
+    async fn admit_connection(
+        &self,
+        user: &str,
+        client: &str,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        self.inner.admit_connection(user, client, limit, ttl).await
+    }
+
+    async fn release_connection(&self, user: &str, client: &str) -> Result<(), BrokerError> {
+        self.inner.release_connection(user, client).await
+    }
+
     fn health(&self) -> BrokerHealth {
         self.inner.health()
     }

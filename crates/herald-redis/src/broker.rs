@@ -283,6 +283,28 @@ impl Broker for RedisBroker {
         self.store.publish_join_leave(channel, &event).await
     }
 
+    async fn take_user_publish(
+        &self,
+        user: &str,
+        quota: herald_broker::Quota,
+    ) -> Result<bool, BrokerError> {
+        self.store.take_user_publish(user, quota).await
+    }
+
+    async fn admit_connection(
+        &self,
+        user: &str,
+        client: &str,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        self.store.admit_connection(user, client, limit, ttl).await
+    }
+
+    async fn release_connection(&self, user: &str, client: &str) -> Result<(), BrokerError> {
+        self.store.release_connection(user, client).await
+    }
+
     fn health(&self) -> BrokerHealth {
         if !self.store.is_connected() {
             return BrokerHealth {

@@ -10,6 +10,10 @@ Keys of one channel share a hash tag, so they live in one slot (Redis Cluster):
   <prefix>:{<channel>}:idem:<k> HASH: offset, epoch (idempotent publish results)
   <prefix>:{<channel>}:presence HASH: client id -> ClientInfo JSON
   <prefix>:{<channel>}:presence-exp ZSET: client id -> expiry (Redis time, ms)
+
+Keys of one user (one key each, so any slot serves it):
+  <prefix>:user:{<user>}:publishes  STRING: the publish bucket's full-again time (µs)
+  <prefix>:user:{<user>}:conns      ZSET: client id -> admission expiry (Redis time, ms)
 ]]
 
 -- Redis's own clock, so that the clocks of the nodes never matter.
@@ -18,7 +22,7 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local VERSION = '3'
+local VERSION = '4'
 
 --[[
 FCALL herald_publish <numkeys 2|3> <stream> <meta> [<idem key>]
@@ -154,6 +158,53 @@ local function presence(keys, args)
   return redis.call('HGETALL', keys[1])
 end
 
+--[[
+FCALL herald_rate 1 <bucket> <interval µs> <burst>
+Takes one token from a bucket (GCRA, as herald_broker::Bucket): the key holds the time
+the bucket is full again and expires then, so an idle user's bucket costs nothing.
+Returns 1 when a token was taken, 0 when the bucket is empty.
+]]
+local function rate(keys, args)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local interval, burst = tonumber(args[1]), tonumber(args[2])
+  local tat = tonumber(redis.call('GET', keys[1]) or now) or now
+  if tat < now then
+    tat = now
+  end
+  local next = tat + interval
+  if next - now > interval * burst then
+    return 0
+  end
+  -- %.0f: Lua would print a time in µs as 1.7e+15 and lose its digits.
+  redis.call('SET', keys[1], string.format('%.0f', next), 'PX', math.ceil((next - now) / 1000))
+  return 1
+end
+
+--[[
+FCALL herald_conn_admit 1 <conns> <client> <limit> <ttl ms>
+Drops expired admissions (connections of nodes that died), then admits the client when
+it is already admitted (a refresh) or the user has fewer than <limit>. Returns 1 or 0.
+]]
+local function conn_admit(keys, args)
+  local now = now_ms()
+  redis.call('ZREMRANGEBYSCORE', keys[1], '-inf', now)
+  if not redis.call('ZSCORE', keys[1], args[1])
+      and redis.call('ZCARD', keys[1]) >= tonumber(args[2]) then
+    return 0
+  end
+  local ttl = tonumber(args[3])
+  redis.call('ZADD', keys[1], now + ttl, args[1])
+  -- Every admission has the same TTL: the newest outlives the rest.
+  redis.call('PEXPIRE', keys[1], ttl)
+  return 1
+end
+
+-- FCALL herald_conn_release 1 <conns> <client>
+local function conn_release(keys, args)
+  return redis.call('ZREM', keys[1], args[1])
+end
+
 local function version()
   return VERSION
 end
@@ -163,4 +214,7 @@ redis.register_function('herald_history', history)
 redis.register_function('herald_presence_add', presence_add)
 redis.register_function('herald_presence_remove', presence_remove)
 redis.register_function('herald_presence', presence)
+redis.register_function('herald_rate', rate)
+redis.register_function('herald_conn_admit', conn_admit)
+redis.register_function('herald_conn_release', conn_release)
 redis.register_function{function_name = 'herald_version', callback = version, flags = {'no-writes'}}

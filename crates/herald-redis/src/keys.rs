@@ -45,6 +45,20 @@ impl Keys {
         self.key(channel, "presence-exp")
     }
 
+    fn user_key(&self, user: &str, suffix: &str) -> String {
+        format!("{}:user:{{{user}}}:{suffix}", self.prefix)
+    }
+
+    /// A user's publish bucket, shared by every node.
+    pub(crate) fn user_publishes(&self, user: &str) -> String {
+        self.user_key(user, "publishes")
+    }
+
+    /// A user's admitted connections on every node.
+    pub(crate) fn user_connections(&self, user: &str) -> String {
+        self.user_key(user, "conns")
+    }
+
     /// The pub/sub channel publications of `channel` go out on.
     pub(crate) fn pubsub(&self, channel: &str) -> String {
         self.key(channel, "pub")
@@ -79,6 +93,9 @@ mod tests {
         assert_eq!(keys.presence_expiry("news"), "herald:{news}:presence-exp");
         assert_eq!(keys.pubsub("news"), "herald:{news}:pub");
         assert_eq!(keys.probe("abc"), "herald:{probe-abc}:pub");
+        assert_eq!(keys.user_publishes("42"), "herald:user:{42}:publishes");
+        assert_eq!(keys.user_connections("42"), "herald:user:{42}:conns");
+        assert_eq!(keys.channel_of(&keys.user_publishes("42")), None);
     }
 
     #[test]

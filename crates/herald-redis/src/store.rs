@@ -209,6 +209,62 @@ impl Store {
         Ok(out)
     }
 
+    /// Takes one token from a user's publish bucket (`herald_rate`).
+    pub(crate) async fn take_user_publish(
+        &self,
+        user: &str,
+        quota: herald_broker::Quota,
+    ) -> Result<bool, BrokerError> {
+        let interval_us = u64::try_from(quota.interval().as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let reply = self
+            .library
+            .call(
+                "herald_rate",
+                vec![self.keys.user_publishes(user)],
+                vec![interval_us.to_string(), quota.burst().to_string()],
+            )
+            .await?;
+        Ok(reply.as_i64() == Some(1))
+    }
+
+    /// Admits (or refreshes) one connection of a user (`herald_conn_admit`).
+    pub(crate) async fn admit_connection(
+        &self,
+        user: &str,
+        client: &str,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let reply = self
+            .library
+            .call(
+                "herald_conn_admit",
+                vec![self.keys.user_connections(user)],
+                vec![client.to_owned(), limit.to_string(), ttl_ms.to_string()],
+            )
+            .await?;
+        Ok(reply.as_i64() == Some(1))
+    }
+
+    /// Gives back a connection's slot (`herald_conn_release`).
+    pub(crate) async fn release_connection(
+        &self,
+        user: &str,
+        client: &str,
+    ) -> Result<(), BrokerError> {
+        self.library
+            .call(
+                "herald_conn_release",
+                vec![self.keys.user_connections(user)],
+                vec![client.to_owned()],
+            )
+            .await
+            .map(|_| ())
+    }
+
     /// Sends a join or leave on the channel's pub/sub, in order with its publications.
     pub(crate) async fn publish_join_leave(
         &self,

@@ -1,5 +1,6 @@
 //! Command handling: decode a frame, dispatch each command, queue its reply.
 
+use super::limits::Limit;
 use super::{Conn, Fail, Session, idempotency};
 use crate::auth::{TokenError, expiry, unix_now};
 use crate::channel::{Action, Channel};
@@ -64,6 +65,19 @@ impl Conn {
         }
         if self.session.is_none() && !matches!(request, Request::Connect(_)) {
             return Err(DisconnectCode::BadRequest);
+        }
+        // Pongs are the protocol's heartbeat, not load: refusing one would end in 3012.
+        if !matches!(request, Request::Pong) {
+            match self.limit_command() {
+                Ok(()) => {}
+                // A `send` has no id to answer: it is dropped.
+                Err(Fail::Error(_)) if cmd.id == 0 => return Ok(()),
+                Err(Fail::Error(code)) => {
+                    self.reply_error(cmd.id, code);
+                    return Ok(());
+                }
+                Err(Fail::Disconnect(code)) => return Err(code),
+            }
         }
         let result = match request {
             Request::Pong => {
@@ -148,6 +162,8 @@ impl Conn {
             .admit_user(&user)
             .map_err(|_| Fail::Disconnect(DisconnectCode::ConnectionLimit))?;
         let client: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string());
+        // Then the user's slots across nodes, when that optional limit is set.
+        self.admit(&user, &client).await?;
         let span = tracing::Span::current();
         span.record("client", &*client);
         span.record("user", &*user);
@@ -217,6 +233,41 @@ impl Conn {
         })
     }
 
+    /// Takes a slot of the per-user connection limit, when it is on. Over it, the connect
+    /// command is answered with 111: temporary, so the SDKs retry it with a backoff that
+    /// grows while they stay refused (a close with 3504 would stop them for good, and a
+    /// reconnect code after a successful connect would reset their backoff). A broker
+    /// failure admits the client (fail-open), counted; the refresh claims its slot later.
+    async fn admit(&mut self, user: &str, client: &str) -> Result<(), Fail> {
+        let limits = &self.node.config.client.rate_limits;
+        let limit = limits.user_connections;
+        if limit == 0 || user.is_empty() {
+            return Ok(());
+        }
+        let ttl = self.node.config.client.presence_ttl;
+        match self
+            .node
+            .broker
+            .admit_connection(user, client, limit, ttl)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                let dry = limits.dry_run;
+                self.refuse(Limit::UserConnections, dry)
+            }
+            Err(e) => {
+                self.node
+                    .metrics
+                    .rate_limit_errors
+                    .with_label_values(&[Limit::UserConnections.label()])
+                    .inc();
+                tracing::debug!(error = %herald_broker::Chain(&e), "user connection limit not checked");
+                Ok(())
+            }
+        }
+    }
+
     fn user(&self) -> &str {
         self.session.as_ref().map_or("", |s| &s.user)
     }
@@ -228,12 +279,14 @@ impl Conn {
         let channel = publish.channel.as_str();
         let config = self.node.config.clone();
         let ch = Channel::resolve(&config, channel)?;
+        self.limit_channel(Limit::Publishes, &ch)?;
         // Permission first: a refused publish never consumes an idempotency key.
         ch.check(
             Action::Publish,
             self.user(),
             self.subs.contains_key(channel),
         )?;
+        self.limit_user_publish(&ch).await?;
         let data = publish.data.clone().ok_or(ErrorCode::BadRequest)?;
         let client = self.session.as_ref().map_or("", |s| &s.client);
         let key = idempotency::broker_key(self.user(), client, &publish.idempotency_key)?;

@@ -3,6 +3,7 @@
 
 mod commands;
 mod idempotency;
+mod limits;
 mod subscribe;
 #[cfg(test)]
 mod tests;
@@ -74,6 +75,7 @@ struct Conn {
     opened: Instant,
     next_ping: Instant,
     pong_deadline: Option<Instant>,
+    limiter: limits::Limiter,
 }
 
 /// What a connection task reads messages from and writes them to: axum's `WebSocket`
@@ -114,6 +116,7 @@ pub(crate) async fn serve<S: Socket>(socket: S, node: Arc<Node>) {
         opened: now,
         next_ping: now + node.config.client.ping_interval,
         pong_deadline: None,
+        limiter: limits::Limiter::default(),
         node: node.clone(),
     };
     conn.run(socket, rx).instrument(span).await;
@@ -419,8 +422,21 @@ impl Conn {
         for channel in channels {
             self.remove_sub(&channel).await;
         }
-        if self.session.is_some() {
+        if let Some(session) = &self.session {
             self.node.hub.unregister(self.id);
+            // With the per-user connection limit on, every session may hold a slot (one
+            // let through while the broker failed gets one at the next refresh).
+            if self.node.config.client.rate_limits.user_connections > 0
+                && !session.user.is_empty()
+                && let Err(e) = self
+                    .node
+                    .broker
+                    .release_connection(&session.user, &session.client)
+                    .await
+            {
+                // The slot expires by itself within the presence TTL.
+                tracing::debug!(error = %herald_broker::Chain(&e), "connection slot not released");
+            }
         }
     }
 }

@@ -31,6 +31,7 @@ impl Conn {
     pub(super) async fn on_subscribe(&mut self, req: &SubscribeRequest) -> Result<Reply, Fail> {
         let config = self.node.config.clone();
         let ch = Channel::resolve(&config, &req.channel)?;
+        self.limit_channel(super::limits::Limit::Subscribes, &ch)?;
         if self.subs.contains_key(req.channel.as_str()) {
             return Err(ErrorCode::AlreadySubscribed.into());
         }

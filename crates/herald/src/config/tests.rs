@@ -478,3 +478,45 @@ fn admission_settings_come_from_file_and_environment() {
     assert!(at.contains(&"client.allowed_origins"), "{at:?}");
     assert!(at.contains(&"client.trusted_proxies"), "{at:?}");
 }
+
+#[test]
+fn rate_limits_come_from_file_and_environment() {
+    let names: Vec<String> = env_reference().into_iter().map(|(n, _)| n).collect();
+    for name in [
+        "HERALD_CLIENT_RATE_LIMITS_COMMANDS",
+        "HERALD_CLIENT_RATE_LIMITS_USER_PUBLISHES",
+        "HERALD_CLIENT_RATE_LIMITS_DRY_RUN",
+        "HERALD_CLIENT_RATE_LIMITS_USER_CONNECTIONS",
+    ] {
+        assert!(names.contains(&name.to_owned()), "{name} missing");
+    }
+    let config = Layers::new()
+        .set("client.allow_anonymous", "true")
+        .toml("[client.rate_limits]\npublishes = \"10/s\"\n[namespaces.chat.rate_limits]\npublishes = \"2/s\"\n")
+        .env(env(&[
+            ("HERALD_CLIENT_RATE_LIMITS_COMMANDS", "600/m, burst 20"),
+            ("HERALD_CLIENT_RATE_LIMITS_USER_CONNECTIONS", "3"),
+            ("HERALD_CLIENT_RATE_LIMITS_DRY_RUN", "true"),
+        ]))
+        .build()
+        .expect("valid");
+    let limits = &config.gateway.client.rate_limits;
+    assert_eq!(limits.commands.to_string(), "600/m, burst 20");
+    assert_eq!(limits.publishes.to_string(), "10/s");
+    assert_eq!(limits.user_connections, 3);
+    assert!(limits.dry_run);
+    let chat = config.gateway.namespace("chat").expect("chat");
+    assert_eq!(
+        chat.rate_limits.publishes.map(|r| r.to_string()).as_deref(),
+        Some("2/s")
+    );
+    let err = Layers::new()
+        .set("client.allow_anonymous", "true")
+        .env(env(&[("HERALD_CLIENT_RATE_LIMITS_COMMANDS", "fast")]))
+        .build()
+        .expect_err("not a rate");
+    assert!(
+        err.problems[0].to_string().contains("is not a rate"),
+        "{err}"
+    );
+}

@@ -56,10 +56,15 @@ static SERVER: LazyLock<Server> = LazyLock::new(|| {
         history_ttl: Duration::from_secs(5),
         ..NamespaceConfig::permissive()
     };
-    config.namespaces.insert(DEFAULT_NAMESPACE.into(), small.clone());
+    config
+        .namespaces
+        .insert(DEFAULT_NAMESPACE.into(), small.clone());
+    config.namespaces.insert("chat".into(), small.clone());
     config.namespaces.insert(ENTITY_NAMESPACE.into(), small);
     // A namespace without history or presence, for the "not available" paths.
-    config.namespaces.insert("bare".into(), NamespaceConfig::default());
+    config
+        .namespaces
+        .insert("bare".into(), NamespaceConfig::default());
     let node = runtime
         .block_on(build(
             config,
@@ -72,6 +77,9 @@ static SERVER: LazyLock<Server> = LazyLock::new(|| {
         router: router(node),
     }
 });
+
+/// `HERALD_FUZZ_DEBUG=1` prints each request and answer (to check what seeds reach).
+static DEBUG: LazyLock<bool> = LazyLock::new(|| std::env::var_os("HERALD_FUZZ_DEBUG").is_some());
 
 fn percent_encode(name: &[u8]) -> String {
     name.iter()
@@ -122,6 +130,13 @@ fuzz_target!(|data: &[u8]| {
             .expect("a response body reads");
         (status, bytes)
     });
+    if *DEBUG {
+        eprintln!(
+            "{path} {:?} -> {status} {:?}",
+            String::from_utf8_lossy(body),
+            String::from_utf8_lossy(&bytes)
+        );
+    }
     assert!(
         matches!(
             status,

@@ -32,6 +32,9 @@ static FILE: LazyLock<PathBuf> = LazyLock::new(|| {
     dir.join(format!("herald-fuzz-config-{}.toml", std::process::id()))
 });
 
+/// `HERALD_FUZZ_DEBUG=1` prints each outcome (to check what seeds reach).
+static DEBUG: LazyLock<bool> = LazyLock::new(|| std::env::var_os("HERALD_FUZZ_DEBUG").is_some());
+
 fuzz_target!(|data: &[u8]| {
     let (toml, env) = match data.iter().position(|&b| b == 0) {
         Some(i) => (&data[..i], &data[i + 1..]),
@@ -45,13 +48,23 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(&*FILE, toml).expect("the fuzzer's config file is writable");
     match Layers::new().file(&FILE).env(vars).build() {
         Ok(config) => {
+            if *DEBUG {
+                eprintln!("loaded; warnings: {:?}", config.warnings);
+            }
             let table = config.to_table();
             let again = Layers::from_config(&config)
                 .build()
                 .unwrap_or_else(|e| panic!("a loaded configuration does not load again: {e}"));
-            assert_eq!(again.to_table(), table, "the configuration changed on reloading");
+            assert_eq!(
+                again.to_table(),
+                table,
+                "the configuration changed on reloading"
+            );
         }
         Err(e) => {
+            if *DEBUG {
+                eprintln!("{e}");
+            }
             assert!(!e.problems.is_empty(), "an error without problems");
             let _ = e.to_string();
         }

@@ -34,6 +34,9 @@ fn verifier(audience: &str, issuer: &str) -> TokenVerifier {
 static LAX: LazyLock<TokenVerifier> = LazyLock::new(|| verifier("", ""));
 static STRICT: LazyLock<TokenVerifier> = LazyLock::new(|| verifier("herald", "auth.example"));
 
+/// `HERALD_FUZZ_DEBUG=1` prints each outcome (to check what seeds reach).
+static DEBUG: LazyLock<bool> = LazyLock::new(|| std::env::var_os("HERALD_FUZZ_DEBUG").is_some());
+
 fn sign(header: &[u8], claims: &[u8], alg: Algorithm) -> String {
     let message = format!(
         "{}.{}",
@@ -94,10 +97,12 @@ fn check(verifier: &TokenVerifier, token: &str, subscription: bool) -> bool {
         match verifier.verify_subscription(token) {
             Ok(claims) => {
                 let _ = claims.expires_at();
+                debug(token, &claims);
                 true
             }
             Err(e) => {
                 let _ = e.to_string();
+                debug(token, &e);
                 false
             }
         }
@@ -105,12 +110,20 @@ fn check(verifier: &TokenVerifier, token: &str, subscription: bool) -> bool {
         match verifier.verify_connection(token) {
             Ok(claims) => {
                 let _ = claims.expires_at();
+                debug(token, &claims);
                 true
             }
             Err(e) => {
                 let _ = e.to_string();
+                debug(token, &e);
                 false
             }
         }
+    }
+}
+
+fn debug(token: &str, outcome: &dyn std::fmt::Debug) {
+    if *DEBUG {
+        eprintln!("{token} -> {outcome:?}");
     }
 }

@@ -221,7 +221,9 @@ impl KeyServer {
             .route("/keys", axum::routing::get(jwks))
             .with_state(server.clone());
         match certs {
-            None => drop(tokio::spawn(async move { axum::serve(listener, app).await })),
+            None => drop(tokio::spawn(
+                async move { axum::serve(listener, app).await },
+            )),
             Some(certs) => {
                 let listener = TlsListener::new(listener, certs);
                 tokio::spawn(async move { axum::serve(listener, app).await });

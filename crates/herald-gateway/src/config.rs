@@ -565,7 +565,10 @@ impl Config {
         }
         if !t.jwks_url.is_empty() {
             if !t.jwks_url.starts_with("http://") && !t.jwks_url.starts_with("https://") {
-                bad("token.jwks_url", "must be an http:// or https:// URL".into());
+                bad(
+                    "token.jwks_url",
+                    "must be an http:// or https:// URL".into(),
+                );
             }
             if !t.jwks_ca_file.is_empty() && !t.jwks_url.starts_with("https://") {
                 bad(

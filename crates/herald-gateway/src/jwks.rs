@@ -161,12 +161,11 @@ impl Jwks {
                 path: path.clone(),
                 source,
             })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                JwksSetupError::CaPem {
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| JwksSetupError::CaPem {
                     path: path.clone(),
                     source: Some(e),
-                }
-            })?;
+                })?;
             if certs.is_empty() {
                 return Err(JwksSetupError::CaPem {
                     path: path.clone(),

@@ -180,14 +180,15 @@ async fn the_connect_rate_answers_429_until_its_bucket_refills() {
 }
 
 #[tokio::test]
-async fn the_user_limit_closes_the_extra_connection_with_3504() {
+async fn the_user_limit_refuses_the_extra_connect_with_a_temporary_111() {
     let h = Herald::start("[client.limits.connections_per_user]\nmax = 1\n").await;
     let (first, _) = Raw::connect(&h.ws_url(), &h.token("alice")).await;
     let mut extra = open(&h, HOME, &[]).await.expect("the socket opens");
-    extra
-        .command(json!({"connect": {"token": h.token("alice")}}))
+    let reply = extra
+        .call(json!({"connect": {"token": h.token("alice")}}))
         .await;
-    assert_eq!(extra.closed_within(Duration::from_secs(5)).await, 3504);
+    assert_eq!(reply["error"]["code"], 111, "{reply}");
+    assert_eq!(reply["error"]["temporary"], true, "{reply}");
     let (_bob, _) = Raw::connect(&h.ws_url(), &h.token("bob")).await;
     assert_eq!(refusals(&h, "connections_per_user", "enforced").await, 1.0);
     // Released when the connection ends, however it ends (here: the socket just drops).

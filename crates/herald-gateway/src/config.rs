@@ -276,7 +276,7 @@ pub struct LimitsConfig {
     pub connections: ConnectionLimit,
     /// Open sockets from one client address on this node (more: HTTP 429).
     pub connections_per_ip: ConnectionLimit,
-    /// Connections of one user on this node (more: close 3504 at `connect`).
+    /// Connections of one user on this node (more: error 111 to `connect`).
     pub connections_per_user: ConnectionLimit,
     /// New sockets per second on this node (more: HTTP 429).
     pub connect_rate: RateLimit,

@@ -74,7 +74,7 @@ pub(crate) enum Limit {
     Connections,
     /// `client.limits.connections_per_ip` (HTTP 429).
     ConnectionsPerIp,
-    /// `client.limits.connections_per_user` (close 3504).
+    /// `client.limits.connections_per_user` (error 111 to `connect`).
     ConnectionsPerUser,
     /// `client.limits.connect_rate` (HTTP 429).
     ConnectRate,
@@ -413,7 +413,8 @@ impl Admission {
         self.per_user.lock().shrink_to_fit();
     }
 
-    /// Admits one more connection of `user` on this node, or refuses it (close 3504).
+    /// Admits one more connection of `user` on this node, or refuses it (error 111 to the
+    /// connect).
     /// Anonymous connections (user "") have no user to count: the per-address limits
     /// cover them.
     pub(crate) fn admit_user(

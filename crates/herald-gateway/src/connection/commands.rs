@@ -153,14 +153,16 @@ impl Conn {
         }
         let (expires_at, ttl) = expiry(expires);
         let user: Arc<str> = Arc::from(claims.sub.as_str());
-        // Terminal (3504), as Centrifugo does: the SDK would otherwise come back every
-        // few seconds, forever, while the user's other connections stay open, each
-        // attempt costing a token check; the application hears why and can tell its user.
+        // 111, temporary, as for the limit across nodes below: behind a balancer the
+        // SDK's next attempt may land on a node where the user has room, or find that
+        // another of the user's connections has gone. Its backoff grows while it is
+        // refused, so a refused device costs a token check every few seconds at most,
+        // and the application sees each refusal as an error event with the code.
         let user_permit = self
             .node
             .admission
             .admit_user(&user)
-            .map_err(|_| Fail::Disconnect(DisconnectCode::ConnectionLimit))?;
+            .map_err(|_| Fail::Error(ErrorCode::TooManyRequests))?;
         let client: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string());
         // Then the user's slots across nodes, when that optional limit is set.
         self.admit(&user, &client).await?;

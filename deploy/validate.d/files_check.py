@@ -261,10 +261,16 @@ def grafana(repo, compose_json):
 
 # ---- the chart's config schema against Herald's settings ---------------------------
 
-# Settings the chart sets through the environment or a Secret, never through `config`.
-NOT_IN_CHART_CONFIG = {"": {"listen", "node_name"}, "token": {"hmac_secret"},
-                       "api": {"key"}, "redis": {"url"}}
-SECTIONS = ["", "token", "api", "client", "shutdown", "redis", "namespaces.probe"]
+# Settings the chart sets through the environment or a Secret, never through `config`
+# (the HMAC secret and the API key come from auth's Secret through HERALD_* variables,
+# so their *_file variants are not used either).
+NOT_IN_CHART_CONFIG = {"": {"listen", "node_name"}, "token": {"hmac_secret", "hmac_secret_file"},
+                       "api": {"key", "key_file"}, "redis": {"url"}}
+SECTIONS = ["", "token", "api", "client", "client.limits", "client.limits.connections",
+            "client.limits.connections_per_ip", "client.limits.connections_per_user",
+            "client.limits.connect_rate", "client.limits.connect_rate_per_ip",
+            "client.rate_limits", "shutdown", "redis", "namespaces.probe",
+            "namespaces.probe.rate_limits"]
 
 
 def herald_fields(herald, section):
@@ -284,10 +290,12 @@ def herald_fields(herald, section):
 
 def schema_fields(schema, section):
     node = schema["properties"]["config"]
-    if section.startswith("namespaces."):
+    parts = section.split(".") if section else []
+    if parts[:1] == ["namespaces"]:
         node = node["properties"]["namespaces"]["additionalProperties"]
-    elif section:
-        node = node["properties"][section]
+        parts = parts[2:]  # namespaces.<any name>
+    for part in parts:
+        node = node["properties"][part]
     return set(node["properties"])
 
 

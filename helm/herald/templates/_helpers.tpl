@@ -92,13 +92,15 @@ kubelet's SIGKILL never cuts a drain short.
 {{- end -}}
 
 {{/*
-One TOML value. Values arrive from YAML as bool, float64 (every number) or string;
-Herald's numeric settings are all whole numbers. Strings are written as JSON strings,
-which are valid TOML basic strings.
+One TOML value. Values arrive from YAML as bool, float64 (every number), string or a
+list of them; Herald's numeric settings are all whole numbers. Strings are written as
+JSON strings, which are valid TOML basic strings; a list as a TOML array of its items.
 */}}
 {{- define "herald.toml.value" -}}
 {{- if kindIs "bool" . -}}{{ . }}
 {{- else if or (kindIs "float64" .) (kindIs "int" .) (kindIs "int64" .) -}}{{ int64 . }}
+{{- else if kindIs "slice" . -}}
+[{{ range $i, $item := . }}{{ if $i }}, {{ end }}{{ include "herald.toml.value" $item }}{{ end }}]
 {{- else -}}{{ toString . | toJson }}
 {{- end -}}
 {{- end -}}
@@ -173,7 +175,7 @@ sub-tables (like [namespaces]) gets no header of its own.
 {{- end -}}
 {{- end -}}
 {{- $hmac := and (include "herald.hasAuthSecret" .) .Values.auth.tokenHmacSecretKey -}}
-{{- if not (or $hmac $c.token.rsa_public_key $c.token.ec_public_key $c.client.allow_anonymous) -}}
-{{- fail "no way to verify tokens: set auth.existingSecret (with the key named by auth.tokenHmacSecretKey), config.token.rsa_public_key or config.token.ec_public_key, or config.client.allow_anonymous" -}}
+{{- if not (or $hmac $c.token.rsa_public_key $c.token.ec_public_key $c.token.jwks_url $c.client.allow_anonymous) -}}
+{{- fail "no way to verify tokens: set auth.existingSecret (with the key named by auth.tokenHmacSecretKey), config.token.rsa_public_key, config.token.ec_public_key or config.token.jwks_url, or config.client.allow_anonymous" -}}
 {{- end -}}
 {{- end -}}

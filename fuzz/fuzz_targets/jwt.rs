@@ -94,7 +94,7 @@ fuzz_target!(|data: &[u8]| {
 
 fn check(verifier: &TokenVerifier, token: &str, subscription: bool) -> bool {
     if subscription {
-        match verifier.verify_subscription(token) {
+        match block_on(verifier.verify_subscription(token)) {
             Ok(claims) => {
                 let _ = claims.expires_at();
                 debug(token, &claims);
@@ -107,7 +107,7 @@ fn check(verifier: &TokenVerifier, token: &str, subscription: bool) -> bool {
             }
         }
     } else {
-        match verifier.verify_connection(token) {
+        match block_on(verifier.verify_connection(token)) {
             Ok(claims) => {
                 let _ = claims.expires_at();
                 debug(token, &claims);
@@ -120,6 +120,19 @@ fn check(verifier: &TokenVerifier, token: &str, subscription: bool) -> bool {
             }
         }
     }
+}
+
+/// Runs a check to its end. Without a JWKS it never waits, but it is async because a
+/// key set may have to be fetched; one runtime serves every input.
+fn block_on<F: std::future::Future>(check: F) -> F::Output {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a current-thread runtime")
+        })
+        .block_on(check)
 }
 
 fn debug(token: &str, outcome: &dyn std::fmt::Debug) {

@@ -283,7 +283,7 @@ impl KeyRef<'_> {
 
 impl TokenVerifier {
     /// Loads the keys named in the configuration (the JWKS, if any, is empty until
-    /// [`TokenVerifier::jwks`]'s task fetches it).
+    /// the node's JWKS refresh task fetches it).
     pub fn from_config(config: &TokenConfig) -> Result<Self, KeyError> {
         let secret = if config.hmac_secret_file.is_empty() {
             config.hmac_secret.clone()

@@ -68,6 +68,28 @@ impl BrokerHandler for HubLink {
     }
 }
 
+/// Runs `round` every `period`, the first one period after the start, until `stop`, or
+/// until `round` finds the node gone (`None`). A round that overruns delays the next.
+async fn periodically<F, Fut>(period: Duration, stop: CancellationToken, mut round: F)
+where
+    F: FnMut() -> Option<Fut>,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let Some(work) = round() else {
+            return;
+        };
+        work.await;
+    }
+}
+
 /// Keeps this node's presence entries alive, so that entries of a node that died expire
 /// while live ones never do.
 async fn refresh_presence(
@@ -76,44 +98,32 @@ async fn refresh_presence(
     ttl: Duration,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(ttl / 3);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = stop.cancelled() => return,
-        }
-        let Some(entries) = hub.upgrade().map(|h| h.presence_entries()) else {
-            return;
-        };
-        for chunk in entries.chunks(64) {
-            let refreshes = chunk
-                .iter()
-                .map(|(channel, info)| broker.add_presence(channel, info, ttl));
-            for result in futures_util::future::join_all(refreshes).await {
-                if let Err(e) = result {
-                    tracing::warn!(error = %herald_broker::Chain(&e), "presence refresh failed");
+    periodically(ttl / 3, stop, || {
+        let entries = hub.upgrade()?.presence_entries();
+        let broker = broker.clone();
+        Some(async move {
+            for chunk in entries.chunks(64) {
+                let refreshes = chunk
+                    .iter()
+                    .map(|(channel, info)| broker.add_presence(channel, info, ttl));
+                for result in futures_util::future::join_all(refreshes).await {
+                    if let Err(e) = result {
+                        tracing::warn!(error = %herald_broker::Chain(&e), "presence refresh failed");
+                    }
                 }
             }
-        }
-    }
+        })
+    })
+    .await;
 }
 
 /// Keeps the per-address buckets to the addresses seen within one refill time.
 async fn sweep_admission(admission: Weak<Admission>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(crate::admission::SWEEP_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = stop.cancelled() => return,
-        }
-        match admission.upgrade() {
-            Some(a) => a.sweep(),
-            None => return,
-        }
-    }
+    periodically(crate::admission::SWEEP_EVERY, stop, || {
+        admission.upgrade()?.sweep();
+        Some(std::future::ready(()))
+    })
+    .await;
 }
 
 /// Keeps the per-user connection slots of this node's sessions alive on the presence
@@ -125,33 +135,29 @@ async fn refresh_user_connections(
     ttl: Duration,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(ttl / 3);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = stop.cancelled() => return,
-        }
-        let Some(connections) = hub.upgrade().map(|h| h.all_connections()) else {
-            return;
-        };
-        let mut failed = 0usize;
-        for chunk in connections.chunks(64) {
-            let refreshes = chunk
-                .iter()
-                .filter(|c| !c.user.is_empty())
-                .map(|c| broker.admit_connection(&c.user, &c.client, limit, ttl));
-            // A session over the limit here was let through while the broker failed: it
-            // stays (refusing a live client later would be a surprise), and has no slot.
-            for result in futures_util::future::join_all(refreshes).await {
-                failed += usize::from(result.is_err());
+    periodically(ttl / 3, stop, || {
+        let connections = hub.upgrade()?.all_connections();
+        let broker = broker.clone();
+        Some(async move {
+            let mut failed = 0usize;
+            for chunk in connections.chunks(64) {
+                let refreshes = chunk
+                    .iter()
+                    .filter(|c| !c.user.is_empty())
+                    .map(|c| broker.admit_connection(&c.user, &c.client, limit, ttl));
+                // A session over the limit here was let through while the broker failed:
+                // it stays (refusing a live client later would be a surprise), and has no
+                // slot.
+                for result in futures_util::future::join_all(refreshes).await {
+                    failed += usize::from(result.is_err());
+                }
             }
-        }
-        if failed > 0 {
-            tracing::warn!(failed, "connection slot refresh failed");
-        }
-    }
+            if failed > 0 {
+                tracing::warn!(failed, "connection slot refresh failed");
+            }
+        })
+    })
+    .await;
 }
 
 /// Builds a node: loads keys, starts the broker, wires the hub.

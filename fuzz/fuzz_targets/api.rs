@@ -4,7 +4,7 @@
 //! a 200, 400 or 404 whose body is JSON (one value per line for the pipeline).
 //!
 //! Input: one selector byte, then the body. Selector modulo 16: 0–11 a method of the API
-//! (in the order of `METHODS` below), 12–13 the pipeline, 14–15 the body's first line is
+//! (in the order of `herald_gateway::API_METHODS`), 12–13 the pipeline, 14–15 the body's first line is
 //! the method name and the rest the body.
 
 #![no_main]
@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use herald_broker::memory::MemoryBroker;
 use herald_gateway::config::{DEFAULT_NAMESPACE, NamespaceConfig};
-use herald_gateway::{Config, build, router};
+use herald_gateway::{API_METHODS, Config, build, router};
 use herald_protocol::ENTITY_NAMESPACE;
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, LazyLock};
@@ -22,21 +22,6 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
-
-const METHODS: [&str; 12] = [
-    "publish",
-    "broadcast",
-    "publish_entity",
-    "history",
-    "history_remove",
-    "presence",
-    "presence_stats",
-    "info",
-    "channels",
-    "disconnect",
-    "unsubscribe",
-    "batch",
-];
 
 struct Server {
     runtime: Runtime,
@@ -98,7 +83,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (path, body, pipeline) = match selector % 16 {
-        n @ 0..12 => (format!("/api/{}", METHODS[usize::from(n)]), rest, false),
+        n @ 0..12 if usize::from(n) < API_METHODS.len() => {
+            (format!("/api/{}", API_METHODS[usize::from(n)]), rest, false)
+        }
         12 | 13 => ("/api".to_owned(), rest, true),
         _ => {
             let (name, body) = match rest.iter().position(|&b| b == b'\n') {

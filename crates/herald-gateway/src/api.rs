@@ -276,8 +276,8 @@ struct ChannelOutcome<'a> {
 #[derive(Serialize)]
 struct Empty {}
 
-/// The API's methods, in the order `info` lists them.
-pub(crate) const METHODS: &[&str] = &[
+/// The server API's methods (`POST /api/{method}`), in the order `info` lists them.
+pub const METHODS: &[&str] = &[
     "publish",
     "broadcast",
     "publish_entity",

@@ -21,5 +21,6 @@ pub mod server;
 #[cfg(test)]
 mod testing;
 
+pub use api::METHODS as API_METHODS;
 pub use config::{Config, ConfigError, ConfigProblem};
 pub use server::{StartError, build, router, run, serve};

@@ -190,11 +190,11 @@ impl Conn {
         let mut subs = BTreeMap::new();
         let channels: std::collections::BTreeSet<&String> = claims.channels.iter().collect();
         for channel in channels {
-            let recover_from = req.subs.get(channel);
+            let (recover, offset, epoch) = self.transport.start_of(channel, req.subs.get(channel));
             let opts = super::subscribe::SubOptions {
-                recover: recover_from.is_some_and(|s| s.recover),
-                offset: recover_from.map_or(0, |s| s.offset),
-                epoch: recover_from.map(|s| s.epoch.clone()).unwrap_or_default(),
+                recover,
+                offset,
+                epoch,
                 reject_unrecovered: false,
                 join_leave: false,
                 expires_at: None,
@@ -257,8 +257,12 @@ impl Conn {
             if subs.contains_key(channel) {
                 continue;
             }
+            let (recover, offset, epoch) = self.transport.start_of(channel, Some(wanted));
             let request = herald_protocol::SubscribeRequest {
                 channel: channel.clone(),
+                recover,
+                offset,
+                epoch,
                 ..wanted.clone()
             };
             match self.on_subscribe(&request).await {

@@ -106,12 +106,12 @@ fn cf_connect(parts: &Parts) -> Option<String> {
 /// first (the connect command).
 fn open_stream(
     node: &Arc<Node>,
-    kind: TransportKind,
+    transport: Transport,
     format: Format,
     first: String,
     permit: SocketPermit,
 ) -> Response {
-    let transport = Transport::with_session(kind);
+    let kind = transport.kind;
     let (commands, inbound) = mpsc::channel(super::emulation::SESSION_QUEUE);
     // The queue is empty and has room.
     let _ = commands.try_send(first);
@@ -183,7 +183,7 @@ pub(crate) async fn http_stream(State(node): State<Arc<Node>>, request: Request)
     match admit(&node, &parts) {
         Ok(permit) => open_stream(
             &node,
-            TransportKind::HttpStream,
+            Transport::with_session(TransportKind::HttpStream),
             Format::Lines,
             body,
             permit,
@@ -208,7 +208,13 @@ pub(crate) async fn sse(State(node): State<Arc<Node>>, request: Request) -> Resp
         Err(r) => return r.into_response(),
     };
     match admit(&node, &parts) {
-        Ok(permit) => open_stream(&node, TransportKind::Sse, Format::Events, first, permit),
+        Ok(permit) => open_stream(
+            &node,
+            Transport::with_session(TransportKind::Sse),
+            Format::Events,
+            first,
+            permit,
+        ),
         Err(r) => r.into_response(),
     }
 }
@@ -224,7 +230,7 @@ pub(crate) async fn uni_http_stream(State(node): State<Arc<Node>>, request: Requ
     match admit(&node, &parts) {
         Ok(permit) => open_stream(
             &node,
-            TransportKind::UniHttpStream,
+            Transport::with_session(TransportKind::UniHttpStream),
             Format::UniLines,
             connect_command(&request),
             permit,
@@ -244,7 +250,17 @@ pub(crate) async fn uni_sse(State(node): State<Arc<Node>>, request: Request) -> 
     match admit(&node, &parts) {
         Ok(permit) => open_stream(
             &node,
-            TransportKind::UniSse,
+            Transport {
+                // After a drop the browser reconnects with the same URL, and the last
+                // event id it saw: the positions it names are newer than the URL's.
+                resume: parts
+                    .headers
+                    .get("last-event-id")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(super::resume::decode)
+                    .unwrap_or_default(),
+                ..Transport::with_session(TransportKind::UniSse)
+            },
             Format::UniEvents,
             connect_command(&request),
             permit,

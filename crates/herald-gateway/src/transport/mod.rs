@@ -7,6 +7,7 @@
 pub(crate) mod cors;
 pub(crate) mod emulation;
 pub(crate) mod http;
+pub(crate) mod resume;
 pub(crate) mod stream;
 pub(crate) mod uni;
 
@@ -66,6 +67,9 @@ pub(crate) struct Transport {
     /// The session id given to the client (emulated and unidirectional transports),
     /// empty for WebSocket.
     pub session: String,
+    /// Positions to recover from that override the connect request's own (an SSE
+    /// client's `Last-Event-ID`, see [`resume`]).
+    pub resume: resume::Positions,
 }
 
 impl Transport {
@@ -74,6 +78,7 @@ impl Transport {
         Self {
             kind: TransportKind::WebSocket,
             session: String::new(),
+            resume: resume::Positions::new(),
         }
     }
 
@@ -82,6 +87,22 @@ impl Transport {
         Self {
             kind,
             session: uuid::Uuid::new_v4().to_string(),
+            resume: resume::Positions::new(),
         }
+    }
+
+    /// Where a channel's subscription starts: `wanted` (from the connect request),
+    /// unless [`Transport::resume`] names a later position for it.
+    pub(crate) fn start_of(
+        &self,
+        channel: &str,
+        wanted: Option<&herald_protocol::SubscribeRequest>,
+    ) -> (bool, u64, String) {
+        if let Some(resume::Position(offset, epoch)) = self.resume.get(channel) {
+            return (true, *offset, epoch.clone());
+        }
+        wanted.map_or((false, 0, String::new()), |s| {
+            (s.recover, s.offset, s.epoch.clone())
+        })
     }
 }

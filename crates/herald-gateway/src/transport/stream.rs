@@ -64,6 +64,8 @@ pub(crate) struct StreamSocket {
     gone: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// The stream has ended (a close was written, or a unidirectional connect failed).
     ended: bool,
+    /// The positions written as event ids (unidirectional SSE).
+    tracker: Option<super::resume::Tracker>,
 }
 
 impl StreamSocket {
@@ -82,6 +84,7 @@ impl StreamSocket {
             format,
             gone: Box::pin(async move { watch.closed().await }),
             ended: false,
+            tracker: (format == Format::UniEvents).then(super::resume::Tracker::default),
         }
     }
 
@@ -91,7 +94,15 @@ impl StreamSocket {
         for line in frame.split('\n') {
             if self.format.unidirectional() {
                 match uni::convert(line) {
-                    UniLine::Send(message) => self.format.put(&mut out, message.as_bytes()),
+                    UniLine::Send(message) => {
+                        if let Some(id) = self.tracker.as_mut().and_then(|t| t.observe(&message)) {
+                            // The browser sends the last id back when it reconnects.
+                            out.put_slice(b"id: ");
+                            out.put_slice(id.as_bytes());
+                            out.put_u8(b'\n');
+                        }
+                        self.format.put(&mut out, message.as_bytes());
+                    }
                     UniLine::Skip => {}
                     UniLine::End(disconnect) => {
                         self.format.put(&mut out, disconnect.as_bytes());

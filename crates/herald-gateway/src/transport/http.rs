@@ -14,7 +14,9 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::sync::mpsc;
 
 /// Response body chunks buffered per stream before the connection task waits: its own
@@ -94,6 +96,15 @@ fn json_only(parts: &Parts) -> Result<(), Refused> {
     Ok(())
 }
 
+/// The request's `Accept-Encoding`.
+fn accept_encoding(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// The `cf_connect` query parameter, decoded.
 fn cf_connect(parts: &Parts) -> Option<String> {
     let query = parts.uri.query()?;
@@ -110,6 +121,7 @@ fn open_stream(
     format: Format,
     first: String,
     permit: SocketPermit,
+    accepts: Option<String>,
 ) -> Response {
     let kind = transport.kind;
     let (commands, inbound) = mpsc::channel(super::emulation::SESSION_QUEUE);
@@ -136,9 +148,24 @@ fn open_stream(
         drop(guard);
         drop(permit);
     });
+    let gzip =
+        node.config.client.stream_gzip && accepts.as_deref().is_some_and(super::gzip::accepted);
+    let mut compressor = gzip.then(super::gzip::Gzip::new);
     let stream = futures_util::stream::poll_fn(move |cx| {
-        body.poll_recv(cx)
-            .map(|chunk| chunk.map(Ok::<_, std::convert::Infallible>))
+        let Some(compressor) = compressor.as_mut() else {
+            return body
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(Ok::<_, Infallible>));
+        };
+        match body.poll_recv(cx) {
+            Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok(compressor.chunk(&chunk)))),
+            // The trailer once, then the end.
+            Poll::Ready(None) => {
+                let end = compressor.finish();
+                Poll::Ready((!end.is_empty()).then_some(Ok(end)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     });
     let content_type = if events {
         "text/event-stream; charset=utf-8"
@@ -156,6 +183,10 @@ fn open_stream(
     headers.insert(header::EXPIRES, HeaderValue::from_static("0"));
     // Proxies that buffer responses (nginx) pass this one through as it is written.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if gzip {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     response
 }
 
@@ -187,6 +218,7 @@ pub(crate) async fn http_stream(State(node): State<Arc<Node>>, request: Request)
             Format::Lines,
             body,
             permit,
+            accept_encoding(&parts),
         ),
         Err(r) => r.into_response(),
     }
@@ -214,6 +246,7 @@ pub(crate) async fn sse(State(node): State<Arc<Node>>, request: Request) -> Resp
             Format::Events,
             first,
             permit,
+            accept_encoding(&parts),
         ),
         Err(r) => r.into_response(),
     }
@@ -234,6 +267,7 @@ pub(crate) async fn uni_http_stream(State(node): State<Arc<Node>>, request: Requ
             Format::UniLines,
             connect_command(&request),
             permit,
+            accept_encoding(&parts),
         ),
         Err(r) => r.into_response(),
     }
@@ -264,6 +298,7 @@ pub(crate) async fn uni_sse(State(node): State<Arc<Node>>, request: Request) -> 
             Format::UniEvents,
             connect_command(&request),
             permit,
+            accept_encoding(&parts),
         ),
         Err(r) => r.into_response(),
     }

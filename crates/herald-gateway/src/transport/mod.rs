@@ -6,6 +6,7 @@
 
 pub(crate) mod cors;
 pub(crate) mod emulation;
+pub(crate) mod gzip;
 pub(crate) mod http;
 pub(crate) mod resume;
 pub(crate) mod stream;

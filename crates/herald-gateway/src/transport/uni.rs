@@ -215,7 +215,9 @@ mod tests {
     fn an_error_reply_ends_the_stream_with_a_disconnect() {
         assert_eq!(
             convert(r#"{"id":1,"error":{"code":109,"message":"token expired"}}"#),
-            UniLine::End(r#"{"disconnect":{"code":3005,"reason":"connection expired"}}"#.to_owned())
+            UniLine::End(
+                r#"{"disconnect":{"code":3005,"reason":"connection expired"}}"#.to_owned()
+            )
         );
         assert_eq!(
             convert(r#"{"id":1,"error":{"code":103,"message":"permission denied"}}"#),

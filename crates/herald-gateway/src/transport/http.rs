@@ -96,13 +96,13 @@ fn json_only(parts: &Parts) -> Result<(), Refused> {
     Ok(())
 }
 
-/// The request's `Accept-Encoding`.
-fn accept_encoding(parts: &Parts) -> Option<String> {
+/// Whether the request's `Accept-Encoding` accepts gzip.
+fn accepts_gzip(parts: &Parts) -> bool {
     parts
         .headers
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+        .is_some_and(super::gzip::accepted)
 }
 
 /// The `cf_connect` query parameter, decoded.
@@ -121,7 +121,7 @@ fn open_stream(
     format: Format,
     first: String,
     permit: SocketPermit,
-    accepts: Option<String>,
+    accepts_gzip: bool,
 ) -> Response {
     let kind = transport.kind;
     let (commands, inbound) = mpsc::channel(super::emulation::SESSION_QUEUE);
@@ -148,8 +148,7 @@ fn open_stream(
         drop(guard);
         drop(permit);
     });
-    let gzip =
-        node.config.client.stream_gzip && accepts.as_deref().is_some_and(super::gzip::accepted);
+    let gzip = node.config.client.stream_gzip && accepts_gzip;
     let mut compressor = gzip.then(super::gzip::Gzip::new);
     let stream = futures_util::stream::poll_fn(move |cx| {
         let Some(compressor) = compressor.as_mut() else {
@@ -218,7 +217,7 @@ pub(crate) async fn http_stream(State(node): State<Arc<Node>>, request: Request)
             Format::Lines,
             body,
             permit,
-            accept_encoding(&parts),
+            accepts_gzip(&parts),
         ),
         Err(r) => r.into_response(),
     }
@@ -246,7 +245,7 @@ pub(crate) async fn sse(State(node): State<Arc<Node>>, request: Request) -> Resp
             Format::Events,
             first,
             permit,
-            accept_encoding(&parts),
+            accepts_gzip(&parts),
         ),
         Err(r) => r.into_response(),
     }
@@ -267,7 +266,7 @@ pub(crate) async fn uni_http_stream(State(node): State<Arc<Node>>, request: Requ
             Format::UniLines,
             connect_command(&request),
             permit,
-            accept_encoding(&parts),
+            accepts_gzip(&parts),
         ),
         Err(r) => r.into_response(),
     }
@@ -298,7 +297,7 @@ pub(crate) async fn uni_sse(State(node): State<Arc<Node>>, request: Request) -> 
             Format::UniEvents,
             connect_command(&request),
             permit,
-            accept_encoding(&parts),
+            accepts_gzip(&parts),
         ),
         Err(r) => r.into_response(),
     }

@@ -204,4 +204,19 @@ test('share worker: a silent WebSocket is detected inside the SharedWorker, and 
   }
   await sleep(200);
   assert.equal(front.upgrades, 1);
+
+  // The worker dies; the new one hears from the tabs that WebSocket was silent, and goes
+  // straight to HTTP-streaming.
+  const cdp = await browser.newBrowserCDPSession();
+  const { targetInfos } = await cdp.send('Target.getTargets');
+  const worker = targetInfos.find((i) => i.type === 'shared_worker');
+  assert.ok(worker, 'a shared worker target');
+  await cdp.send('Target.closeTarget', { targetId: worker.targetId });
+  await publishMany(stack.node, 'news', 3, 'handover');
+  for (const p of [a, b]) {
+    await waitPubs(p, 'news', 13, 15_000);
+    assert.deepEqual(await offsets(p, 'news'), range(1, 13));
+  }
+  await waitStatus(a, { state: 'connected', transport: 'http_stream', tabs: 2 });
+  assert.equal(front.upgrades, 1, 'the new worker did not try the silent WebSocket');
 });

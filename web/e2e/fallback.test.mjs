@@ -220,3 +220,18 @@ test('share worker: a silent WebSocket is detected inside the SharedWorker, and 
   await waitStatus(a, { state: 'connected', transport: 'http_stream', tabs: 2 });
   assert.equal(front.upgrades, 1, 'the new worker did not try the silent WebSocket');
 });
+
+test('the default silent-transport timeout: 4 s after the WebSocket opened', async (t) => {
+  const { stack, context, via } = await setup(t);
+  await context.routeWebSocket(/\/connection\/websocket/, () => {});
+  const page = await openPage(context, via, { share: 'off', subscribe: ['news'], options: { transports: 'auto' } });
+  await waitStatus(page, { state: 'connected', transport: 'http_stream' }, 10_000);
+  const rec = await record(page);
+  assert.equal(rec.fallbacks.length, 1);
+  assert.ok(rec.fallbacks[0].waitedMs >= 4000 && rec.fallbacks[0].waitedMs < 5000, `waited ${rec.fallbacks[0].waitedMs} ms`);
+  console.log(`# defaults, silent WebSocket → http_stream: silence detected after ${rec.fallbacks[0].waitedMs} ms, connected ${rec.firstConnectedMs} ms after creation`);
+  await waitUntil(async () => (await record(page)).subscribed.length > 0, { what: 'subscribed' });
+  await publishMany(stack.node, 'news', 3);
+  await waitPubs(page, 'news', 3);
+  assert.deepEqual(await offsets(page, 'news'), range(1, 3));
+});

@@ -8,7 +8,7 @@ import { safely } from './emitter.js';
 import type { HubMessage, HubSettings, HubStatus, TabMessage } from './messages.js';
 import type { OutboxStore } from './outbox.js';
 import { PositionWriter, type PositionStore } from './positions.js';
-import { TransportPicker } from './transports.js';
+import { TransportPicker } from './picker.js';
 import type { HeraldError, HeraldErrorKind, Position, PresenceClient, Publication, ResyncReason } from './types.js';
 import { watchOpen } from './watch.js';
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { TransportPicker, baseOf, planTransports } from '../src/transports.js';
+import { TransportPicker } from '../src/picker.js';
+import { baseOf, planTransports } from '../src/transports.js';
 import type { TransportEndpoint } from '../src/types.js';
 
 describe('baseOf', () => {

@@ -23,9 +23,9 @@ const HISTORY_TRIES = 3;
 /** How long a tab has to answer a token request before another tab is asked. */
 const TOKEN_WAIT_MS = 10_000;
 /** A transport that opened gives its connect reply within this time, or it is silent. */
-export const SILENT_TIMEOUT_MS = 4000;
+const SILENT_TIMEOUT_MS = 4000;
 /** How long a silent transport is passed over before it is tried again. */
-export const SILENT_RETRY_MS = 10 * 60_000;
+const SILENT_RETRY_MS = 10 * 60_000;
 
 /** Makes a connection token (`channel` null) or a subscription token; null means refused. */
 export type TokenSource = (channel: string | null) => Promise<string | null>;

@@ -303,8 +303,8 @@ fn state_object() -> serde_json::Value {
     let metrics: Vec<serde_json::Value> = (0..40)
         .map(|i| {
             serde_json::json!({
-                "id": format!("metric-{i:02}"),
-                "label": format!("Service {i} requests per second"),
+                "id": format!("m{i:02}"),
+                "label": format!("Service {i}"),
                 "value": 1000 + i,
                 "unit": "req/s",
             })

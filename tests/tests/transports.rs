@@ -1,0 +1,562 @@
+//! The HTTP transports against real nodes: bad input on every endpoint gets its
+//! documented status or disconnect code while other sessions keep working; the
+//! unidirectional endpoints subscribe by the request's `subs` (with recovery) and the
+//! token's `channels`, and end with a disconnect when a channel is refused; a drain ends
+//! the streams with 3001; commands posted on another node reach the session's node
+//! through Redis.
+
+use futures_util::{SinkExt, StreamExt};
+use herald_tests::redis::RedisServer;
+use herald_tests::stream::{Framing, MessageStream, Next, Status, emulate, post_raw};
+use herald_tests::{Herald, now, sign};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// Opens `/connection/http_stream` with `body` as the request.
+async fn open_http_stream(h: &Herald, body: &str) -> Result<MessageStream, Status> {
+    let request = http()
+        .post(h.url("/connection/http_stream"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    MessageStream::open(request, Framing::Lines).await
+}
+
+/// An emulated HTTP-streaming session of `user`; returns it with its connect result.
+async fn http_stream_session(h: &Herald, user: &str) -> (MessageStream, Value) {
+    let connect = json!({"id": 1, "connect": {"token": h.token(user)}}).to_string();
+    let mut stream = open_http_stream(h, &connect).await.expect("200");
+    let reply = stream.next().await;
+    assert_eq!(reply["id"], 1, "{reply}");
+    (stream, reply["connect"].clone())
+}
+
+/// `GET <path>?cf_connect=<request>` as server-sent events.
+async fn open_events(
+    h: &Herald,
+    path: &str,
+    request: Option<&str>,
+) -> Result<MessageStream, Status> {
+    let mut url = reqwest::Url::parse(&h.url(path)).expect("url");
+    if let Some(r) = request {
+        url.query_pairs_mut().append_pair("cf_connect", r);
+    }
+    MessageStream::open(http().get(url), Framing::Events).await
+}
+
+/// `POST /connection/uni_http_stream` with `request` as the body.
+async fn open_uni_http_stream(h: &Herald, request: &str) -> Result<MessageStream, Status> {
+    let post = http()
+        .post(h.url("/connection/uni_http_stream"))
+        .header("content-type", "application/json")
+        .body(request.to_owned());
+    MessageStream::open(post, Framing::Lines).await
+}
+
+/// The disconnect code of a stream's last message before it ends: `{"disconnect":…}`
+/// (unidirectional) or `{"push":{"disconnect":…}}`.
+async fn disconnect_code(stream: &mut MessageStream) -> u64 {
+    let last = stream.last_before_end(Duration::from_secs(5)).await;
+    let disconnect = last
+        .get("push")
+        .unwrap_or(&last)
+        .get("disconnect")
+        .unwrap_or_else(|| {
+            panic!(
+                "the last message is no disconnect: {last}; seen {:?}",
+                stream.seen
+            )
+        });
+    disconnect["code"].as_u64().expect("a code")
+}
+
+fn offsets(publications: &Value) -> Vec<u64> {
+    publications
+        .as_array()
+        .map(|ps| ps.iter().filter_map(|p| p["offset"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn bad_input_on_every_endpoint_gets_its_code_and_others_keep_working() {
+    let h = Herald::start("").await;
+    let emulation = h.url("/emulation");
+    let (mut bystander, connect) = http_stream_session(&h, "by").await;
+    let (node, session) = (
+        connect["node"].as_str().expect("node").to_owned(),
+        connect["session"].as_str().expect("session").to_owned(),
+    );
+    let subscribe = json!({"id": 2, "subscribe": {"channel": "news"}});
+    assert_eq!(
+        emulate(&http(), &emulation, &node, &session, &[subscribe]).await,
+        204
+    );
+    bystander.until(|m| m["id"] == 2).await;
+
+    // /emulation: undecodable bodies, unknown sessions and nodes, size, type, method.
+    let post = |content_type: &'static str, body: Vec<u8>| {
+        let url = emulation.clone();
+        async move { post_raw(&http(), &url, content_type, body).await }
+    };
+    let json = "application/json";
+    for body in [
+        &b"not json"[..],
+        b"[1,2]",
+        b"{\"session\":\"s\"}",
+        b"{\"node\":1,\"session\":\"s\",\"data\":\"{}\"}",
+        b"{\"session\":\"\",\"data\":\"{}\"}",
+        b"{\"session\":\"s\",\"data\":\"\"}",
+        b"{\"session\":\"s\",\"data\":\"\xff\xfe\"}",
+        b"",
+    ] {
+        assert_eq!(
+            post(json, body.to_vec()).await,
+            400,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    let command = [json!({"id": 9, "presence": {"channel": "news"}})];
+    assert_eq!(
+        emulate(&http(), &emulation, &node, "no-such-session", &command).await,
+        404
+    );
+    assert_eq!(
+        emulate(&http(), &emulation, "", "no-such-session", &command).await,
+        404
+    );
+    assert_eq!(
+        emulate(&http(), &emulation, "no-such-node", &session, &command).await,
+        404
+    );
+    let huge = json!({"node": node, "session": session, "data": "x".repeat(65 * 1024)});
+    assert_eq!(post(json, huge.to_string().into_bytes()).await, 413);
+    assert_eq!(
+        post("application/octet-stream", vec![0x0a, 0x01, 0x61]).await,
+        415
+    );
+    let get = |path: &str| {
+        let url = h.url(path);
+        async move { http().get(url).send().await.expect("GET").status().as_u16() }
+    };
+    assert_eq!(get("/emulation").await, 405);
+    assert_eq!(get("/connection/http_stream").await, 405);
+    assert_eq!(get("/connection/uni_http_stream").await, 405);
+
+    // The bidirectional streams: size, type, a missing or malformed connect command.
+    let big = "x".repeat(65 * 1024);
+    assert_eq!(
+        open_http_stream(&h, &big).await.expect_err("refused").code,
+        413
+    );
+    let protobuf = http()
+        .post(h.url("/connection/http_stream"))
+        .header("content-type", "application/octet-stream")
+        .body(vec![0x00]);
+    let refused = MessageStream::open(protobuf, Framing::Lines).await;
+    assert_eq!(refused.expect_err("refused").code, 415);
+    let mut garbage = open_http_stream(&h, "{not json").await.expect("a stream");
+    assert_eq!(disconnect_code(&mut garbage).await, 3501);
+    let missing = open_events(&h, "/connection/sse", None).await;
+    assert_eq!(missing.expect_err("refused").code, 400);
+    let mut garbage = open_events(&h, "/connection/sse", Some("[1,2]"))
+        .await
+        .expect("a stream");
+    assert_eq!(disconnect_code(&mut garbage).await, 3501);
+    let protobuf = http()
+        .post(h.url("/connection/sse"))
+        .header("content-type", "application/octet-stream")
+        .body(vec![0x00]);
+    let refused = MessageStream::open(protobuf, Framing::Events).await;
+    assert_eq!(refused.expect_err("refused").code, 415);
+
+    // The unidirectional endpoints: an invalid connect request is a 3501 disconnect.
+    for request in [
+        "not json",
+        "{\"token\":42}",
+        "\"text\"",
+        "{\"subs\":{\"news\":{\"offset\":\"x\"}}}",
+    ] {
+        let mut s = open_uni_http_stream(&h, request).await.expect("a stream");
+        assert_eq!(
+            disconnect_code(&mut s).await,
+            3501,
+            "uni_http_stream {request}"
+        );
+        let mut s = open_events(&h, "/connection/uni_sse", Some(request))
+            .await
+            .expect("a stream");
+        assert_eq!(disconnect_code(&mut s).await, 3501, "uni_sse {request}");
+    }
+    assert_eq!(
+        open_uni_http_stream(&h, &big)
+            .await
+            .expect_err("refused")
+            .code,
+        413
+    );
+    let put = http()
+        .put(h.url("/connection/uni_sse"))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(put.status().as_u16(), 405);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://127.0.0.1:{}/connection/uni_websocket",
+        h.port
+    ))
+    .await
+    .expect("uni_websocket");
+    ws.send(Message::text("{oops")).await.expect("send");
+    let mut texts = Vec::new();
+    let mut close = None;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        match m {
+            Message::Text(t) => texts.push(t.to_string()),
+            Message::Close(f) => {
+                close = f.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(close, Some(3501), "{texts:?}");
+    let last: Value = serde_json::from_str(texts.last().expect("a message")).expect("JSON");
+    assert_eq!(last["disconnect"]["code"], 3501, "{texts:?}");
+
+    // The bystander's session is untouched: its commands and publications still flow.
+    let presence = json!({"id": 3, "presence_stats": {"channel": "news"}});
+    assert_eq!(
+        emulate(&http(), &emulation, &node, &session, &[presence]).await,
+        204
+    );
+    let stats = bystander.until(|m| m["id"] == 3).await;
+    assert_eq!(stats["presence_stats"]["num_clients"], 1, "{stats}");
+    let offset = h.publish("news", json!({"still": "alive"})).await;
+    let publication = bystander.until(|m| m["push"]["channel"] == "news").await;
+    assert_eq!(
+        publication["push"]["pub"]["offset"], offset,
+        "{publication}"
+    );
+    assert!(!h.log().contains("panicked"), "{}", h.log());
+    assert!(
+        h.metric("herald_emulation_requests_total{outcome=\"no_session\",route=\"local\"}")
+            .await
+            >= 2.0
+    );
+}
+
+#[tokio::test]
+async fn uni_streams_recover_missed_publications_by_subs_and_take_token_channels() {
+    let h = Herald::start("").await;
+    let mut epoch = String::new();
+    for n in 1..=5 {
+        let reply = h
+            .api("publish", json!({"channel": "news", "data": n}))
+            .await;
+        epoch = reply["result"]["epoch"].as_str().expect("epoch").to_owned();
+    }
+    let request = json!({
+        "token": h.token("u1"),
+        "subs": {"news": {"recover": true, "offset": 2, "epoch": epoch}},
+    })
+    .to_string();
+
+    let mut lines = open_uni_http_stream(&h, &request).await.expect("200");
+    let mut events = open_events(&h, "/connection/uni_sse", Some(&request))
+        .await
+        .expect("200");
+    for stream in [&mut lines, &mut events] {
+        let connect = stream.next().await;
+        let result = &connect["connect"];
+        assert!(
+            result["session"].as_str().is_some_and(|s| !s.is_empty()),
+            "{connect}"
+        );
+        assert!(result.get("pong").is_none(), "no pongs expected: {connect}");
+        let news = &result["subs"]["news"];
+        assert_eq!(news["recovered"], true, "{connect}");
+        assert_eq!(news["was_recovering"], true, "{connect}");
+        assert_eq!(offsets(&news["publications"]), vec![3, 4, 5], "{connect}");
+    }
+    let offset = h.publish("news", json!(6)).await;
+    for stream in [&mut lines, &mut events] {
+        let push = stream.next().await;
+        assert_eq!(push["channel"], "news", "a bare push: {push}");
+        assert_eq!(push["pub"]["offset"], offset, "{push}");
+        assert_eq!(push["pub"]["data"], 6, "{push}");
+    }
+
+    // Without a position: no recovery, but live publications from then on. A POST to
+    // uni_sse works like the GET.
+    let token = sign(
+        &h.secret,
+        &json!({"sub": "u2", "exp": now() + 60, "channels": ["tokened"]}),
+    );
+    let request = json!({"token": token, "subs": {"news": {}}}).to_string();
+    let post = http()
+        .post(h.url("/connection/uni_sse"))
+        .header("content-type", "application/json")
+        .body(request);
+    let mut stream = MessageStream::open(post, Framing::Events)
+        .await
+        .expect("200");
+    let connect = stream.next().await;
+    let subs = connect["connect"]["subs"].as_object().expect("subs");
+    assert!(
+        subs.contains_key("news") && subs.contains_key("tokened"),
+        "{connect}"
+    );
+    let tokened = h.publish("tokened", json!("t")).await;
+    let news = h.publish("news", json!(7)).await;
+    let first = stream.next().await;
+    let second = stream.next().await;
+    assert_eq!(
+        (&first["channel"], &first["pub"]["offset"]),
+        (&json!("tokened"), &json!(tokened)),
+        "{first}"
+    );
+    assert_eq!(
+        (&second["channel"], &second["pub"]["offset"]),
+        (&json!("news"), &json!(news)),
+        "{second}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_connect_or_channel_ends_a_uni_stream_with_its_disconnect() {
+    let h = Herald::start("").await;
+    let expired = sign(&h.secret, &json!({"sub": "u", "exp": now() - 10}));
+    let cases = [
+        (
+            json!({"token": h.token("u"), "subs": {"locked:x": {}}}),
+            3507,
+        ),
+        (
+            json!({"token": h.token("u"), "subs": {"$secret": {}}}),
+            3507,
+        ),
+        (
+            json!({"token": h.token("u"), "subs": {"news": {}, "locked:y": {}}}),
+            3507,
+        ),
+        (json!({"token": expired}), 3005),
+        (json!({"token": "not.a.token"}), 3500),
+    ];
+    for (request, code) in cases {
+        let text = request.to_string();
+        let mut s = open_uni_http_stream(&h, &text).await.expect("a stream");
+        assert_eq!(
+            disconnect_code(&mut s).await,
+            code,
+            "uni_http_stream {request}"
+        );
+        let mut s = open_events(&h, "/connection/uni_sse", Some(&text))
+            .await
+            .expect("a stream");
+        assert_eq!(disconnect_code(&mut s).await, code, "uni_sse {request}");
+        assert!(
+            !s.seen.iter().any(|m| m.get("connect").is_some()),
+            "no connect push before a refusal: {:?}",
+            s.seen
+        );
+    }
+    assert_eq!(
+        h.api("info", json!({})).await["result"]["nodes"][0]["num_clients"],
+        0
+    );
+}
+
+/// Reads text messages of a uni WebSocket until one matches `pred`.
+async fn ws_until(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("no error");
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(t.as_str()).expect("one JSON message per frame");
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn uni_websocket_connects_by_first_message_and_by_cf_connect() {
+    let h = Herald::start("").await;
+    let base = format!("ws://127.0.0.1:{}/connection/uni_websocket", h.port);
+    let request = json!({"token": h.token("w"), "subs": {"news": {}}}).to_string();
+
+    let (mut first, _) = tokio_tungstenite::connect_async(&base).await.expect("open");
+    first
+        .send(Message::text(request.clone()))
+        .await
+        .expect("send");
+    let connect = ws_until(&mut first, |v| v.get("connect").is_some()).await;
+    assert!(
+        connect["connect"]["subs"].get("news").is_some(),
+        "{connect}"
+    );
+
+    let mut url = reqwest::Url::parse(&base).expect("url");
+    url.query_pairs_mut().append_pair("cf_connect", &request);
+    let (mut by_url, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("open");
+    let connect = ws_until(&mut by_url, |v| v.get("connect").is_some()).await;
+    assert!(
+        connect["connect"]["subs"].get("news").is_some(),
+        "{connect}"
+    );
+    // Later messages from the client are ignored.
+    by_url.send(Message::text("ignored")).await.expect("send");
+
+    let offset = h.publish("news", json!({"n": 1})).await;
+    for ws in [&mut first, &mut by_url] {
+        let push = ws_until(ws, |v| v.get("pub").is_some()).await;
+        assert_eq!(push["channel"], "news", "{push}");
+        assert_eq!(push["pub"]["offset"], offset, "{push}");
+    }
+}
+
+#[tokio::test]
+async fn a_drain_ends_sse_and_http_streams_with_3001() {
+    let mut h = Herald::start("").await;
+    let (mut lines, _) = http_stream_session(&h, "a").await;
+    let connect = json!({"id": 1, "connect": {"token": h.token("b")}}).to_string();
+    let mut events = open_events(&h, "/connection/sse", Some(&connect))
+        .await
+        .expect("200");
+    assert_eq!(events.next().await["id"], 1);
+    let uni = json!({"token": h.token("c")}).to_string();
+    let mut uni = open_uni_http_stream(&h, &uni).await.expect("200");
+    assert!(uni.next().await.get("connect").is_some());
+
+    h.signal("TERM");
+    assert_eq!(disconnect_code(&mut lines).await, 3001, "{:?}", lines.seen);
+    assert_eq!(
+        disconnect_code(&mut events).await,
+        3001,
+        "{:?}",
+        events.seen
+    );
+    assert_eq!(disconnect_code(&mut uni).await, 3001, "{:?}", uni.seen);
+    for s in [&lines, &events] {
+        let last = s.seen.last().expect("a message");
+        assert!(last["push"]["disconnect"]["reason"].is_string(), "{last}");
+    }
+    assert_eq!(h.wait_exit(Duration::from_secs(10)).await, Some(0));
+}
+
+#[tokio::test]
+async fn commands_posted_to_another_node_reach_the_session_over_redis() {
+    let redis = RedisServer::start();
+    let mut nodes = Herald::group(2, &redis.url(), "").await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (mut stream, connect) = http_stream_session(a, "x").await;
+    let node = connect["node"].as_str().expect("node").to_owned();
+    let session = connect["session"].as_str().expect("session").to_owned();
+    let on_b = b.url("/emulation");
+
+    let commands = [
+        json!({"id": 2, "subscribe": {"channel": "news"}}),
+        json!({"id": 3, "publish": {"channel": "news", "data": {"via": "b"}}}),
+    ];
+    assert_eq!(
+        emulate(&http(), &on_b, &node, &session, &commands).await,
+        204
+    );
+    let subscribed = stream.until(|m| m["id"] == 2).await;
+    assert!(subscribed.get("error").is_none(), "{subscribed}");
+    let published = stream.until(|m| m["id"] == 3).await;
+    assert!(published.get("error").is_none(), "{published}");
+    let push = stream.until(|m| m["push"]["channel"] == "news").await;
+    assert_eq!(push["push"]["pub"]["data"], json!({"via": "b"}), "{push}");
+    let forwarded = "herald_emulation_requests_total{outcome=\"delivered\",route=\"forwarded\"}";
+    assert_eq!(b.metric(forwarded).await, 1.0);
+
+    // A session A does not have: A answers, B says 404.
+    let ping = [json!({"id": 4, "presence": {"channel": "news"}})];
+    assert_eq!(
+        emulate(&http(), &on_b, &node, "no-such-session", &ping).await,
+        404
+    );
+
+    // A killed: its session's stream breaks, and B knows its node is gone.
+    nodes[0].signal("KILL");
+    nodes[0].wait_exit(Duration::from_secs(5)).await;
+    let end = stream.next_within(Duration::from_secs(5)).await;
+    assert_eq!(end, Some(Next::End), "{:?}", stream.seen);
+    let b = &nodes[1];
+    assert_eq!(emulate(&http(), &on_b, &node, &session, &ping).await, 404);
+    assert_eq!(
+        b.metric("herald_emulation_requests_total{outcome=\"node_gone\",route=\"forwarded\"}")
+            .await,
+        1.0
+    );
+    assert!(b.is_ready().await);
+}
+
+#[tokio::test]
+async fn the_origin_rule_and_cors_cover_every_transport_endpoint() {
+    let h = Herald::start("[client]\nallowed_origins = [\"http://app.example\"]\n").await;
+    let (good, evil) = ("http://app.example", "http://evil.example");
+    for path in [
+        "/emulation",
+        "/connection/http_stream",
+        "/connection/sse",
+        "/connection/uni_http_stream",
+        "/connection/uni_sse",
+    ] {
+        let preflight = http()
+            .request(reqwest::Method::OPTIONS, h.url(path))
+            .header("origin", good)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+            .await
+            .expect("preflight");
+        assert_eq!(preflight.status().as_u16(), 204, "{path}");
+        let headers = preflight.headers();
+        assert_eq!(headers["access-control-allow-origin"], good, "{path}");
+        assert_eq!(
+            headers["access-control-allow-credentials"], "true",
+            "{path}"
+        );
+        assert_eq!(
+            headers["access-control-allow-headers"], "content-type",
+            "{path}"
+        );
+        let refused = http()
+            .post(h.url(path))
+            .header("origin", evil)
+            .body("{}")
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(refused.status().as_u16(), 403, "{path}");
+    }
+    let request = json!({"token": h.token("o")}).to_string();
+    let mut url = reqwest::Url::parse(&h.url("/connection/uni_sse")).expect("url");
+    url.query_pairs_mut().append_pair("cf_connect", &request);
+    let allowed = http()
+        .get(url)
+        .header("origin", good)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(allowed.status().as_u16(), 200);
+    assert_eq!(allowed.headers()["access-control-allow-origin"], good);
+}

@@ -620,3 +620,34 @@ async fn open_when_free(h: &Herald, request: &str, within: Duration) -> MessageS
         }
     }
 }
+
+#[tokio::test]
+async fn a_uni_position_that_cannot_be_recovered_is_said_plainly() {
+    let h = Herald::start("").await;
+    let mut epoch = String::new();
+    for n in 1..=6 {
+        let reply = h
+            .api("publish", json!({"channel": "tiny:t", "data": n}))
+            .await;
+        epoch = reply["result"]["epoch"].as_str().expect("epoch").to_owned();
+    }
+    // History keeps 3: offset 1 is too far behind.
+    let behind = json!({"recover": true, "offset": 1, "epoch": epoch});
+    let request = json!({"token": h.token("t"), "subs": {"tiny:t": behind}}).to_string();
+    let mut s = open_uni_http_stream(&h, &request).await.expect("200");
+    let connect = s.next().await;
+    let tiny = &connect["connect"]["subs"]["tiny:t"];
+    assert_eq!(tiny["was_recovering"], true, "{connect}");
+    assert!(tiny.get("recovered").is_none(), "{connect}");
+    assert!(tiny.get("publications").is_none(), "{connect}");
+    assert_eq!(tiny["offset"], 6, "{connect}");
+
+    // With the reject-unrecovered flag the client is told with a disconnect (3010), so
+    // it reloads its state instead of believing it is up to date.
+    let strict = json!({"recover": true, "offset": 1, "epoch": epoch, "flag": 2});
+    let request = json!({"token": h.token("t"), "subs": {"tiny:t": strict}}).to_string();
+    let mut s = open_events(&h, "/connection/uni_sse", Some(&request))
+        .await
+        .expect("200");
+    assert_eq!(disconnect_code(&mut s).await, 3010);
+}

@@ -154,7 +154,7 @@ export async function startHttpBalancer(backends) {
       requests.filter(
         (r) => r.path === '/emulation' && r.status === 204 && streams.has(r.session) && streams.get(r.session) !== r.node,
       ),
-    /** Streams (by node index) whose session is `session`. */
+    /** The node (index) holding the stream of `session`, if it passed through here. */
     streamNodeOf: (session) => streams.get(session),
     explain: (last = 120) => `balancer log (last ${last}):\n${log.slice(-last).join('\n')}`,
     async stop() {

@@ -90,20 +90,20 @@ function recordingFetch(transcript) {
  * session and node ids of its connect reply in `_session` and `_node`.
  */
 function emulatedClient(kind, { user = uniq('u'), ...options } = {}) {
-  const transcript = { add: () => {} };
-  const proxy = { add: (...a) => transcript.add(...a) };
-  const client = newClient(nodes[0], {
+  // The client's transcript exists once the client does; fetch runs only after that.
+  let client = null;
+  const transcript = { add: (...a) => client?.transcript.add(...a) };
+  client = newClient(nodes[0], {
     user,
     url: [{ transport: kind, endpoint: `${lb.url}/connection/${kind}` }],
     emulationEndpoint: `${lb.url}/emulation`,
-    fetch: recordingFetch(proxy),
+    fetch: recordingFetch(transcript),
     readableStream: globalThis.ReadableStream,
     eventsource: EventSource,
     minReconnectDelay: 50,
     maxReconnectDelay: 400,
     ...options,
   });
-  transcript.add = (...a) => client.transcript.add(...a);
   client.on('connected', () => {
     const node = lb.streamNodeOf(client._session);
     client.transcript.add('lb', `session ${client._session} streams from node ${node === undefined ? '?' : node + 1}`);
@@ -163,7 +163,7 @@ for (const kind of ['http_stream', 'sse']) {
       assert.deepEqual(history.publications.map((p) => p.offset), [1, 2, 3]);
       assert.equal(history.offset, 3);
 
-      // An RPC-less round trip the SDK also makes: client.publish outside a subscription.
+      // A publish through the client itself, outside the subscription object.
       await client.publish(channel, { from: 'client2' });
       await waitUntil(() => sub.pubs.length === 4, { what: '4th publication', explain: client.explain });
 

@@ -651,3 +651,45 @@ async fn a_uni_position_that_cannot_be_recovered_is_said_plainly() {
         .expect("200");
     assert_eq!(disconnect_code(&mut s).await, 3010);
 }
+
+#[tokio::test]
+async fn a_stream_that_is_not_read_is_cut_off_as_slow_and_frees_its_slot() {
+    let h =
+        Herald::start("[client]\nqueue_size = 16\n[client.limits.connections]\nmax = 2\n").await;
+    // Read once (the connect push), then never again.
+    let request = json!({"token": h.token("slow"), "subs": {"live:firehose": {}}}).to_string();
+    let mut stalled = open_uni_http_stream(&h, &request).await.expect("200");
+    assert!(stalled.next().await.get("connect").is_some());
+    let (mut reader, connect) = http_stream_session(&h, "fast").await;
+    let (node, session) = (
+        connect["node"].as_str().expect("node"),
+        connect["session"].as_str().expect("session"),
+    );
+    let subscribe = [json!({"id": 2, "subscribe": {"channel": "live:firehose"}})];
+    assert_eq!(
+        emulate(&http(), &h.url("/emulation"), node, session, &subscribe).await,
+        204
+    );
+    reader.until(|m| m["id"] == 2).await;
+
+    // 64 KiB publications fill the stalled stream's buffers, then its queue.
+    let blob = "x".repeat(64 * 1024);
+    let reading = tokio::spawn(async move {
+        let mut got = 0;
+        while got < 400 {
+            reader.until(|m| m["push"]["pub"].is_object()).await;
+            got += 1;
+        }
+        got
+    });
+    for _ in 0..400 {
+        h.publish("live:firehose", json!(blob)).await;
+    }
+    assert_eq!(reading.await.expect("reader"), 400);
+    assert!(h.metric("herald_disconnects_total{code=\"3008\"}").await >= 1.0);
+    // Its slot is free again although the client never read nor closed.
+    let other = json!({"token": h.token("next")}).to_string();
+    let mut next = open_when_free(&h, &other, Duration::from_secs(5)).await;
+    assert!(next.next().await.get("connect").is_some());
+    drop(stalled);
+}

@@ -1,7 +1,9 @@
-//! Readers for the HTTP transports' streaming responses, message by message: one JSON
-//! object per line (HTTP-streaming) or per `data:` event (server-sent events), and the
-//! `/emulation` POSTs that carry an emulated session's commands.
+//! The HTTP transports from a test's side: readers for their streaming responses,
+//! message by message (one JSON object per line for HTTP-streaming, per `data:` event
+//! for server-sent events), the requests that open them on a node, and the `/emulation`
+//! POSTs that carry an emulated session's commands.
 
+use crate::Herald;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -181,7 +183,8 @@ impl MessageStream {
     }
 }
 
-/// `POST /emulation` with a JSON body as is; returns the status.
+/// POSTs `body` as it is, with `content_type`, to `url` (an `/emulation` endpoint);
+/// returns the status.
 pub async fn post_raw(
     http: &reqwest::Client,
     url: &str,
@@ -193,7 +196,7 @@ pub async fn post_raw(
         .body(body)
         .send()
         .await
-        .expect("emulation POST")
+        .expect("POST sent")
         .status()
         .as_u16()
 }
@@ -210,4 +213,75 @@ pub async fn emulate(
     let data: Vec<String> = commands.iter().map(Value::to_string).collect();
     let body = json!({"node": node, "session": session, "data": data.join("\n")});
     post_raw(http, url, "application/json", body.to_string()).await
+}
+
+/// Opens `/connection/http_stream` with `body` as the request.
+pub async fn open_http_stream(h: &Herald, body: &str) -> Result<MessageStream, Status> {
+    let request = reqwest::Client::new()
+        .post(h.url("/connection/http_stream"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    MessageStream::open(request, Framing::Lines).await
+}
+
+/// An emulated HTTP-streaming session of `user`; returns it with its connect result.
+pub async fn http_stream_session(h: &Herald, user: &str) -> (MessageStream, Value) {
+    let connect = json!({"id": 1, "connect": {"token": h.token(user)}}).to_string();
+    let mut stream = open_http_stream(h, &connect).await.expect("200");
+    let reply = stream.next().await;
+    assert_eq!(reply["id"], 1, "{reply}");
+    (stream, reply["connect"].clone())
+}
+
+/// `GET <path>?cf_connect=<request>` as server-sent events.
+pub async fn open_events(
+    h: &Herald,
+    path: &str,
+    request: Option<&str>,
+) -> Result<MessageStream, Status> {
+    let mut url = reqwest::Url::parse(&h.url(path)).expect("url");
+    if let Some(r) = request {
+        url.query_pairs_mut().append_pair("cf_connect", r);
+    }
+    MessageStream::open(reqwest::Client::new().get(url), Framing::Events).await
+}
+
+/// `POST /connection/uni_http_stream` with `request` as the body.
+pub async fn open_uni_http_stream(h: &Herald, request: &str) -> Result<MessageStream, Status> {
+    let post = reqwest::Client::new()
+        .post(h.url("/connection/uni_http_stream"))
+        .header("content-type", "application/json")
+        .body(request.to_owned());
+    MessageStream::open(post, Framing::Lines).await
+}
+
+/// The disconnect code of a stream's last message before it ends: `{"disconnect":…}`
+/// (unidirectional) or `{"push":{"disconnect":…}}`.
+pub async fn disconnect_code(stream: &mut MessageStream) -> u64 {
+    let last = stream.last_before_end(Duration::from_secs(5)).await;
+    let disconnect = last
+        .get("push")
+        .unwrap_or(&last)
+        .get("disconnect")
+        .unwrap_or_else(|| {
+            panic!(
+                "the last message is no disconnect: {last}; seen {:?}",
+                stream.seen
+            )
+        });
+    disconnect["code"].as_u64().expect("a code")
+}
+
+/// Opens a uni HTTP stream, retrying while the node answers 503 (full), up to `within`.
+pub async fn open_when_free(h: &Herald, request: &str, within: Duration) -> MessageStream {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match open_uni_http_stream(h, request).await {
+            Ok(s) => return s,
+            Err(Status { code: 503, .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(other) => panic!("no slot free within {within:?}: {other:?}"),
+        }
+    }
 }

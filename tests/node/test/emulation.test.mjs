@@ -308,3 +308,55 @@ test('a node SIGKILLed mid-stream: every client gets every publication once, in 
       `cross-node POSTs seen by the balancer ${lb.crossPosts().length}`,
   );
 });
+
+test('a node drained with SIGTERM: its clients are told 3001, move, and recover everything', { timeout: 40000 }, async (t) => {
+  const live = [0, 1, 2].filter((k) => nodes[k].exitInfo === null);
+  assert.equal(live.length, 2, 'the previous test left two nodes');
+  const channel = uniq('emu:drain');
+  const N = 150;
+  const clients = [];
+  for (let i = 0; i < 4; i++) {
+    const kind = i % 2 === 0 ? 'http_stream' : 'sse';
+    const client = emulatedClient(kind, { user: `d${i}` });
+    client.connect();
+    const sub = await subscribed(client, channel);
+    // Why each reconnect started (the first connect is not one).
+    client.reconnects = [];
+    client.on('connecting', (ctx) => client.reconnects.push(ctx));
+    clients.push({ kind, client, sub });
+  }
+  const on = (k) => clients.filter((c) => lb.streamNodeOf(c.client._session) === k);
+  const victim = on(live[0]).length >= on(live[1]).length ? live[0] : live[1];
+  const publisher = nodes[live.find((k) => k !== victim)];
+  const drained = on(victim);
+  assert.ok(drained.length >= 1, 'some stream on the drained node');
+  const explainAll = () => clients.map((c, i) => `client d${i} (${c.kind}):\n${c.client.explain()}`).join('\n');
+
+  const stopping = (async () => {
+    await sleep(150);
+    return nodes[victim].stop({ signal: 'SIGTERM', timeout: 8000 });
+  })();
+  for (let n = 1; n <= N; n++) {
+    await publisher.publish(channel, n);
+    await sleep(3);
+  }
+  const exit = await stopping;
+  assert.equal(exit.code, 0, `the drained node exits cleanly: ${JSON.stringify(exit)}`);
+  await waitUntil(() => clients.every((c) => c.sub.pubs.length >= N && c.client.state === 'connected'), {
+    timeout: 20000,
+    what: `${N} publications on every client`,
+    explain: () => `counts: ${clients.map((c) => c.sub.pubs.length).join(', ')}\n${explainAll()}`,
+  });
+  await sleep(300);
+  for (const [i, c] of clients.entries()) {
+    assert.deepEqual(c.sub.pubs.map((p) => p.offset), range(1, N), `d${i}: offsets\n${c.client.explain()}`);
+    for (const ctx of c.sub.subscribedCtx.slice(1)) {
+      assert.equal(ctx.recovered, true, `d${i}: ${JSON.stringify(ctx)}\n${c.client.explain()}`);
+    }
+  }
+  for (const c of drained) {
+    assert.deepEqual(c.client.reconnects[0], { code: 3001, reason: 'shutdown' }, c.client.explain());
+    assert.notEqual(lb.streamNodeOf(c.client._session), victim);
+  }
+  t.diagnostic(`drained node ${victim + 1} with ${drained.length} of ${clients.length} streams; all recovered`);
+});

@@ -39,6 +39,8 @@ pub struct MessageStream {
     ended: bool,
     /// Every message read so far, in order (for assertion messages).
     pub seen: Vec<Value>,
+    /// The response's headers.
+    pub headers: reqwest::header::HeaderMap,
 }
 
 /// A request answered with another status than 200.
@@ -77,6 +79,7 @@ impl MessageStream {
             "content type {content_type}, want {want}"
         );
         Ok(MessageStream {
+            headers: response.headers().clone(),
             response,
             framing,
             buf: Vec::new(),

@@ -202,6 +202,15 @@ async fn a_drain_ends_sse_and_http_streams_with_3001() {
     let mut uni = open_uni_http_stream(&h, &uni).await.expect("200");
     assert!(uni.next().await.get("connect").is_some());
 
+    // Nothing between the node and the client may hold the stream back or keep it.
+    for s in [&lines, &events, &uni] {
+        assert_eq!(s.headers["x-accel-buffering"], "no");
+        let cache = s.headers["cache-control"].to_str().expect("ASCII");
+        assert!(
+            cache.contains("no-cache") && cache.contains("no-store"),
+            "{cache}"
+        );
+    }
     h.signal("TERM");
     assert_eq!(disconnect_code(&mut lines).await, 3001, "{:?}", lines.seen);
     assert_eq!(

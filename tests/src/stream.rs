@@ -105,11 +105,15 @@ impl MessageStream {
             for line in text.lines().map(str::trim) {
                 let json = match self.framing {
                     Framing::Lines => line,
-                    // The stream opens with a bare `\r\n`; events have only `data:` lines.
+                    // The stream opens with a bare `\r\n`; events have `data:` lines,
+                    // and on unidirectional SSE an `id:` (tests/tests/sse_resume.rs).
                     Framing::Events => match line.strip_prefix("data: ") {
                         Some(data) => data,
                         None => {
-                            assert!(line.is_empty(), "unexpected event line {line:?}");
+                            assert!(
+                                line.is_empty() || line.starts_with("id: "),
+                                "unexpected event line {line:?}"
+                            );
                             continue;
                         }
                     },

@@ -102,6 +102,12 @@ async fn bad_input_on_every_endpoint_gets_its_code_and_others_keep_working() {
     assert_eq!(disconnect_code(&mut garbage).await, 3501);
     let missing = open_events(&h, "/connection/sse", None).await;
     assert_eq!(missing.expect_err("refused").code, 400);
+    let empty = MessageStream::open(
+        http().post(h.url("/connection/sse")).body(""),
+        Framing::Events,
+    )
+    .await;
+    assert_eq!(empty.expect_err("refused").code, 400);
     let mut garbage = open_events(&h, "/connection/sse", Some("[1,2]"))
         .await
         .expect("a stream");

@@ -258,10 +258,7 @@ async fn read_stream(
     let mut text = Vec::new();
     loop {
         // Whole chunks out of `raw`.
-        loop {
-            let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
-                break;
-            };
+        while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
             let size = usize::from_str_radix(std::str::from_utf8(&raw[..eol])?.trim(), 16)?;
             if raw.len() < eol + 2 + size + 2 {
                 break;

@@ -185,11 +185,9 @@ pub(crate) async fn run(args: TransportsArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("herald-bench-transports-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let redis = Redis::start().await?;
-    let a = start_node(&args.herald, &dir, "a", &redis.url(), false).await?;
-    let b = start_node(&args.herald, &dir, "b", &redis.url(), true).await?;
     let http = reqwest::Client::new();
     println!(
-        "transports: {} subscribers x {} pub/s for {} s per transport, node a (no gzip) and b (gzip) on one Redis",
+        "transports: {} subscribers x {} pub/s for {} s per transport, each on a fresh node on one Redis",
         args.n, args.rate, args.secs
     );
     println!(
@@ -204,6 +202,9 @@ pub(crate) async fn run(args: TransportsArgs) -> anyhow::Result<()> {
         Kind::UniSse,
     ];
     for kind in kinds {
+        // A fresh node for each: memory freed by the previous transport's clients would
+        // otherwise be reused, and the next one would look cheaper than it is.
+        let a = start_node(&args.herald, &dir, kind.name(), &redis.url(), false).await?;
         let channel = format!("bench-{}-{}", kind.name(), now_us());
         let tally = Arc::new(Tally::default());
         let before = a.proc.sample()?;
@@ -246,9 +247,11 @@ pub(crate) async fn run(args: TransportsArgs) -> anyhow::Result<()> {
             format!("{delivered}/{expected}")
         );
         drop(clients);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        a.proc.stop(Duration::from_secs(2)).await;
     }
 
+    let a = start_node(&args.herald, &dir, "a", &redis.url(), false).await?;
+    let b = start_node(&args.herald, &dir, "b", &redis.url(), true).await?;
     // Emulated command round trips: an rpc ping posted to the session's node, and to
     // the other one (forwarded through Redis).
     let tally = Arc::new(Tally::default());

@@ -3,6 +3,7 @@
 //! files, the environment and flags is the binary's job.
 
 pub use crate::rate_limits::{NamespaceRateLimits, Rate, RateError, RateLimits};
+use herald_protocol::DeltaType;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -382,6 +383,11 @@ pub struct NamespaceConfig {
     pub presence: bool,
     /// Send join/leave pushes to subscribers that ask for them.
     pub join_leave: bool,
+    /// Delta compressions subscribers may ask for (`["fossil"]`); a subscription asking
+    /// for another gets full publications. Needs history: patches chain publications
+    /// by offset.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_delta_types: Vec<DeltaType>,
     /// This namespace's own rate limits (absent keys keep `client.rate_limits`).
     #[serde(skip_serializing_if = "NamespaceRateLimits::is_empty")]
     pub rate_limits: NamespaceRateLimits,
@@ -412,6 +418,7 @@ impl NamespaceConfig {
             allow_user_limited_channels: true,
             presence: true,
             join_leave: true,
+            allowed_delta_types: vec![DeltaType::Fossil],
             rate_limits: NamespaceRateLimits::default(),
         }
     }
@@ -689,6 +696,12 @@ impl Config {
                 bad(
                     &at,
                     "history_size and history_ttl must both be set or both be zero".into(),
+                );
+            }
+            if !ns.allowed_delta_types.is_empty() && !ns.history_enabled() {
+                bad(
+                    &format!("{at}.allowed_delta_types"),
+                    "delta compression needs history (history_size and history_ttl): patches chain publications by offset".into(),
                 );
             }
         }

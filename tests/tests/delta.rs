@@ -22,7 +22,11 @@ fn state(round: u64) -> Value {
     let mut fields = serde_json::Map::new();
     for i in 0..60u64 {
         let changes = i % 20 == round % 20;
-        let value = if changes { 1000 + i * 37 + round * 7919 } else { 1000 + i * 37 };
+        let value = if changes {
+            1000 + i * 37 + round * 7919
+        } else {
+            1000 + i * 37
+        };
         fields.insert(
             format!("metric_{i:03}"),
             json!({"value": value, "unit": "ms", "label": "naïve €"}),
@@ -63,7 +67,10 @@ impl Decoder {
     fn decode(&mut self, p: &Publication) -> String {
         let data: String = serde_json::from_str(p.data.get()).expect("delta data is a JSON string");
         let full = if p.delta {
-            let base = self.previous.as_deref().expect("a patch comes after a full one");
+            let base = self
+                .previous
+                .as_deref()
+                .expect("a patch comes after a full one");
             apply(base, data.as_bytes()).expect("the patch applies")
         } else {
             data.into_bytes()
@@ -80,9 +87,7 @@ async fn live_publications_come_full_then_as_patches() {
     let (mut plain, _) = Raw::connect(&h.ws_url(), &h.token("2")).await;
     let result = subscribe(&mut raw, "kpi:a", json!({})).await;
     assert_eq!(result["delta"], true, "{result}");
-    let plain_result = plain
-        .call(json!({"subscribe": {"channel": "kpi:a"}}))
-        .await;
+    let plain_result = plain.call(json!({"subscribe": {"channel": "kpi:a"}})).await;
     assert!(plain_result["subscribe"].get("delta").is_none());
 
     let mut decoder = Decoder::default();
@@ -95,7 +100,11 @@ async fn live_publications_come_full_then_as_patches() {
         // The first after subscribing is full; the rest are patches well under the size.
         assert_eq!(p.delta, round > 1, "round {round}");
         if p.delta {
-            assert!(p.data.get().len() < text.len() / 5, "{} byte patch", p.data.get().len());
+            assert!(
+                p.data.get().len() < text.len() / 5,
+                "{} byte patch",
+                p.data.get().len()
+            );
         }
         assert_eq!(decoder.decode(&p), text);
         // The plain subscriber on the same channel gets the object itself.
@@ -136,14 +145,23 @@ async fn recovery_sends_the_first_recovered_full_and_patches_after() {
     // The client's decoder starts over with the full one.
     let mut decoder = Decoder::default();
     for (p, round) in recovered.iter().zip(2..) {
-        assert_eq!(decoder.decode(p), serde_json::to_string(&state(round)).expect("json"));
+        assert_eq!(
+            decoder.decode(p),
+            serde_json::to_string(&state(round)).expect("json")
+        );
     }
     // Live ones continue as patches against the last recovered publication.
     h.publish("kpi:r", state(6)).await;
     let live = next_publication(&mut back, "kpi:r").await;
     assert_eq!(live.offset, 6);
-    assert!(live.delta, "the first live publication after recovery is a patch");
-    assert_eq!(decoder.decode(&live), serde_json::to_string(&state(6)).expect("json"));
+    assert!(
+        live.delta,
+        "the first live publication after recovery is a patch"
+    );
+    assert_eq!(
+        decoder.decode(&live),
+        serde_json::to_string(&state(6)).expect("json")
+    );
 }
 
 #[tokio::test]
@@ -167,5 +185,8 @@ async fn an_unknown_delta_type_closes_with_bad_request() {
     let (mut raw, _) = Raw::connect(&h.ws_url(), &h.token("1")).await;
     raw.command(json!({"subscribe": {"channel": "kpi:a", "delta": "xdelta"}}))
         .await;
-    assert_eq!(raw.closed_within(std::time::Duration::from_secs(5)).await, 3501);
+    assert_eq!(
+        raw.closed_within(std::time::Duration::from_secs(5)).await,
+        3501
+    );
 }

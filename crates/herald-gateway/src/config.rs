@@ -756,6 +756,29 @@ mod tests {
     }
 
     #[test]
+    fn delta_types_are_checked_and_need_history() {
+        let err = toml::from_str::<Config>("[namespaces.a]\nallowed_delta_types = [\"xdelta\"]\n")
+            .expect_err("unknown type");
+        assert!(
+            err.to_string()
+                .contains("unknown delta type \"xdelta\" (the only one is \"fossil\")"),
+            "{err}"
+        );
+        let mut config = parse(
+            "[namespaces.a]\nallowed_delta_types = [\"fossil\"]\n[namespaces.b]\nhistory_size = 10\nhistory_ttl = \"1m\"\nallowed_delta_types = [\"fossil\"]\n",
+        );
+        config.token.hmac_secret = Secret(SECRET.into());
+        let err = config.validate().expect_err("no history");
+        let at: Vec<&str> = err.problems.iter().map(|p| p.at.as_str()).collect();
+        assert_eq!(at, ["namespaces.a.allowed_delta_types"]);
+        assert_eq!(
+            config.namespaces["b"].allowed_delta_types,
+            [DeltaType::Fossil]
+        );
+        assert!(NamespaceConfig::permissive().allowed_delta_types == [DeltaType::Fossil]);
+    }
+
+    #[test]
     fn settings_of_other_components_are_unknown_here() {
         for key in [
             "broker = \"redis\"",

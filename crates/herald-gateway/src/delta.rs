@@ -125,7 +125,10 @@ mod tests {
     }
 
     fn state(n: u32) -> String {
-        let fields: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{}", i * 1000 + n)).collect();
+        // One of forty values differs between two states.
+        let fields: Vec<String> = (0..40)
+            .map(|i| format!("\"k{i}\":{}", if i == n % 40 { n * 7919 } else { i * 1000 }))
+            .collect();
         format!("{{{}}}", fields.join(","))
     }
 
@@ -159,7 +162,11 @@ mod tests {
     #[test]
     fn only_the_immediately_preceding_publication_is_a_base() {
         let (a, b) = (state(1), state(2));
-        for previous in [stored(3, "e", &a), stored(4, "other", &a), stored(5, "e", &a)] {
+        for previous in [
+            stored(3, "e", &a),
+            stored(4, "other", &a),
+            stored(5, "e", &a),
+        ] {
             let forms = DeltaForms::new(stored(5, "e", &b), Some(previous));
             assert!(forms.patch("ch").is_none());
         }

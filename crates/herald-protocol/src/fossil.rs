@@ -13,10 +13,23 @@
 /// A delta compression a subscription can ask for (`SubscribeRequest.delta`) and a
 /// namespace can allow (`allowed_delta_types`). Fossil is the only one the SDKs know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum DeltaType {
     /// Fossil deltas ([`create`], [`apply`]).
     Fossil,
+}
+
+/// A delta type name Herald does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown delta type {0:?} (the only one is \"fossil\")")]
+pub struct UnknownDeltaType(pub String);
+
+impl TryFrom<String> for DeltaType {
+    type Error = UnknownDeltaType;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        Self::parse(&name).ok_or(UnknownDeltaType(name))
+    }
 }
 
 impl DeltaType {
@@ -144,9 +157,9 @@ const MAX_CANDIDATES: usize = 32;
 const HASH_MUL: u32 = 0x0100_0193;
 
 fn block_hash(block: &[u8]) -> u32 {
-    block
-        .iter()
-        .fold(0u32, |h, &b| h.wrapping_mul(HASH_MUL).wrapping_add(u32::from(b)))
+    block.iter().fold(0u32, |h, &b| {
+        h.wrapping_mul(HASH_MUL).wrapping_add(u32::from(b))
+    })
 }
 
 /// The source's blocks, found by hash: `heads[hash & mask]` is the last block with that
@@ -222,7 +235,11 @@ fn align_to_chars(target: &[u8], mut m: Match) -> Match {
         m.source += 1;
         m.len -= 1;
     }
-    while m.len > 0 && target.get(m.target + m.len).is_some_and(|&b| is_continuation(b)) {
+    while m.len > 0
+        && target
+            .get(m.target + m.len)
+            .is_some_and(|&b| is_continuation(b))
+    {
         m.len -= 1;
     }
     m
@@ -438,7 +455,16 @@ mod tests {
 
     #[test]
     fn numbers_use_the_64_digit_alphabet() {
-        for (n, text) in [(0, "0"), (9, "9"), (10, "A"), (36, "_"), (37, "a"), (63, "~"), (64, "10"), (4095, "~~")] {
+        for (n, text) in [
+            (0, "0"),
+            (9, "9"),
+            (10, "A"),
+            (36, "_"),
+            (37, "a"),
+            (63, "~"),
+            (64, "10"),
+            (4095, "~~"),
+        ] {
             let mut out = Vec::new();
             put_number(&mut out, n);
             assert_eq!(out, text.as_bytes(), "{n}");
@@ -447,7 +473,10 @@ mod tests {
         }
         let mut out = Vec::new();
         put_number(&mut out, u64::MAX);
-        assert_eq!(number(std::str::from_utf8(&out).expect("ascii")), Ok(u64::MAX));
+        assert_eq!(
+            number(std::str::from_utf8(&out).expect("ascii")),
+            Ok(u64::MAX)
+        );
         assert!(number("~~~~~~~~~~~~").is_err(), "overflow is an error");
         assert!(number("").is_err());
     }
@@ -489,7 +518,12 @@ mod tests {
             (b"2\n2!ab", DeltaError::BadCommand { at: 3 }),
             (b"2\n:ab", DeltaError::BadNumber { at: 2 }),
         ] {
-            assert_eq!(apply(src, patch), Err(err), "{:?}", String::from_utf8_lossy(patch));
+            assert_eq!(
+                apply(src, patch),
+                Err(err),
+                "{:?}",
+                String::from_utf8_lossy(patch)
+            );
         }
     }
 }

@@ -25,7 +25,7 @@ pub use entity::{
     entity_channels,
 };
 pub use fanout::channel_idempotency_key;
-pub use fossil::{DeltaError, DeltaType};
+pub use fossil::{DeltaError, DeltaType, UnknownDeltaType};
 pub use frame::{FrameError, FrameWriter, decode_commands, decode_replies};
 pub use json::{RawJson, RawJsonError};
 pub use position::{HistoryLimit, Position, Step};

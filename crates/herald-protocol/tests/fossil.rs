@@ -19,15 +19,22 @@ fn edited(source: &[u8], edits: &[(f64, usize, Vec<u8>)]) -> Vec<u8> {
 
 fn edits() -> impl Strategy<Value = Vec<(f64, usize, Vec<u8>)>> {
     prop::collection::vec(
-        (0.0..1.0f64, 0..40usize, prop::collection::vec(any::<u8>(), 0..40)),
+        (
+            0.0..1.0f64,
+            0..40usize,
+            prop::collection::vec(any::<u8>(), 0..40),
+        ),
         0..8,
     )
 }
 
 /// Text with many multi-byte characters, so that matches start and end inside them.
 fn text() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(vec!["a", "b", "é", "ж", "€", "😀", " ", "{\"k\":1}"]), 0..400)
-        .prop_map(|parts| parts.concat())
+    prop::collection::vec(
+        prop::sample::select(vec!["a", "b", "é", "ж", "€", "😀", " ", "{\"k\":1}"]),
+        0..400,
+    )
+    .prop_map(|parts| parts.concat())
 }
 
 proptest! {
@@ -98,9 +105,16 @@ fn a_state_object_changed_by_five_percent_costs_little() {
         values[i] += 123_457;
     }
     let after = kpi_object(&values);
-    assert!((1800..2600).contains(&before.len()), "{} bytes", before.len());
+    assert!(
+        (1800..2600).contains(&before.len()),
+        "{} bytes",
+        before.len()
+    );
     let patch = create(before.as_bytes(), after.as_bytes());
-    assert_eq!(apply(before.as_bytes(), &patch).as_deref(), Ok(after.as_bytes()));
+    assert_eq!(
+        apply(before.as_bytes(), &patch).as_deref(),
+        Ok(after.as_bytes())
+    );
     assert!(patch.len() < after.len() / 10, "{} byte patch", patch.len());
 
     let rounds = 2000;
@@ -116,6 +130,10 @@ fn a_state_object_changed_by_five_percent_costs_little() {
         after.len(),
         patch.len(),
         per,
-        if cfg!(debug_assertions) { "debug" } else { "release" }
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
 }

@@ -8,8 +8,8 @@ use crate::channel::Channel;
 use crate::hub::Subscriber;
 use herald_broker::HistoryQuery;
 use herald_protocol::{
-    DeltaType, DisconnectCode, ErrorCode, FLAG_REJECT_UNRECOVERED, HistoryLimit, Position, RawJson, Reply, SubscribeRequest,
-    SubscribeResult,
+    DeltaType, DisconnectCode, ErrorCode, FLAG_REJECT_UNRECOVERED, HistoryLimit, Position, RawJson,
+    Reply, SubscribeRequest, SubscribeResult,
 };
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -37,7 +37,9 @@ impl Conn {
         // any malformed command, it ends the connection.
         let delta = match req.delta.as_str() {
             "" => None,
-            name => Some(DeltaType::parse(name).ok_or(Fail::Disconnect(DisconnectCode::BadRequest))?),
+            name => {
+                Some(DeltaType::parse(name).ok_or(Fail::Disconnect(DisconnectCode::BadRequest))?)
+            }
         };
         self.limit_channel(super::limits::Limit::Subscribes, &ch)?;
         if self.subs.contains_key(req.channel.as_str()) {

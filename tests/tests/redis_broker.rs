@@ -40,6 +40,9 @@ impl Broker for WithServer {
     async fn start(&self, context: BrokerContext) -> Result<(), BrokerError> {
         self.broker.start(context).await
     }
+    async fn send_to_node(&self, node: &str, message: bytes::Bytes) -> Result<bool, BrokerError> {
+        self.broker.send_to_node(node, message).await
+    }
     async fn publish(
         &self,
         channel: &str,

@@ -19,8 +19,12 @@ const rec = {
   subscribed: [] as unknown[],
   errors: [] as unknown[],
   statuses: [] as Status[],
+  fallbacks: [] as unknown[],
+  /** Milliseconds from the client's creation to its first connection. */
+  firstConnectedMs: null as number | null,
 };
 
+const createdAt = performance.now();
 const herald: Herald = createHerald({
   url: q.get('ws') as string,
   share: (q.get('share') ?? 'auto') as 'auto',
@@ -36,7 +40,12 @@ const herald: Herald = createHerald({
   ...extra,
 });
 
-herald.status.subscribe(() => rec.statuses.push(herald.status.getSnapshot()));
+herald.status.subscribe(() => {
+  const st = herald.status.getSnapshot();
+  rec.statuses.push(st);
+  if (st.state === 'connected' && rec.firstConnectedMs === null) rec.firstConnectedMs = Math.round(performance.now() - createdAt);
+});
+herald.on('fallback', (e) => rec.fallbacks.push(e));
 herald.on('resync', (e) => rec.resyncs.push(e));
 herald.on('subscribed', (e) => rec.subscribed.push(e));
 herald.on('error', (e) => rec.errors.push(e));

@@ -16,6 +16,7 @@ mod publisher;
 mod scenarios;
 mod stack;
 mod stall;
+mod transports;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,9 @@ enum Cmd {
     Cases,
     /// Time a rate-limit check: the per-connection bucket and the per-user Redis limiter.
     Limiter(limiter::LimiterArgs),
+    /// Every transport side by side: memory, CPU per delivery, latency, emulated
+    /// command round trips, bytes on the wire.
+    Transports(transports::TransportsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +65,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Publisher { redis_url } => current_thread(publisher::run(&redis_url)),
         Cmd::Run(args) => multi_thread(coordinator::run(args)),
         Cmd::Limiter(args) => current_thread(limiter::run(args)),
+        Cmd::Transports(args) => current_thread(transports::run(args)),
         Cmd::Cases => {
             coordinator::print_cases();
             Ok(true)

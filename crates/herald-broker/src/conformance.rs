@@ -19,6 +19,7 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Collector {
     tx: mpsc::UnboundedSender<(String, Arc<StoredPublication>)>,
     joins: Mutex<Vec<(String, JoinLeave)>>,
+    node_messages: Mutex<Vec<bytes::Bytes>>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -46,6 +47,10 @@ impl BrokerHandler for Collector {
     fn on_insufficient_state(&self, channel: &str) {
         panic!("a healthy broker reported insufficient state for {channel}");
     }
+
+    fn on_node_message(&self, message: bytes::Bytes) {
+        self.node_messages.lock().push(message);
+    }
 }
 
 /// Starts `broker` with a [`Collector`] and returns the receiving end.
@@ -66,6 +71,7 @@ pub async fn start_with_collector<B: Broker>(
     let collector = Arc::new(Collector {
         tx,
         joins: Mutex::new(Vec::new()),
+        node_messages: Mutex::new(Vec::new()),
     });
     broker
         .start(crate::BrokerContext::standalone(collector.clone()))
@@ -541,6 +547,39 @@ pub async fn user_limits<B: Broker>(broker: B) {
     assert!(!admit("c6").await.expect("admit"));
 }
 
+/// A message sent to the broker's own node reaches its handler; one sent to a node
+/// that does not exist is reported undelivered.
+pub async fn node_messages<B: Broker>(broker: B) {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let collector = Arc::new(Collector {
+        tx,
+        joins: Mutex::new(Vec::new()),
+        node_messages: Mutex::new(Vec::new()),
+    });
+    let context = crate::BrokerContext::standalone(collector.clone());
+    let node = context.node.clone();
+    broker.start(context).await.expect("broker starts");
+    let sent = broker
+        .send_to_node(&node, bytes::Bytes::from_static(b"to myself"))
+        .await
+        .expect("send");
+    assert!(sent, "the node's own id is live");
+    let unknown = broker
+        .send_to_node("no-such-node", bytes::Bytes::from_static(b"lost"))
+        .await
+        .expect("send");
+    assert!(
+        !unknown,
+        "a message to an unknown node is reported undelivered"
+    );
+    let deadline = tokio::time::Instant::now() + DELIVERY_TIMEOUT;
+    while collector.node_messages.lock().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let got = collector.node_messages.lock().clone();
+    assert_eq!(got, [bytes::Bytes::from_static(b"to myself")]);
+}
+
 /// Generates one `#[tokio::test]` per conformance check for a broker made by `$make`
 /// (an expression evaluating to a closure that returns a future of the broker).
 #[macro_export]
@@ -560,6 +599,7 @@ macro_rules! broker_conformance_tests {
             presence_lifecycle,
             join_leave_reaches_subscribed_nodes,
             user_limits,
+            node_messages,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

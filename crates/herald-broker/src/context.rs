@@ -23,11 +23,15 @@ pub struct BrokerContext {
     pub tasks: TaskTracker,
     /// The node's metrics registry, where the broker registers its own metrics.
     pub registry: prometheus::Registry,
+    /// The node's id, unique to this run of it: messages sent to it with
+    /// [`crate::Broker::send_to_node`] reach [`BrokerHandler::on_node_message`].
+    pub node: String,
 }
 
 impl fmt::Debug for BrokerContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BrokerContext")
+            .field("node", &self.node)
             .field("shutdown", &self.shutdown.is_cancelled())
             .field("tasks", &self.tasks.len())
             .finish_non_exhaustive()
@@ -43,6 +47,7 @@ impl BrokerContext {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             registry: prometheus::Registry::new(),
+            node: format!("standalone-{:016x}", rand::random::<u64>()),
         }
     }
 

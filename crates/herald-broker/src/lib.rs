@@ -33,6 +33,12 @@ pub trait BrokerHandler: Send + Sync + 'static {
     /// publications were lost beyond repair): every local subscriber must resubscribe
     /// with recovery, which tells each one plainly whether it missed anything.
     fn on_insufficient_state(&self, channel: &str);
+
+    /// A message sent to this node with [`Broker::send_to_node`] (by another node, or
+    /// by this one). Nodes that never send such messages need not handle them.
+    fn on_node_message(&self, message: bytes::Bytes) {
+        let _ = message;
+    }
 }
 
 /// What a gateway node needs from the message backbone.
@@ -106,6 +112,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Gives back the slot of a connection that closed.
     async fn release_connection(&self, user: &str, client: &str) -> Result<(), BrokerError>;
+
+    /// Sends `message` to node `node` (the [`BrokerContext::node`] it started with),
+    /// whose handler gets it in [`BrokerHandler::on_node_message`]. `Ok(false)` when no
+    /// live node has that id: it stopped, or never existed. Delivery is at most once
+    /// and carries no ordering promise between messages.
+    async fn send_to_node(&self, node: &str, message: bytes::Bytes) -> Result<bool, BrokerError>;
 
     /// Whether the broker can serve traffic now.
     fn health(&self) -> BrokerHealth;

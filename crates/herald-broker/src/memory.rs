@@ -52,6 +52,8 @@ struct Inner {
     config: MemoryConfig,
     channels: Mutex<HashMap<String, Arc<Mutex<Channel>>>>,
     handler: OnceLock<Arc<dyn BrokerHandler>>,
+    /// The node's id, set at start: the only node a message can be sent to.
+    node: OnceLock<String>,
     /// Each user's publish bucket.
     user_publishes: Mutex<HashMap<String, Bucket>>,
     /// Each user's admitted connections and when each admission expires.
@@ -115,6 +117,7 @@ impl MemoryBroker {
                 config,
                 channels: Mutex::new(HashMap::new()),
                 handler: OnceLock::new(),
+                node: OnceLock::new(),
                 user_publishes: Mutex::new(HashMap::new()),
                 user_connections: Mutex::new(HashMap::new()),
             }),
@@ -190,6 +193,7 @@ impl Broker for MemoryBroker {
             .handler
             .set(context.handler.clone())
             .map_err(|_| BrokerError::Lifecycle)?;
+        let _ = self.inner.node.set(context.node.clone());
         context.spawn(
             "memory-sweeper",
             sweeper(
@@ -422,6 +426,17 @@ impl Broker for MemoryBroker {
             }
         }
         Ok(())
+    }
+
+    async fn send_to_node(&self, node: &str, message: bytes::Bytes) -> Result<bool, BrokerError> {
+        // One process, one node: a message can only be for this one.
+        let handler = self.inner.handler.get().ok_or(BrokerError::Lifecycle)?;
+        if self.inner.node.get().is_some_and(|own| own == node) {
+            handler.on_node_message(message);
+            Ok(true)
+        } else {
+            Ok(false)
+        }
     }
 
     fn health(&self) -> BrokerHealth {

@@ -201,6 +201,10 @@ pub struct ClientConfig {
     pub max_frame_bytes: usize,
     /// Most bytes the writer puts in one batched frame.
     pub write_batch_bytes: usize,
+    /// gzip the HTTP-streaming and SSE responses of clients that accept it. Off by
+    /// default: each compressed stream keeps a compressor of its own (see the README's
+    /// numbers), a large cost per connection next to an idle connection's few KiB.
+    pub stream_gzip: bool,
     /// Pushes are written to a client at most once per this interval: under a high
     /// message rate they share frames and system calls, at a cost of at most this much
     /// latency; a push after a quiet spell, and every command reply, goes at once
@@ -253,6 +257,7 @@ impl Default for ClientConfig {
             queue_size: 1024,
             max_frame_bytes: 64 * 1024,
             write_batch_bytes: 4 * 1024,
+            stream_gzip: false,
             write_interval: Duration::from_millis(5),
             max_channels: 128,
             presence_ttl: Duration::from_secs(60),

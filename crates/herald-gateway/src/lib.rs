@@ -21,6 +21,7 @@ pub(crate) mod reads;
 pub mod server;
 #[cfg(test)]
 mod testing;
+pub(crate) mod transport;
 
 pub use api::METHODS as API_METHODS;
 pub use config::{Config, ConfigError, ConfigProblem};

@@ -53,6 +53,12 @@ pub(crate) const READY: &str = "herald_ready";
 pub(crate) const ADMISSION_REFUSALS: &str = "herald_admission_refusals_total";
 /// Client addresses the per-address connect rate keeps a bucket for.
 pub(crate) const ADMISSION_TRACKED_ADDRESSES: &str = "herald_admission_tracked_addresses";
+/// Connections opened, by transport (`websocket`, `http_stream`, `sse`,
+/// `uni_websocket`, `uni_http_stream`, `uni_sse`).
+pub(crate) const TRANSPORT_CONNECTIONS: &str = "herald_transport_connections_total";
+/// Commands posted to `/emulation`, by outcome (`delivered`, `no_session`, `busy`,
+/// `node_gone`, `timeout`, `broker_error`) and route (`local`, `forwarded`).
+pub(crate) const EMULATION_REQUESTS: &str = "herald_emulation_requests_total";
 /// Build information (always 1), labelled with the version.
 pub(crate) const BUILD_INFO: &str = "herald_build_info";
 
@@ -98,6 +104,10 @@ pub(crate) struct Metrics {
     pub rate_limited: IntCounterVec,
     /// See [`RATE_LIMIT_ERRORS`].
     pub rate_limit_errors: IntCounterVec,
+    /// See [`TRANSPORT_CONNECTIONS`].
+    pub transport_connections: IntCounterVec,
+    /// See [`EMULATION_REQUESTS`].
+    pub emulation_requests: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -187,6 +197,16 @@ impl Metrics {
                 RATE_LIMIT_ERRORS,
                 "Limits not checked because the broker failed (let through)",
                 &["limit"],
+            )?,
+            transport_connections: counter_vec(
+                TRANSPORT_CONNECTIONS,
+                "Connections opened, by transport",
+                &["transport"],
+            )?,
+            emulation_requests: counter_vec(
+                EMULATION_REQUESTS,
+                "Commands posted to /emulation, by outcome and route",
+                &["outcome", "route"],
             )?,
             registry,
         })

@@ -38,6 +38,17 @@ impl Lifecycle {
     }
 }
 
+/// The parts of a node made before it: its hub, its emulated sessions, and its id in
+/// the broker, which they share.
+pub(crate) struct Parts {
+    /// Local subscriptions.
+    pub hub: Arc<Hub>,
+    /// Emulated sessions.
+    pub emulation: Arc<crate::transport::emulation::Emulation>,
+    /// The node's id.
+    pub uid: String,
+}
+
 /// One gateway node.
 pub struct Node {
     /// The validated configuration.
@@ -48,13 +59,15 @@ pub struct Node {
     pub(crate) broker: Arc<dyn Broker>,
     /// Local subscriptions.
     pub(crate) hub: Arc<Hub>,
+    /// This node's emulated sessions (HTTP-streaming and SSE).
+    pub(crate) emulation: Arc<crate::transport::emulation::Emulation>,
     /// Metrics.
     pub(crate) metrics: Metrics,
     /// Who may connect: origins, addresses, limits.
     pub(crate) admission: Arc<Admission>,
     /// This node's name.
     pub(crate) name: String,
-    /// A unique id for this run of the node.
+    /// A unique id for this run of the node: its address in the broker.
     pub(crate) uid: String,
     /// When the node started.
     pub(crate) started: Instant,
@@ -87,7 +100,7 @@ impl Node {
         config: Arc<Config>,
         verifier: TokenVerifier,
         broker: Arc<dyn Broker>,
-        hub: Arc<Hub>,
+        parts: Parts,
         metrics: Metrics,
         admission: Arc<Admission>,
         lifecycle: Lifecycle,
@@ -105,11 +118,12 @@ impl Node {
             config,
             verifier,
             broker,
-            hub,
+            hub: parts.hub,
+            emulation: parts.emulation,
             metrics,
             admission,
             name,
-            uid: uuid::Uuid::new_v4().to_string(),
+            uid: parts.uid,
             started: Instant::now(),
             shutdown: lifecycle.shutdown,
             tasks: TaskTracker::new(),

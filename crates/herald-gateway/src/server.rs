@@ -44,9 +44,9 @@ pub enum StartError {
     Serve(#[source] std::io::Error),
 }
 
-// The broker holds its handler for its whole life; a weak link avoids a cycle
-// broker → hub → broker.
-struct HubLink(Weak<Hub>);
+// The broker holds its handler for its whole life; weak links avoid the cycles
+// broker → hub → broker and broker → emulation → broker.
+struct HubLink(Weak<Hub>, Weak<crate::transport::emulation::Emulation>);
 
 impl BrokerHandler for HubLink {
     fn on_publication(&self, channel: &str, publication: Arc<StoredPublication>) {
@@ -64,6 +64,12 @@ impl BrokerHandler for HubLink {
     fn on_insufficient_state(&self, channel: &str) {
         if let Some(hub) = self.0.upgrade() {
             hub.on_insufficient_state(channel);
+        }
+    }
+
+    fn on_node_message(&self, message: bytes::Bytes) {
+        if let Some(emulation) = self.1.upgrade() {
+            emulation.on_node_message(&message);
         }
     }
 }
@@ -193,12 +199,18 @@ pub async fn build(
         lifecycle.background.clone(),
         lifecycle.background_stop.clone(),
     ));
+    let uid = uuid::Uuid::new_v4().to_string();
+    let emulation = Arc::new(crate::transport::emulation::Emulation::new(
+        uid.clone(),
+        broker.clone(),
+    ));
     broker
         .start(BrokerContext {
-            handler: Arc::new(HubLink(Arc::downgrade(&hub))),
+            handler: Arc::new(HubLink(Arc::downgrade(&hub), Arc::downgrade(&emulation))),
             shutdown: lifecycle.background_stop.clone(),
             tasks: lifecycle.background.clone(),
             registry: metrics.registry().clone(),
+            node: uid.clone(),
         })
         .await
         .map_err(StartError::Broker)?;
@@ -227,7 +239,11 @@ pub async fn build(
         Arc::new(config),
         verifier,
         broker,
-        hub,
+        crate::node::Parts {
+            hub,
+            emulation,
+            uid,
+        },
         metrics,
         admission,
         lifecycle,
@@ -251,8 +267,40 @@ pub fn router(node: Arc<Node>) -> Router {
             node.clone(),
             crate::api::cors,
         ));
+    let transports = {
+        use crate::transport::{cors, emulation, http};
+        Router::new()
+            .route(
+                "/connection/http_stream",
+                post(http::http_stream).options(cors::preflight),
+            )
+            .route(
+                "/connection/sse",
+                get(http::sse).post(http::sse).options(cors::preflight),
+            )
+            .route(
+                "/emulation",
+                post(emulation::handler).options(cors::preflight),
+            )
+            .route("/connection/uni_websocket", get(http::uni_websocket))
+            .route(
+                "/connection/uni_http_stream",
+                post(http::uni_http_stream).options(cors::preflight),
+            )
+            .route(
+                "/connection/uni_sse",
+                get(http::uni_sse)
+                    .post(http::uni_sse)
+                    .options(cors::preflight),
+            )
+            .route_layer(axum::middleware::from_fn_with_state(
+                node.clone(),
+                cors::cors,
+            ))
+    };
     Router::new()
         .route("/connection/websocket", get(websocket))
+        .merge(transports)
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -296,7 +344,7 @@ async fn websocket(State(node): State<Arc<Node>>, request: Request) -> Response 
         .max_message_size(c.max_frame_bytes)
         .max_frame_size(c.max_frame_bytes)
         .on_upgrade(move |socket| async move {
-            crate::connection::serve(socket, node).await;
+            crate::connection::serve(socket, node, crate::transport::Transport::websocket()).await;
             drop(permit);
             drop(tracker_token);
         })

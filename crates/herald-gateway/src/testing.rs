@@ -112,8 +112,11 @@ pub(crate) fn connect(node: &Arc<Node>) -> TestClient {
         incoming,
         outgoing: PollSender::new(outgoing),
     };
-    node.tasks
-        .spawn(crate::connection::serve(socket, node.clone()));
+    node.tasks.spawn(crate::connection::serve(
+        socket,
+        node.clone(),
+        crate::transport::Transport::websocket(),
+    ));
     TestClient {
         to_conn,
         from_conn,
@@ -304,6 +307,10 @@ impl RecordingBroker {
 impl Broker for RecordingBroker {
     async fn start(&self, context: BrokerContext) -> Result<(), BrokerError> {
         self.inner.start(context).await
+    }
+
+    async fn send_to_node(&self, node: &str, message: bytes::Bytes) -> Result<bool, BrokerError> {
+        self.inner.send_to_node(node, message).await
     }
 
     async fn publish(

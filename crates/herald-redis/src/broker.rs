@@ -184,6 +184,8 @@ impl Broker for RedisBroker {
                 delivery::Probes {
                     channel: self.probe_channel.clone(),
                     on_echo: move || probe.echo(),
+                    node_channel: self.keys.node(&context.node),
+                    handler: context.handler.clone(),
                 },
                 self.metrics.clone(),
                 self.pubsub.messages(),
@@ -210,6 +212,11 @@ impl Broker for RedisBroker {
             .await
             .map_err(unavailable)?;
         self.probe.echo();
+        // Live before the node serves: other nodes may route to it from its first client.
+        self.pubsub
+            .listen(true, vec![self.keys.node(&context.node)])
+            .await
+            .map_err(unavailable)?;
         context.spawn(
             "redis-top-checks",
             health::top_checks(
@@ -240,6 +247,10 @@ impl Broker for RedisBroker {
         request: PublishRequest,
     ) -> Result<PublishOutcome, BrokerError> {
         self.store.publish(channel, request).await
+    }
+
+    async fn send_to_node(&self, node: &str, message: bytes::Bytes) -> Result<bool, BrokerError> {
+        self.store.send_to_node(node, message).await
     }
 
     async fn subscribe(&self, channels: &[String]) -> Result<(), BrokerError> {

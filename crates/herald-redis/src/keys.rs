@@ -70,6 +70,12 @@ impl Keys {
         self.pubsub(&format!("probe-{id}"))
     }
 
+    /// A node's control channel, where other nodes send it messages. Outside the
+    /// `<prefix>:{<channel>}:` form, so no Herald channel can be named onto it.
+    pub(crate) fn node(&self, id: &str) -> String {
+        format!("{}:node:{{{id}}}", self.prefix)
+    }
+
     /// The Herald channel a pub/sub channel carries, if it is one of this prefix.
     pub(crate) fn channel_of<'a>(&self, pubsub: &'a str) -> Option<&'a str> {
         pubsub
@@ -96,6 +102,8 @@ mod tests {
         assert_eq!(keys.user_publishes("42"), "herald:user:{42}:publishes");
         assert_eq!(keys.user_connections("42"), "herald:user:{42}:conns");
         assert_eq!(keys.channel_of(&keys.user_publishes("42")), None);
+        assert_eq!(keys.node("n1"), "herald:node:{n1}");
+        assert_eq!(keys.channel_of(&keys.node("n1")), None);
     }
 
     #[test]

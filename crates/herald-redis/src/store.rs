@@ -283,6 +283,22 @@ impl Store {
             .await
     }
 
+    /// Sends a message to a node's control channel: `false` when no node listens there.
+    pub(crate) async fn send_to_node(
+        &self,
+        node: &str,
+        payload: Bytes,
+    ) -> Result<bool, BrokerError> {
+        let name = self.keys.node(node);
+        let receivers: i64 = if self.settings.cluster {
+            self.client.spublish(name, payload).await
+        } else {
+            self.client.publish(name, payload).await
+        }
+        .map_err(unavailable)?;
+        Ok(receivers > 0)
+    }
+
     async fn send(&self, name: String, payload: Bytes) -> Result<(), fred::error::Error> {
         if self.settings.cluster {
             self.client.spublish::<(), _, _>(name, payload).await

@@ -190,11 +190,11 @@ impl Conn {
         let mut subs = BTreeMap::new();
         let channels: std::collections::BTreeSet<&String> = claims.channels.iter().collect();
         for channel in channels {
-            let recover_from = req.subs.get(channel);
+            let (recover, offset, epoch) = self.transport.start_of(channel, req.subs.get(channel));
             let opts = super::subscribe::SubOptions {
-                recover: recover_from.is_some_and(|s| s.recover),
-                offset: recover_from.map_or(0, |s| s.offset),
-                epoch: recover_from.map(|s| s.epoch.clone()).unwrap_or_default(),
+                recover,
+                offset,
+                epoch,
                 reject_unrecovered: false,
                 join_leave: false,
                 expires_at: None,
@@ -219,6 +219,9 @@ impl Conn {
                 }
             }
         }
+        if !self.transport.kind.bidirectional() {
+            self.subscribe_requested(req, &mut subs).await?;
+        }
         tracing::debug!("connected");
         Ok(Reply {
             connect: Some(ConnectResult {
@@ -227,13 +230,62 @@ impl Conn {
                 expires: expires_at.is_some(),
                 ttl,
                 ping: u32::try_from(config.client.ping_interval.as_secs()).unwrap_or(u32::MAX),
-                pong: true,
-                node: self.node.name.clone(),
+                pong: self.transport.kind.bidirectional(),
+                // An emulated session's commands are routed to this node by its id.
+                node: if self.transport.kind.emulated() {
+                    self.node.uid.clone()
+                } else {
+                    self.node.name.clone()
+                },
+                session: self.transport.session.clone(),
                 subs,
                 ..ConnectResult::default()
             }),
             ..Reply::default()
         })
+    }
+
+    /// Subscribes a unidirectional client to the channels its connect request names
+    /// (with their recovery positions), checked like a `subscribe` command: it has no
+    /// other way to subscribe. A channel refused is a refused connect: the client could
+    /// not tell it apart from a quiet channel otherwise.
+    async fn subscribe_requested(
+        &mut self,
+        req: &ConnectRequest,
+        subs: &mut BTreeMap<String, herald_protocol::SubscribeResult>,
+    ) -> Result<(), Fail> {
+        for (channel, wanted) in &req.subs {
+            if subs.contains_key(channel) {
+                continue;
+            }
+            let (recover, offset, epoch) = self.transport.start_of(channel, Some(wanted));
+            let request = herald_protocol::SubscribeRequest {
+                channel: channel.clone(),
+                recover,
+                offset,
+                epoch,
+                ..wanted.clone()
+            };
+            match self.on_subscribe(&request).await {
+                Ok(Reply {
+                    subscribe: Some(result),
+                    ..
+                }) => {
+                    subs.insert(channel.clone(), result);
+                }
+                Ok(_) => return Err(Fail::Disconnect(DisconnectCode::Internal)),
+                Err(Fail::Error(code)) => {
+                    tracing::debug!(
+                        channel,
+                        code = code.code(),
+                        "requested subscription refused"
+                    );
+                    return Err(Fail::Disconnect(crate::transport::uni::refusal(code)));
+                }
+                Err(Fail::Disconnect(code)) => return Err(Fail::Disconnect(code)),
+            }
+        }
+        Ok(())
     }
 
     /// Takes a slot of the per-user connection limit, when it is on. Over it, the connect

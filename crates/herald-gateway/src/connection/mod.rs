@@ -1,5 +1,7 @@
-//! One task per WebSocket connection: it reads commands, writes replies and queued
-//! pushes (batched into one frame per wake-up), and runs the connection's timers.
+//! One task per client connection, whatever its transport: it reads commands, writes
+//! replies and queued pushes (batched into one frame per wake-up), and runs the
+//! connection's timers. Transports other than WebSocket reach it through an adapter
+//! that looks like a WebSocket ([`Socket`]); see [`crate::transport`].
 
 mod commands;
 mod idempotency;
@@ -10,6 +12,7 @@ mod tests;
 
 use crate::hub::{Closer, ConnHandle, ConnId, Outgoing};
 use crate::node::Node;
+use crate::transport::Transport;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use herald_protocol::{DisconnectCode, ErrorCode, FrameWriter, RawJson, Reply, UnsubscribeCode};
@@ -81,6 +84,8 @@ struct Conn {
     next_ping: Instant,
     pong_deadline: Option<Instant>,
     limiter: limits::Limiter,
+    /// How the client is connected.
+    transport: Transport,
 }
 
 /// What a connection task reads messages from and writes them to: axum's `WebSocket`
@@ -98,16 +103,21 @@ impl<T> Socket for T where
 {
 }
 
-/// Serves one upgraded WebSocket until it closes.
-pub(crate) async fn serve<S: Socket>(socket: S, node: Arc<Node>) {
+/// Serves one client connection until it closes.
+pub(crate) async fn serve<S: Socket>(socket: S, node: Arc<Node>, transport: Transport) {
     let id = node.next_conn_id();
     let span = tracing::info_span!(
         "conn",
         id,
+        transport = transport.kind.name(),
         client = tracing::field::Empty,
         user = tracing::field::Empty
     );
     node.metrics.connections.inc();
+    node.metrics
+        .transport_connections
+        .with_label_values(&[transport.kind.name()])
+        .inc();
     let (tx, rx) = mpsc::channel(node.config.client.queue_size);
     let now = Instant::now();
     let conn = Conn {
@@ -122,6 +132,7 @@ pub(crate) async fn serve<S: Socket>(socket: S, node: Arc<Node>) {
         next_ping: now + node.config.client.ping_interval,
         pong_deadline: None,
         limiter: limits::Limiter::default(),
+        transport,
         node: node.clone(),
     };
     conn.run(socket, rx).instrument(span).await;
@@ -329,7 +340,8 @@ impl Conn {
                 .push(&Reply::default())
                 .map_err(|_| DisconnectCode::Internal)?;
             self.next_ping = now + client.ping_interval;
-            if self.pong_deadline.is_none() {
+            // Unidirectional clients have no way to answer.
+            if self.pong_deadline.is_none() && self.transport.kind.bidirectional() {
                 self.pong_deadline = Some(now + client.pong_timeout);
             }
         }

@@ -15,6 +15,10 @@ pub(crate) struct Probes<F> {
     pub(crate) channel: String,
     /// Called on each probe echo.
     pub(crate) on_echo: F,
+    /// The node's control channel.
+    pub(crate) node_channel: String,
+    /// Gets the messages of the control channel.
+    pub(crate) handler: Arc<dyn herald_broker::BrokerHandler>,
 }
 
 /// Reads pub/sub messages until `stop` (or the connection's stream closes).
@@ -36,6 +40,12 @@ pub(crate) async fn dispatch<F: Fn()>(
                 let name: &str = &msg.channel;
                 if name == probes.channel {
                     (probes.on_echo)();
+                    continue;
+                }
+                if name == probes.node_channel {
+                    probes
+                        .handler
+                        .on_node_message(msg.value.into_bytes().unwrap_or_default());
                     continue;
                 }
                 let Some(channel) = keys.channel_of(name) else {

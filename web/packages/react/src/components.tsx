@@ -22,6 +22,10 @@ export function describeStatus(status: Status, now = Date.now()): string {
   if (status.reason) parts.push(`${status.reason.message} (${status.reason.code})`);
   if (status.nextRetryAt !== null) parts.push(`next try in ${Math.max(0, Math.ceil((status.nextRetryAt - now) / 1000))} s`);
   if (status.state === 'connected' && status.latencyMs !== null) parts.push(`${Math.round(status.latencyMs)} ms round trip`);
+  // A fallback transport is worth knowing about: WebSocket is blocked somewhere on the way.
+  if (status.state === 'connected' && (status.transport === 'http_stream' || status.transport === 'sse')) {
+    parts.push(status.transport === 'sse' ? 'over server-sent events' : 'over HTTP streaming');
+  }
   if (status.tabs > 1) parts.push(`shared by ${status.tabs} tabs`);
   return parts.join('; ');
 }

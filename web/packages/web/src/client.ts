@@ -10,6 +10,7 @@ import type { HubMessage, HubSettings, HubStatus, TabMessage } from './messages.
 import { DEFAULT_BOUNDS, IdbOutbox, MemoryOutbox, countOf, itemOf, makeRecord, randomId, type OutboxBounds, type OutboxStore } from './outbox.js';
 import { IdbPositions, MemoryPositions, PositionWriter, WebStoragePositions, storageWorks, type PositionStore } from './positions.js';
 import { leaderLink, localLink, workerLink, type Link, type LinkHandlers } from './share.js';
+import { planTransports } from './transports.js';
 import type {
   EnqueueResult,
   Herald,
@@ -71,15 +72,20 @@ function defaultWorkerUrl(): URL | null {
 export function createHerald(options: HeraldOptions): Herald {
   let tab = randomId();
   const policy = reconnectPolicy(options.reconnect);
+  const plan = planTransports(options.url, options.transports, options.emulationEndpoint);
   const settings: HubSettings = {
     url: options.url,
-    transports: options.transports ?? [],
+    transports: plan.list,
+    emulationEndpoint: plan.emulationEndpoint,
     connectTimeoutMs: options.connectTimeoutMs ?? 8000,
     reconnect: policy,
     name: options.name ?? 'herald-web',
     scope: options.scope ?? options.url,
     persistPositions: options.persistPositions ?? true,
   };
+  // Undefined leaves the hub's defaults (a tab of an older build sends none either).
+  if (options.silentTransportTimeoutMs !== undefined) settings.silentTimeoutMs = options.silentTransportTimeoutMs;
+  if (options.silentTransportRetryMs !== undefined) settings.silentRetryMs = options.silentTransportRetryMs;
   const bounds: OutboxBounds = { ...DEFAULT_BOUNDS, ...pickBounds(options.outbox) };
   const events = new Emitter<HeraldEvents>((e, ev) => {
     if (ev !== 'error') events.emit('error', { kind: 'handler', message: `a ${String(ev)} listener threw: ${String(e)}`, temporary: false });
@@ -87,7 +93,7 @@ export function createHerald(options: HeraldOptions): Herald {
   const channels = new Map<string, TabChannel>();
   // The components of this tab that hold each channel; the hub counts tabs the same way.
   const refs = new RefCount<string, Handler>();
-  let hubStatus: HubStatus = { state: 'connecting', reason: null, attempt: 0, nextRetryAt: null, transport: null, latencyMs: null, tabs: 1, lastConnectedAt: null };
+  let hubStatus: HubStatus = { state: 'connecting', reason: null, attempt: 0, nextRetryAt: null, transport: null, latencyMs: null, tabs: 1, lastConnectedAt: null, skippedTransports: [] };
   const status = new Store<Status>({ ...hubStatus, state: options.connect === false ? 'disconnected' : 'connecting', isLeader: false, mode: 'off' });
   const outboxStatus = new Store<OutboxStatus>({ pending: 0, failed: 0 });
   let wantConnect = options.connect !== false;
@@ -213,6 +219,8 @@ export function createHerald(options: HeraldOptions): Herald {
           online: online(),
           visible: visible(),
           wantConnect,
+          // What the previous hub found silent, so that a new one does not try it again at once.
+          skipped: hubStatus.skippedTransports ?? [],
         });
         for (const ch of channels.values()) attach(ch);
         for (const q of queue.splice(0)) link?.send(q);
@@ -262,6 +270,9 @@ export function createHerald(options: HeraldOptions): Herald {
       }
       case 'error':
         return error(m.error);
+      case 'fallback':
+        events.emit('fallback', m.event);
+        return;
       case 'published':
         pending.get(m.req)?.done(m.ok ? { ok: true, position: m.position } : { ok: false, error: m.error ?? { kind: 'publish', message: 'refused', temporary: false } });
         return;

@@ -8,7 +8,9 @@ import { safely } from './emitter.js';
 import type { HubMessage, HubSettings, HubStatus, TabMessage } from './messages.js';
 import type { OutboxStore } from './outbox.js';
 import { PositionWriter, type PositionStore } from './positions.js';
+import { TransportPicker } from './picker.js';
 import type { HeraldError, HeraldErrorKind, Position, PresenceClient, Publication, ResyncReason } from './types.js';
+import { watchOpen } from './watch.js';
 
 /** Publications asked of history per read while filling a tab's gap. */
 const HISTORY_PAGE = 500;
@@ -20,6 +22,10 @@ const PING_EVERY_MS = 15_000;
 const HISTORY_TRIES = 3;
 /** How long a tab has to answer a token request before another tab is asked. */
 const TOKEN_WAIT_MS = 10_000;
+/** A transport that opened gives its connect reply within this time, or it is silent. */
+const SILENT_TIMEOUT_MS = 4000;
+/** How long a silent transport is passed over before it is tried again. */
+const SILENT_RETRY_MS = 10 * 60_000;
 
 /** Makes a connection token (`channel` null) or a subscription token; null means refused. */
 export type TokenSource = (channel: string | null) => Promise<string | null>;
@@ -102,10 +108,10 @@ export class Hub {
   #watchdog: ReturnType<typeof setTimeout> | null = null;
   #lastAttemptAt = 0;
   #sweep: ReturnType<typeof setInterval> | null = null;
-  /** Which of the configured transports the next attempt uses. */
-  #transport = 0;
-  /** The current attempt's transport has opened (a failure after that is not the transport's fault). */
-  #opened = false;
+  /** Which of the configured transports each attempt uses. */
+  readonly #picker: TransportPicker;
+  /** Fires when the current attempt's transport opened and stayed silent. */
+  #silentTimer: ReturnType<typeof setTimeout> | null = null;
   readonly #backoff: Backoff;
   readonly #writer: PositionWriter | null;
   readonly #drainer: Drainer | null;
@@ -118,6 +124,7 @@ export class Hub {
     latencyMs: null,
     tabs: 0,
     lastConnectedAt: null,
+    skippedTransports: [],
   };
   #tokenReq = 0;
   readonly #tokenWaiters = new Map<number, (token: string | null, error: string | null) => void>();
@@ -128,6 +135,7 @@ export class Hub {
     this.#deps = deps;
 
     this.#backoff = new Backoff(deps.settings.reconnect);
+    this.#picker = new TransportPicker(deps.settings.transports, positive(deps.settings.silentRetryMs, SILENT_RETRY_MS));
     this.#writer = deps.positions && deps.settings.persistPositions
       ? new PositionWriter(deps.positions, (e) => this.#broadcastError({ kind: 'storage', message: `saving a position: ${String(e)}`, temporary: true }))
       : null;
@@ -176,6 +184,11 @@ export class Hub {
         peer.hasToken = peer.hasToken || msg.hasToken;
         peer.hasSubToken = peer.hasSubToken || msg.hasSubToken === true;
         this.#online = msg.online;
+        // A new hub after a handover: what the old one found silent stays passed over.
+        if (Array.isArray(msg.skipped) && msg.skipped.length) {
+          this.#picker.adopt(msg.skipped, Date.now());
+          this.#status = { ...this.#status, skippedTransports: this.#picker.skips(Date.now()) };
+        }
         this.#sendTo(id, { type: 'status', status: this.#status });
         if (msg.wantConnect && !this.#want && this.#status.state !== 'failed') this.connect();
         else if (!msg.online) this.#goOffline();
@@ -283,6 +296,7 @@ export class Hub {
     const gen = ++this.#gen;
     this.#lastAttemptAt = Date.now();
     const s = this.#deps.settings;
+    const pick = this.#picker.next(this.#lastAttemptAt);
     const quiet = new EventTarget();
     const options: Record<string, unknown> = {
       name: s.name,
@@ -294,12 +308,26 @@ export class Hub {
       pageEventTarget: quiet,
     };
     if ([...this.#peers.values()].some((p) => p.hasToken)) options.getToken = () => this.#token(null);
-    if (this.#deps.websocket) options.websocket = this.#deps.websocket;
+    if (s.emulationEndpoint) options.emulationEndpoint = s.emulationEndpoint;
+    // When the transport opened: a connect reply that does not follow in time means a
+    // silent transport (e.g. a proxy that upgrades and then passes nothing on).
+    let openedAt: number | null = null;
+    if (this.#picker.canFallBack && pick.endpoint) {
+      const silentMs = positive(s.silentTimeoutMs, SILENT_TIMEOUT_MS);
+      Object.assign(options, watchOpen(pick.endpoint.endpoint, () => {
+        if (!mine() || openedAt !== null || this.#status.state === 'connected') return;
+        const at = Date.now();
+        openedAt = at;
+        this.#silentTimer = setTimeout(() => {
+          this.#silentTimer = null;
+          if (mine() && this.#status.state !== 'connected') this.#silent(at);
+        }, silentMs);
+      }, this.#deps.websocket));
+    } else if (this.#deps.websocket) options.websocket = this.#deps.websocket;
     let client: Centrifuge;
     try {
       // One transport per attempt; a transport that fails to open hands the next attempt to the next one.
-      const endpoint = s.transports.length ? [s.transports[this.#transport % s.transports.length]] : s.url;
-      client = new Centrifuge(endpoint as string, options);
+      client = new Centrifuge((pick.endpoint ? [pick.endpoint] : s.url) as string, options);
     } catch (e) {
       this.#want = false;
       this.#setStatus({ state: 'failed', reason: { code: 0, message: `bad connection settings: ${String(e)}` } });
@@ -328,6 +356,8 @@ export class Hub {
       // retry is disabled): a transport that failed (a node that is down, a refused
       // upgrade), a temporary connect error, a getToken that threw. Each is a failed attempt.
       if (connecting && (ctx.type === 'transport' || ctx.type.startsWith('connect'))) {
+        // The connect command timed out on a transport that opened: it is silent.
+        if (ctx.type === 'connect' && err?.code === 1 && openedAt !== null) return this.#silent(openedAt);
         if (ctx.type === 'transport') this.#nextTransport();
         this.#lost(err?.code ?? 0, err?.message ?? ctx.type);
       }
@@ -337,6 +367,7 @@ export class Hub {
     this.#watchdog = setTimeout(() => {
       if (!mine() || this.#status.state === 'connected') return;
       // Upgraded but silent (a proxy that swallows WebSocket frames): try the next transport.
+      if (openedAt !== null) return this.#silent(openedAt);
       this.#nextTransport();
       this.#lost(0, 'no connect reply in time');
     }, s.connectTimeoutMs + 2000);
@@ -345,16 +376,39 @@ export class Hub {
   }
 
   #nextTransport(): void {
-    if (this.#deps.settings.transports.length > 1) this.#transport++;
+    this.#picker.failed();
+  }
+
+  /**
+   * The attempt's transport opened at `openedAt` and gave no connect reply: pass it over
+   * for a while, say so, and try the next transport at once when it is a new one.
+   */
+  #silent(openedAt: number): void {
+    const now = Date.now();
+    const from = this.#picker.current();
+    const retryAt = this.#picker.silent(now);
+    const next = this.#picker.peek(now);
+    const waitedMs = now - openedAt;
+    const reason = `the ${from?.transport ?? 'websocket'} transport opened but gave no connect reply in ${waitedMs} ms`;
+    if (retryAt === null || !from || !next.endpoint) return this.#lost(0, reason);
+    this.#broadcast({ type: 'fallback', event: { from: from.transport, to: next.endpoint.transport, reason: 'silent', waitedMs, retryAt } });
+    this.#lost(0, reason, next.fresh);
+  }
+
+  #skips(): HubStatus['skippedTransports'] {
+    return this.#picker.skips(Date.now());
   }
 
   #onConnected(transport: string): void {
     const now = Date.now();
     this.#everConnected = true;
     this.#backoff.connected(now);
+    this.#picker.connected();
     if (this.#watchdog) clearTimeout(this.#watchdog);
+    if (this.#silentTimer) clearTimeout(this.#silentTimer);
     this.#watchdog = null;
-    this.#setStatus({ state: 'connected', reason: null, attempt: 0, nextRetryAt: null, transport, lastConnectedAt: now });
+    this.#silentTimer = null;
+    this.#setStatus({ state: 'connected', reason: null, attempt: 0, nextRetryAt: null, transport, lastConnectedAt: now, skippedTransports: this.#skips() });
     // Channels are subscribed once connected, not with the connect command: by then the
     // tabs of a handover have said where they stand, and each channel starts from the earliest.
     for (const ch of this.#channels.values()) if (!ch.sub) this.#subscribeSdk(ch);
@@ -363,10 +417,14 @@ export class Hub {
     this.#drainer?.kick(true);
   }
 
-  /** This connection is gone or never came up: try again after the backoff. */
-  #lost(code: number, reason: string): void {
+  /**
+   * This connection is gone or never came up: try again after the backoff, or (`soon`,
+   * moving to a transport not yet tried) after the floor only; the attempt counts either way.
+   */
+  #lost(code: number, reason: string, soon = false): void {
     this.#teardown();
-    const delay = this.#backoff.failed(Date.now());
+    const backoff = this.#backoff.failed(Date.now());
+    const delay = soon ? this.#deps.settings.reconnect.minDelayMs : backoff;
     if (code === 3013) this.#broadcastError({ kind: 'rate-limit', code, message: reason, temporary: true });
     this.#setStatus({
       // Until the first connection is up, the client is still connecting.
@@ -375,6 +433,7 @@ export class Hub {
       attempt: this.#backoff.attempt,
       nextRetryAt: Date.now() + delay,
       transport: null,
+      skippedTransports: this.#skips(),
     });
     this.#retryTimer = setTimeout(() => this.#attempt(), delay);
   }
@@ -395,8 +454,10 @@ export class Hub {
   #teardown(): void {
     if (this.#pingTimer) clearInterval(this.#pingTimer);
     if (this.#watchdog) clearTimeout(this.#watchdog);
+    if (this.#silentTimer) clearTimeout(this.#silentTimer);
     this.#pingTimer = null;
     this.#watchdog = null;
+    this.#silentTimer = null;
     const client = this.#client;
     this.#client = null;
     this.#gen++;
@@ -833,4 +894,9 @@ export class Hub {
     const peer = this.#peers.get(id);
     if (peer) safely(() => peer.send(m));
   }
+}
+
+/** `v` when it is a positive finite number, else `fallback`. */
+function positive(v: number | undefined, fallback: number): number {
+  return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : fallback;
 }

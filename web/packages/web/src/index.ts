@@ -7,6 +7,7 @@ export type {
   ConnectionState,
   EnqueueOptions,
   EnqueueResult,
+  FallbackEvent,
   Herald,
   HeraldError,
   HeraldErrorKind,
@@ -29,4 +30,6 @@ export type {
   SubscribedEvent,
   SubscribeOptions,
   TransportEndpoint,
+  TransportName,
+  TransportSkip,
 } from './types.js';

@@ -1,7 +1,7 @@
 //! The messages between a tab and the connection holder (hub): typed, versioned, validated.
 
 import { asPosition } from './cursor.js';
-import type { HeraldError, JoinLeaveEvent, Position, PresenceClient, Publication, ResyncEvent, Status, SubscribedEvent, TransportEndpoint } from './types.js';
+import type { FallbackEvent, HeraldError, JoinLeaveEvent, Position, PresenceClient, Publication, ResyncEvent, Status, SubscribedEvent, TransportEndpoint, TransportSkip } from './types.js';
 import type { ReconnectPolicy } from './backoff.js';
 
 /** Bumped on any incompatible change; a peer speaking another version is ignored. */
@@ -10,8 +10,15 @@ export const PROTOCOL_VERSION = 1;
 /** What a hub needs to connect; sent by every tab, taken from the first. */
 export interface HubSettings {
   url: string;
+  /** The transports in order (empty: WebSocket on `url` only). */
   transports: TransportEndpoint[];
+  /** Where emulated transports post commands (null: the SDK's default). */
+  emulationEndpoint?: string | null;
   connectTimeoutMs: number;
+  /** A transport that opened and gives no connect reply in this time is silent. */
+  silentTimeoutMs?: number;
+  /** How long a silent transport is passed over. */
+  silentRetryMs?: number;
   reconnect: ReconnectPolicy;
   name: string;
   scope: string;
@@ -20,7 +27,7 @@ export interface HubSettings {
 
 /** Tab → hub. */
 export type TabMessage =
-  | { type: 'hello'; settings: HubSettings; hasToken: boolean; hasSubToken?: boolean; online: boolean; visible: boolean; wantConnect: boolean }
+  | { type: 'hello'; settings: HubSettings; hasToken: boolean; hasSubToken?: boolean; online: boolean; visible: boolean; wantConnect: boolean; skipped?: TransportSkip[] }
   | { type: 'attach'; channel: string; since: Position | null }
   | { type: 'detach'; channel: string }
   | { type: 'publish'; req: number; channel: string; data: unknown; key: string | null }
@@ -46,7 +53,8 @@ export type HubMessage =
   | { type: 'token'; req: number; channel: string | null }
   | { type: 'outbox' }
   | { type: 'presence'; req: number; clients: PresenceClient[] | null; error: HeraldError | null }
-  | { type: 'joinLeave'; event: JoinLeaveEvent };
+  | { type: 'joinLeave'; event: JoinLeaveEvent }
+  | { type: 'fallback'; event: FallbackEvent };
 
 /** The status as the hub knows it; each tab adds what only it knows. */
 export type HubStatus = Omit<Status, 'isLeader' | 'mode'>;
@@ -87,6 +95,7 @@ export function parseTabMessage(m: { type: string } & Record<string, unknown>): 
       const s = m.settings as Record<string, unknown> | undefined;
       if (!s || !isStr(s.url) || !isStr(s.scope) || !Array.isArray(s.transports) || !isNum(s.connectTimeoutMs)) return null;
       if (!isBool(m.hasToken) || !isBool(m.online) || !isBool(m.visible) || !isBool(m.wantConnect)) return null;
+      if (m.skipped !== undefined && !Array.isArray(m.skipped)) return null;
       return m as unknown as TabMessage;
     }
     case 'attach':
@@ -153,6 +162,10 @@ export function parseHubMessage(m: { type: string } & Record<string, unknown>): 
       return e && isChannel(e.channel) && (e.kind === 'join' || e.kind === 'leave') && typeof e.info === 'object' && e.info !== null
         ? (m as unknown as HubMessage)
         : null;
+    }
+    case 'fallback': {
+      const e = m.event as Record<string, unknown> | undefined;
+      return e && isStr(e.from) && isStr(e.to) && isNum(e.retryAt) && isNum(e.waitedMs) ? (m as unknown as HubMessage) : null;
     }
     default:
       return null;

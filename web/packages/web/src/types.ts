@@ -112,8 +112,10 @@ export interface Status {
   attempt: number;
   /** When the next attempt is due (ms since the epoch), while reconnecting. */
   nextRetryAt: number | null;
-  /** The transport in use, e.g. `websocket`. */
+  /** The transport in use, e.g. `websocket`, `http_stream` or `sse`. */
   transport: string | null;
+  /** Transports that opened and then stayed silent, passed over for now (see `fallback`). */
+  skippedTransports: TransportSkip[];
   /** The last measured round trip to the node, in ms. */
   latencyMs: number | null;
   /** This tab holds the connection. */
@@ -132,10 +134,35 @@ export interface Observable<T> {
   getSnapshot(): T;
 }
 
+/** The transports a Herald node serves to browsers. */
+export type TransportName = 'websocket' | 'http_stream' | 'sse';
+
 /** One transport the SDK may use, in order of preference. */
 export interface TransportEndpoint {
-  transport: 'websocket' | 'http_stream' | 'sse';
+  transport: TransportName;
   endpoint: string;
+}
+
+/** A transport that opened and then stayed silent, passed over until `retryAt`. */
+export interface TransportSkip {
+  transport: TransportName;
+  endpoint: string;
+  /** When it is tried again (ms since the epoch), at the first attempt after that. */
+  retryAt: number;
+}
+
+/** `fallback`: a transport opened but stayed silent, and the connection moves to another. */
+export interface FallbackEvent {
+  /** The silent transport. */
+  from: TransportName;
+  /** The transport the next attempt uses. */
+  to: TransportName;
+  /** Why: the transport opened and gave no connect reply in time. */
+  reason: 'silent';
+  /** How long it waited for the connect reply after the transport opened, in ms. */
+  waitedMs: number;
+  /** When the silent transport is tried again (ms since the epoch). */
+  retryAt: number;
 }
 
 /** Reconnect policy: exponential backoff with full jitter. */
@@ -187,8 +214,21 @@ export interface HeraldOptions {
   persistPositions?: boolean;
   /** How long a connect may take before the attempt counts as failed (8 s). */
   connectTimeoutMs?: number;
-  /** Transports in order; the first is WebSocket on `url`. */
-  transports?: TransportEndpoint[];
+  /**
+   * The transports to try, in order (`'websocket'`). `'websocket'`: WebSocket on `url`
+   * only. `'auto'`: WebSocket on `url`, then HTTP-streaming and SSE on the same node
+   * (`/connection/http_stream`, `/connection/sse`, commands to `/emulation`). A list: those.
+   */
+  transports?: 'websocket' | 'auto' | TransportEndpoint[];
+  /** Where HTTP-streaming and SSE post commands; derived from their endpoint (`…/emulation`). */
+  emulationEndpoint?: string;
+  /**
+   * A transport that opened but gives no connect reply within this time is silent: the
+   * connection moves to the next transport (4 s; only with more than one transport).
+   */
+  silentTransportTimeoutMs?: number;
+  /** A silent transport is passed over this long, then tried again (10 min). */
+  silentTransportRetryMs?: number;
   reconnect?: ReconnectOptions;
   outbox?: OutboxOptions;
   /** Client name sent to the server. */
@@ -262,6 +302,7 @@ export interface HeraldEvents {
   resync: ResyncEvent;
   subscribed: SubscribedEvent;
   error: HeraldError;
+  fallback: FallbackEvent;
 }
 
 /** A Herald client, made by {@link createHerald}. */

@@ -7,6 +7,8 @@
 // $HERALD_BIN). `ws` is not a dependency of the web workspace, so it is loaded from the
 // conformance suite's node_modules.
 
+import { createHash } from 'node:crypto';
+import http from 'node:http';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
@@ -835,6 +837,68 @@ describe('Hub fallbacks', () => {
     await subscribedTo(a, channel);
     await node.publish(channel, { n: 1 });
     await received(a, channel, 1);
+  });
+
+  it('a WebSocket that upgrades and stays silent hands over to HTTP-streaming, which is kept on reconnects', async () => {
+    // Accepts every upgrade and then never sends a byte: a proxy that swallows frames.
+    const upgrades: net.Socket[] = [];
+    const silent = http.createServer((_req, res) => res.writeHead(404).end());
+    silent.on('upgrade', (req: http.IncomingMessage, socket: net.Socket) => {
+      upgrades.push(socket);
+      const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+      socket.on('error', () => {});
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const silentPort = (silent.address() as net.AddressInfo).port;
+    const proxy = new Proxy(() => node.port);
+    proxies.push(proxy);
+    await proxy.start();
+    try {
+      const base = `http://127.0.0.1:${proxy.port}`;
+      const hub = newHub(node.wsUrl, null, {
+        transports: [
+          { transport: 'websocket', endpoint: `ws://127.0.0.1:${silentPort}/connection/websocket` },
+          { transport: 'http_stream', endpoint: `${base}/connection/http_stream` },
+        ],
+        emulationEndpoint: `${base}/emulation`,
+        silentTimeoutMs: 700,
+      });
+      const a = new Peer('a');
+      const t0 = Date.now();
+      join(hub, a, tokenOf(() => node), node.wsUrl);
+      await connected(a);
+      const took = Date.now() - t0;
+      expect(upgrades.length).toBe(1);
+      expect(a.statuses().at(-1)).toMatchObject({ state: 'connected', transport: 'http_stream' });
+      expect(a.statuses().at(-1)!.skippedTransports.map((x) => x.transport)).toEqual(['websocket']);
+      const fallbacks = a.msgs.flatMap((m) => (m.type === 'fallback' ? [m.event] : []));
+      expect(fallbacks).toHaveLength(1);
+      expect(fallbacks[0]).toMatchObject({ from: 'websocket', to: 'http_stream', reason: 'silent' });
+      expect(fallbacks[0]!.waitedMs).toBeGreaterThanOrEqual(700);
+      // The silent wait plus the floor, not the backoff or the 3 s connect timeout.
+      expect(took).toBeLessThan(2500);
+
+      const channel = uniq('silentws');
+      attach(hub, a, channel);
+      await subscribedTo(a, channel);
+      await node.publish(channel, { n: 1 });
+      await received(a, channel, 1);
+
+      // The stream breaks: the reconnect goes straight to HTTP-streaming, recovering the gap.
+      proxy.cut();
+      await node.publish(channel, { n: 2 });
+      await waitFor(() => a.states().at(-1) === 'connected' && a.states().length >= 4, 'reconnected', () => a.explain());
+      await received(a, channel, 2);
+      await node.publish(channel, { n: 3 });
+      await received(a, channel, 3);
+      expect(a.offsets(channel)).toEqual([1, 2, 3]);
+      expect(upgrades.length).toBe(1);
+      expect(a.statuses().at(-1)).toMatchObject({ state: 'connected', transport: 'http_stream' });
+    } finally {
+      for (const s of upgrades) s.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    }
   });
 
   it('a tab behind the hub is recovered by subscribing again when history may not be read', async () => {

@@ -48,7 +48,14 @@ describe('parseTabMessage', () => {
     expect(tab(m)).toEqual(m);
   });
 
+  it('accepts a hello with the transports a previous hub found silent', () => {
+    const skipped = [{ transport: 'websocket', endpoint: 'ws://h/connection/websocket', retryAt: 5 }];
+    const m = { type: 'hello', settings: { ...settings, silentTimeoutMs: 4000, silentRetryMs: 60_000, emulationEndpoint: 'http://h/emulation' }, hasToken: true, online: true, visible: false, wantConnect: true, skipped };
+    expect(tab(m)).toEqual(m);
+  });
+
   it.each([
+    ['skipped not an array', { skipped: { transport: 'websocket' } }],
     ['no settings', { settings: undefined }],
     ['settings without url', { settings: { ...settings, url: 5 } }],
     ['settings without scope', { settings: { ...settings, scope: undefined } }],
@@ -137,6 +144,7 @@ describe('parseHubMessage', () => {
       { type: 'token', req: 4, channel: null },
       { type: 'token', req: 5, channel: '$vip' },
       { type: 'outbox' },
+      { type: 'fallback', event: { from: 'websocket', to: 'http_stream', reason: 'silent', waitedMs: 4000, retryAt: 9 } },
     ];
     for (const m of valid) expect(hub(m), JSON.stringify(m)).toEqual(m);
   });
@@ -165,6 +173,9 @@ describe('parseHubMessage', () => {
     ['published with a string req', { type: 'published', req: '1', ok: true }],
     ['token without req', { type: 'token' }],
     ['token with an empty channel', { type: 'token', req: 1, channel: '' }],
+    ['fallback without event', { type: 'fallback' }],
+    ['fallback without to', { type: 'fallback', event: { from: 'websocket', reason: 'silent', waitedMs: 1, retryAt: 9 } }],
+    ['fallback with a string retryAt', { type: 'fallback', event: { from: 'websocket', to: 'sse', reason: 'silent', waitedMs: 1, retryAt: '9' } }],
     ['an unknown type', { type: 'nope' }],
     ['a tab message type', { type: 'attach', channel: 'ch', since: null }],
   ])('rejects %s', (_name, m) => {

@@ -1,7 +1,8 @@
 //! Fossil delta subscriptions over the raw protocol: the first publication comes full
 //! (its JSON text as a string), later ones as patches that rebuild the exact text, in
-//! live delivery and in recovery; a namespace that does not allow deltas sends plain
-//! publications, and an unknown delta type is a protocol error.
+//! live delivery, in recovery and on every node of a Redis cluster; a namespace that does
+//! not allow deltas sends plain publications, and an unknown delta type is a protocol
+//! error.
 
 use herald_protocol::Publication;
 use herald_protocol::fossil::apply;
@@ -189,4 +190,28 @@ async fn an_unknown_delta_type_closes_with_bad_request() {
         raw.closed_within(std::time::Duration::from_secs(5)).await,
         3501
     );
+}
+
+#[tokio::test]
+async fn patches_follow_the_redis_stream_on_every_node() {
+    let redis = herald_tests::redis::RedisServer::start();
+    let nodes = Herald::group(2, &redis.url(), KPI).await;
+    let mut subscribers = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let (mut raw, _) = Raw::connect(&node.ws_url(), &node.token(&format!("u{i}"))).await;
+        let result = subscribe(&mut raw, "kpi:shared", json!({})).await;
+        assert_eq!(result["delta"], true, "{result}");
+        subscribers.push((raw, Decoder::default()));
+    }
+    // Published through one node, delivered by both from Redis: each node patches
+    // against the publication before, in stream order.
+    for round in 1..=8 {
+        let text = serde_json::to_string(&state(round)).expect("json");
+        nodes[0].publish("kpi:shared", state(round)).await;
+        for (raw, decoder) in &mut subscribers {
+            let p = next_publication(raw, "kpi:shared").await;
+            assert_eq!((p.offset, p.delta), (round, round > 1));
+            assert_eq!(decoder.decode(&p), text);
+        }
+    }
 }

@@ -7,6 +7,7 @@
 pub mod balancer;
 pub mod raw;
 pub mod redis;
+pub mod stream;
 pub mod wire;
 
 use rand::Rng;

@@ -169,13 +169,25 @@ pub(crate) async fn open(
         let (method, path, body) = match kind {
             Kind::HttpStream => ("POST", "/connection/http_stream".to_owned(), connect),
             Kind::UniHttpStream => ("POST", "/connection/uni_http_stream".to_owned(), connect),
-            Kind::Sse => ("GET", format!("/connection/sse?cf_connect={}", encode(connect)), ""),
-            Kind::UniSse => ("GET", format!("/connection/uni_sse?cf_connect={}", encode(connect)), ""),
+            Kind::Sse => (
+                "GET",
+                format!("/connection/sse?cf_connect={}", encode(connect)),
+                "",
+            ),
+            Kind::UniSse => (
+                "GET",
+                format!("/connection/uni_sse?cf_connect={}", encode(connect)),
+                "",
+            ),
             Kind::WebSocket => unreachable!("handled above"),
         };
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let accept = if gzip { "Accept-Encoding: gzip\r\n" } else { "" };
+        let accept = if gzip {
+            "Accept-Encoding: gzip\r\n"
+        } else {
+            ""
+        };
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{accept}Content-Length: {}\r\n\r\n{body}",
             body.len()

@@ -93,7 +93,11 @@ presence = false
         child,
         name: name.into(),
     };
-    wait_http_ok(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(20)).await?;
+    wait_http_ok(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        Duration::from_secs(20),
+    )
+    .await?;
     Ok(Node {
         proc,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -149,13 +153,22 @@ async fn subscribed(
     Ok(clients)
 }
 
-async fn publish(http: &reqwest::Client, node: SocketAddr, channel: &str, data: &serde_json::Value) -> anyhow::Result<()> {
+async fn publish(
+    http: &reqwest::Client,
+    node: SocketAddr,
+    channel: &str,
+    data: &serde_json::Value,
+) -> anyhow::Result<()> {
     let response = http
         .post(format!("http://{node}/api/publish"))
         .json(&serde_json::json!({ "channel": channel, "data": data }))
         .send()
         .await?;
-    anyhow::ensure!(response.status().is_success(), "publish: {}", response.status());
+    anyhow::ensure!(
+        response.status().is_success(),
+        "publish: {}",
+        response.status()
+    );
     Ok(())
 }
 
@@ -164,7 +177,10 @@ async fn publish(http: &reqwest::Client, node: SocketAddr, channel: &str, data: 
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(args: TransportsArgs) -> anyhow::Result<()> {
     if !args.herald.exists() {
-        bail!("no herald binary at {} (cargo build --release -p herald)", args.herald.display());
+        bail!(
+            "no herald binary at {} (cargo build --release -p herald)",
+            args.herald.display()
+        );
     }
     let dir = std::env::temp_dir().join(format!("herald-bench-transports-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -180,7 +196,13 @@ pub(crate) async fn run(args: TransportsArgs) -> anyhow::Result<()> {
         "{:<16} {:>14} {:>14} {:>10} {:>10} {:>10}",
         "transport", "KiB/idle conn", "us CPU/deliv", "p50 ms", "p99 ms", "delivered"
     );
-    let kinds = [Kind::WebSocket, Kind::HttpStream, Kind::Sse, Kind::UniHttpStream, Kind::UniSse];
+    let kinds = [
+        Kind::WebSocket,
+        Kind::HttpStream,
+        Kind::Sse,
+        Kind::UniHttpStream,
+        Kind::UniSse,
+    ];
     for kind in kinds {
         let channel = format!("bench-{}-{}", kind.name(), now_us());
         let tally = Arc::new(Tally::default());
@@ -196,7 +218,13 @@ pub(crate) async fn run(args: TransportsArgs) -> anyhow::Result<()> {
         for k in 0..total {
             let due = started + interval * k as u32;
             tokio::time::sleep_until(due.into()).await;
-            publish(&http, a.addr, &channel, &serde_json::json!({ "t": now_us(), "k": k })).await?;
+            publish(
+                &http,
+                a.addr,
+                &channel,
+                &serde_json::json!({ "t": now_us(), "k": k }),
+            )
+            .await?;
         }
         let expected = (total * args.n) as u64;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -224,13 +252,23 @@ pub(crate) async fn run(args: TransportsArgs) -> anyhow::Result<()> {
     // Emulated command round trips: an rpc ping posted to the session's node, and to
     // the other one (forwarded through Redis).
     let tally = Arc::new(Tally::default());
-    let (session, _) = open(Kind::HttpStream, a.addr, &opening(Kind::HttpStream, ""), false, tally).await?;
+    let (session, _) = open(
+        Kind::HttpStream,
+        a.addr,
+        &opening(Kind::HttpStream, ""),
+        false,
+        tally,
+    )
+    .await?;
     for (label, via) in [("same node", a.addr), ("other node", b.addr)] {
         let mut times = Vec::with_capacity(args.round_trips);
         for k in 0..args.round_trips {
             let id = 10 + k as u32;
             let done = session.expect(id);
-            let command = format!(r#"{{"id":{id},"rpc":{{"method":"{}"}}}}"#, herald_protocol::RPC_PING);
+            let command = format!(
+                r#"{{"id":{id},"rpc":{{"method":"{}"}}}}"#,
+                herald_protocol::RPC_PING
+            );
             let t0 = Instant::now();
             let status = post_emulation(&http, via, &session, &command).await?;
             anyhow::ensure!(status == 204, "rpc through /emulation ({label}): {status}");

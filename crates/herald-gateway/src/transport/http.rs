@@ -228,11 +228,11 @@ pub(crate) async fn http_stream(State(node): State<Arc<Node>>, request: Request)
 pub(crate) async fn sse(State(node): State<Arc<Node>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let first = match connect_data(&parts, body).await {
-        Ok(Some(first)) => first,
-        Ok(None) => {
+        Ok(Some(first)) if !first.trim().is_empty() => first,
+        Ok(_) => {
             return (
                 StatusCode::BAD_REQUEST,
-                "the connect command is missing: pass it as the cf_connect query parameter",
+                "the connect command is missing: pass it as the cf_connect query parameter (or as a POST body)",
             )
                 .into_response();
         }

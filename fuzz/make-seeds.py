@@ -318,6 +318,17 @@ CONFIG_WORDS = ["listen", "node_name", "broker", "log_format", "[token]", "hmac_
                 "REDIS_WORKERS=", "BROKER=redis", "redis://", "redis-cluster://", "?node=",
                 '"memory"', '"redis"', '"json"', '"5s"', '"10ms"', '"30days"', '"0s"',
                 '"127.0.0.1:0"', '"[::1]:0"', " = ", "true", "false"]
+# Fossil inputs: `source NUL patch-or-target`, patches in the format the SDKs apply.
+KPI_A = '{"cpu":{"value":41,"unit":"%"},"mem":{"value":2048,"unit":"MB"},"note":"na\u00efve \u20ac"}'
+KPI_B = KPI_A.replace("41", "57")
+FOSSIL = {
+    "patch-copy-insert": "0123456789abcdef\x00" + "j\n8@0,2:xy0;",
+    "patch-bad-checksum": "abc\x00" + "3\n3@0,1;",
+    "patch-huge-size": "abc\x00" + "~~~~~~~~~~~~\n3@0,0;",
+    "target-similar": KPI_A + "\x00" + KPI_B,
+    "target-text": "\x00" + "\u00e9\u00e9 \U0001F600 \u20ac plain",
+    "target-empty-source": "the quick brown fox jumps over the lazy dog",
+}
 # Dictionary entries as the bytes they stand for.
 DICTS = {
     "frame": ['"%s":' % w for w in FRAME_WORDS]
@@ -352,7 +363,7 @@ def write_dicts():
 
 def main():
     write_dicts()
-    for t in ("frame", "jwt", "api", "envelope", "config"):
+    for t in ("frame", "jwt", "api", "envelope", "config", "fossil"):
         clean(t)
     for name, text in FRAMES.items():
         write("frame", name, text)
@@ -364,6 +375,8 @@ def main():
         write("envelope", name, data)
     for name, text in CONFIG.items():
         write("config", name, text)
+    for name, text in FOSSIL.items():
+        write("fossil", name, text)
     for t in sorted(os.listdir(ROOT)):
         print(t, len(os.listdir(os.path.join(ROOT, t))), "seeds")
 

@@ -218,6 +218,7 @@ impl Broker for MemoryBroker {
             info: request.info,
             offset: 0,
             tags: request.tags,
+            delta: false,
         };
         if !keeps_history
             && request.idempotency_key.is_none()

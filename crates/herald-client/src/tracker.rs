@@ -140,6 +140,7 @@ mod tests {
             info: None,
             offset,
             tags: Default::default(),
+            delta: false,
         }
     }
 

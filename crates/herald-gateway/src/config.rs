@@ -3,6 +3,7 @@
 //! files, the environment and flags is the binary's job.
 
 pub use crate::rate_limits::{NamespaceRateLimits, Rate, RateError, RateLimits};
+use herald_protocol::DeltaType;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -387,6 +388,11 @@ pub struct NamespaceConfig {
     pub presence: bool,
     /// Send join/leave pushes to subscribers that ask for them.
     pub join_leave: bool,
+    /// Delta compressions subscribers may ask for (`["fossil"]`); a subscription asking
+    /// for another gets full publications. Needs history: patches chain publications
+    /// by offset.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_delta_types: Vec<DeltaType>,
     /// This namespace's own rate limits (absent keys keep `client.rate_limits`).
     #[serde(skip_serializing_if = "NamespaceRateLimits::is_empty")]
     pub rate_limits: NamespaceRateLimits,
@@ -417,6 +423,7 @@ impl NamespaceConfig {
             allow_user_limited_channels: true,
             presence: true,
             join_leave: true,
+            allowed_delta_types: vec![DeltaType::Fossil],
             rate_limits: NamespaceRateLimits::default(),
         }
     }
@@ -696,6 +703,12 @@ impl Config {
                     "history_size and history_ttl must both be set or both be zero".into(),
                 );
             }
+            if !ns.allowed_delta_types.is_empty() && !ns.history_enabled() {
+                bad(
+                    &format!("{at}.allowed_delta_types"),
+                    "delta compression needs history (history_size and history_ttl): patches chain publications by offset".into(),
+                );
+            }
         }
         out
     }
@@ -745,6 +758,29 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
         let debug = format!("{config:?}");
         assert!(!debug.contains(SECRET) && debug.contains("<redacted>"));
+    }
+
+    #[test]
+    fn delta_types_are_checked_and_need_history() {
+        let err = toml::from_str::<Config>("[namespaces.a]\nallowed_delta_types = [\"xdelta\"]\n")
+            .expect_err("unknown type");
+        assert!(
+            err.to_string()
+                .contains("unknown delta type \"xdelta\" (the only one is \"fossil\")"),
+            "{err}"
+        );
+        let mut config = parse(
+            "[namespaces.a]\nallowed_delta_types = [\"fossil\"]\n[namespaces.b]\nhistory_size = 10\nhistory_ttl = \"1m\"\nallowed_delta_types = [\"fossil\"]\n",
+        );
+        config.token.hmac_secret = Secret(SECRET.into());
+        let err = config.validate().expect_err("no history");
+        let at: Vec<&str> = err.problems.iter().map(|p| p.at.as_str()).collect();
+        assert_eq!(at, ["namespaces.a.allowed_delta_types"]);
+        assert_eq!(
+            config.namespaces["b"].allowed_delta_types,
+            [DeltaType::Fossil]
+        );
+        assert!(NamespaceConfig::permissive().allowed_delta_types == [DeltaType::Fossil]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the node's broker subscriptions reference-counted, and fans each publication out by
 //! encoding it once and queueing the same bytes to every local subscriber.
 
+use crate::delta::DeltaForms;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use herald_broker::{Broker, BrokerError, BrokerHandler, JoinLeave, StoredPublication};
@@ -29,6 +30,8 @@ pub(crate) struct EncodedPublication {
     pub epoch: Arc<str>,
     /// The push, encoded as one JSON object.
     pub frame: Bytes,
+    /// The forms delta subscribers receive, while the channel has any on this node.
+    pub delta: Option<DeltaForms>,
 }
 
 /// What the hub and the server API queue for a connection's writer.
@@ -146,12 +149,18 @@ pub(crate) struct Subscriber {
     pub join_leave: bool,
     /// It is listed in the channel's presence (this node keeps the entry fresh).
     pub presence: bool,
+    /// It receives fossil deltas.
+    pub delta: bool,
 }
 
 #[derive(Default)]
 struct ChannelSubs {
     name: Option<Arc<str>>,
     subscribers: HashMap<ConnId, Subscriber>,
+    /// Subscribers receiving deltas; while there are any, `last` is kept.
+    delta_subscribers: usize,
+    /// The channel's last publication, the base of the next one's patch.
+    last: Mutex<Option<Arc<StoredPublication>>>,
 }
 
 /// The node's subscription to one channel at the broker.
@@ -276,9 +285,24 @@ impl Hub {
             entry.name = Some(Arc::from(channel));
             self.metrics.channels.inc();
         }
-        entry.subscribers.insert(sub.conn.id, sub);
+        entry.delta_subscribers += usize::from(sub.delta);
+        if let Some(old) = entry.subscribers.insert(sub.conn.id, sub) {
+            entry.delta_subscribers -= usize::from(old.delta);
+        }
         self.metrics.subscriptions.inc();
         Ok(())
+    }
+
+    /// Offers a publication read from history as the channel's patch base, for a delta
+    /// subscriber that recovered up to it. Taken only while the hub has no base yet:
+    /// any publication it received since is newer.
+    pub(crate) fn seed_delta_base(&self, channel: &str, top: Arc<StoredPublication>) {
+        let channels = self.channels.read();
+        if let Some(entry) = channels.get(channel)
+            && entry.delta_subscribers > 0
+        {
+            entry.last.lock().get_or_insert(top);
+        }
     }
 
     /// Removes a local subscriber; after the last one the node unsubscribes at the
@@ -288,10 +312,18 @@ impl Hub {
         let mut state = lock.lock().await;
         let removed = {
             let mut channels = self.channels.write();
-            let removed = channels
-                .get_mut(channel)
-                .and_then(|e| e.subscribers.remove(&conn))
-                .is_some();
+            let removed = channels.get_mut(channel).is_some_and(|e| {
+                let Some(sub) = e.subscribers.remove(&conn) else {
+                    return false;
+                };
+                if sub.delta {
+                    e.delta_subscribers -= 1;
+                    if e.delta_subscribers == 0 {
+                        *e.last.lock() = None;
+                    }
+                }
+                true
+            });
             if channels
                 .get(channel)
                 .is_some_and(|e| e.subscribers.is_empty())
@@ -441,11 +473,16 @@ impl BrokerHandler for Hub {
         let Some(name) = entry.name.clone() else {
             return;
         };
+        let delta = (entry.delta_subscribers > 0).then(|| {
+            let previous = entry.last.lock().replace(stored.clone());
+            DeltaForms::new(stored.clone(), previous)
+        });
         let encoded = Arc::new(EncodedPublication {
             channel: name,
             offset: stored.publication.offset,
             epoch: Arc::from(stored.epoch.as_str()),
             frame: encode_publication(channel, &stored.publication),
+            delta,
         });
         for sub in entry.subscribers.values() {
             sub.conn

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod channel;
 pub mod config;
 mod connection;
+pub(crate) mod delta;
 pub(crate) mod hub;
 pub mod jwks;
 pub(crate) mod metrics;

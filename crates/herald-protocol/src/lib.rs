@@ -7,11 +7,13 @@
 //! consumer must agree on: the entity-event shape and its channels ([`entity`]), the
 //! per-channel idempotency keys of fan-out publishes ([`fanout`]), and what an offset
 //! means after a position in a channel's stream and how much a history read asks for
-//! ([`position`]). It has no runtime: no tokio, no sockets, no Redis.
+//! ([`position`]), and the fossil deltas of delta subscriptions ([`fossil`]). It has no
+//! runtime: no tokio, no sockets, no Redis.
 
 pub mod codes;
 pub mod entity;
 pub mod fanout;
+pub mod fossil;
 pub mod frame;
 mod json;
 pub mod position;
@@ -23,6 +25,7 @@ pub use entity::{
     entity_channels,
 };
 pub use fanout::channel_idempotency_key;
+pub use fossil::{DeltaError, DeltaType, UnknownDeltaType};
 pub use frame::{FrameError, FrameWriter, decode_commands, decode_replies};
 pub use json::{RawJson, RawJsonError};
 pub use position::{HistoryLimit, Position, Step};

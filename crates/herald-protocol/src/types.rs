@@ -172,6 +172,9 @@ pub struct SubscribeRequest {
     /// The client wants join/leave pushes.
     #[serde(default, skip_serializing_if = "is_false")]
     pub join_leave: bool,
+    /// The delta compression the client asks for (`"fossil"`; empty = none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub delta: String,
     /// Bit flags ([`FLAG_CHANNEL_COMPACTION`], [`FLAG_REJECT_UNRECOVERED`]).
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub flag: i64,
@@ -441,6 +444,11 @@ pub struct SubscribeResult {
     /// Join/leave pushes are on.
     #[serde(default, skip_serializing_if = "is_false")]
     pub join_leave: bool,
+    /// Delta compression is on: every publication's `data` is a JSON string, the full
+    /// JSON text or (with the publication's `delta`) a fossil patch against the
+    /// previous one.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub delta: bool,
 }
 
 /// The `unsubscribe` result.
@@ -589,6 +597,10 @@ pub struct Publication {
     /// Free-form tags.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// `data` is a fossil patch against the previous publication this subscriber
+    /// received (delta subscriptions only; stored publications never set it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub delta: bool,
 }
 
 /// A client joined.

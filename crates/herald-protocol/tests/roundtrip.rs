@@ -50,12 +50,14 @@ fn publication() -> impl Strategy<Value = Publication> {
         proptest::option::of(client_info()),
         any::<u64>(),
         prop::collection::btree_map(text(), text(), 0..3),
+        any::<bool>(),
     )
-        .prop_map(|(data, info, offset, tags)| Publication {
+        .prop_map(|(data, info, offset, tags, delta)| Publication {
             data,
             info,
             offset,
             tags,
+            delta,
         })
 }
 
@@ -68,7 +70,7 @@ fn subscribe_request() -> impl Strategy<Value = SubscribeRequest> {
         any::<u64>(),
         opt_json(),
         any::<(bool, bool, bool)>(),
-        any::<i64>(),
+        (any::<i64>(), text()),
     )
         .prop_map(
             |(
@@ -79,7 +81,7 @@ fn subscribe_request() -> impl Strategy<Value = SubscribeRequest> {
                 offset,
                 data,
                 (positioned, recoverable, join_leave),
-                flag,
+                (flag, delta),
             )| {
                 SubscribeRequest {
                     channel,
@@ -91,6 +93,7 @@ fn subscribe_request() -> impl Strategy<Value = SubscribeRequest> {
                     positioned,
                     recoverable,
                     join_leave,
+                    delta,
                     flag,
                 }
             },
@@ -102,7 +105,7 @@ fn subscribe_result() -> impl Strategy<Value = SubscribeResult> {
         any::<(bool, u32, bool)>(),
         text(),
         prop::collection::vec(publication(), 0..3),
-        any::<(bool, u64, bool, bool, bool)>(),
+        any::<(bool, u64, bool, bool, bool, bool)>(),
         opt_json(),
     )
         .prop_map(
@@ -110,7 +113,7 @@ fn subscribe_result() -> impl Strategy<Value = SubscribeResult> {
                 (expires, ttl, recoverable),
                 epoch,
                 publications,
-                (recovered, offset, positioned, was_recovering, join_leave),
+                (recovered, offset, positioned, was_recovering, join_leave, delta),
                 data,
             )| {
                 SubscribeResult {
@@ -125,6 +128,7 @@ fn subscribe_result() -> impl Strategy<Value = SubscribeResult> {
                     data,
                     was_recovering,
                     join_leave,
+                    delta,
                 }
             },
         )

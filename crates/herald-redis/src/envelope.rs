@@ -101,6 +101,7 @@ pub fn publication(offset: u64, data: &[u8], info: &[u8], tags: &[u8]) -> Public
         info,
         offset,
         tags,
+        delta: false,
     }
 }
 

@@ -219,6 +219,7 @@ mod tests {
                 info: None,
                 offset,
                 tags: Default::default(),
+                delta: false,
             },
             epoch: epoch.to_owned(),
         })

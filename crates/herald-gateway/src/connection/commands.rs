@@ -200,6 +200,7 @@ impl Conn {
                 expires_at: None,
                 ttl: 0,
                 chan_info: None,
+                delta: None,
             };
             match self.subscribe_channel(channel, opts).await {
                 Ok(result) => {

@@ -63,6 +63,11 @@ struct Sub {
     /// Listed in the channel's presence.
     presence: bool,
     chan_info: Option<RawJson>,
+    /// Fossil deltas are on: every `data` goes out as a JSON string.
+    delta: bool,
+    /// The client holds the full text of the publication at `offset`, so the next one
+    /// may come as a patch.
+    delta_base: bool,
 }
 
 struct Conn {
@@ -350,10 +355,14 @@ impl Conn {
                 let Some(sub) = self.subs.get_mut(&p.channel) else {
                     return Ok(());
                 };
+                let mut next = false;
                 if sub.positioned {
                     match Position::new(sub.offset, &sub.epoch).judge(p.offset, &p.epoch) {
                         Step::Unpositioned => {}
-                        Step::Next => sub.offset = p.offset,
+                        Step::Next => {
+                            sub.offset = p.offset;
+                            next = true;
+                        }
                         // Already delivered (recovered in the subscribe reply).
                         Step::Duplicate => return Ok(()),
                         Step::Gap { .. } | Step::NewEpoch => {
@@ -368,7 +377,22 @@ impl Conn {
                         }
                     }
                 }
-                self.out.push_encoded(&p.frame);
+                if !sub.delta {
+                    self.out.push_encoded(&p.frame);
+                } else if let Some(forms) = &p.delta {
+                    let patch = (next && sub.delta_base)
+                        .then(|| forms.patch(&p.channel))
+                        .flatten();
+                    self.out
+                        .push_encoded(patch.unwrap_or_else(|| forms.full(&p.channel)));
+                    sub.delta_base = next;
+                } else {
+                    // The hub builds delta forms for every publication queued to a
+                    // delta subscriber; without them the data cannot go out as the
+                    // client expects, so it resubscribes and recovers.
+                    self.deferred
+                        .push((p.channel.clone(), UnsubscribeCode::InsufficientState));
+                }
             }
             Outgoing::Push(frame) => self.out.push_encoded(&frame),
             Outgoing::Unsubscribe(order) => {

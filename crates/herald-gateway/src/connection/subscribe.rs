@@ -8,8 +8,8 @@ use crate::channel::Channel;
 use crate::hub::Subscriber;
 use herald_broker::HistoryQuery;
 use herald_protocol::{
-    ErrorCode, FLAG_REJECT_UNRECOVERED, HistoryLimit, Position, RawJson, Reply, SubscribeRequest,
-    SubscribeResult,
+    DeltaType, DisconnectCode, ErrorCode, FLAG_REJECT_UNRECOVERED, HistoryLimit, Position, RawJson,
+    Reply, SubscribeRequest, SubscribeResult,
 };
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -25,12 +25,22 @@ pub(super) struct SubOptions {
     pub expires_at: Option<Instant>,
     pub ttl: u32,
     pub chan_info: Option<RawJson>,
+    /// The delta compression asked for (already checked to be one Herald knows).
+    pub delta: Option<DeltaType>,
 }
 
 impl Conn {
     pub(super) async fn on_subscribe(&mut self, req: &SubscribeRequest) -> Result<Reply, Fail> {
         let config = self.node.config.clone();
         let ch = Channel::resolve(&config, &req.channel)?;
+        // An unknown delta type is a client speaking another protocol version: like
+        // any malformed command, it ends the connection.
+        let delta = match req.delta.as_str() {
+            "" => None,
+            name => {
+                Some(DeltaType::parse(name).ok_or(Fail::Disconnect(DisconnectCode::BadRequest))?)
+            }
+        };
         self.limit_channel(super::limits::Limit::Subscribes, &ch)?;
         if self.subs.contains_key(req.channel.as_str()) {
             return Err(ErrorCode::AlreadySubscribed.into());
@@ -71,6 +81,7 @@ impl Conn {
             expires_at,
             ttl,
             chan_info,
+            delta,
         };
         let result = self.subscribe_channel(&req.channel, opts).await?;
         Ok(Reply {
@@ -96,11 +107,18 @@ impl Conn {
         // decides whether it receives them.
         let announce = ns.join_leave;
         let receive = opts.join_leave && ns.join_leave;
+        // Patches chain publications by offset, so deltas need history; a type the
+        // namespace does not allow is simply not granted (the reply says so).
+        let delta = ns.history_enabled()
+            && opts
+                .delta
+                .is_some_and(|t| ns.allowed_delta_types.contains(&t));
         let subscriber = Subscriber {
             conn: session.handle.clone(),
             info: info.clone(),
             join_leave: receive,
             presence: ns.presence,
+            delta,
         };
         let hub = self.node.hub.clone();
         hub.subscribe(channel, subscriber).await.map_err(|e| {
@@ -115,6 +133,7 @@ impl Conn {
             expires: opts.expires_at.is_some(),
             ttl: opts.ttl,
             join_leave: receive,
+            delta,
             ..SubscribeResult::default()
         };
         let mut sub = Sub {
@@ -125,6 +144,8 @@ impl Conn {
             announce_leave: announce,
             presence: ns.presence,
             chan_info: opts.chan_info,
+            delta,
+            delta_base: false,
         };
         if ns.history_enabled() {
             let query = if opts.recover {
@@ -175,6 +196,22 @@ impl Conn {
                     // its position from the reply is current at once.
                     result.recovered = true;
                     result.publications = page.publications;
+                    if delta {
+                        // The client then holds the top's full text only when the
+                        // recovered publications end there; the hub may patch the
+                        // next publication against it.
+                        if let Some(last) = result.publications.last()
+                            && last.offset == top
+                        {
+                            sub.delta_base = true;
+                            let last = herald_broker::StoredPublication {
+                                publication: last.clone(),
+                                epoch: page.position.epoch.clone(),
+                            };
+                            hub.seed_delta_base(channel, Arc::new(last));
+                        }
+                        result.publications = crate::delta::recovered(result.publications);
+                    }
                 } else if opts.reject_unrecovered {
                     recoveries.with_label_values(&["rejected"]).inc();
                     hub.unsubscribe(channel, self.id).await;

@@ -24,6 +24,7 @@ fn publication(offset: u64) -> Publication {
         info: None,
         offset,
         tags: Default::default(),
+        delta: false,
     }
 }
 

@@ -3,7 +3,7 @@
 //! delivery and publish → receive latency at `n` subscribers × `rate` publications/s,
 //! the round trip of an emulated command when its POST lands on the session's node and
 //! on the other one, and the bytes on the wire for a 2 KB JSON state object that changes
-//! 5 % per publication, with and without gzip.
+//! 5 % per publication, with and without gzip and fossil delta.
 
 mod client;
 
@@ -78,6 +78,7 @@ history_size = 1000
 history_ttl = "300s"
 allow_subscribe_for_anonymous = true
 presence = false
+allowed_delta_types = ["fossil"]
 "#
         ),
     )?;
@@ -113,10 +114,11 @@ fn quantile(sorted: &[u64], q: f64) -> f64 {
 }
 
 /// The opening message of a subscribed client of `kind` on `channel`.
-fn opening(kind: Kind, channel: &str) -> String {
+fn opening(kind: Kind, channel: &str, delta: bool) -> String {
+    let options = if delta { r#"{"delta":"fossil"}"# } else { "{}" };
     match kind {
         Kind::WebSocket | Kind::HttpStream | Kind::Sse => r#"{"id":1,"connect":{}}"#.to_owned(),
-        Kind::UniSse | Kind::UniHttpStream => format!(r#"{{"subs":{{"{channel}":{{}}}}}}"#),
+        Kind::UniSse | Kind::UniHttpStream => format!(r#"{{"subs":{{"{channel}":{options}}}}}"#),
     }
 }
 
@@ -126,14 +128,16 @@ async fn subscribed(
     node: SocketAddr,
     channel: &str,
     n: usize,
-    gzip: bool,
+    (gzip, delta): (bool, bool),
     http: &reqwest::Client,
     tally: &Arc<Tally>,
 ) -> anyhow::Result<Vec<client::Client>> {
-    let subscribe = format!(r#"{{"id":2,"subscribe":{{"channel":"{channel}"}}}}"#);
+    let delta_option = if delta { r#","delta":"fossil""# } else { "" };
+    let subscribe = format!(r#"{{"id":2,"subscribe":{{"channel":"{channel}"{delta_option}}}}}"#);
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
-        let (c, _) = open(kind, node, &opening(kind, channel), gzip, tally.clone()).await?;
+        let opening = opening(kind, channel, delta);
+        let (c, _) = open(kind, node, &opening, gzip, tally.clone()).await?;
         match kind {
             Kind::WebSocket => {
                 let done = c.expect(2);
@@ -208,7 +212,16 @@ pub(crate) async fn run(args: TransportsArgs) -> anyhow::Result<()> {
         let channel = format!("bench-{}-{}", kind.name(), now_us());
         let tally = Arc::new(Tally::default());
         let before = a.proc.sample()?;
-        let clients = subscribed(kind, a.addr, &channel, args.n, false, &http, &tally).await?;
+        let clients = subscribed(
+            kind,
+            a.addr,
+            &channel,
+            args.n,
+            (false, false),
+            &http,
+            &tally,
+        )
+        .await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let idle = a.proc.sample()?;
         let kib_per_conn = (idle.rss_kib as f64 - before.rss_kib as f64) / args.n as f64;
@@ -258,7 +271,7 @@ pub(crate) async fn run(args: TransportsArgs) -> anyhow::Result<()> {
     let (session, _) = open(
         Kind::HttpStream,
         a.addr,
-        &opening(Kind::HttpStream, ""),
+        &opening(Kind::HttpStream, "", false),
         false,
         tally,
     )
@@ -291,14 +304,36 @@ pub(crate) async fn run(args: TransportsArgs) -> anyhow::Result<()> {
     // Bytes on the wire for a 2 KB state object changing 5 % per publication.
     let state_channel = format!("bench-state-{}", now_us());
     let mut rows = Vec::new();
-    for (label, kind, node, gzip) in [
-        ("websocket", Kind::WebSocket, a.addr, false),
-        ("uni_http_stream", Kind::UniHttpStream, a.addr, false),
-        ("uni_http_stream + gzip", Kind::UniHttpStream, b.addr, true),
-        ("sse + gzip", Kind::Sse, b.addr, true),
+    for (label, kind, node, gzip, delta) in [
+        ("websocket", Kind::WebSocket, a.addr, false, false),
+        ("websocket + delta", Kind::WebSocket, a.addr, false, true),
+        ("uni_http_stream", Kind::UniHttpStream, a.addr, false, false),
+        (
+            "uni_http_stream + gzip",
+            Kind::UniHttpStream,
+            b.addr,
+            true,
+            false,
+        ),
+        (
+            "uni_http_stream + delta",
+            Kind::UniHttpStream,
+            a.addr,
+            false,
+            true,
+        ),
+        (
+            "http_stream + gzip + delta",
+            Kind::HttpStream,
+            b.addr,
+            true,
+            true,
+        ),
+        ("sse + gzip", Kind::Sse, b.addr, true, false),
     ] {
         let tally = Arc::new(Tally::default());
-        let clients = subscribed(kind, node, &state_channel, 1, gzip, &http, &tally).await?;
+        let options = (gzip, delta);
+        let clients = subscribed(kind, node, &state_channel, 1, options, &http, &tally).await?;
         tally.bytes.store(0, Ordering::Relaxed);
         rows.push((label, tally, clients));
     }

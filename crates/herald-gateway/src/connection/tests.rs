@@ -240,7 +240,7 @@ async fn a_socket_without_connect_closes_as_stale() {
 /// large future must stay boxed rather than inline.
 #[test]
 fn the_connection_future_stays_small() {
-    fn future_size<A, B, F>(_: impl Fn(A, B) -> F) -> usize {
+    fn future_size<A, B, C, F>(_: impl Fn(A, B, C) -> F) -> usize {
         std::mem::size_of::<F>()
     }
     let size = future_size(super::serve::<axum::extract::ws::WebSocket>);

@@ -285,6 +285,70 @@ CONFIG = {
 }
 
 
+# ---------------------------------------------------------------- protobuf
+# Length-delimited Protobuf messages as proto/client.proto numbers them (herald-protocol).
+def pb_varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def pb_field(num, value):
+    """One field: ints as varints, str/bytes and nested messages (bytes) length-delimited."""
+    if isinstance(value, bool) or isinstance(value, int):
+        return pb_varint(num << 3) + pb_varint(int(value))
+    if isinstance(value, str):
+        value = value.encode()
+    return pb_varint((num << 3) | 2) + pb_varint(len(value)) + value
+
+
+def pb_msg(*fields):
+    return b"".join(pb_field(n, v) for n, v in fields)
+
+
+def pb_frame(*messages):
+    return b"".join(pb_varint(len(m)) + m for m in messages)
+
+
+PB_SUBSCRIBE_RECOVER = pb_msg((1, "tasks:team-42"), (3, True), (6, "Xy12"), (7, 18))
+PB_PUBLICATION = pb_msg((4, b'{"task_id":9}'), (5, pb_msg((1, "42"), (2, "c1"))), (6, 18),
+                        (7, pb_msg((1, "k"), (2, "v"))))
+PROTOBUF = {
+    # Client frames (Command).
+    "pong": pb_frame(b""),
+    "connect": pb_frame(pb_msg((1, 1), (4, pb_msg((1, "eyJhbGciOiJIUzI1NiJ9.e30.x"), (4, "js"))))),
+    "connect-subs": pb_frame(pb_msg((1, 1), (4, pb_msg(
+        (2, b'{"a":1}'), (3, pb_msg((1, "tasks:team-42"), (2, PB_SUBSCRIBE_RECOVER))),
+        (6, pb_msg((1, "x-h"), (2, "v"))))))),
+    "subscribe-recover": pb_frame(pb_msg((1, 3), (5, PB_SUBSCRIBE_RECOVER))),
+    "batch": pb_frame(pb_msg((1, 1), (4, b"")), pb_msg((1, 2), (5, pb_msg((1, "news")))), b""),
+    "publish": pb_frame(pb_msg((1, 7), (7, pb_msg((1, "chat:1"), (2, b'{"text":"hi"}'))))),
+    "publish-keyed": pb_frame(pb_msg((1, 7), (7, pb_msg((1, "chat:1"), (2, b"[1]"), (1000, "k1"))))),
+    "publish-not-json": pb_frame(pb_msg((1, 7), (7, pb_msg((1, "chat:1"), (2, b"\xff\x00"))))),
+    "history": pb_frame(pb_msg((1, 8), (10, pb_msg((1, "chat:1"), (7, 10), (8, pb_msg((1, 5), (2, "X"))), (9, True))))),
+    "presence": pb_frame(pb_msg((1, 9), (8, pb_msg((1, "chat:1")))), pb_msg((1, 10), (9, pb_msg((1, "chat:1"))))),
+    "rpc-refresh-send": pb_frame(pb_msg((1, 11), (13, pb_msg((1, b"{}"), (2, "herald.ping")))),
+                                 pb_msg((1, 12), (14, pb_msg((1, "t")))),
+                                 pb_msg((1, 13), (15, pb_msg((1, "$x"), (2, "t")))),
+                                 pb_msg((12, pb_msg((1, b'"m"'))))),
+    "unknown-method": pb_frame(pb_msg((1, 9), (11, b""))),
+    "bad-length": b"\x05\x08\x01",
+    "bad-varint": b"\xff" * 11,
+    "bad-wire-type": pb_frame(b"\x0a\x01x"),
+    # Server frames (Reply).
+    "ping": pb_frame(b""),
+    "reply-connect": pb_frame(pb_msg((1, 1), (5, pb_msg((1, "c1"), (2, "0.1"), (7, 25), (8, True))))),
+    "reply-error": pb_frame(pb_msg((1, 2), (2, pb_msg((1, 107), (2, "bad request"))))),
+    "push-pub": pb_frame(pb_msg((4, pb_msg((2, "news"), (4, PB_PUBLICATION))))),
+    "reply-history": pb_frame(pb_msg((1, 8), (11, pb_msg((1, PB_PUBLICATION), (2, "X"), (3, 18))))),
+    "push-join-unsub": pb_frame(pb_msg((4, pb_msg((2, "news"), (5, pb_msg((1, pb_msg((1, "42")))))))),
+                                pb_msg((4, pb_msg((2, "news"), (7, pb_msg((2, 2500), (3, "insufficient state"))))))),
+}
+
+
 # ---------------------------------------------------------------- dictionaries
 # libFuzzer dictionaries (fuzz/dict/<target>.dict): the words the parsers look for.
 FRAME_WORDS = ["id", "connect", "subscribe", "unsubscribe", "publish", "presence",
@@ -363,7 +427,7 @@ def write_dicts():
 
 def main():
     write_dicts()
-    for t in ("frame", "jwt", "api", "envelope", "config", "fossil"):
+    for t in ("frame", "jwt", "api", "envelope", "config", "fossil", "protobuf"):
         clean(t)
     for name, text in FRAMES.items():
         write("frame", name, text)
@@ -377,6 +441,8 @@ def main():
         write("config", name, text)
     for name, text in FOSSIL.items():
         write("fossil", name, text)
+    for name, data in PROTOBUF.items():
+        write("protobuf", name, data)
     for t in sorted(os.listdir(ROOT)):
         print(t, len(os.listdir(os.path.join(ROOT, t))), "seeds")
 

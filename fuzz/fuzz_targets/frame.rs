@@ -6,9 +6,8 @@
 #![no_main]
 
 use herald_protocol::frame::FrameWriter;
-use herald_protocol::{decode_commands, decode_replies};
+use herald_protocol::{WireMessage, decode_commands, decode_replies};
 use libfuzzer_sys::fuzz_target;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 
@@ -30,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
 
 fn round_trip<T, E>(messages: &[T], decode: fn(&str) -> Result<Vec<T>, E>)
 where
-    T: Serialize + DeserializeOwned + PartialEq + Debug,
+    T: WireMessage + DeserializeOwned + PartialEq + Debug,
     E: Debug,
 {
     let mut writer = FrameWriter::with_capacity(256);

@@ -1,16 +1,19 @@
 //! The local hub: which connections on this node subscribe to which channels. It keeps
 //! the node's broker subscriptions reference-counted, and fans each publication out by
-//! encoding it once and queueing the same bytes to every local subscriber.
+//! encoding it once per encoding in use and queueing the same bytes to every local
+//! subscriber.
 
 use crate::delta::DeltaForms;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use herald_broker::{Broker, BrokerError, BrokerHandler, JoinLeave, StoredPublication};
-use herald_protocol::{ClientInfo, DisconnectCode, Join, Leave, Publication, Push, Reply};
+use herald_protocol::{
+    ClientInfo, DisconnectCode, Encoding, Join, Leave, Publication, Push, Reply,
+};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +35,58 @@ pub(crate) struct EncodedPublication {
     pub frame: Bytes,
     /// The forms delta subscribers receive, while the channel has any on this node.
     pub delta: Option<DeltaForms>,
+    /// The publication, for the encodings made on demand.
+    pub stored: Arc<StoredPublication>,
+    /// The push as a Protobuf message, made by the first Protobuf subscriber that
+    /// writes it, so that a node without Protobuf clients never encodes one.
+    pub protobuf: OnceLock<Bytes>,
+}
+
+impl EncodedPublication {
+    /// The push in `encoding`, encoded at most once per node.
+    pub(crate) fn encoded(&self, encoding: Encoding) -> &[u8] {
+        match encoding {
+            Encoding::Json => &self.frame,
+            Encoding::Protobuf => self.protobuf.get_or_init(|| {
+                herald_protocol::protobuf::encode_publication_push(
+                    &self.channel,
+                    &self.stored.publication,
+                )
+            }),
+        }
+    }
+}
+
+/// A push shared by its recipients (join, leave), encoded at most once per encoding
+/// and only in the encodings its recipients use.
+#[derive(Debug)]
+pub(crate) struct EncodedPush {
+    reply: Reply,
+    json: OnceLock<Bytes>,
+    protobuf: OnceLock<Bytes>,
+}
+
+impl EncodedPush {
+    /// A push to encode on demand.
+    pub(crate) fn new(reply: Reply) -> Self {
+        Self {
+            reply,
+            json: OnceLock::new(),
+            protobuf: OnceLock::new(),
+        }
+    }
+
+    /// The push in `encoding`.
+    pub(crate) fn encoded(&self, encoding: Encoding) -> &[u8] {
+        match encoding {
+            Encoding::Json => self
+                .json
+                .get_or_init(|| herald_protocol::frame::encode(&self.reply).unwrap_or_default()),
+            Encoding::Protobuf => self
+                .protobuf
+                .get_or_init(|| herald_protocol::protobuf::encode_reply(&self.reply)),
+        }
+    }
 }
 
 /// What the hub and the server API queue for a connection's writer.
@@ -39,8 +94,8 @@ pub(crate) struct EncodedPublication {
 pub(crate) enum Outgoing {
     /// A publication in a subscribed channel.
     Publication(Arc<EncodedPublication>),
-    /// An already-encoded push (join, leave, message), shared by its recipients.
-    Push(Arc<Bytes>),
+    /// A push (join, leave) shared by its recipients.
+    Push(Arc<EncodedPush>),
     /// The server ends one subscription.
     Unsubscribe(Box<UnsubscribeOrder>),
 }
@@ -376,12 +431,12 @@ impl Hub {
         });
     }
 
-    /// Sends an encoded push to every local subscriber of `channel` that asked for
+    /// Sends a push to every local subscriber of `channel` that asked for
     /// join/leave pushes.
-    fn to_join_leave_subscribers(&self, channel: &str, frame: &Bytes) {
+    fn to_join_leave_subscribers(&self, channel: &str, push: Reply) {
         let channels = self.channels.read();
         if let Some(entry) = channels.get(channel) {
-            let frame = Arc::new(frame.clone());
+            let frame = Arc::new(EncodedPush::new(push));
             for sub in entry.subscribers.values().filter(|s| s.join_leave) {
                 sub.conn.offer(Outgoing::Push(frame.clone()), &self.metrics);
             }
@@ -398,9 +453,7 @@ impl Hub {
             JoinLeave::Join(info) => push.join = Some(Join { info }),
             JoinLeave::Leave(info) => push.leave = Some(Leave { info }),
         }
-        if let Ok(frame) = herald_protocol::frame::encode(&Reply::push(push)) {
-            self.to_join_leave_subscribers(channel, &frame);
-        }
+        self.to_join_leave_subscribers(channel, Reply::push(push));
     }
 
     /// This node's subscribers listed in presence, to refresh their entries.
@@ -483,6 +536,8 @@ impl BrokerHandler for Hub {
             epoch: Arc::from(stored.epoch.as_str()),
             frame: encode_publication(channel, &stored.publication),
             delta,
+            stored,
+            protobuf: OnceLock::new(),
         });
         for sub in entry.subscribers.values() {
             sub.conn
@@ -572,6 +627,51 @@ mod tests {
 
     fn unsub() -> BrokerCall {
         BrokerCall::Unsubscribe(vec!["news".into()])
+    }
+
+    #[test]
+    fn a_publication_is_encoded_in_protobuf_only_on_demand_and_once() {
+        use super::EncodedPublication;
+        use herald_protocol::{Encoding, Publication, RawJson};
+        let stored = Arc::new(herald_broker::StoredPublication {
+            publication: Publication {
+                data: RawJson::from_string(r#"{"a":1}"#.into()).expect("json"),
+                info: None,
+                offset: 3,
+                tags: Default::default(),
+                delta: false,
+            },
+            epoch: "e".into(),
+        });
+        let encoded = EncodedPublication {
+            channel: Arc::from("news"),
+            offset: 3,
+            epoch: Arc::from("e"),
+            frame: super::encode_publication("news", &stored.publication),
+            delta: None,
+            stored,
+            protobuf: std::sync::OnceLock::new(),
+        };
+        assert!(!encoded.encoded(Encoding::Json).is_empty());
+        assert!(
+            encoded.protobuf.get().is_none(),
+            "JSON subscribers cost no Protobuf"
+        );
+        let first = encoded.encoded(Encoding::Protobuf).as_ptr();
+        assert_eq!(
+            encoded.encoded(Encoding::Protobuf).as_ptr(),
+            first,
+            "encoded once"
+        );
+        let replies = herald_protocol::protobuf::decode_replies(&{
+            let mut w = herald_protocol::FrameWriter::new(Encoding::Protobuf, 64);
+            w.push_encoded(encoded.encoded(Encoding::Protobuf));
+            w.take()
+        })
+        .expect("valid");
+        let p = replies[0].push.as_ref().expect("a push");
+        assert_eq!(p.channel, "news");
+        assert_eq!(p.publication.as_ref().map(|p| p.offset), Some(3));
     }
 
     #[tokio::test(start_paused = true)]

@@ -336,6 +336,13 @@ async fn websocket(State(node): State<Arc<Node>>, request: Request) -> Response 
         Ok(p) => p,
         Err(refusal) => return refusal.into_response(),
     };
+    // The subprotocol is answered only when the client offered it.
+    let upgrade = upgrade.protocols([herald_protocol::protobuf::SUBPROTOCOL]);
+    let encoding = if upgrade.selected_protocol().is_some() || protobuf_query(parts.uri.query()) {
+        herald_protocol::Encoding::Protobuf
+    } else {
+        herald_protocol::Encoding::Json
+    };
     let c = &node.config.client;
     let tracker_token = node.tasks.token();
     upgrade
@@ -344,10 +351,20 @@ async fn websocket(State(node): State<Arc<Node>>, request: Request) -> Response 
         .max_message_size(c.max_frame_bytes)
         .max_frame_size(c.max_frame_bytes)
         .on_upgrade(move |socket| async move {
-            crate::connection::serve(socket, node, crate::transport::Transport::websocket()).await;
+            let transport = crate::transport::Transport::websocket(encoding);
+            crate::connection::serve(socket, node, transport).await;
             drop(permit);
             drop(tracker_token);
         })
+}
+
+/// Whether the query asks for the Protobuf encoding (`cf_protocol=protobuf`, or
+/// `format=protobuf`), for clients that cannot offer a subprotocol.
+fn protobuf_query(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|pair| matches!(pair, "cf_protocol=protobuf" | "format=protobuf"))
+    })
 }
 
 async fn readyz(State(node): State<Arc<Node>>) -> Response {
@@ -537,6 +554,16 @@ mod tests {
             .await
             .expect("stop does not panic")
             .expect("the node stops cleanly");
+    }
+
+    #[test]
+    fn the_query_can_ask_for_protobuf() {
+        use super::protobuf_query;
+        assert!(protobuf_query(Some("cf_protocol=protobuf")));
+        assert!(protobuf_query(Some("a=1&format=protobuf")));
+        assert!(!protobuf_query(Some("cf_protocol=json")));
+        assert!(!protobuf_query(Some("xformat=protobuf")));
+        assert!(!protobuf_query(None));
     }
 
     #[tokio::test]

@@ -105,6 +105,11 @@ impl TestNode {
 /// One connection of `node`, driven over channels: the connection task runs on the
 /// node's tracker exactly as an upgraded WebSocket does.
 pub(crate) fn connect(node: &Arc<Node>) -> TestClient {
+    connect_with(node, herald_protocol::Encoding::Json)
+}
+
+/// One connection of `node` in `encoding`, driven over channels.
+pub(crate) fn connect_with(node: &Arc<Node>, encoding: herald_protocol::Encoding) -> TestClient {
     let (to_conn, incoming) = mpsc::channel(64);
     // Bounded like a socket's buffers: a client that stops reading backs up the writer.
     let (outgoing, from_conn) = mpsc::channel(64);
@@ -115,7 +120,7 @@ pub(crate) fn connect(node: &Arc<Node>) -> TestClient {
     node.tasks.spawn(crate::connection::serve(
         socket,
         node.clone(),
-        crate::transport::Transport::websocket(),
+        crate::transport::Transport::websocket(encoding),
     ));
     TestClient {
         to_conn,
@@ -183,6 +188,19 @@ impl TestClient {
             .send(Ok(Message::Text(Utf8Bytes::from(text))))
             .await
             .expect("the connection reads");
+    }
+
+    /// Sends one binary frame.
+    pub(crate) async fn send_binary(&self, bytes: &[u8]) {
+        self.to_conn
+            .send(Ok(Message::Binary(bytes.to_vec().into())))
+            .await
+            .expect("the connection reads");
+    }
+
+    /// The next message the connection wrote, as it is (`None` once it ended).
+    pub(crate) async fn recv_message(&mut self) -> Option<Message> {
+        self.from_conn.recv().await
     }
 
     /// Sends a command and returns its id.

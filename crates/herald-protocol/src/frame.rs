@@ -1,7 +1,9 @@
-//! Framing: one WebSocket text frame carries one or more JSON objects separated by `\n`.
+//! Framing: one WebSocket text frame carries one or more JSON objects separated by `\n`;
+//! one binary frame carries one or more length-delimited Protobuf messages.
 //!
-//! This is the only place Herald turns frame text into messages and messages into
-//! frame bytes. Decoding never panics: every malformed input is a [`FrameError`].
+//! This is the only place Herald turns JSON frame text into messages, and, with
+//! [`crate::protobuf`] for binary frames, messages into frame bytes. Decoding never
+//! panics: every malformed input is a [`FrameError`].
 
 use crate::{Command, Reply};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -65,7 +67,46 @@ pub fn decode_replies(frame: &str) -> Result<Vec<Reply>, FrameError> {
     decode_lines(frame)
 }
 
-/// Builds one frame from several messages, newline-separated.
+/// How a connection's messages are encoded on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// JSON objects in text frames, `\n`-separated.
+    #[default]
+    Json,
+    /// Length-delimited Protobuf messages in binary frames.
+    Protobuf,
+}
+
+impl Encoding {
+    /// The name used in logs and metrics: `json` or `protobuf`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Protobuf => "protobuf",
+        }
+    }
+}
+
+/// A message that can be written in either encoding: [`Command`] and [`Reply`].
+pub trait WireMessage: Serialize {
+    /// The message's Protobuf encoding, without its length prefix.
+    fn to_protobuf(&self) -> Bytes;
+}
+
+impl WireMessage for Command {
+    fn to_protobuf(&self) -> Bytes {
+        crate::protobuf::encode_command(self)
+    }
+}
+
+impl WireMessage for Reply {
+    fn to_protobuf(&self) -> Bytes {
+        crate::protobuf::encode_reply(self)
+    }
+}
+
+/// Builds one frame from several messages: newline-separated JSON, or length-delimited
+/// Protobuf.
 ///
 /// Pre-encoded messages (a publication push encoded once per node and shared by every
 /// subscriber) are appended with [`FrameWriter::push_encoded`] without re-encoding.
@@ -75,21 +116,38 @@ pub struct FrameWriter {
     count: usize,
     /// The allocation kept between frames; a larger one leaves with its frame.
     keep: usize,
+    encoding: Encoding,
 }
 
 impl FrameWriter {
-    /// An empty writer with room for `capacity` bytes, the size it returns to after a
-    /// larger frame.
+    /// An empty JSON writer with room for `capacity` bytes, the size it returns to after
+    /// a larger frame.
     pub fn with_capacity(capacity: usize) -> Self {
+        Self::new(Encoding::Json, capacity)
+    }
+
+    /// An empty writer for `encoding` with room for `capacity` bytes, the size it
+    /// returns to after a larger frame.
+    pub fn new(encoding: Encoding, capacity: usize) -> Self {
         Self {
             buf: BytesMut::with_capacity(capacity),
             count: 0,
             keep: capacity,
+            encoding,
         }
     }
 
-    /// Appends one message, encoding it as JSON.
-    pub fn push<T: Serialize>(&mut self, msg: &T) -> Result<(), serde_json::Error> {
+    /// The writer's encoding.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// Appends one message in the writer's encoding. Only JSON encoding can fail.
+    pub fn push<T: WireMessage>(&mut self, msg: &T) -> Result<(), serde_json::Error> {
+        if self.encoding == Encoding::Protobuf {
+            self.push_encoded(&msg.to_protobuf());
+            return Ok(());
+        }
         self.separate();
         let mark = self.buf.len();
         if let Err(e) = serde_json::to_writer((&mut self.buf).writer(), msg) {
@@ -101,11 +159,17 @@ impl FrameWriter {
         Ok(())
     }
 
-    /// Appends one already-encoded JSON message (which must not contain a raw `\n`;
-    /// JSON encoders escape newlines inside strings, so encoded JSON never does).
+    /// Appends one message already encoded in the writer's encoding: a JSON object
+    /// (which must not contain a raw `\n`; JSON encoders escape newlines inside strings,
+    /// so encoded JSON never does), or a Protobuf message without its length prefix.
     pub fn push_encoded(&mut self, encoded: &[u8]) {
-        self.separate();
-        self.buf.extend_from_slice(encoded);
+        match self.encoding {
+            Encoding::Json => {
+                self.separate();
+                self.buf.extend_from_slice(encoded);
+            }
+            Encoding::Protobuf => crate::protobuf::put_delimited(&mut self.buf, encoded),
+        }
         self.count += 1;
     }
 
@@ -224,6 +288,25 @@ mod tests {
             assert_eq!(&w.take()[..], b"{}");
             assert!(w.capacity() <= 64);
         }
+    }
+
+    #[test]
+    fn a_protobuf_writer_length_delimits_each_message() {
+        let mut w = FrameWriter::new(Encoding::Protobuf, 64);
+        w.push(&Reply::default()).expect("encode");
+        w.push(&Reply::error(3, ErrorCode::BadRequest.to_error()))
+            .expect("encode");
+        w.push_encoded(b"");
+        assert_eq!(w.count(), 3);
+        let frame = w.take();
+        assert_eq!(frame[0], 0, "a ping is the single byte 0");
+        let replies = crate::protobuf::decode_replies(&frame).expect("decode");
+        assert!(replies[0].is_ping());
+        assert_eq!(
+            replies[1],
+            Reply::error(3, ErrorCode::BadRequest.to_error())
+        );
+        assert!(replies[2].is_ping());
     }
 
     #[test]

@@ -20,6 +20,15 @@ impl RawJson {
         RawValue::from_string(text).map(Self).map_err(RawJsonError)
     }
 
+    /// Validates `bytes` as UTF-8 text holding one JSON value and keeps it unchanged
+    /// (the Protobuf encoding carries payloads as bytes).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, RawJsonError> {
+        match String::from_utf8(bytes) {
+            Ok(text) => Self::from_string(text),
+            Err(_) => Err(RawJsonError(serde::de::Error::custom("not UTF-8"))),
+        }
+    }
+
     /// Serializes any value into raw JSON.
     pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Result<Self, RawJsonError> {
         serde_json::value::to_raw_value(value)
@@ -94,6 +103,14 @@ mod tests {
         assert!(RawJson::from_string("{".to_owned()).is_err());
         assert!(RawJson::from_string("1 2".to_owned()).is_err());
         assert!(RawJson::from_string(String::new()).is_err());
+    }
+
+    #[test]
+    fn bytes_must_be_utf8_json() {
+        let raw = RawJson::from_bytes(br#"{"a":1}"#.to_vec()).expect("valid");
+        assert_eq!(raw.get(), r#"{"a":1}"#);
+        assert!(RawJson::from_bytes(vec![0xff, b'1']).is_err());
+        assert!(RawJson::from_bytes(b"abc".to_vec()).is_err());
     }
 
     #[test]

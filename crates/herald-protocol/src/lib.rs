@@ -1,9 +1,10 @@
-//! Herald's wire protocol: the Centrifuge client protocol v2 in its JSON form.
+//! Herald's wire protocol: the Centrifuge client protocol v2 in its JSON and Protobuf forms.
 //!
 //! This crate is the leaf every other Herald crate builds on. It owns the wire types
 //! ([`Command`], [`Reply`], [`Push`] and their payloads), the framing of several JSON
 //! objects into one WebSocket text frame ([`frame`]), and the reply, disconnect and
-//! unsubscribe codes ([`codes`]). It also owns the conventions every producer and
+//! unsubscribe codes ([`codes`]). The Protobuf encoding of the same messages, for binary
+//! frames, is in [`protobuf`]. It also owns the conventions every producer and
 //! consumer must agree on: the entity-event shape and its channels ([`entity`]), the
 //! per-channel idempotency keys of fan-out publishes ([`fanout`]), and what an offset
 //! means after a position in a channel's stream and how much a history read asks for
@@ -17,6 +18,7 @@ pub mod fossil;
 pub mod frame;
 mod json;
 pub mod position;
+pub mod protobuf;
 mod types;
 
 pub use codes::{DisconnectCode, ErrorCode, UnsubscribeCode};
@@ -26,7 +28,7 @@ pub use entity::{
 };
 pub use fanout::channel_idempotency_key;
 pub use fossil::{DeltaError, DeltaType, UnknownDeltaType};
-pub use frame::{FrameError, FrameWriter, decode_commands, decode_replies};
+pub use frame::{Encoding, FrameError, FrameWriter, WireMessage, decode_commands, decode_replies};
 pub use json::{RawJson, RawJsonError};
 pub use position::{HistoryLimit, Position, Step};
 pub use types::*;

@@ -26,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 import { Centrifuge } from 'centrifuge';
+import { Centrifuge as CentrifugeProtobuf } from 'centrifuge/build/protobuf';
 
 export { sleep };
 
@@ -547,13 +548,16 @@ const SUB_EVENTS = ['subscribing', 'subscribed', 'unsubscribed', 'error', 'join'
  * last), `client.explain()` (the transcript as text, for assertion messages).
  *
  * Options: `user` (token subject, default 'user-1'), `token` (explicit token; '' for
- * none), `claims` (extra connection claims), plus any SDK option (getToken,
- * minReconnectDelay, ...). Reconnect delays default low to keep tests fast.
+ * none), `claims` (extra connection claims), `protobuf` (true: the SDK's Protobuf build,
+ * binary frames; payloads are then bytes, see `jsonBytes`/`fromJsonBytes`), plus any SDK
+ * option (getToken, minReconnectDelay, ...). Reconnect delays default low to keep tests
+ * fast.
  */
-export function newClient(node, { user = 'user-1', token, claims = {}, url, ...options } = {}) {
+export function newClient(node, { user = 'user-1', token, claims = {}, url, protobuf = false, ...options } = {}) {
   const transcript = new Transcript();
   const sockets = [];
-  const client = new Centrifuge(url ?? node.wsUrl, {
+  const Sdk = protobuf ? CentrifugeProtobuf : Centrifuge;
+  const client = new Sdk(url ?? node.wsUrl, {
     token: token ?? node.token({ sub: user, ...claims }),
     websocket: recordingWebSocket(transcript, sockets),
     minReconnectDelay: 100,
@@ -569,6 +573,16 @@ export function newClient(node, { user = 'user-1', token, claims = {}, url, ...o
   client.explain = () => `client transcript:\n${transcript}`;
   liveClients.add({ close: () => client.disconnect() });
   return client;
+}
+
+/** A value as the JSON bytes a Protobuf client sends as data. */
+export function jsonBytes(value) {
+  return new TextEncoder().encode(JSON.stringify(value));
+}
+
+/** The value in JSON bytes a Protobuf client received (undefined for none). */
+export function fromJsonBytes(bytes) {
+  return bytes === undefined || bytes.length === 0 ? undefined : JSON.parse(new TextDecoder().decode(bytes));
 }
 
 /**

@@ -16,13 +16,45 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 impl Conn {
-    pub(super) async fn on_frame(&mut self, text: &str) -> Result<(), DisconnectCode> {
+    pub(super) async fn on_text_frame(&mut self, text: &str) -> Result<(), DisconnectCode> {
         let commands = decode_commands(text).map_err(|e| {
             tracing::debug!(error = %e, "malformed frame");
             DisconnectCode::BadRequest
         })?;
         for cmd in &commands {
             self.on_command(cmd).await?;
+        }
+        Ok(())
+    }
+
+    /// A Protobuf frame: the same commands as a text frame, except that a payload may
+    /// not be JSON, which refuses that command alone.
+    pub(super) async fn on_binary_frame(&mut self, frame: &[u8]) -> Result<(), DisconnectCode> {
+        let commands = herald_protocol::protobuf::decode_commands(frame).map_err(|e| {
+            tracing::debug!(error = %e, "malformed frame");
+            DisconnectCode::BadRequest
+        })?;
+        for cmd in commands {
+            match cmd {
+                Ok(cmd) => self.on_command(&cmd).await?,
+                Err(e) => {
+                    tracing::debug!(error = %e, "payload is not JSON");
+                    // As for any malformed command before `connect`, or one without an
+                    // id other than `send` (which Herald ignores anyway).
+                    if self.session.is_none() {
+                        return Err(DisconnectCode::BadRequest);
+                    }
+                    if e.id == 0 {
+                        continue;
+                    }
+                    // Refused commands count against the rate limit like any other.
+                    match self.limit_command() {
+                        Ok(()) => self.reply_error(e.id, ErrorCode::BadRequest),
+                        Err(Fail::Error(code)) => self.reply_error(e.id, code),
+                        Err(Fail::Disconnect(code)) => return Err(code),
+                    }
+                }
+            }
         }
         Ok(())
     }

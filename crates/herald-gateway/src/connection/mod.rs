@@ -1,11 +1,15 @@
-//! One task per client connection, whatever its transport: it reads commands, writes
-//! replies and queued pushes (batched into one frame per wake-up), and runs the
-//! connection's timers. Transports other than WebSocket reach it through an adapter
-//! that looks like a WebSocket ([`Socket`]); see [`crate::transport`].
+//! One task per client connection, whatever its transport and encoding: it reads
+//! commands, writes replies and queued pushes (batched into one frame per wake-up), and
+//! runs the connection's timers. Transports other than WebSocket reach it through an
+//! adapter that looks like a WebSocket ([`Socket`]; see [`crate::transport`]); the
+//! encoding (JSON text frames or Protobuf binary frames) matters only at the edges:
+//! decoding a frame and writing one.
 
 mod commands;
 mod idempotency;
 mod limits;
+#[cfg(test)]
+mod protobuf_tests;
 mod subscribe;
 #[cfg(test)]
 mod tests;
@@ -15,7 +19,9 @@ use crate::node::Node;
 use crate::transport::Transport;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use herald_protocol::{DisconnectCode, ErrorCode, FrameWriter, RawJson, Reply, UnsubscribeCode};
+use herald_protocol::{
+    DisconnectCode, Encoding, ErrorCode, FrameWriter, RawJson, Reply, UnsubscribeCode,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,6 +116,7 @@ pub(crate) async fn serve<S: Socket>(socket: S, node: Arc<Node>, transport: Tran
         "conn",
         id,
         transport = transport.kind.name(),
+        encoding = transport.encoding.as_str(),
         client = tracing::field::Empty,
         user = tracing::field::Empty
     );
@@ -126,7 +133,7 @@ pub(crate) async fn serve<S: Socket>(socket: S, node: Arc<Node>, transport: Tran
         closer: Arc::new(Closer::default()),
         session: None,
         subs: HashMap::new(),
-        out: FrameWriter::with_capacity(256),
+        out: FrameWriter::new(transport.encoding, 256),
         deferred: Vec::new(),
         opened: now,
         next_ping: now + node.config.client.ping_interval,
@@ -169,8 +176,14 @@ impl Conn {
                     // Commands are rare next to pushes; their futures (authentication,
                     // history reads) are boxed so that they do not make every idle
                     // connection's task as large as the largest command.
-                    Some(Ok(Message::Text(text))) => Box::pin(self.on_frame(text.as_str())).await,
-                    Some(Ok(Message::Binary(_))) => Err(DisconnectCode::BadRequest),
+                    Some(Ok(Message::Text(text))) if self.out.encoding() == Encoding::Json => {
+                        Box::pin(self.on_text_frame(text.as_str())).await
+                    }
+                    Some(Ok(Message::Binary(data))) if self.out.encoding() == Encoding::Protobuf => {
+                        Box::pin(self.on_binary_frame(&data)).await
+                    }
+                    // A frame of the other encoding's kind.
+                    Some(Ok(Message::Text(_) | Message::Binary(_))) => Err(DisconnectCode::BadRequest),
                     Some(Ok(_)) => Ok(()),
                     Some(Err(e)) => match read_error_code(e) {
                         Some(code) => Err(code),
@@ -272,13 +285,19 @@ impl Conn {
     async fn flush<S: Socket>(&mut self, socket: &mut S) -> bool {
         let count = self.out.count() as u64;
         let frame = self.out.take();
-        let Ok(text) = Utf8Bytes::try_from(frame) else {
-            tracing::error!("encoded frame is not UTF-8");
-            return false;
+        let message = match self.out.encoding() {
+            Encoding::Protobuf => Message::Binary(frame),
+            Encoding::Json => match Utf8Bytes::try_from(frame) {
+                Ok(text) => Message::Text(text),
+                Err(_) => {
+                    tracing::error!("encoded frame is not UTF-8");
+                    return false;
+                }
+            },
         };
         let closer = self.closer.clone();
         let sent = tokio::select! {
-            r = socket.send(Message::Text(text)) => r.is_ok(),
+            r = socket.send(message) => r.is_ok(),
             () = closer.requested() => false,
         };
         if sent {
@@ -377,8 +396,9 @@ impl Conn {
                         }
                     }
                 }
-                if !sub.delta {
-                    self.out.push_encoded(&p.frame);
+                // Delta forms are JSON: Protobuf subscriptions never ask for delta.
+                if !sub.delta || self.out.encoding() != Encoding::Json {
+                    self.out.push_encoded(p.encoded(self.out.encoding()));
                 } else if let Some(forms) = &p.delta {
                     let patch = (next && sub.delta_base)
                         .then(|| forms.patch(&p.channel))
@@ -394,7 +414,7 @@ impl Conn {
                         .push((p.channel.clone(), UnsubscribeCode::InsufficientState));
                 }
             }
-            Outgoing::Push(frame) => self.out.push_encoded(&frame),
+            Outgoing::Push(push) => self.out.push_encoded(push.encoded(self.out.encoding())),
             Outgoing::Unsubscribe(order) => {
                 if self.subs.contains_key(&order.channel) {
                     self.deferred.push((order.channel, order.code));

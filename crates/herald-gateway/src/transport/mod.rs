@@ -71,15 +71,18 @@ pub(crate) struct Transport {
     /// Positions to recover from that override the connect request's own (an SSE
     /// client's `Last-Event-ID`, see [`resume`]).
     pub resume: resume::Positions,
+    /// The encoding of its frames: Protobuf on WebSocket when asked for, JSON otherwise.
+    pub encoding: herald_protocol::Encoding,
 }
 
 impl Transport {
-    /// A bidirectional WebSocket.
-    pub(crate) fn websocket() -> Self {
+    /// A bidirectional WebSocket in `encoding`.
+    pub(crate) fn websocket(encoding: herald_protocol::Encoding) -> Self {
         Self {
             kind: TransportKind::WebSocket,
             session: String::new(),
             resume: resume::Positions::new(),
+            encoding,
         }
     }
 
@@ -89,6 +92,7 @@ impl Transport {
             kind,
             session: uuid::Uuid::new_v4().to_string(),
             resume: resume::Positions::new(),
+            encoding: herald_protocol::Encoding::Json,
         }
     }
 

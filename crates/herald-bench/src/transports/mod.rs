@@ -199,29 +199,23 @@ pub(crate) async fn run(args: TransportsArgs) -> anyhow::Result<()> {
         "transport", "KiB/idle conn", "us CPU/deliv", "p50 ms", "p99 ms", "delivered"
     );
     let kinds = [
-        Kind::WebSocket,
-        Kind::HttpStream,
-        Kind::Sse,
-        Kind::UniHttpStream,
-        Kind::UniSse,
+        (Kind::WebSocket, false),
+        (Kind::HttpStream, false),
+        (Kind::Sse, false),
+        (Kind::UniHttpStream, false),
+        (Kind::UniSse, false),
+        (Kind::HttpStream, true),
     ];
-    for kind in kinds {
+    for (kind, gzip) in kinds {
+        let label = format!("{}{}", kind.name(), if gzip { " + gzip" } else { "" });
         // A fresh node for each: memory freed by the previous transport's clients would
         // otherwise be reused, and the next one would look cheaper than it is.
-        let a = start_node(&args.herald, &dir, kind.name(), &redis.url(), false).await?;
+        let a = start_node(&args.herald, &dir, kind.name(), &redis.url(), gzip).await?;
         let channel = format!("bench-{}-{}", kind.name(), now_us());
         let tally = Arc::new(Tally::default());
         let before = a.proc.sample()?;
-        let clients = subscribed(
-            kind,
-            a.addr,
-            &channel,
-            args.n,
-            (false, false),
-            &http,
-            &tally,
-        )
-        .await?;
+        let clients =
+            subscribed(kind, a.addr, &channel, args.n, (gzip, false), &http, &tally).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let idle = a.proc.sample()?;
         let kib_per_conn = (idle.rss_kib as f64 - before.rss_kib as f64) / args.n as f64;
@@ -252,7 +246,7 @@ pub(crate) async fn run(args: TransportsArgs) -> anyhow::Result<()> {
         lat.sort_unstable();
         println!(
             "{:<16} {:>14.1} {:>14.2} {:>10.2} {:>10.2} {:>10}",
-            kind.name(),
+            label,
             kib_per_conn,
             cpu_per,
             quantile(&lat, 0.5) / 1000.0,

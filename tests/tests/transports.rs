@@ -13,6 +13,8 @@ use herald_tests::stream::{
     open_http_stream, open_uni_http_stream, open_when_free, post_raw,
 };
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -402,18 +404,26 @@ async fn a_stream_that_is_not_read_is_cut_off_as_slow_and_frees_its_slot() {
 
     // 64 KiB publications fill the stalled stream's buffers, then its queue.
     let blob = "x".repeat(64 * 1024);
+    let got = Arc::new(AtomicUsize::new(0));
+    let counted = got.clone();
     let reading = tokio::spawn(async move {
-        let mut got = 0;
-        while got < 400 {
+        while counted.load(Ordering::Relaxed) < 400 {
             reader.until(|m| m["push"]["pub"].is_object()).await;
-            got += 1;
+            counted.fetch_add(1, Ordering::Relaxed);
         }
-        got
     });
-    for _ in 0..400 {
+    for published in 1..=400 {
         h.publish("live:firehose", json!(blob)).await;
+        // The reading client stays well within its queue of 16, however slowly this
+        // test's own reader runs on a busy machine: only the stalled one overflows.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while published - got.load(Ordering::Relaxed) > 4 && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
-    assert_eq!(reading.await.expect("reader"), 400);
+    reading.await.expect("reader");
+    assert_eq!(got.load(Ordering::Relaxed), 400);
     assert!(h.metric("herald_disconnects_total{code=\"3008\"}").await >= 1.0);
     // Its slot is free again although the client never read nor closed.
     let other = json!({"token": h.token("next")}).to_string();

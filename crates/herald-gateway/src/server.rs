@@ -343,19 +343,26 @@ async fn websocket(State(node): State<Arc<Node>>, request: Request) -> Response 
     } else {
         herald_protocol::Encoding::Json
     };
-    let c = &node.config.client;
     let tracker_token = node.tasks.token();
+    sized(upgrade, &node.config.client).on_upgrade(move |socket| async move {
+        let transport = crate::transport::Transport::websocket(encoding);
+        crate::connection::serve(socket, node, transport).await;
+        drop(permit);
+        drop(tracker_token);
+    })
+}
+
+/// An upgrade with the node's socket buffer sizes and frame limit (every WebSocket
+/// endpoint's).
+pub(crate) fn sized(
+    upgrade: WebSocketUpgrade,
+    client: &crate::config::ClientConfig,
+) -> WebSocketUpgrade {
     upgrade
-        .read_buffer_size(c.read_buffer_bytes)
-        .write_buffer_size(c.write_buffer_bytes)
-        .max_message_size(c.max_frame_bytes)
-        .max_frame_size(c.max_frame_bytes)
-        .on_upgrade(move |socket| async move {
-            let transport = crate::transport::Transport::websocket(encoding);
-            crate::connection::serve(socket, node, transport).await;
-            drop(permit);
-            drop(tracker_token);
-        })
+        .read_buffer_size(client.read_buffer_bytes)
+        .write_buffer_size(client.write_buffer_bytes)
+        .max_message_size(client.max_frame_bytes)
+        .max_frame_size(client.max_frame_bytes)
 }
 
 /// Whether the query asks for the Protobuf encoding (`cf_protocol=protobuf`, or

@@ -199,6 +199,20 @@ async fn connect_data(parts: &Parts, body: Body) -> Result<Option<String>, Refus
     text(&body).map(Some)
 }
 
+/// Admits the client and opens its stream, or answers why not.
+fn start(
+    node: &Arc<Node>,
+    parts: &Parts,
+    transport: Transport,
+    format: Format,
+    first: String,
+) -> Response {
+    match admit(node, parts) {
+        Ok(permit) => open_stream(node, transport, format, first, permit, accepts_gzip(parts)),
+        Err(r) => r.into_response(),
+    }
+}
+
 /// `POST /connection/http_stream`: the body holds the connect command; the response
 /// streams replies and pushes, one JSON object per line.
 pub(crate) async fn http_stream(State(node): State<Arc<Node>>, request: Request) -> Response {
@@ -206,19 +220,11 @@ pub(crate) async fn http_stream(State(node): State<Arc<Node>>, request: Request)
     if let Err(r) = json_only(&parts) {
         return r.into_response();
     }
-    let body = match read_body(body).await.and_then(|b| text(&b)) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
-    match admit(&node, &parts) {
-        Ok(permit) => open_stream(
-            &node,
-            Transport::with_session(TransportKind::HttpStream),
-            Format::Lines,
-            body,
-            permit,
-            accepts_gzip(&parts),
-        ),
+    match read_body(body).await.and_then(|b| text(&b)) {
+        Ok(first) => {
+            let transport = Transport::with_session(TransportKind::HttpStream);
+            start(&node, &parts, transport, Format::Lines, first)
+        }
         Err(r) => r.into_response(),
     }
 }
@@ -227,80 +233,64 @@ pub(crate) async fn http_stream(State(node): State<Arc<Node>>, request: Request)
 /// response streams replies and pushes as server-sent events.
 pub(crate) async fn sse(State(node): State<Arc<Node>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let first = match connect_data(&parts, body).await {
-        Ok(Some(first)) if !first.trim().is_empty() => first,
-        Ok(_) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                "the connect command is missing: pass it as the cf_connect query parameter (or as a POST body)",
-            )
-                .into_response();
+    match connect_data(&parts, body).await {
+        Ok(Some(first)) if !first.trim().is_empty() => {
+            let transport = Transport::with_session(TransportKind::Sse);
+            start(&node, &parts, transport, Format::Events, first)
         }
-        Err(r) => return r.into_response(),
-    };
-    match admit(&node, &parts) {
-        Ok(permit) => open_stream(
-            &node,
-            Transport::with_session(TransportKind::Sse),
-            Format::Events,
-            first,
-            permit,
-            accepts_gzip(&parts),
-        ),
+        Ok(_) => (
+            StatusCode::BAD_REQUEST,
+            "the connect command is missing: pass it as the cf_connect query parameter (or as a POST body)",
+        )
+            .into_response(),
         Err(r) => r.into_response(),
     }
+}
+
+/// A unidirectional stream: the request (GET `cf_connect`, or a POST body; absent means
+/// an empty request) is a bare connect request.
+async fn uni_stream(
+    node: &Arc<Node>,
+    request: Request,
+    kind: TransportKind,
+    format: Format,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let connect = match connect_data(&parts, body).await {
+        Ok(r) => connect_command(&r.unwrap_or_default()),
+        Err(r) => return r.into_response(),
+    };
+    let mut transport = Transport::with_session(kind);
+    if format == Format::UniEvents {
+        // After a drop the browser reconnects with the same URL, and the last event id
+        // it saw: the positions it names are newer than the URL's.
+        transport.resume = parts
+            .headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::resume::decode)
+            .unwrap_or_default();
+    }
+    start(node, &parts, transport, format, connect)
 }
 
 /// `POST /connection/uni_http_stream`: the body is a connect request; the response
 /// streams pushes, one JSON object per line.
 pub(crate) async fn uni_http_stream(State(node): State<Arc<Node>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let request = match connect_data(&parts, body).await {
-        Ok(r) => r.unwrap_or_default(),
-        Err(r) => return r.into_response(),
-    };
-    match admit(&node, &parts) {
-        Ok(permit) => open_stream(
-            &node,
-            Transport::with_session(TransportKind::UniHttpStream),
-            Format::UniLines,
-            connect_command(&request),
-            permit,
-            accepts_gzip(&parts),
-        ),
-        Err(r) => r.into_response(),
-    }
+    uni_stream(
+        &node,
+        request,
+        TransportKind::UniHttpStream,
+        Format::UniLines,
+    )
+    .await
 }
 
 /// `GET /connection/uni_sse?cf_connect=…` (absent: an empty connect request) or a POST
-/// with the request as the body: the response streams pushes as server-sent events.
+/// with the request as the body: the response streams pushes as server-sent events,
+/// each publication with an id that resumes it (see [`super::resume`]).
 pub(crate) async fn uni_sse(State(node): State<Arc<Node>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let request = match connect_data(&parts, body).await {
-        Ok(r) => r.unwrap_or_default(),
-        Err(r) => return r.into_response(),
-    };
-    match admit(&node, &parts) {
-        Ok(permit) => open_stream(
-            &node,
-            Transport {
-                // After a drop the browser reconnects with the same URL, and the last
-                // event id it saw: the positions it names are newer than the URL's.
-                resume: parts
-                    .headers
-                    .get("last-event-id")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(super::resume::decode)
-                    .unwrap_or_default(),
-                ..Transport::with_session(TransportKind::UniSse)
-            },
-            Format::UniEvents,
-            connect_command(&request),
-            permit,
-            accepts_gzip(&parts),
-        ),
-        Err(r) => r.into_response(),
-    }
+    uni_stream(&node, request, TransportKind::UniSse, Format::UniEvents).await
 }
 
 /// `GET /connection/uni_websocket`: the first message (or `cf_connect`) is the connect
@@ -316,18 +306,12 @@ pub(crate) async fn uni_websocket(State(node): State<Arc<Node>>, request: Reques
         Err(r) => return r.into_response(),
     };
     let connect = cf_connect(&parts);
-    let c = &node.config.client;
     let tracker_token = node.tasks.token();
-    upgrade
-        .read_buffer_size(c.read_buffer_bytes)
-        .write_buffer_size(c.write_buffer_bytes)
-        .max_message_size(c.max_frame_bytes)
-        .max_frame_size(c.max_frame_bytes)
-        .on_upgrade(move |socket| async move {
-            let socket = UniWebSocket::new(socket, connect);
-            let transport = Transport::with_session(TransportKind::UniWebSocket);
-            crate::connection::serve(socket, node, transport).await;
-            drop(permit);
-            drop(tracker_token);
-        })
+    crate::server::sized(upgrade, &node.config.client).on_upgrade(move |socket| async move {
+        let socket = UniWebSocket::new(socket, connect);
+        let transport = Transport::with_session(TransportKind::UniWebSocket);
+        crate::connection::serve(socket, node, transport).await;
+        drop(permit);
+        drop(tracker_token);
+    })
 }

@@ -184,3 +184,33 @@ async fn streams_are_gzipped_chunk_by_chunk_when_allowed_and_accepted() {
         assert_eq!(plain.line().await["pub"]["data"]["n"], n);
     }
 }
+
+/// A payload published pretty-printed (line breaks between its tokens) arrives as one
+/// message on the line- and event-framed streams, with the same value.
+#[tokio::test]
+async fn a_pretty_printed_payload_stays_one_message() {
+    let node = Herald::start("").await;
+    let channel = "pretty-news";
+    let request = json!({ "token": node.token("u1"), "subs": { channel: {} } });
+    let mut events = Stream::open(uni_sse(&node, &request, None)).await;
+    let mut lines = Stream::open(
+        reqwest::Client::new()
+            .post(node.url("/connection/uni_http_stream"))
+            .body(request.to_string()),
+    )
+    .await;
+    assert!(events.event().await.1["connect"].is_object());
+    assert!(lines.line().await["connect"].is_object());
+    let body = "{\n  \"channel\": \"pretty-news\",\n  \"data\": {\n    \"text\": \"two\\nlines\",\r\n    \"n\": 1\n  }\n}";
+    let reply = reqwest::Client::new()
+        .post(node.url("/api/publish"))
+        .header("X-API-Key", &node.api_key)
+        .body(body)
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(reply.status(), 200);
+    let expected = json!({ "text": "two\nlines", "n": 1 });
+    assert_eq!(events.event().await.1["pub"]["data"], expected);
+    assert_eq!(lines.line().await["pub"]["data"], expected);
+}

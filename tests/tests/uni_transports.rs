@@ -199,6 +199,20 @@ async fn uni_websocket_connects_by_first_message_and_by_cf_connect() {
         assert_eq!(push["channel"], "news", "{push}");
         assert_eq!(push["pub"]["offset"], offset, "{push}");
     }
+
+    // A refused channel: the disconnect message, then a close frame with its code.
+    let refused = json!({"token": h.token("w"), "subs": {"locked:x": {}}}).to_string();
+    let (mut ws, _) = tokio_tungstenite::connect_async(&base).await.expect("open");
+    ws.send(Message::text(refused)).await.expect("send");
+    let disconnect = ws_until(&mut ws, |v| v.get("disconnect").is_some()).await;
+    assert_eq!(disconnect["disconnect"]["code"], 3507, "{disconnect}");
+    let close = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("a close frame within 5 s");
+    match close {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 3507),
+        other => panic!("expected a close frame with 3507, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -230,4 +244,26 @@ async fn a_uni_position_that_cannot_be_recovered_is_said_plainly() {
         .await
         .expect("200");
     assert_eq!(disconnect_code(&mut s).await, 3010);
+}
+
+/// A unidirectional client cannot resubscribe to recover a channel whose stream was
+/// lost (here Redis loses the channel's keys, and its next publication starts a new
+/// epoch): it is disconnected with 3010, not left subscribed to a channel that no
+/// longer delivers.
+#[tokio::test]
+async fn a_lost_channel_stream_disconnects_a_unidirectional_client_with_3010() {
+    let redis = herald_tests::redis::RedisServer::start();
+    let nodes = Herald::group(1, &redis.url(), "").await;
+    let h = &nodes[0];
+    h.publish("news", json!(1)).await;
+    let request = json!({"token": h.token("u1"), "subs": {"news": {}}}).to_string();
+    let mut stream = open_uni_http_stream(h, &request).await.expect("200");
+    assert!(stream.next().await.get("connect").is_some());
+    h.publish("news", json!(2)).await;
+    assert_eq!(stream.next().await["pub"]["data"], 2);
+    // The channel's history and position are gone; the next publication is offset 1
+    // of a new epoch.
+    redis.cli(&["DEL", "herald:{news}:stream", "herald:{news}:meta"]);
+    h.publish("news", json!(3)).await;
+    assert_eq!(disconnect_code(&mut stream).await, 3010);
 }

@@ -1,4 +1,5 @@
-//! `RawJson`: a JSON value carried through Herald verbatim, never re-parsed or re-encoded.
+//! `RawJson`: a JSON value carried through Herald verbatim, never re-parsed or re-encoded,
+//! except that its line breaks become spaces.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -6,6 +7,11 @@ use std::fmt;
 
 /// A piece of valid JSON text (publication `data`, `info`, ...) that Herald embeds in
 /// frames as-is. Equality compares the text, so `{"a":1}` and `{ "a": 1 }` differ.
+///
+/// Line breaks are the one change: every transport separates messages with `\n` (JSON
+/// frames, HTTP-streaming lines, SSE events), so a pretty-printed payload would split
+/// into pieces. Valid JSON has line breaks only between tokens (inside strings they are
+/// escaped), so each one is replaced by a space, which leaves the value the same.
 #[derive(Clone)]
 pub struct RawJson(Box<RawValue>);
 
@@ -17,7 +23,9 @@ pub struct RawJsonError(#[source] serde_json::Error);
 impl RawJson {
     /// Validates `text` as one JSON value and keeps it unchanged.
     pub fn from_string(text: String) -> Result<Self, RawJsonError> {
-        RawValue::from_string(text).map(Self).map_err(RawJsonError)
+        RawValue::from_string(one_line(text))
+            .map(Self)
+            .map_err(RawJsonError)
     }
 
     /// Validates `bytes` as UTF-8 text holding one JSON value and keeps it unchanged
@@ -80,13 +88,43 @@ impl Serialize for RawJson {
 
 impl<'de> Deserialize<'de> for RawJson {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Box::<RawValue>::deserialize(deserializer).map(Self)
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        if !has_line_break(raw.get()) {
+            return Ok(Self(raw));
+        }
+        RawValue::from_string(one_line(raw.get().to_owned()))
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn has_line_break(text: &str) -> bool {
+    text.bytes().any(|b| b == b'\n' || b == b'\r')
+}
+
+/// `text` with each line break replaced by a space (see [`RawJson`]).
+fn one_line(text: String) -> String {
+    if has_line_break(&text) {
+        text.replace(['\n', '\r'], " ")
+    } else {
+        text
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_breaks_become_spaces_and_nothing_else_changes() {
+        let raw: RawJson =
+            serde_json::from_str("{\n  \"text\": \"a\\nb\",\r\n  \"n\": 1\n}").expect("valid");
+        assert_eq!(raw.get(), "{   \"text\": \"a\\nb\",    \"n\": 1 }");
+        let value: serde_json::Value = serde_json::from_str(raw.get()).expect("still JSON");
+        assert_eq!(value["text"], "a\nb");
+        let direct = RawJson::from_string("[1,\n2]".to_owned()).expect("valid");
+        assert_eq!(direct.get(), "[1, 2]");
+    }
 
     #[test]
     fn keeps_text_verbatim() {

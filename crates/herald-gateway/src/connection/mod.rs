@@ -208,6 +208,16 @@ impl Conn {
             if let Err(code) = step {
                 break Ending::Close(reason_of(code));
             }
+            // A unidirectional client cannot resubscribe to recover a channel: it gets
+            // 3010 instead, and reconnects with its positions.
+            if !self.transport.kind.bidirectional()
+                && self
+                    .deferred
+                    .iter()
+                    .any(|(_, code)| *code == UnsubscribeCode::InsufficientState)
+            {
+                break Ending::Close(reason_of(DisconnectCode::InsufficientState));
+            }
             if !self.deferred.is_empty() {
                 Box::pin(self.run_deferred()).await;
             }

@@ -146,11 +146,14 @@ fn open_stream(
     node.tasks.spawn(async move {
         crate::connection::serve(socket, task_node, transport).await;
         drop(guard);
-        drop(permit);
     });
     let gzip = node.config.client.stream_gzip && accepts_gzip;
     let mut compressor = gzip.then(super::gzip::Gzip::new);
     let stream = futures_util::stream::poll_fn(move |cx| {
+        // The admission slot lives as long as the response, not only the session: a
+        // client that stopped reading keeps its connection (and what is buffered for
+        // it) until it goes, and is counted until then.
+        let _held = &permit;
         let Some(compressor) = compressor.as_mut() else {
             return body
                 .poll_recv(cx)

@@ -88,7 +88,11 @@ impl Tracker {
                     }
                 }
             }
-            return (!self.positions.is_empty()).then(|| self.id());
+            return if self.positions.is_empty() {
+                None
+            } else {
+                self.usable_id()
+            };
         }
         if !push.starts_with("{\"channel\":") {
             return None;
@@ -101,11 +105,16 @@ impl Tracker {
         let offset = parsed.publication?.offset;
         let position = self.positions.get_mut(&parsed.channel)?;
         position.0 = offset;
-        Some(self.id())
+        self.usable_id()
     }
 
     fn id(&self) -> String {
         serde_json::to_string(&self.positions).unwrap_or_default()
+    }
+
+    /// The id to write, unless it is too long to be read back (see [`decode`]).
+    fn usable_id(&self) -> Option<String> {
+        Some(self.id()).filter(|id| id.len() <= MAX_ID_BYTES)
     }
 }
 

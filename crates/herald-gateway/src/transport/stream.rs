@@ -104,7 +104,7 @@ impl StreamSocket {
                         self.format.put(&mut out, message.as_bytes());
                     }
                     UniLine::Skip => {}
-                    UniLine::End(disconnect) => {
+                    UniLine::End(disconnect, _) => {
                         self.format.put(&mut out, disconnect.as_bytes());
                         self.ended = true;
                         break;

@@ -17,18 +17,27 @@ pub(crate) enum UniLine {
     Send(String),
     /// Nothing to send (a reply the client never asked for).
     Skip,
-    /// Send this disconnect and end the stream.
-    End(String),
+    /// Send this disconnect (its message, and its code for a close frame) and end the
+    /// stream.
+    End(String, u16),
 }
 
 /// The connect command the connection task reads for a unidirectional connect request
 /// (a bare `ConnectRequest` object; empty means `{}`).
+///
+/// The request is re-encoded on one line: pasted as it came, a pretty-printed request
+/// would be split at its line breaks, and a request with a line break of its own could
+/// carry further commands past the connect. Text that is not JSON at all is passed as
+/// a JSON string, which the connection task refuses as it refuses any malformed
+/// connect (3501).
 pub(crate) fn connect_command(request: &str) -> String {
     let request = request.trim();
-    let request = if request.is_empty() { "{}" } else { request };
-    // Not parsed here: the connection task decodes it, and answers a malformed request
-    // as it answers any malformed command.
-    format!("{{\"id\":1,\"connect\":{request}}}")
+    let value = if request.is_empty() {
+        serde_json::Value::Object(serde_json::Map::new())
+    } else {
+        serde_json::from_str(request).unwrap_or_else(|_| serde_json::Value::String(request.into()))
+    };
+    serde_json::json!({ "id": 1, "connect": value }).to_string()
 }
 
 /// The disconnect message of the unidirectional protocol.
@@ -62,10 +71,11 @@ pub(crate) fn convert(line: &str) -> UniLine {
             .into_iter()
             .find(|c| c.code() == error.code)
             .map_or(DisconnectCode::Internal, refusal);
-        return UniLine::End(disconnect(&Disconnect {
+        let message = disconnect(&Disconnect {
             code: u32::from(code.code()),
             reason: code.reason().to_owned(),
-        }));
+        });
+        return UniLine::End(message, code.code());
     }
     if let Some(connect) = reply.connect {
         #[derive(Serialize)]
@@ -168,9 +178,18 @@ impl Sink<Message> for UniWebSocket {
                     Pin::new(&mut self.socket).start_send(Message::Text(text.into()))?;
                 }
                 UniLine::Skip => {}
-                UniLine::End(text) => {
+                UniLine::End(text, code) => {
                     self.ended = true;
-                    return Pin::new(&mut self.socket).start_send(Message::Text(text.into()));
+                    // The message for clients that read only messages, then the close
+                    // frame with the same code (queued behind it in the library's
+                    // buffer, written by the flush that follows).
+                    Pin::new(&mut self.socket).start_send(Message::Text(text.into()))?;
+                    let reason = DisconnectCode::from_code(code).map_or("", DisconnectCode::reason);
+                    let close = axum::extract::ws::CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    };
+                    return Pin::new(&mut self.socket).start_send(Message::Close(Some(close)));
                 }
             }
         }
@@ -216,21 +235,40 @@ mod tests {
         assert_eq!(
             convert(r#"{"id":1,"error":{"code":109,"message":"token expired"}}"#),
             UniLine::End(
-                r#"{"disconnect":{"code":3005,"reason":"connection expired"}}"#.to_owned()
+                r#"{"disconnect":{"code":3005,"reason":"connection expired"}}"#.to_owned(),
+                3005
             )
         );
         assert_eq!(
             convert(r#"{"id":1,"error":{"code":103,"message":"permission denied"}}"#),
-            UniLine::End(r#"{"disconnect":{"code":3507,"reason":"permission denied"}}"#.to_owned())
+            UniLine::End(
+                r#"{"disconnect":{"code":3507,"reason":"permission denied"}}"#.to_owned(),
+                3507
+            )
         );
     }
 
     #[test]
     fn a_connect_request_becomes_the_connect_command() {
-        assert_eq!(connect_command(""), r#"{"id":1,"connect":{}}"#);
+        let parsed = |text: &str| -> serde_json::Value {
+            serde_json::from_str(&connect_command(text)).expect("one JSON object")
+        };
+        assert_eq!(parsed("")["connect"], serde_json::json!({}));
+        assert_eq!(parsed(r#" {"token":"t"} "#)["connect"]["token"], "t");
+        // Pretty-printed: one line, the same request.
+        let pretty = "{\n  \"token\": \"t\",\n  \"subs\": {\"news\": {}}\n}";
+        assert!(!connect_command(pretty).contains('\n'));
         assert_eq!(
-            connect_command(r#" {"token":"t"} "#),
-            r#"{"id":1,"connect":{"token":"t"}}"#
+            parsed(pretty)["connect"]["subs"]["news"],
+            serde_json::json!({})
         );
+        // A second command smuggled after a line break is not a command.
+        let smuggled = "{}\n{\"id\":2,\"publish\":{\"channel\":\"c\",\"data\":1}}";
+        let command = connect_command(smuggled);
+        assert!(!command.contains('\n'));
+        // It is one malformed connect (refused with 3501), not two commands.
+        assert!(herald_protocol::decode_commands(&command).is_err());
+        // Not JSON: a string in the connect field, refused downstream.
+        assert_eq!(parsed("not json")["connect"], "not json");
     }
 }

@@ -489,6 +489,20 @@ const liveClients = new Set();
 const clip = (s, n = 400) => (s.length > n ? `${s.slice(0, n)}…(${s.length} chars)` : s);
 
 /** A log of frames and events with times relative to its creation. */
+/**
+ * `n` nodes on one Redis (`redisUrl`) with one token secret and one API key, as a
+ * cluster behind a balancer is run: a client may land on any of them.
+ */
+export async function startCluster(n, redisUrl, { config = {} } = {}) {
+  const secret = randomHex(32);
+  const apiKey = randomHex(16);
+  const nodes = [];
+  for (let k = 0; k < n; k++) {
+    nodes.push(await startHerald({ secret, apiKey, args: ['--broker', 'redis', '--redis-url', redisUrl], config }));
+  }
+  return nodes;
+}
+
 export class Transcript {
   constructor() {
     this.t0 = Date.now();

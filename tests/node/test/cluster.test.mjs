@@ -11,13 +11,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import {
-  startHerald,
+  startCluster,
   newClient,
   newSub,
   closeClients,
   nextEvent,
   waitUntil,
-  randomHex,
   uniq,
   sleep,
 } from '../lib/herald.mjs';
@@ -126,23 +125,14 @@ before(
   async () => {
     redis = await startRedis();
     // One token secret and one API key for all: a client may land on any node.
-    const secret = randomHex(32);
-    const apiKey = randomHex(16);
-    for (let k = 0; k < 3; k++) {
-      nodes.push(
-        await startHerald({
-          secret,
-          apiKey,
-          args: ['--broker', 'redis', '--redis-url', redis.url],
-          // History deep enough to hold everything a client can miss while it moves.
-          config: {
-            namespaces: {
-              cluster: { history_size: 1000, history_ttl: '5m', allow_subscribe_for_client: true },
-            },
-          },
-        }),
-      );
-    }
+    nodes = await startCluster(3, redis.url, {
+      // History deep enough to hold everything a client can miss while it moves.
+      config: {
+        namespaces: {
+          cluster: { history_size: 1000, history_ttl: '5m', allow_subscribe_for_client: true },
+        },
+      },
+    });
     lb = await startBalancer(nodes.map((n) => n.port));
   },
   { timeout: 30000 },

@@ -12,13 +12,12 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventSource } from 'eventsource';
 import {
-  startHerald,
+  startCluster,
   newClient,
   newSub,
   closeClients,
   nextEvent,
   waitUntil,
-  randomHex,
   uniq,
   sleep,
 } from '../lib/herald.mjs';
@@ -34,30 +33,21 @@ let lb;
 before(
   async () => {
     redis = await startRedis();
-    const secret = randomHex(32);
-    const apiKey = randomHex(16);
-    for (let k = 0; k < 3; k++) {
-      nodes.push(
-        await startHerald({
-          secret,
-          apiKey,
-          args: ['--broker', 'redis', '--redis-url', redis.url],
-          config: {
-            namespaces: {
-              emu: {
-                history_size: 1000,
-                history_ttl: '5m',
-                allow_subscribe_for_client: true,
-                allow_publish_for_subscriber: true,
-                allow_history_for_subscriber: true,
-                presence: true,
-                allow_presence_for_subscriber: true,
-              },
-            },
+    nodes = await startCluster(3, redis.url, {
+      config: {
+        namespaces: {
+          emu: {
+            history_size: 1000,
+            history_ttl: '5m',
+            allow_subscribe_for_client: true,
+            allow_publish_for_subscriber: true,
+            allow_history_for_subscriber: true,
+            presence: true,
+            allow_presence_for_subscriber: true,
           },
-        }),
-      );
-    }
+        },
+      },
+    });
     lb = await startHttpBalancer(nodes.map((n) => n.port));
   },
   { timeout: 30000 },

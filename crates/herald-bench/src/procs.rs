@@ -105,6 +105,34 @@ fn clock_ticks() -> u64 {
     })
 }
 
+/// Starts `herald serve` with the configuration file `config` (listening on `port`)
+/// and returns once its `/readyz` answers 200.
+pub(crate) async fn start_herald(
+    herald: &Path,
+    config: &Path,
+    port: u16,
+    name: &str,
+) -> anyhow::Result<Proc> {
+    let child = Command::new(herald)
+        .arg("serve")
+        .env("HERALD_CONFIG", config)
+        .env("HERALD_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", herald.display()))?;
+    let proc = Proc {
+        child,
+        name: name.into(),
+    };
+    wait_http_ok(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        Duration::from_secs(20),
+    )
+    .await?;
+    Ok(proc)
+}
+
 /// The machine's load average and available memory.
 pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")

@@ -1,7 +1,7 @@
 //! One system under test with its Redis, publisher and workers, started fresh for each
 //! run so that runs never share state.
 
-use crate::procs::{LineChild, Paths, Proc, Redis, Sample, free_port, wait_http_ok};
+use crate::procs::{LineChild, Paths, Proc, Redis, Sample, free_port};
 use crate::proto::{Ev, Op, WorkerStats};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
@@ -509,24 +509,7 @@ allow_presence_for_subscriber = false
             ttl = crate::publisher::HISTORY_TTL.as_secs(),
         ),
     )?;
-    let child = Command::new(&paths.herald)
-        .arg("serve")
-        .env("HERALD_CONFIG", &config)
-        .env("HERALD_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", paths.herald.display()))?;
-    let proc = Proc {
-        child,
-        name: "herald".into(),
-    };
-    wait_http_ok(
-        &format!("http://127.0.0.1:{port}/readyz"),
-        Duration::from_secs(20),
-    )
-    .await?;
-    Ok(proc)
+    crate::procs::start_herald(&paths.herald, &config, port, "herald").await
 }
 
 async fn start_peer(paths: &Paths, port: u16, redis_url: &str) -> anyhow::Result<Proc> {

@@ -7,16 +7,14 @@
 
 mod client;
 
-use crate::procs::{Proc, Redis, Sample, free_port, wait_http_ok};
-use anyhow::{Context as _, bail};
+use crate::procs::{Proc, Redis, Sample, free_port};
+use anyhow::bail;
 use client::{Kind, Tally, now_us, open, post_emulation};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::process::Command;
 
 /// Arguments of `transports`.
 #[derive(Debug, clap::Args)]
@@ -47,7 +45,7 @@ struct Node {
 }
 
 async fn start_node(
-    herald: &PathBuf,
+    herald: &std::path::Path,
     dir: &std::path::Path,
     name: &str,
     redis_url: &str,
@@ -82,23 +80,7 @@ allowed_delta_types = ["fossil"]
 "#
         ),
     )?;
-    let child = Command::new(herald)
-        .arg("serve")
-        .env("HERALD_CONFIG", &config)
-        .env("HERALD_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", herald.display()))?;
-    let proc = Proc {
-        child,
-        name: name.into(),
-    };
-    wait_http_ok(
-        &format!("http://127.0.0.1:{port}/readyz"),
-        Duration::from_secs(20),
-    )
-    .await?;
+    let proc = crate::procs::start_herald(herald, &config, port, name).await?;
     Ok(Node {
         proc,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),

@@ -92,7 +92,7 @@ impl<'de> Deserialize<'de> for RawJson {
         if !has_line_break(raw.get()) {
             return Ok(Self(raw));
         }
-        RawValue::from_string(one_line(raw.get().to_owned()))
+        RawValue::from_string(raw.get().replace(['\n', '\r'], " "))
             .map(Self)
             .map_err(serde::de::Error::custom)
     }

@@ -136,7 +136,7 @@ fn open_stream(
     } else {
         (None, Some(commands))
     };
-    let events = matches!(format, Format::Events | Format::UniEvents);
+    let events = format.events();
     if events {
         // Puts the headers on the wire at once, before the first event.
         let _ = out.try_send(Bytes::from_static(b"\r\n"));

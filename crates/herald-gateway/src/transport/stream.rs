@@ -31,7 +31,8 @@ impl Format {
         matches!(self, Format::UniLines | Format::UniEvents)
     }
 
-    fn events(self) -> bool {
+    /// Whether frames go out as server-sent events.
+    pub(crate) fn events(self) -> bool {
         matches!(self, Format::Events | Format::UniEvents)
     }
 

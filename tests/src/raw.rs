@@ -133,16 +133,22 @@ impl Raw {
     pub async fn call(&mut self, cmd: Value) -> Value {
         let id = self.command(cmd).await;
         let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        // Set aside here, not in `pending`: `read_frame` reads `pending` first, so a
+        // message put back there would be read again at once, forever.
+        let mut earlier = Vec::new();
+        let reply = loop {
             match tokio::time::timeout_at(deadline, self.read_frame()).await {
-                Ok(Event::Reply(r)) if r.id == id => {
-                    return serde_json::to_value(*r).expect("json");
-                }
-                Ok(Event::Reply(r)) => self.pending.push_back(*r),
+                Ok(Event::Reply(r)) if r.id == id => break serde_json::to_value(*r).expect("json"),
+                Ok(Event::Reply(r)) => earlier.push(*r),
                 Ok(other) => panic!("no reply to command {id}: {other:?}"),
                 Err(_) => panic!("no reply to command {id} within {WAIT:?}"),
             }
+        };
+        // Kept for later reads, in the order they came, ahead of what is still pending.
+        for r in earlier.into_iter().rev() {
+            self.pending.push_front(r);
         }
+        reply
     }
 
     /// Sends a command and returns its reply exactly as the server encoded it (its line

@@ -205,6 +205,16 @@ pub struct ClientConfig {
     /// default: each compressed stream keeps a compressor of its own (see the README's
     /// numbers), a large cost per connection next to an idle connection's few KiB.
     pub stream_gzip: bool,
+    /// Offer permessage-deflate to WebSocket clients (RFC 7692). Off by default. When on,
+    /// the node serves every WebSocket through Herald's own frame layer, and a client
+    /// that offers the extension gets it without context takeover either way: each
+    /// message is compressed on its own by a compressor shared per thread, so a
+    /// connection keeps no compression state (its cost is CPU; see the README's numbers).
+    pub websocket_compression: bool,
+    /// zlib level for WebSocket compression, 1 (fastest) to 9 (smallest).
+    pub websocket_compression_level: u32,
+    /// WebSocket messages shorter than this go uncompressed, where deflate saves little.
+    pub websocket_compression_min_bytes: usize,
     /// Pushes are written to a client at most once per this interval: under a high
     /// message rate they share frames and system calls, at a cost of at most this much
     /// latency; a push after a quiet spell, and every command reply, goes at once
@@ -258,6 +268,9 @@ impl Default for ClientConfig {
             max_frame_bytes: 64 * 1024,
             write_batch_bytes: 4 * 1024,
             stream_gzip: false,
+            websocket_compression: false,
+            websocket_compression_level: 1,
+            websocket_compression_min_bytes: 128,
             write_interval: Duration::from_millis(5),
             max_channels: 128,
             presence_ttl: Duration::from_secs(60),
@@ -635,6 +648,12 @@ impl Config {
         }
         if c.max_frame_bytes < 1024 {
             bad("client.max_frame_bytes", "must be at least 1024".into());
+        }
+        if !(1..=9).contains(&c.websocket_compression_level) {
+            bad(
+                "client.websocket_compression_level",
+                "must be from 1 (fastest) to 9 (smallest)".into(),
+            );
         }
         if c.write_interval > Duration::from_secs(1) {
             bad("client.write_interval", "must be at most 1s".into());

@@ -59,6 +59,8 @@ pub(crate) const TRANSPORT_CONNECTIONS: &str = "herald_transport_connections_tot
 /// Commands posted to `/emulation`, by outcome (`delivered`, `no_session`, `busy`,
 /// `node_gone`, `timeout`, `broker_error`) and route (`local`, `forwarded`).
 pub(crate) const EMULATION_REQUESTS: &str = "herald_emulation_requests_total";
+/// WebSocket connections that negotiated permessage-deflate.
+pub(crate) const WEBSOCKET_COMPRESSED: &str = "herald_websocket_compressed_connections_total";
 /// Build information (always 1), labelled with the version.
 pub(crate) const BUILD_INFO: &str = "herald_build_info";
 
@@ -108,6 +110,8 @@ pub(crate) struct Metrics {
     pub transport_connections: IntCounterVec,
     /// See [`EMULATION_REQUESTS`].
     pub emulation_requests: IntCounterVec,
+    /// See [`WEBSOCKET_COMPRESSED`].
+    pub websocket_compressed: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -207,6 +211,10 @@ impl Metrics {
                 EMULATION_REQUESTS,
                 "Commands posted to /emulation, by outcome and route",
                 &["outcome", "route"],
+            )?,
+            websocket_compressed: counter(
+                WEBSOCKET_COMPRESSED,
+                "WebSocket connections that negotiated permessage-deflate",
             )?,
             registry,
         })

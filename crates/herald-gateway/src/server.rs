@@ -6,9 +6,9 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::node::{Lifecycle, Node};
+use crate::transport::websocket::Upgrade;
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -320,9 +320,9 @@ pub(crate) fn peer(parts: &Parts) -> Option<std::net::IpAddr> {
 async fn websocket(State(node): State<Arc<Node>>, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
     // Not an upgrade at all: refused as such before anything is counted.
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &node).await {
+    let upgrade = match Upgrade::from_parts(&mut parts, &node).await {
         Ok(u) => u,
-        Err(rejection) => return rejection.into_response(),
+        Err(refusal) => return refusal,
     };
     if node.draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
@@ -336,33 +336,21 @@ async fn websocket(State(node): State<Arc<Node>>, request: Request) -> Response 
         Ok(p) => p,
         Err(refusal) => return refusal.into_response(),
     };
-    // The subprotocol is answered only when the client offered it.
-    let upgrade = upgrade.protocols([herald_protocol::protobuf::SUBPROTOCOL]);
-    let encoding = if upgrade.selected_protocol().is_some() || protobuf_query(parts.uri.query()) {
+    let (upgrade, protobuf) = upgrade.with_protobuf();
+    let encoding = if protobuf || protobuf_query(parts.uri.query()) {
         herald_protocol::Encoding::Protobuf
     } else {
         herald_protocol::Encoding::Json
     };
     let tracker_token = node.tasks.token();
-    sized(upgrade, &node.config.client).on_upgrade(move |socket| async move {
+    let client = node.config.client.clone();
+    let metrics = node.metrics.clone();
+    upgrade.accept(&client, &metrics, move |socket| async move {
         let transport = crate::transport::Transport::websocket(encoding);
         crate::connection::serve(socket, node, transport).await;
         drop(permit);
         drop(tracker_token);
     })
-}
-
-/// An upgrade with the node's socket buffer sizes and frame limit (every WebSocket
-/// endpoint's).
-pub(crate) fn sized(
-    upgrade: WebSocketUpgrade,
-    client: &crate::config::ClientConfig,
-) -> WebSocketUpgrade {
-    upgrade
-        .read_buffer_size(client.read_buffer_bytes)
-        .write_buffer_size(client.write_buffer_bytes)
-        .max_message_size(client.max_frame_bytes)
-        .max_frame_size(client.max_frame_bytes)
 }
 
 /// Whether the query asks for the Protobuf encoding (`cf_protocol=protobuf`, or

@@ -532,6 +532,17 @@ fn read_error_code(e: axum::Error) -> Option<DisconnectCode> {
     use tokio_tungstenite::tungstenite::Error as WsError;
     use tokio_tungstenite::tungstenite::error::ProtocolError;
     let inner = e.into_inner();
+    // Herald's own frame layer (with `client.websocket_compression`).
+    if let Some(e) = inner.downcast_ref::<herald_websocket::Error>() {
+        return match e {
+            herald_websocket::Error::Protocol(_) => Some(DisconnectCode::WsProtocolError),
+            herald_websocket::Error::Utf8 | herald_websocket::Error::Inflate => {
+                Some(DisconnectCode::WsInvalidPayload)
+            }
+            herald_websocket::Error::TooBig(_) => Some(DisconnectCode::WsMessageTooBig),
+            herald_websocket::Error::Closing | herald_websocket::Error::Io(_) => None,
+        };
+    }
     match inner.downcast_ref::<WsError>() {
         // Vanishing without a close handshake is a client going away, not a bad request.
         Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => None,

@@ -8,9 +8,9 @@ use super::uni::{UniWebSocket, connect_command};
 use super::{MAX_BODY_BYTES, Transport, TransportKind};
 use crate::admission::SocketPermit;
 use crate::node::Node;
+use crate::transport::websocket::Upgrade;
 use axum::body::{Body, Bytes};
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -300,9 +300,9 @@ pub(crate) async fn uni_sse(State(node): State<Arc<Node>>, request: Request) -> 
 /// request; each push then comes as a text message of its own.
 pub(crate) async fn uni_websocket(State(node): State<Arc<Node>>, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &node).await {
+    let upgrade = match Upgrade::from_parts(&mut parts, &node).await {
         Ok(u) => u,
-        Err(rejection) => return rejection.into_response(),
+        Err(refusal) => return refusal,
     };
     let permit = match admit(&node, &parts) {
         Ok(p) => p,
@@ -310,7 +310,9 @@ pub(crate) async fn uni_websocket(State(node): State<Arc<Node>>, request: Reques
     };
     let connect = cf_connect(&parts);
     let tracker_token = node.tasks.token();
-    crate::server::sized(upgrade, &node.config.client).on_upgrade(move |socket| async move {
+    let client = node.config.client.clone();
+    let metrics = node.metrics.clone();
+    upgrade.accept(&client, &metrics, move |socket| async move {
         let socket = UniWebSocket::new(socket, connect);
         let transport = Transport::with_session(TransportKind::UniWebSocket);
         crate::connection::serve(socket, node, transport).await;

@@ -11,6 +11,7 @@ pub(crate) mod http;
 pub(crate) mod resume;
 pub(crate) mod stream;
 pub(crate) mod uni;
+pub(crate) mod websocket;
 
 /// The largest request body an HTTP transport reads (a connect request, or a batch of
 /// emulated commands).

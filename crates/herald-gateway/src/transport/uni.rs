@@ -3,7 +3,8 @@
 //! "pub":…}` and the rest), `{}` as the ping, and `{"disconnect":…}` last. This module
 //! turns what the connection task writes into that form, and adapts a WebSocket to it.
 
-use axum::extract::ws::{Message, WebSocket};
+use crate::transport::websocket::AnySocket;
+use axum::extract::ws::Message;
 use futures_util::{Sink, Stream};
 use herald_protocol::{Disconnect, DisconnectCode, ErrorCode, Reply};
 use serde::Serialize;
@@ -106,7 +107,7 @@ pub(crate) fn refusal(code: ErrorCode) -> DisconnectCode {
 /// the first text message (or the `cf_connect` query parameter) is the connect request;
 /// later messages are ignored; each push goes out as a text message of its own.
 pub(crate) struct UniWebSocket {
-    socket: WebSocket,
+    socket: AnySocket,
     /// The connect request from the URL, read before the socket.
     pending: Option<String>,
     connected: bool,
@@ -115,7 +116,7 @@ pub(crate) struct UniWebSocket {
 
 impl UniWebSocket {
     /// Wraps `socket`, with the connect request from the URL if there was one.
-    pub(crate) fn new(socket: WebSocket, connect: Option<String>) -> Self {
+    pub(crate) fn new(socket: AnySocket, connect: Option<String>) -> Self {
         Self {
             socket,
             connected: connect.is_some(),

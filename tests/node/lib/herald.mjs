@@ -621,12 +621,15 @@ export function newSub(client, channel, options = {}) {
  * do: not answering pings, not connecting, sending garbage. It does not answer pings.
  */
 export class RawClient {
-  constructor(url, { protocols } = {}) {
+  /** `wsOptions` go to the `ws` constructor (e.g. `{ perMessageDeflate: false }`). */
+  constructor(url, { protocols, wsOptions } = {}) {
     this.transcript = new Transcript();
     this.messages = []; // every decoded message, in order (pings are `{}`)
     this.nextId = 1;
     this.waiters = new Set();
-    this.ws = new WebSocket(url, protocols);
+    this.ws = new WebSocket(url, protocols, wsOptions);
+    // The upgrade response's headers (e.g. the extension the server answered).
+    this.upgradeHeaders = new Promise((resolve) => this.ws.once('upgrade', (res) => resolve(res.headers)));
     this.opened = new Promise((resolve, reject) => {
       this.ws.once('open', resolve);
       this.ws.once('error', reject);

@@ -123,7 +123,8 @@ fn on_message(
 
 /// Opens a client of `kind` on `addr` with `connect` as its opening message: a connect
 /// command (bidirectional) or a connect request (unidirectional). Returns once the
-/// first message (the connect reply) has arrived, with it.
+/// first message (the connect reply) has arrived, with it. `gzip` asks for compression:
+/// gzip on an HTTP stream, permessage-deflate on a WebSocket.
 pub(crate) async fn open(
     kind: Kind,
     addr: SocketAddr,
@@ -134,7 +135,10 @@ pub(crate) async fn open(
     let waiting: Arc<Mutex<HashMap<u32, oneshot::Sender<()>>>> = Arc::default();
     let (first_tx, first_rx) = oneshot::channel();
     let first = Arc::new(Mutex::new(Some(first_tx)));
-    let (task, ws) = if kind == Kind::WebSocket {
+    let (task, ws) = if kind == Kind::WebSocket && gzip {
+        let (task, tx) = deflate_websocket(addr, connect, tally, waiting.clone(), first).await?;
+        (task, Some(tx))
+    } else if kind == Kind::WebSocket {
         let url = format!("ws://{addr}/connection/websocket");
         let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
         socket.send(Message::text(connect)).await?;
@@ -316,4 +320,108 @@ pub(crate) async fn post_emulation(
         .send()
         .await?;
     Ok(response.status().as_u16())
+}
+
+/// A WebSocket client that negotiates permessage-deflate (Herald's own frame layer, as
+/// the usual Rust clients have no such extension), counting the bytes read off the TCP
+/// socket, compressed as they are.
+async fn deflate_websocket(
+    addr: SocketAddr,
+    connect: &str,
+    tally: Arc<Tally>,
+    waiting: Arc<Mutex<HashMap<u32, oneshot::Sender<()>>>>,
+    first: Arc<Mutex<Option<oneshot::Sender<String>>>>,
+) -> anyhow::Result<(
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::UnboundedSender<String>,
+)> {
+    use herald_websocket::Message as WsMessage;
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let host = addr.to_string();
+    let request = herald_websocket::client::Request {
+        host: &host,
+        path: "/connection/websocket",
+        deflate: Some(herald_websocket::Deflate::default()),
+        headers: &[],
+        max_message: 16 << 20,
+    };
+    let counting = Counting {
+        inner: stream,
+        tally: tally.clone(),
+    };
+    let mut socket = herald_websocket::client::handshake(counting, &request).await?;
+    anyhow::ensure!(
+        socket.compressed(),
+        "the node did not accept permessage-deflate"
+    );
+    let text = |t: &str| WsMessage::Text(bytes::Bytes::copy_from_slice(t.as_bytes()));
+    socket.send(text(connect)).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                out = rx.recv() => match out {
+                    Some(t) => if socket.send(text(&t)).await.is_err() { return },
+                    None => return,
+                },
+                msg = socket.next() => {
+                    let Some(Ok(WsMessage::Text(frame))) = msg else { return };
+                    let Ok(frame) = std::str::from_utf8(&frame) else { return };
+                    for line in frame.split('\n') {
+                        if line == "{}" {
+                            let _ = socket.send(text("{}")).await;
+                            continue;
+                        }
+                        on_message(line, &tally, &waiting, &first);
+                    }
+                }
+            }
+        }
+    });
+    Ok((task, tx))
+}
+
+/// A TCP stream that adds what it reads to the tally's bytes.
+struct Counting {
+    inner: TcpStream,
+    tally: Arc<Tally>,
+}
+
+impl tokio::io::AsyncRead for Counting {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.tally.bytes.fetch_add(read as u64, Ordering::Relaxed);
+        poll
+    }
+}
+
+impl tokio::io::AsyncWrite for Counting {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

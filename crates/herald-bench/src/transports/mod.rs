@@ -70,6 +70,7 @@ allow_anonymous = true
 # No pings within a measurement: the clients here do not answer them over emulation.
 ping_interval = "600s"
 stream_gzip = {gzip}
+websocket_compression = {gzip}
 
 [namespaces.default]
 history_size = 1000
@@ -177,22 +178,36 @@ pub(crate) async fn run(args: TransportsArgs) -> anyhow::Result<()> {
         args.n, args.rate, args.secs
     );
     println!(
-        "{:<16} {:>14} {:>14} {:>10} {:>10} {:>10}",
+        "{:<24} {:>14} {:>14} {:>10} {:>10} {:>10}",
         "transport", "KiB/idle conn", "us CPU/deliv", "p50 ms", "p99 ms", "delivered"
     );
-    let kinds = [
-        (Kind::WebSocket, false),
-        (Kind::HttpStream, false),
-        (Kind::Sse, false),
-        (Kind::UniHttpStream, false),
-        (Kind::UniSse, false),
-        (Kind::HttpStream, true),
+    // Each row: the transport, whether the node compresses (gzip on HTTP streams,
+    // permessage-deflate on WebSocket, which also puts it on Herald's own frame layer),
+    // whether the client asks for it, and whether each publication carries the 2 KB
+    // state object (compression's real work) rather than a few bytes.
+    let rows = [
+        ("websocket", Kind::WebSocket, false, false, false),
+        ("http_stream", Kind::HttpStream, false, false, false),
+        ("sse", Kind::Sse, false, false, false),
+        ("uni_http_stream", Kind::UniHttpStream, false, false, false),
+        ("uni_sse", Kind::UniSse, false, false, false),
+        ("http_stream + gzip", Kind::HttpStream, true, true, false),
+        ("websocket, own layer", Kind::WebSocket, true, false, false),
+        ("websocket + deflate", Kind::WebSocket, true, true, false),
+        ("websocket, 2 KB", Kind::WebSocket, false, false, true),
+        ("websocket+deflate, 2 KB", Kind::WebSocket, true, true, true),
     ];
-    for (kind, gzip) in kinds {
-        let label = format!("{}{}", kind.name(), if gzip { " + gzip" } else { "" });
+    for (label, kind, node_compresses, gzip, big) in rows {
         // A fresh node for each: memory freed by the previous transport's clients would
         // otherwise be reused, and the next one would look cheaper than it is.
-        let a = start_node(&args.herald, &dir, kind.name(), &redis.url(), gzip).await?;
+        let a = start_node(
+            &args.herald,
+            &dir,
+            kind.name(),
+            &redis.url(),
+            node_compresses,
+        )
+        .await?;
         let channel = format!("bench-{}-{}", kind.name(), now_us());
         let tally = Arc::new(Tally::default());
         let before = a.proc.sample()?;
@@ -203,18 +218,19 @@ pub(crate) async fn run(args: TransportsArgs) -> anyhow::Result<()> {
         let kib_per_conn = (idle.rss_kib as f64 - before.rss_kib as f64) / args.n as f64;
         let total = (args.rate * args.secs as f64) as usize;
         let interval = Duration::from_secs_f64(1.0 / args.rate);
+        let mut state = state_object();
         let start_cpu = a.proc.sample()?;
         let started = Instant::now();
         for k in 0..total {
             let due = started + interval * k as u32;
             tokio::time::sleep_until(due.into()).await;
-            publish(
-                &http,
-                a.addr,
-                &channel,
-                &serde_json::json!({ "t": now_us(), "k": k }),
-            )
-            .await?;
+            let data = if big {
+                change_five_percent(&mut state, k);
+                serde_json::json!({ "t": now_us(), "k": k, "state": state })
+            } else {
+                serde_json::json!({ "t": now_us(), "k": k })
+            };
+            publish(&http, a.addr, &channel, &data).await?;
         }
         let expected = (total * args.n) as u64;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -227,7 +243,7 @@ pub(crate) async fn run(args: TransportsArgs) -> anyhow::Result<()> {
         let mut lat = std::mem::take(&mut *tally.latencies_us.lock());
         lat.sort_unstable();
         println!(
-            "{:<16} {:>14.1} {:>14.2} {:>10.2} {:>10.2} {:>10}",
+            "{:<24} {:>14.1} {:>14.2} {:>10.2} {:>10.2} {:>10}",
             label,
             kib_per_conn,
             cpu_per,
@@ -283,6 +299,14 @@ pub(crate) async fn run(args: TransportsArgs) -> anyhow::Result<()> {
     for (label, kind, node, gzip, delta) in [
         ("websocket", Kind::WebSocket, a.addr, false, false),
         ("websocket + delta", Kind::WebSocket, a.addr, false, true),
+        ("websocket + deflate", Kind::WebSocket, b.addr, true, false),
+        (
+            "websocket + deflate + delta",
+            Kind::WebSocket,
+            b.addr,
+            true,
+            true,
+        ),
         ("uni_http_stream", Kind::UniHttpStream, a.addr, false, false),
         (
             "uni_http_stream + gzip",

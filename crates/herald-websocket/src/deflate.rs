@@ -8,6 +8,7 @@
 //! is declined.
 
 use crate::Error;
+use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use std::cell::RefCell;
 
@@ -98,6 +99,40 @@ pub(crate) fn answer_usable(answer: &str) -> bool {
 thread_local! {
     static COMPRESSOR: RefCell<Option<(u32, Compress)>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<Decompress>> = const { RefCell::new(None) };
+    /// The last message this thread compressed, with the result.
+    static LAST: RefCell<Option<Last>> = const { RefCell::new(None) };
+}
+
+/// A message and its compressed form.
+struct Last {
+    level: u32,
+    input: Bytes,
+    output: Option<Bytes>,
+}
+
+/// [`compress`] through a one-message memory per thread: a fan-out sends the same
+/// frame to many connections one after another, and without context takeover the same
+/// message always compresses to the same bytes, so each thread compresses it once and
+/// compares the rest (a comparison costs a small fraction of a compression). `None`
+/// when the message does not compress.
+pub(crate) fn compress_shared(input: &Bytes, level: u32) -> Option<Bytes> {
+    LAST.with_borrow_mut(|last| {
+        if let Some(l) = last
+            && l.level == level
+            && l.input == *input
+        {
+            return l.output.clone();
+        }
+        let mut out = Vec::new();
+        let output =
+            (compress(input, level, &mut out) && out.len() < input.len()).then(|| Bytes::from(out));
+        *last = Some(Last {
+            level,
+            input: input.clone(),
+            output: output.clone(),
+        });
+        output
+    })
 }
 
 /// Compresses one message for a frame with RSV1 set, into `out` (cleared first).
@@ -261,6 +296,25 @@ mod tests {
                 .collect();
             roundtrip(&noise, level);
         }
+    }
+
+    #[test]
+    fn a_repeated_message_is_compressed_once_per_thread() {
+        let first = Bytes::from("{\"push\":{\"channel\":\"kpi\"}}".repeat(20));
+        let a = compress_shared(&first, 1).unwrap();
+        // Equal content in another buffer: the same compressed bytes, shared.
+        let again = compress_shared(&Bytes::from(first.to_vec()), 1).unwrap();
+        assert_eq!(a.as_ptr(), again.as_ptr(), "not compressed again");
+        // Another message or level: compressed anew, and correct.
+        let other = Bytes::from("{\"push\":{\"channel\":\"ops\"}}".repeat(20));
+        let b = compress_shared(&other, 1).unwrap();
+        let mut back = Vec::new();
+        decompress(&b, other.len(), &mut back).unwrap();
+        assert_eq!(back, other);
+        let c = compress_shared(&other, 9).unwrap();
+        assert_ne!(b.as_ptr(), c.as_ptr());
+        // A message that does not get smaller is remembered as such.
+        assert_eq!(compress_shared(&Bytes::from_static(b"x"), 1), None);
     }
 
     #[test]

@@ -281,17 +281,13 @@ impl<T> WebSocket<T> {
 
     /// A text or binary message, compressed when negotiated, long enough, and smaller
     /// for it.
-    fn queue_data(&mut self, opcode: u8, data: &[u8]) {
+    fn queue_data(&mut self, opcode: u8, data: &Bytes) {
         if let Some(deflate) = self.config.deflate
             && data.len() >= deflate.min_bytes
+            && let Some(compressed) = deflate::compress_shared(data, deflate.level)
         {
-            let mut compressed = Vec::new();
-            if deflate::compress(data, deflate.level, &mut compressed)
-                && compressed.len() < data.len()
-            {
-                self.queue_frame(opcode, true, &compressed);
-                return;
-            }
+            self.queue_frame(opcode, true, &compressed);
+            return;
         }
         self.queue_frame(opcode, false, data);
     }

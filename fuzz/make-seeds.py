@@ -6,7 +6,7 @@ tokens and claims, server API bodies, envelopes as herald.lua packs them, and co
 from docs/configuration.md. Seeds kept from crashes live in the same folders under names
 starting with `crash-` and are never rewritten here.
 """
-import base64, hashlib, hmac, json, os, struct, sys
+import base64, hashlib, hmac, json, os, struct, sys, zlib
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 
@@ -393,6 +393,39 @@ FOSSIL = {
     "target-text": "\x00" + "\u00e9\u00e9 \U0001F600 \u20ac plain",
     "target-empty-source": "the quick brown fox jumps over the lazy dog",
 }
+# WebSocket frame layer inputs: a flags byte (bit 0: deflate; bits 1-4: read size - 1),
+# then masked client frames.
+def ws_frame(opcode, payload, fin=True, rsv1=False, mask=b"\x11\x22\x33\x44"):
+    head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def deflated(data):
+    c = zlib.compressobj(1, zlib.DEFLATED, -15)
+    out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+WS_CONNECT = b'{"id":1,"connect":{"token":"x"}}'
+WEBSOCKET = {
+    "text": b"\x00" + ws_frame(1, WS_CONNECT),
+    "fragments-and-ping": b"\x06" + ws_frame(1, b"caf\xc3", fin=False) + ws_frame(9, b"p")
+    + ws_frame(0, b"\xa9 ok"),
+    "compressed": b"\x01" + ws_frame(1, deflated(WS_CONNECT * 8), rsv1=True),
+    "compressed-fragments": b"\x1f" + ws_frame(2, deflated(b"state " * 200)[:20], fin=False, rsv1=True)
+    + ws_frame(0, deflated(b"state " * 200)[20:]),
+    "close": b"\x00" + ws_frame(8, b"\x03\xe8bye"),
+    "rsv1-without-deflate": b"\x00" + ws_frame(1, b"x", rsv1=True),
+    "long-length": b"\x01" + ws_frame(2, b"\x00" * 300),
+}
 # Dictionary entries as the bytes they stand for.
 DICTS = {
     "frame": ['"%s":' % w for w in FRAME_WORDS]
@@ -427,7 +460,7 @@ def write_dicts():
 
 def main():
     write_dicts()
-    for t in ("frame", "jwt", "api", "envelope", "config", "fossil", "protobuf"):
+    for t in ("frame", "jwt", "api", "envelope", "config", "fossil", "protobuf", "websocket"):
         clean(t)
     for name, text in FRAMES.items():
         write("frame", name, text)
@@ -443,6 +476,8 @@ def main():
         write("fossil", name, text)
     for name, data in PROTOBUF.items():
         write("protobuf", name, data)
+    for name, data in WEBSOCKET.items():
+        write("websocket", name, data)
     for t in sorted(os.listdir(ROOT)):
         print(t, len(os.listdir(os.path.join(ROOT, t))), "seeds")
 

@@ -646,8 +646,11 @@ impl Config {
         if c.queue_size < 16 {
             bad("client.queue_size", "must be at least 16".into());
         }
-        if c.max_frame_bytes < 1024 {
-            bad("client.max_frame_bytes", "must be at least 1024".into());
+        if !(1024..=64 << 20).contains(&c.max_frame_bytes) {
+            bad(
+                "client.max_frame_bytes",
+                "must be from 1024 bytes to 64 MiB".into(),
+            );
         }
         if !(1..=9).contains(&c.websocket_compression_level) {
             bad(

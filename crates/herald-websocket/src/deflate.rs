@@ -15,6 +15,10 @@ use std::cell::RefCell;
 /// The answer to an accepted offer.
 const ANSWER: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
+/// The answer to an accepted offer that named the server's window size (15): a server
+/// accepting that parameter says so (RFC 7692 7.1.2.1).
+const ANSWER_WINDOW: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=15";
+
 /// What the empty stored block of a sync flush ends with: the sender strips it from
 /// every message, the receiver puts it back (RFC 7692 7.2.1–7.2.2).
 const TAIL: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
@@ -46,19 +50,24 @@ pub fn negotiate<'a>(offers: impl IntoIterator<Item = &'a str>) -> Option<&'stat
     offers
         .into_iter()
         .flat_map(|value| value.split(','))
-        .find(|offer| {
+        .find_map(|offer| {
             let mut parts = offer.split(';').map(str::trim);
-            parts
+            if !parts
                 .next()
                 .is_some_and(|name| name.eq_ignore_ascii_case("permessage-deflate"))
-                && acceptable(parts)
+            {
+                return None;
+            }
+            match acceptable(parts)? {
+                true => Some(ANSWER_WINDOW),
+                false => Some(ANSWER),
+            }
         })
-        .map(|_| ANSWER)
 }
 
 /// Whether an offer's parameters are known, each at most once, with values Herald can
-/// honour.
-fn acceptable<'a>(params: impl Iterator<Item = &'a str>) -> bool {
+/// honour: `None` if not, else whether it named the server's window size.
+fn acceptable<'a>(params: impl Iterator<Item = &'a str>) -> Option<bool> {
     let mut seen = [false; 4];
     for param in params {
         let (name, value) = match param.split_once('=') {
@@ -71,13 +80,13 @@ fn acceptable<'a>(params: impl Iterator<Item = &'a str>) -> bool {
             // Herald compresses with a 15-bit window only.
             "server_max_window_bits" if value == Some("15") => 2,
             "client_max_window_bits" if value.is_none_or(window_bits) => 3,
-            _ => return false,
+            _ => return None,
         };
         if std::mem::replace(&mut seen[index], true) {
-            return false;
+            return None;
         }
     }
-    true
+    Some(seen[2])
 }
 
 /// A window size parameter's value: 8 to 15, in decimal without leading zeros.
@@ -88,12 +97,28 @@ fn window_bits(value: &str) -> bool {
 /// Whether an answer to a client's offer (the client side of [`negotiate`]) is the one
 /// a [`crate::WebSocket`] client can work with: permessage-deflate with
 /// `server_no_context_takeover`, since the client decompresses each message on its own.
+/// The client compresses with a 15-bit window, so an answer limiting its window below
+/// that is not usable either.
 pub(crate) fn answer_usable(answer: &str) -> bool {
     let mut parts = answer.split(';').map(str::trim);
-    parts
+    if !parts
         .next()
         .is_some_and(|name| name.eq_ignore_ascii_case("permessage-deflate"))
-        && parts.any(|p| p.eq_ignore_ascii_case("server_no_context_takeover"))
+    {
+        return false;
+    }
+    let mut no_takeover = false;
+    for part in parts {
+        let (name, value) = part.split_once('=').map_or((part, None), |(n, v)| {
+            (n.trim(), Some(v.trim().trim_matches('"')))
+        });
+        if name.eq_ignore_ascii_case("server_no_context_takeover") {
+            no_takeover = true;
+        } else if name.eq_ignore_ascii_case("client_max_window_bits") && value != Some("15") {
+            return false;
+        }
+    }
+    no_takeover
 }
 
 thread_local! {
@@ -249,7 +274,8 @@ mod tests {
                 "x-webkit-deflate-frame",
                 "PerMessage-Deflate; Server_No_Context_Takeover; client_no_context_takeover; server_max_window_bits=\"15\""
             ]),
-            Some(ANSWER)
+            Some(ANSWER_WINDOW),
+            "an accepted window size is named in the answer"
         );
         for refused in [
             "permessage-deflate; server_max_window_bits=12",
@@ -270,6 +296,13 @@ mod tests {
     #[test]
     fn the_answer_is_usable_by_a_client() {
         assert!(answer_usable(ANSWER));
+        assert!(answer_usable(ANSWER_WINDOW));
+        assert!(answer_usable(
+            "permessage-deflate; server_no_context_takeover; client_max_window_bits=15"
+        ));
+        assert!(!answer_usable(
+            "permessage-deflate; server_no_context_takeover; client_max_window_bits=10"
+        ));
         assert!(!answer_usable("permessage-deflate"));
         assert!(!answer_usable("something-else; server_no_context_takeover"));
     }

@@ -60,6 +60,8 @@ pub struct WebSocket<T> {
     config: Config,
     rd: BytesMut,
     wr: BytesMut,
+    /// The write buffer held more than [`KEEP_WRITE_CAPACITY`] since it was last empty.
+    wr_large: bool,
     partial: Option<Partial>,
     close_sent: bool,
     /// The peer's Close arrived, or reading failed or ended: nothing more is read.
@@ -80,6 +82,7 @@ impl<T> WebSocket<T> {
             config,
             rd: BytesMut::from(leftover),
             wr: BytesMut::new(),
+            wr_large: false,
             partial: None,
             close_sent: false,
             read_done: false,
@@ -90,6 +93,12 @@ impl<T> WebSocket<T> {
     /// Whether permessage-deflate is on for this connection.
     pub fn compressed(&self) -> bool {
         self.config.deflate.is_some()
+    }
+
+    /// Bytes queued to write, and the write buffer's capacity (for tests).
+    #[cfg(test)]
+    pub(crate) fn write_buffer(&self) -> (usize, usize) {
+        (self.wr.len(), self.wr.capacity())
     }
 
     /// The next whole frame in the read buffer, unmasked.
@@ -234,6 +243,9 @@ impl<T> WebSocket<T> {
         if let Some(mask) = mask {
             frame::apply_mask(&mut self.wr[start..], mask);
         }
+        // (The buffer's capacity cannot tell: writing it out advances its start, and a
+        // later reserve moves the data back into the same allocation.)
+        self.wr_large |= self.wr.len() > KEEP_WRITE_CAPACITY;
     }
 
     /// A client's next mask (xorshift: masks need not be secret from the client's own
@@ -303,8 +315,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WebSocket<T> {
             }
             self.wr.advance(n);
         }
-        if self.wr.capacity() > KEEP_WRITE_CAPACITY {
+        if self.wr_large {
             self.wr = BytesMut::new();
+            self.wr_large = false;
         }
         Poll::Ready(Ok(()))
     }
@@ -342,9 +355,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<T> {
                 Ok(None) => {}
             }
             // Pongs go out while waiting for more to read. A write that cannot finish
-            // now wakes this task when it can; a failed one shows up as a failed read.
+            // now wakes this task when it can. A peer that sends pings without reading
+            // the pongs is not read from while a full write buffer waits, so that it
+            // cannot make the server hold more than that.
             if !this.wr.is_empty() {
-                let _ = this.poll_write_out(cx);
+                match this.poll_write_out(cx) {
+                    Poll::Ready(Err(e)) => return this.fail(e),
+                    Poll::Pending if this.wr.len() >= this.config.write_buffer => {
+                        return Poll::Pending;
+                    }
+                    _ => {}
+                }
             }
             if this.rd.capacity() == this.rd.len() {
                 this.rd.reserve(this.config.read_buffer.max(1));

@@ -304,3 +304,57 @@ async fn bytes_read_past_the_handshake_are_not_lost() {
     assert_eq!(server.next().await.unwrap().unwrap(), text("first"));
     assert_eq!(server.next().await.unwrap().unwrap(), text("second"));
 }
+
+#[tokio::test]
+async fn a_peer_that_pings_without_reading_cannot_fill_the_server() {
+    // A small pipe that the client side never reads from.
+    let (a, mut raw) = tokio::io::duplex(2048);
+    let mut server = WebSocket::new(a, config(Role::Server, false), &[]);
+    let pinger = tokio::spawn(async move {
+        let ping = client_frame(true, false, PING, &[7; 125]);
+        for _ in 0..20_000 {
+            if raw.write_all(&ping).await.is_err() {
+                break;
+            }
+        }
+        raw
+    });
+    // The server reads until its pongs cannot go out, then stops reading.
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(300), server.next()).await;
+    assert!(
+        waited.is_err(),
+        "no message, no error: the server just waits"
+    );
+    let (queued, _) = server.write_buffer();
+    assert!(queued < 4096 + 200, "{queued} bytes of pongs queued");
+    assert!(
+        !pinger.is_finished(),
+        "the pinger is held back, not absorbed"
+    );
+    pinger.abort();
+}
+
+#[tokio::test]
+async fn a_large_write_buffer_is_let_go_once_written() {
+    let (mut server, mut raw) = server_and_raw(false);
+    let reader = tokio::spawn(async move {
+        let frames = server_frames(&mut raw, 1).await;
+        (frames, raw)
+    });
+    server
+        .send(Message::Binary(Bytes::from(vec![1u8; 300_000])))
+        .await
+        .unwrap();
+    let (frames, _raw) = reader.await.unwrap();
+    assert_eq!(frames[0].2.len(), 300_000);
+    assert_eq!(
+        server.write_buffer(),
+        (0, 0),
+        "the 300 KB buffer was dropped"
+    );
+    server.send(text("small")).await.unwrap();
+    assert!(
+        server.write_buffer().1 < 1024,
+        "small frames keep a small buffer"
+    );
+}

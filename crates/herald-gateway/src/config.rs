@@ -406,6 +406,11 @@ pub struct NamespaceConfig {
     /// by offset.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allowed_delta_types: Vec<DeltaType>,
+    /// Latest-value channels (what Centrifugo calls cache recovery): every subscribe
+    /// reply carries the channel's newest publication, so a status tile shows the
+    /// current value at once, and a client that comes back gets only the newest one
+    /// instead of everything it missed. Needs history (`history_size = 1` is enough).
+    pub latest_value: bool,
     /// This namespace's own rate limits (absent keys keep `client.rate_limits`).
     #[serde(skip_serializing_if = "NamespaceRateLimits::is_empty")]
     pub rate_limits: NamespaceRateLimits,
@@ -437,6 +442,7 @@ impl NamespaceConfig {
             presence: true,
             join_leave: true,
             allowed_delta_types: vec![DeltaType::Fossil],
+            latest_value: false,
             rate_limits: NamespaceRateLimits::default(),
         }
     }
@@ -723,6 +729,12 @@ impl Config {
                 bad(
                     &at,
                     "history_size and history_ttl must both be set or both be zero".into(),
+                );
+            }
+            if ns.latest_value && !ns.history_enabled() {
+                bad(
+                    &format!("{at}.latest_value"),
+                    "latest-value channels need history (history_size = 1 and a history_ttl are enough)".into(),
                 );
             }
             if !ns.allowed_delta_types.is_empty() && !ns.history_enabled() {

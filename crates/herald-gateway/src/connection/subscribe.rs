@@ -148,7 +148,15 @@ impl Conn {
             delta_base: false,
         };
         if ns.history_enabled() {
-            let query = if opts.recover {
+            let query = if ns.latest_value {
+                // Only the newest publication ever goes in the reply.
+                HistoryQuery {
+                    limit: HistoryLimit::at_most(1),
+                    reverse: true,
+                    not_before: Some(registered),
+                    ..HistoryQuery::default()
+                }
+            } else if opts.recover {
                 HistoryQuery {
                     since_offset: Some(opts.offset),
                     limit: HistoryLimit::at_most(ns.history_size),
@@ -182,7 +190,31 @@ impl Conn {
             result.offset = top;
             sub.offset = top;
             sub.epoch = Arc::from(page.position.epoch.as_str());
-            if opts.recover {
+            if ns.latest_value {
+                // Always "recovered": the newest publication is the whole state. A
+                // client that already holds it (recovering from the top of the same
+                // epoch) gets none.
+                result.was_recovering = opts.recover;
+                result.recovered = true;
+                if opts.recover {
+                    self.node
+                        .metrics
+                        .recoveries
+                        .with_label_values(&["recovered"])
+                        .inc();
+                }
+                let holds_newest =
+                    opts.recover && opts.epoch == page.position.epoch && opts.offset >= top;
+                if !holds_newest {
+                    result.publications = self.recovered_publications(
+                        channel,
+                        &mut sub,
+                        page.publications,
+                        &page.position.epoch,
+                        top,
+                    );
+                }
+            } else if opts.recover {
                 result.was_recovering = true;
                 let recoveries = &self.node.metrics.recoveries;
                 let from = Position::new(opts.offset, &opts.epoch);
@@ -195,23 +227,13 @@ impl Conn {
                     // recovered publications lead up to it, and a client that reads
                     // its position from the reply is current at once.
                     result.recovered = true;
-                    result.publications = page.publications;
-                    if delta {
-                        // The client then holds the top's full text only when the
-                        // recovered publications end there; the hub may patch the
-                        // next publication against it.
-                        if let Some(last) = result.publications.last()
-                            && last.offset == top
-                        {
-                            sub.delta_base = true;
-                            let last = herald_broker::StoredPublication {
-                                publication: last.clone(),
-                                epoch: page.position.epoch.clone(),
-                            };
-                            hub.seed_delta_base(channel, Arc::new(last));
-                        }
-                        result.publications = crate::delta::recovered(result.publications);
-                    }
+                    result.publications = self.recovered_publications(
+                        channel,
+                        &mut sub,
+                        page.publications,
+                        &page.position.epoch,
+                        top,
+                    );
                 } else if opts.reject_unrecovered {
                     recoveries.with_label_values(&["rejected"]).inc();
                     hub.unsubscribe(channel, self.id).await;
@@ -238,5 +260,33 @@ impl Conn {
             tracing::warn!(error = %herald_broker::Chain(&e), channel, "join announcement failed");
         }
         Ok(result)
+    }
+
+    /// Publications going out in a subscribe reply, in the subscription's form: with
+    /// deltas on, the first in full and the rest as patches, and the hub told that this
+    /// client holds the top's full text when they end there (so that it may patch the
+    /// next publication against it).
+    fn recovered_publications(
+        &self,
+        channel: &str,
+        sub: &mut Sub,
+        publications: Vec<herald_protocol::Publication>,
+        epoch: &str,
+        top: u64,
+    ) -> Vec<herald_protocol::Publication> {
+        if !sub.delta {
+            return publications;
+        }
+        if let Some(last) = publications.last()
+            && last.offset == top
+        {
+            sub.delta_base = true;
+            let last = herald_broker::StoredPublication {
+                publication: last.clone(),
+                epoch: epoch.to_owned(),
+            };
+            self.node.hub.seed_delta_base(channel, Arc::new(last));
+        }
+        crate::delta::recovered(publications)
     }
 }

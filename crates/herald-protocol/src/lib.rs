@@ -14,6 +14,7 @@
 pub mod codes;
 pub mod entity;
 pub mod fanout;
+pub mod filter;
 pub mod fossil;
 pub mod frame;
 mod json;
@@ -27,6 +28,7 @@ pub use entity::{
     entity_channels,
 };
 pub use fanout::channel_idempotency_key;
+pub use filter::{Filter, FilterError, FilterNode};
 pub use fossil::{DeltaError, DeltaType, UnknownDeltaType};
 pub use frame::{Encoding, FrameError, FrameWriter, WireMessage, decode_commands, decode_replies};
 pub use json::{RawJson, RawJsonError};

@@ -175,6 +175,9 @@ pub struct SubscribeRequest {
     /// The delta compression the client asks for (`"fossil"`; empty = none).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub delta: String,
+    /// The client's tag filter (the SDK's `tagsFilter`), where the namespace allows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tf: Option<crate::FilterNode>,
     /// Bit flags ([`FLAG_CHANNEL_COMPACTION`], [`FLAG_REJECT_UNRECOVERED`]).
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub flag: i64,

@@ -71,7 +71,7 @@ fn subscribe_request() -> impl Strategy<Value = SubscribeRequest> {
         any::<u64>(),
         opt_json(),
         any::<(bool, bool, bool)>(),
-        (any::<i64>(), text()),
+        (any::<i64>(), text(), prop::option::of(filter_node())),
     )
         .prop_map(
             |(
@@ -82,7 +82,7 @@ fn subscribe_request() -> impl Strategy<Value = SubscribeRequest> {
                 offset,
                 data,
                 (positioned, recoverable, join_leave),
-                (flag, delta),
+                (flag, delta, tf),
             )| {
                 SubscribeRequest {
                     channel,
@@ -95,10 +95,37 @@ fn subscribe_request() -> impl Strategy<Value = SubscribeRequest> {
                     recoverable,
                     join_leave,
                     delta,
+                    tf,
                     flag,
                 }
             },
         )
+}
+
+/// Tag filter trees, valid or not (the codecs carry them as they are).
+fn filter_node() -> impl Strategy<Value = FilterNode> {
+    let leaf = (
+        text(),
+        text(),
+        text(),
+        text(),
+        prop::collection::vec(text(), 0..3),
+    )
+        .prop_map(|(op, key, cmp, val, vals)| FilterNode {
+            op,
+            key,
+            cmp,
+            val,
+            vals,
+            nodes: Vec::new(),
+        });
+    leaf.prop_recursive(3, 12, 3, |inner| {
+        (text(), prop::collection::vec(inner, 0..3)).prop_map(|(op, nodes)| FilterNode {
+            op,
+            nodes,
+            ..FilterNode::default()
+        })
+    })
 }
 
 fn subscribe_result() -> impl Strategy<Value = SubscribeResult> {

@@ -127,8 +127,31 @@ fn subscribe_request_in(r: pb::SubscribeRequest) -> Result<t::SubscribeRequest, 
         positioned: r.positioned,
         recoverable: r.recoverable,
         join_leave: r.join_leave,
+        tf: r.tf.map(filter_in),
         flag: r.flag,
     })
+}
+
+fn filter_in(n: pb::FilterNode) -> crate::FilterNode {
+    crate::FilterNode {
+        op: n.op,
+        key: n.key,
+        cmp: n.cmp,
+        val: n.val,
+        vals: n.vals,
+        nodes: n.nodes.into_iter().map(filter_in).collect(),
+    }
+}
+
+fn filter_out(n: &crate::FilterNode) -> pb::FilterNode {
+    pb::FilterNode {
+        op: n.op.clone(),
+        key: n.key.clone(),
+        cmp: n.cmp.clone(),
+        val: n.val.clone(),
+        vals: n.vals.clone(),
+        nodes: n.nodes.iter().map(filter_out).collect(),
+    }
 }
 
 /// Converts a command for encoding.
@@ -199,6 +222,7 @@ fn subscribe_request_out(r: &t::SubscribeRequest) -> pb::SubscribeRequest {
         positioned: r.positioned,
         recoverable: r.recoverable,
         join_leave: r.join_leave,
+        tf: r.tf.as_ref().map(filter_out),
         flag: r.flag,
     }
 }

@@ -73,7 +73,16 @@ messages! {
         positioned: [bool] bool = "9",
         recoverable: [bool] bool = "10",
         join_leave: [bool] bool = "11",
+        tf: [message, optional] Option<FilterNode> = "13",
         flag: [int64] i64 = "14",
+    }
+    FilterNode {
+        op: [string] String = "1",
+        key: [string] String = "2",
+        cmp: [string] String = "3",
+        val: [string] String = "4",
+        vals: [string, repeated] Vec<String> = "5",
+        nodes: [message, repeated] Vec<FilterNode> = "6",
     }
     UnsubscribeRequest {
         channel: [string] String = "1",
@@ -302,7 +311,10 @@ mod tests {
             let v = if scalar.contains(&v) { v } else { "message" };
             return format!("btree_map = \"{}, {}\"", k.trim(), v);
         }
-        if proto_type.starts_with("repeated ") {
+        if let Some(inner) = proto_type.strip_prefix("repeated ") {
+            if scalar.contains(&inner) {
+                return format!("{inner}, repeated");
+            }
             return "message, repeated".to_owned();
         }
         "message, optional".to_owned()

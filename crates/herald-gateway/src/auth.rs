@@ -86,6 +86,10 @@ pub struct ConnectionClaims {
     /// When the connection expires, if different from `exp` (0 = never).
     #[serde(default, deserialize_with = "date_floor")]
     pub expire_at: Option<u64>,
+    /// A tag filter every subscription of the connection applies, which the client
+    /// cannot change (see [`herald_protocol::filter`]).
+    #[serde(default)]
+    pub tags_filter: Option<herald_protocol::FilterNode>,
 }
 
 impl ConnectionClaims {
@@ -131,6 +135,9 @@ pub struct SubscriptionClaims {
     /// When the subscription expires, if different from `exp` (0 = never).
     #[serde(default, deserialize_with = "date_floor")]
     pub expire_at: Option<u64>,
+    /// A tag filter the subscription applies, which the client cannot change.
+    #[serde(default)]
+    pub tags_filter: Option<herald_protocol::FilterNode>,
 }
 
 impl SubscriptionClaims {

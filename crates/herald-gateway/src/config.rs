@@ -411,6 +411,10 @@ pub struct NamespaceConfig {
     /// current value at once, and a client that comes back gets only the newest one
     /// instead of everything it missed. Needs history (`history_size = 1` is enough).
     pub latest_value: bool,
+    /// Subscribers may choose a tag filter (`tf` in the subscribe request, the SDK's
+    /// `tagsFilter`): they then receive only the publications whose tags pass it, live
+    /// and recovered. Filters set by tokens apply whatever this says.
+    pub allow_tags_filter: bool,
     /// This namespace's own rate limits (absent keys keep `client.rate_limits`).
     #[serde(skip_serializing_if = "NamespaceRateLimits::is_empty")]
     pub rate_limits: NamespaceRateLimits,
@@ -443,6 +447,7 @@ impl NamespaceConfig {
             join_leave: true,
             allowed_delta_types: vec![DeltaType::Fossil],
             latest_value: false,
+            allow_tags_filter: true,
             rate_limits: NamespaceRateLimits::default(),
         }
     }

@@ -183,6 +183,10 @@ impl Conn {
         if expires.is_some_and(|t| t <= unix_now()) {
             return Err(ErrorCode::TokenExpired.into());
         }
+        let filter = super::claimed_filter(claims.tags_filter.as_ref()).map_err(|e| {
+            tracing::debug!(error = %e, "connection token's tag filter refused");
+            Fail::Disconnect(DisconnectCode::InvalidToken)
+        })?;
         let (expires_at, ttl) = expiry(expires);
         let user: Arc<str> = Arc::from(claims.sub.as_str());
         // 111, temporary, as for the limit across nodes below: behind a balancer the
@@ -214,6 +218,7 @@ impl Conn {
             user,
             conn_info: claims.info.clone(),
             expires_at,
+            filter,
             handle,
             _user_permit: user_permit,
         });
@@ -233,6 +238,8 @@ impl Conn {
                 ttl: 0,
                 chan_info: None,
                 delta: None,
+                token_filter: None,
+                client_filter: None,
             };
             match self.subscribe_channel(channel, opts).await {
                 Ok(result) => {
@@ -513,6 +520,11 @@ impl Conn {
         if claims.sub != *session.user {
             return Err(Fail::Disconnect(DisconnectCode::InvalidToken));
         }
+        // The new token's filter replaces the old one (none: no filter).
+        session.filter = super::claimed_filter(claims.tags_filter.as_ref()).map_err(|e| {
+            tracing::debug!(error = %e, "refresh token's tag filter refused");
+            Fail::Disconnect(DisconnectCode::InvalidToken)
+        })?;
         let (expires_at, ttl) = expiry(claims.expires_at());
         session.expires_at = expires_at;
         Ok(Reply {
@@ -542,9 +554,14 @@ impl Conn {
         if claims.channel != channel || claims.sub != self.user() {
             return Err(ErrorCode::PermissionDenied.into());
         }
+        let filter = super::claimed_filter(claims.tags_filter.as_ref()).map_err(|e| {
+            tracing::debug!(error = %e, "subscription refresh token's tag filter refused");
+            ErrorCode::PermissionDenied
+        })?;
         let sub = self.subs.get_mut(channel).ok_or(ErrorCode::BadRequest)?;
         let (expires_at, ttl) = expiry(claims.expires_at());
         sub.expires_at = expires_at;
+        sub.token_filter = filter;
         Ok(Reply {
             sub_refresh: Some(SubRefreshResult {
                 expires: expires_at.is_some(),

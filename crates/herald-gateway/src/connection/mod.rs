@@ -50,6 +50,8 @@ struct Session {
     user: Arc<str>,
     conn_info: Option<RawJson>,
     expires_at: Option<Instant>,
+    /// The connection token's tag filter, applied to every subscription.
+    filter: Option<Arc<herald_protocol::Filter>>,
     handle: ConnHandle,
     /// Counts this connection under its user on this node until the session is dropped,
     /// however the connection ends.
@@ -74,6 +76,50 @@ struct Sub {
     /// The client holds the full text of the publication at `offset`, so the next one
     /// may come as a patch.
     delta_base: bool,
+    /// The subscription token's tag filter.
+    token_filter: Option<Arc<herald_protocol::Filter>>,
+    /// The tag filter the client chose.
+    client_filter: Option<Arc<herald_protocol::Filter>>,
+}
+
+impl Sub {
+    /// Whether a token or the client set a filter on this subscription.
+    fn filtered(&self) -> bool {
+        self.token_filter.is_some() || self.client_filter.is_some()
+    }
+
+    /// Keeps the publications that pass this subscription's filters and the
+    /// connection's.
+    fn retain_passing(
+        &self,
+        publications: &mut Vec<herald_protocol::Publication>,
+        connection: Option<&herald_protocol::Filter>,
+    ) {
+        if connection.is_some() || self.filtered() {
+            let filters = [
+                connection,
+                self.token_filter.as_deref(),
+                self.client_filter.as_deref(),
+            ];
+            publications.retain(|p| passes(filters, &p.tags));
+        }
+    }
+}
+
+/// Whether a publication with these tags passes every filter that applies.
+fn passes(
+    filters: [Option<&herald_protocol::Filter>; 3],
+    tags: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    filters.into_iter().flatten().all(|f| f.matches(tags))
+}
+
+/// A filter from a token claim, checked: `Err` when the claim is not a valid tree.
+fn claimed_filter(
+    node: Option<&herald_protocol::FilterNode>,
+) -> Result<Option<Arc<herald_protocol::Filter>>, herald_protocol::FilterError> {
+    node.map(|n| herald_protocol::Filter::compile(n).map(Arc::new))
+        .transpose()
 }
 
 struct Conn {
@@ -405,6 +451,18 @@ impl Conn {
                             return Ok(());
                         }
                     }
+                }
+                // Filtered out: the position moved on, nothing goes out, and a delta
+                // subscriber's next publication comes in full.
+                let session_filter = self.session.as_ref().and_then(|s| s.filter.as_deref());
+                let filters = [
+                    session_filter,
+                    sub.token_filter.as_deref(),
+                    sub.client_filter.as_deref(),
+                ];
+                if !passes(filters, &p.stored.publication.tags) {
+                    sub.delta_base = false;
+                    return Ok(());
                 }
                 // Delta forms are JSON: Protobuf subscriptions never ask for delta.
                 if !sub.delta || self.out.encoding() != Encoding::Json {

@@ -8,8 +8,8 @@ use crate::channel::Channel;
 use crate::hub::Subscriber;
 use herald_broker::HistoryQuery;
 use herald_protocol::{
-    DeltaType, DisconnectCode, ErrorCode, FLAG_REJECT_UNRECOVERED, HistoryLimit, Position, RawJson,
-    Reply, SubscribeRequest, SubscribeResult,
+    DeltaType, DisconnectCode, ErrorCode, FLAG_REJECT_UNRECOVERED, Filter, HistoryLimit, Position,
+    RawJson, Reply, SubscribeRequest, SubscribeResult,
 };
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -27,6 +27,10 @@ pub(super) struct SubOptions {
     pub chan_info: Option<RawJson>,
     /// The delta compression asked for (already checked to be one Herald knows).
     pub delta: Option<DeltaType>,
+    /// The subscription token's tag filter.
+    pub token_filter: Option<Arc<Filter>>,
+    /// The tag filter the client chose (already checked against the namespace).
+    pub client_filter: Option<Arc<Filter>>,
 }
 
 impl Conn {
@@ -48,10 +52,26 @@ impl Conn {
         if self.subs.len() >= config.client.max_channels {
             return Err(ErrorCode::LimitExceeded.into());
         }
+        // A filter of the client's own, where the namespace allows one: a tree that is
+        // not valid is a bad request.
+        let client_filter = match &req.tf {
+            None => None,
+            Some(_) if !ch.ns.allow_tags_filter => return Err(ErrorCode::BadRequest.into()),
+            Some(node) => Some(Arc::new(Filter::compile(node).map_err(|e| {
+                tracing::debug!(error = %e, "tag filter refused");
+                ErrorCode::BadRequest
+            })?)),
+        };
         let user = self.session.as_ref().map_or("", |s| &s.user).to_owned();
-        let (expires, chan_info) = if !req.token.is_empty() {
+        let (expires, chan_info, token_filter) = if !req.token.is_empty() {
             match self.node.verifier.verify_subscription(&req.token).await {
-                Ok(c) if c.channel == req.channel && c.sub == user => (c.expires_at(), c.info),
+                Ok(c) if c.channel == req.channel && c.sub == user => {
+                    let filter = super::claimed_filter(c.tags_filter.as_ref()).map_err(|e| {
+                        tracing::debug!(error = %e, "subscription token's tag filter refused");
+                        ErrorCode::PermissionDenied
+                    })?;
+                    (c.expires_at(), c.info, filter)
+                }
                 Ok(_) => return Err(ErrorCode::PermissionDenied.into()),
                 Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired.into()),
                 Err(e) if e.is_temporary() => {
@@ -64,7 +84,7 @@ impl Conn {
                 }
             }
         } else if ch.may_subscribe(&user) {
-            (None, None)
+            (None, None, None)
         } else {
             return Err(ErrorCode::PermissionDenied.into());
         };
@@ -82,6 +102,8 @@ impl Conn {
             ttl,
             chan_info,
             delta,
+            token_filter,
+            client_filter,
         };
         let result = self.subscribe_channel(&req.channel, opts).await?;
         Ok(Reply {
@@ -146,12 +168,17 @@ impl Conn {
             chan_info: opts.chan_info,
             delta,
             delta_base: false,
+            token_filter: opts.token_filter,
+            client_filter: opts.client_filter,
         };
+        let session_filter = session.filter.clone();
+        let filtered = session_filter.is_some() || sub.filtered();
         if ns.history_enabled() {
             let query = if ns.latest_value {
-                // Only the newest publication ever goes in the reply.
+                // Only the newest publication ever goes in the reply (the newest that
+                // passes the filters, when there are any).
                 HistoryQuery {
-                    limit: HistoryLimit::at_most(1),
+                    limit: HistoryLimit::at_most(if filtered { ns.history_size } else { 1 }),
                     reverse: true,
                     not_before: Some(registered),
                     ..HistoryQuery::default()
@@ -206,10 +233,13 @@ impl Conn {
                 let holds_newest =
                     opts.recover && opts.epoch == page.position.epoch && opts.offset >= top;
                 if !holds_newest {
+                    let mut newest = page.publications;
+                    sub.retain_passing(&mut newest, session_filter.as_deref());
+                    newest.truncate(1);
                     result.publications = self.recovered_publications(
                         channel,
                         &mut sub,
-                        page.publications,
+                        newest,
                         &page.position.epoch,
                         top,
                     );
@@ -227,10 +257,14 @@ impl Conn {
                     // recovered publications lead up to it, and a client that reads
                     // its position from the reply is current at once.
                     result.recovered = true;
+                    // Filtered after the check that nothing is missing: what a filter
+                    // leaves out was not lost, and the client's position moves past it.
+                    let mut recovered = page.publications;
+                    sub.retain_passing(&mut recovered, session_filter.as_deref());
                     result.publications = self.recovered_publications(
                         channel,
                         &mut sub,
-                        page.publications,
+                        recovered,
                         &page.position.epoch,
                         top,
                     );

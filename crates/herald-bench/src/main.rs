@@ -8,6 +8,7 @@
 
 mod cases;
 mod coordinator;
+mod filter;
 mod lean;
 mod limiter;
 mod procs;
@@ -47,6 +48,8 @@ enum Cmd {
     /// Every transport side by side: memory, CPU per delivery, latency, emulated
     /// command round trips, bytes on the wire.
     Transports(transports::TransportsArgs),
+    /// Time a tag filter's evaluation.
+    Filter(filter::FilterArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +69,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Run(args) => multi_thread(coordinator::run(args)),
         Cmd::Limiter(args) => current_thread(limiter::run(args)),
         Cmd::Transports(args) => current_thread(transports::run(args)),
+        Cmd::Filter(args) => filter::run(&args),
         Cmd::Cases => {
             coordinator::print_cases();
             Ok(true)

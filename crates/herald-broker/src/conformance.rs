@@ -6,7 +6,7 @@
 //! into `#[tokio::test]` functions for an implementation.
 
 use crate::{Broker, BrokerHandler, HistoryQuery, JoinLeave, PublishRequest, StoredPublication};
-use herald_protocol::{ClientInfo, HistoryLimit, RawJson};
+use herald_protocol::{ClientInfo, HistoryLimit, RawJson, StreamPosition};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
@@ -358,6 +358,93 @@ pub async fn idempotent_publish<B: Broker>(broker: B) {
     assert_eq!(page.publications.len(), 1);
 }
 
+/// A publication whose version is not newer than the channel's newest in the same
+/// version epoch is dropped: not stored, not delivered, the current position returned.
+/// A new version epoch starts over; versions work without history too.
+pub async fn stale_versions_are_dropped<B: Broker>(broker: B) {
+    let mut rx = start(&broker).await;
+    let ch = channel("versions");
+    broker
+        .subscribe(std::slice::from_ref(&ch))
+        .await
+        .expect("subscribe");
+    let versioned = |n: u64, version: u64, series: &str| {
+        let mut req = history(10)(n);
+        req.version = version;
+        req.version_epoch = series.to_owned();
+        req
+    };
+    let first = broker
+        .publish(&ch, versioned(1, 5, "a"))
+        .await
+        .expect("publish");
+    assert!(!first.suppressed && first.position.offset == 1);
+    for stale in [versioned(2, 5, "a"), versioned(3, 4, "a")] {
+        let out = broker.publish(&ch, stale).await.expect("publish");
+        assert!(out.suppressed, "{out:?}");
+        assert_eq!(out.position, first.position, "the current position");
+    }
+    let newer = broker
+        .publish(&ch, versioned(4, 6, "a"))
+        .await
+        .expect("publish");
+    assert!(!newer.suppressed && newer.position.offset == 2);
+    // Another series: its version 1 is new.
+    let restarted = broker
+        .publish(&ch, versioned(5, 1, "b"))
+        .await
+        .expect("publish");
+    assert!(!restarted.suppressed && restarted.position.offset == 3);
+    // Unversioned publications are never dropped, and do not reset the version.
+    let plain = broker.publish(&ch, history(10)(6)).await.expect("publish");
+    assert!(!plain.suppressed);
+    assert!(
+        broker
+            .publish(&ch, versioned(7, 1, "b"))
+            .await
+            .expect("publish")
+            .suppressed
+    );
+    let delivered: Vec<u64> = [
+        next(&mut rx).await,
+        next(&mut rx).await,
+        next(&mut rx).await,
+        next(&mut rx).await,
+    ]
+    .iter()
+    .map(|(_, p)| p.publication.offset)
+    .collect();
+    assert_eq!(delivered, [1, 2, 3, 4]);
+    nothing_more(&mut rx).await;
+    let page = broker
+        .history(&ch, HistoryQuery::default())
+        .await
+        .expect("history");
+    assert_eq!(page.publications.len(), 4);
+
+    // Without history: still dropped, with no position.
+    let live = channel("versions-live");
+    broker
+        .subscribe(std::slice::from_ref(&live))
+        .await
+        .expect("subscribe");
+    let mut req = PublishRequest::new(data(1));
+    req.version = 3;
+    assert!(
+        !broker
+            .publish(&live, req.clone())
+            .await
+            .expect("publish")
+            .suppressed
+    );
+    let (_, p) = next(&mut rx).await;
+    assert_eq!(p.publication.offset, 0);
+    let again = broker.publish(&live, req).await.expect("publish");
+    assert!(again.suppressed);
+    assert_eq!(again.position, StreamPosition::default());
+    nothing_more(&mut rx).await;
+}
+
 /// Removing history keeps the position, so recovery from before it fails visibly.
 pub async fn remove_history_keeps_position<B: Broker>(broker: B) {
     let _rx = start(&broker).await;
@@ -594,6 +681,7 @@ macro_rules! broker_conformance_tests {
             history_is_trimmed_to_size,
             history_expires,
             idempotent_publish,
+            stale_versions_are_dropped,
             remove_history_keeps_position,
             position_before_first_publish,
             presence_lifecycle,

@@ -68,6 +68,8 @@ struct Channel {
     presence: HashMap<String, (ClientInfo, Instant)>,
     subscribed: bool,
     touched: Instant,
+    /// The newest version published, and its series.
+    version: Option<(u64, String)>,
 }
 
 struct Entry {
@@ -85,6 +87,7 @@ impl Channel {
             presence: HashMap::new(),
             subscribed: false,
             touched: now,
+            version: None,
         }
     }
 
@@ -222,13 +225,15 @@ impl Broker for MemoryBroker {
         };
         if !keeps_history
             && request.idempotency_key.is_none()
+            && request.version == 0
             && self.inner.existing(channel).is_none()
         {
-            // No stream, no key to remember and no node listening: nothing to store or
-            // deliver, and no channel state worth creating.
+            // No stream, no key or version to remember and no node listening: nothing
+            // to store or deliver, and no channel state worth creating.
             return Ok(PublishOutcome {
                 position: StreamPosition::default(),
                 duplicate: false,
+                suppressed: false,
             });
         }
 
@@ -243,7 +248,26 @@ impl Broker for MemoryBroker {
             return Ok(PublishOutcome {
                 position: position.clone(),
                 duplicate: true,
+                suppressed: false,
             });
+        }
+        if request.version > 0 {
+            if let Some((newest, series)) = &state.version
+                && *series == request.version_epoch
+                && *newest >= request.version
+            {
+                let position = if keeps_history {
+                    state.position()
+                } else {
+                    StreamPosition::default()
+                };
+                return Ok(PublishOutcome {
+                    position,
+                    duplicate: false,
+                    suppressed: true,
+                });
+            }
+            state.version = Some((request.version, request.version_epoch.clone()));
         }
         let position = if keeps_history {
             state.top += 1;
@@ -277,6 +301,7 @@ impl Broker for MemoryBroker {
         Ok(PublishOutcome {
             position,
             duplicate: false,
+            suppressed: false,
         })
     }
 

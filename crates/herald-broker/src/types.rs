@@ -37,6 +37,13 @@ pub struct PublishRequest {
     pub history_ttl: Duration,
     /// Publishing again with the same key within its TTL publishes nothing.
     pub idempotency_key: Option<String>,
+    /// The state's version (0 = none): a publication whose version is not newer than
+    /// the channel's newest one in the same [`version_epoch`](Self::version_epoch) is
+    /// dropped (nothing stored or delivered), so that out-of-order publishers of a
+    /// state never make a subscriber go back to an older one.
+    pub version: u64,
+    /// The series `version` counts in: a new series (a restarted counter) starts over.
+    pub version_epoch: String,
 }
 
 impl PublishRequest {
@@ -49,6 +56,8 @@ impl PublishRequest {
             history_size: 0,
             history_ttl: Duration::ZERO,
             idempotency_key: None,
+            version: 0,
+            version_epoch: String::new(),
         }
     }
 
@@ -72,6 +81,9 @@ pub struct PublishOutcome {
     pub position: StreamPosition,
     /// The idempotency key had been seen: this is the first publish's result.
     pub duplicate: bool,
+    /// The version was not newer than the channel's: nothing was published, and the
+    /// position is the channel's current one.
+    pub suppressed: bool,
 }
 
 /// Which part of a channel's history to read.

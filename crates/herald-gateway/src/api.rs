@@ -150,6 +150,12 @@ struct PublishParams {
     idempotency_key: String,
     #[serde(default)]
     skip_history: bool,
+    /// The state's version: one not newer than the channel's newest (in the same
+    /// `version_epoch`) is dropped.
+    #[serde(default)]
+    version: u64,
+    #[serde(default)]
+    version_epoch: String,
 }
 
 #[derive(Deserialize)]
@@ -420,7 +426,9 @@ async fn publish(node: &Arc<Node>, p: PublishParams) -> ApiResult {
     let data = p
         .data
         .ok_or_else(|| ApiError::bad_request("data is required"))?;
-    let req = publish_request(&ch, data, p.tags, &p.idempotency_key, p.skip_history);
+    let mut req = publish_request(&ch, data, p.tags, &p.idempotency_key, p.skip_history);
+    req.version = p.version;
+    req.version_epoch = p.version_epoch;
     let timer = node
         .metrics
         .publish_duration
@@ -429,7 +437,19 @@ async fn publish(node: &Arc<Node>, p: PublishParams) -> ApiResult {
     let out = node.broker.publish(&p.channel, req).await;
     timer.observe_duration();
     let out = out.map_err(|e| internal(node, "publish", &e))?;
-    encode(&PositionOut::from(&out.position))
+    // Suppressed: nothing was published; the reply holds the channel's position.
+    encode(&PublishOut {
+        position: PositionOut::from(&out.position),
+        suppressed: out.suppressed,
+    })
+}
+
+#[derive(Serialize)]
+struct PublishOut<'a> {
+    #[serde(flatten)]
+    position: PositionOut<'a>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    suppressed: bool,
 }
 
 async fn broadcast(node: &Arc<Node>, p: BroadcastParams) -> ApiResult {

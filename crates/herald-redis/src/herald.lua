@@ -22,16 +22,20 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local VERSION = '4'
+local VERSION = '5'
 
 --[[
 FCALL herald_publish <numkeys 2|3> <stream> <meta> [<idem key>]
       <pubsub channel> <data> <history size> <history ttl s> <meta ttl s> <new epoch>
       <info json|""> <tags json|""> <idempotency ttl s> <sharded 0|1>
-Returns {offset, epoch, duplicate 0|1}. With history size 0 nothing is stored and the
-offset is 0. The publication goes out on pub/sub as a MessagePack array
-[offset, epoch, data, info, tags] in the same atomic step that assigns its offset, so
-pub/sub order is offset order and no subscriber sees an offset history lacks.
+      [<version, 0 = none> <version epoch>]
+Returns {offset, epoch, outcome}: outcome 0 published, 1 a duplicate (the idempotency
+key's first result), 2 suppressed (the version was not newer than the channel's newest
+in the same version epoch; the reply holds the channel's current position). With
+history size 0 nothing is stored and the offset is 0. The publication goes out on
+pub/sub as a MessagePack array [offset, epoch, data, info, tags] in the same atomic step
+that assigns its offset, so pub/sub order is offset order and no subscriber sees an
+offset history lacks. The newest version is kept in the meta hash (ver, vep).
 ]]
 local function publish(keys, args)
   local stream, meta, idem = keys[1], keys[2], keys[3]
@@ -44,6 +48,19 @@ local function publish(keys, args)
   local channel, data = args[1], args[2]
   local size, history_ttl, meta_ttl = tonumber(args[3]), args[4], args[5]
   local info, tags = args[7], args[8]
+  local version, vepoch = tonumber(args[11] or '0') or 0, args[12] or ''
+  if version > 0 then
+    local newest = redis.call('HMGET', meta, 'ver', 'vep')
+    if newest[1] and (newest[2] or '') == vepoch and tonumber(newest[1]) >= version then
+      local now = redis.call('HMGET', meta, 'top', 'epoch')
+      if size > 0 then
+        return {tonumber(now[1] or '0'), now[2] or '', 2}
+      end
+      return {0, '', 2}
+    end
+    redis.call('HSET', meta, 'ver', version, 'vep', vepoch)
+    redis.call('EXPIRE', meta, meta_ttl)
+  end
   local offset, epoch = 0, ''
   if size > 0 then
     epoch = redis.call('HGET', meta, 'epoch')

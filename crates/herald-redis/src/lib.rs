@@ -56,4 +56,4 @@ pub use publisher::{EntityPublished, PublishEntityError, PublishError, PublishOp
 pub const FUNCTION_LIBRARY: &str = include_str!("herald.lua");
 
 /// The library version gateways expect (`FCALL herald_version 0`).
-pub const FUNCTION_VERSION: &str = "4";
+pub const FUNCTION_VERSION: &str = "5";

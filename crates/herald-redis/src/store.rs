@@ -122,6 +122,8 @@ impl Store {
             envelope::encode_tags(&request.tags),
             secs(self.settings.idempotency_ttl),
             if self.settings.cluster { "1" } else { "0" }.to_owned(),
+            request.version.to_string(),
+            request.version_epoch.clone(),
         ];
         let started = Instant::now();
         let reply = self.library.call("herald_publish", names, args).await?;
@@ -134,10 +136,11 @@ impl Store {
             .and_then(|v| v.as_u64())
             .ok_or_else(|| protocol("publish reply without offset"))?;
         let epoch = parts.next().and_then(|v| v.as_string()).unwrap_or_default();
-        let duplicate = parts.next().and_then(|v| v.as_u64()) == Some(1);
+        let outcome = parts.next().and_then(|v| v.as_u64());
         Ok(PublishOutcome {
             position: StreamPosition { offset, epoch },
-            duplicate,
+            duplicate: outcome == Some(1),
+            suppressed: outcome == Some(2),
         })
     }
 

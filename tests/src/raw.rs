@@ -224,6 +224,19 @@ impl Raw {
         }
     }
 
+    /// The next publication pushed on `channel`, skipping everything else.
+    pub async fn next_publication(&mut self, channel: &str) -> herald_protocol::Publication {
+        loop {
+            let r = self.next_reply().await;
+            if let Some(push) = r.push
+                && push.channel == channel
+                && let Some(p) = push.publication
+            {
+                return p;
+            }
+        }
+    }
+
     /// Reads until the server closes; returns the close code (skipping anything else).
     pub async fn closed_within(&mut self, within: Duration) -> u16 {
         let deadline = tokio::time::Instant::now() + within;

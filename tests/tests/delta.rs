@@ -46,18 +46,6 @@ async fn subscribe(raw: &mut Raw, channel: &str, extra: Value) -> Value {
     reply["subscribe"].clone()
 }
 
-async fn next_publication(raw: &mut Raw, channel: &str) -> Publication {
-    loop {
-        let r = raw.next_reply().await;
-        if let Some(push) = r.push
-            && push.channel == channel
-            && let Some(p) = push.publication
-        {
-            return p;
-        }
-    }
-}
-
 /// Rebuilds delta publications the way an SDK does; returns each full text.
 #[derive(Default)]
 struct Decoder {
@@ -96,7 +84,7 @@ async fn live_publications_come_full_then_as_patches() {
         let data = state(round);
         let text = serde_json::to_string(&data).expect("json");
         h.publish("kpi:a", data.clone()).await;
-        let p = next_publication(&mut raw, "kpi:a").await;
+        let p = raw.next_publication("kpi:a").await;
         assert_eq!(p.offset, round);
         // The first after subscribing is full; the rest are patches well under the size.
         assert_eq!(p.delta, round > 1, "round {round}");
@@ -109,7 +97,7 @@ async fn live_publications_come_full_then_as_patches() {
         }
         assert_eq!(decoder.decode(&p), text);
         // The plain subscriber on the same channel gets the object itself.
-        let q = next_publication(&mut plain, "kpi:a").await;
+        let q = plain.next_publication("kpi:a").await;
         assert!(!q.delta);
         assert_eq!(q.data.get(), text);
     }
@@ -123,7 +111,7 @@ async fn recovery_sends_the_first_recovered_full_and_patches_after() {
     let epoch = result["epoch"].as_str().expect("epoch").to_owned();
     h.publish("kpi:r", state(1)).await;
     let mut decoder = Decoder::default();
-    let first = next_publication(&mut raw, "kpi:r").await;
+    let first = raw.next_publication("kpi:r").await;
     decoder.decode(&first);
     drop(raw);
 
@@ -153,7 +141,7 @@ async fn recovery_sends_the_first_recovered_full_and_patches_after() {
     }
     // Live ones continue as patches against the last recovered publication.
     h.publish("kpi:r", state(6)).await;
-    let live = next_publication(&mut back, "kpi:r").await;
+    let live = back.next_publication("kpi:r").await;
     assert_eq!(live.offset, 6);
     assert!(
         live.delta,
@@ -174,7 +162,7 @@ async fn a_namespace_without_deltas_sends_plain_publications() {
         let result = subscribe(&mut raw, channel, json!({})).await;
         assert!(result.get("delta").is_none(), "{result}");
         h.publish(channel, json!({"n": 1})).await;
-        let p = next_publication(&mut raw, channel).await;
+        let p = raw.next_publication(channel).await;
         assert!(!p.delta);
         assert_eq!(p.data.get(), r#"{"n":1}"#);
     }
@@ -209,7 +197,7 @@ async fn patches_follow_the_redis_stream_on_every_node() {
         let text = serde_json::to_string(&state(round)).expect("json");
         nodes[0].publish("kpi:shared", state(round)).await;
         for (raw, decoder) in &mut subscribers {
-            let p = next_publication(raw, "kpi:shared").await;
+            let p = raw.next_publication("kpi:shared").await;
             assert_eq!((p.offset, p.delta), (round, round > 1));
             assert_eq!(decoder.decode(&p), text);
         }

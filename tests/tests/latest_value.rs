@@ -28,18 +28,6 @@ fn publications(result: &Value) -> Vec<Publication> {
     serde_json::from_value(result["publications"].clone()).unwrap_or_default()
 }
 
-async fn next_publication(raw: &mut Raw, channel: &str) -> Publication {
-    loop {
-        let r = raw.next_reply().await;
-        if let Some(push) = r.push
-            && push.channel == channel
-            && let Some(p) = push.publication
-        {
-            return p;
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_new_subscriber_gets_the_newest_publication_at_once() {
     let h = Herald::start(STATUS).await;
@@ -66,7 +54,7 @@ async fn a_new_subscriber_gets_the_newest_publication_at_once() {
     // Live publications follow, none repeated.
     h.publish("status:api", json!({"state": "ok", "n": 4}))
         .await;
-    let live = next_publication(&mut raw, "status:api").await;
+    let live = raw.next_publication("status:api").await;
     assert_eq!(live.offset, 4);
 }
 
@@ -77,7 +65,7 @@ async fn a_returning_subscriber_gets_only_the_newest_unless_it_holds_it() {
     let first = subscribe(&mut raw, json!({"channel": "status:db"})).await;
     let epoch = first["epoch"].as_str().expect("epoch").to_owned();
     h.publish("status:db", json!({"n": 1})).await;
-    assert_eq!(next_publication(&mut raw, "status:db").await.offset, 1);
+    assert_eq!(raw.next_publication("status:db").await.offset, 1);
     drop(raw);
     for n in 2..=5 {
         h.publish("status:db", json!({ "n": n })).await;
@@ -143,7 +131,7 @@ async fn with_deltas_the_newest_comes_full_and_the_next_as_a_patch() {
     let full: String = serde_json::from_str(pubs[0].data.get()).expect("delta data is a string");
     assert_eq!(full, state(1).to_string());
     h.publish("status:kpi", state(2)).await;
-    let next = next_publication(&mut raw, "status:kpi").await;
+    let next = raw.next_publication("status:kpi").await;
     assert!(next.delta, "the next one is patched against it");
     let patch: String = serde_json::from_str(next.data.get()).expect("string");
     let rebuilt =

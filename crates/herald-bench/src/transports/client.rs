@@ -136,38 +136,15 @@ pub(crate) async fn open(
     let (first_tx, first_rx) = oneshot::channel();
     let first = Arc::new(Mutex::new(Some(first_tx)));
     let (task, ws) = if kind == Kind::WebSocket && gzip {
-        let (task, tx) = deflate_websocket(addr, connect, tally, waiting.clone(), first).await?;
+        let socket = deflate_websocket(addr, tally.clone()).await?;
+        let (task, tx) =
+            websocket_task(socket, DEFLATE, connect, tally, waiting.clone(), first).await?;
         (task, Some(tx))
     } else if kind == Kind::WebSocket {
         let url = format!("ws://{addr}/connection/websocket");
-        let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
-        socket.send(Message::text(connect)).await?;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let waiting = waiting.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    out = rx.recv() => match out {
-                        Some(text) => if socket.send(Message::text(text)).await.is_err() { return },
-                        None => return,
-                    },
-                    msg = socket.next() => {
-                        let Some(Ok(Message::Text(frame))) = msg else { return };
-                        // The frame's length plus the 2-byte server frame header (4 above 125 bytes).
-                        let header = if frame.len() > 125 { 4 } else { 2 };
-                        tally.bytes.fetch_add((frame.len() + header) as u64, Ordering::Relaxed);
-                        for line in frame.as_str().split('\n') {
-                            if line == "{}" {
-                                // Pings are answered, as the SDKs do.
-                                let _ = socket.send(Message::text("{}")).await;
-                                continue;
-                            }
-                            on_message(line, &tally, &waiting, &first);
-                        }
-                    }
-                }
-            }
-        });
+        let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+        let (task, tx) =
+            websocket_task(socket, PLAIN, connect, tally, waiting.clone(), first).await?;
         (task, Some(tx))
     } else {
         let (method, path, body) = match kind {
@@ -322,11 +299,43 @@ pub(crate) async fn post_emulation(
     Ok(response.status().as_u16())
 }
 
-/// A WebSocket client that negotiates permessage-deflate (Herald's own frame layer, as
-/// the usual Rust clients have no such extension), counting the bytes read off the TCP
-/// socket, compressed as they are.
-async fn deflate_websocket(
-    addr: SocketAddr,
+/// How [`websocket_task`] speaks to one WebSocket library.
+struct Flavour<M> {
+    /// A text message.
+    text: fn(String) -> M,
+    /// A received text message's text (`None` for anything else, which ends the task).
+    read: for<'a> fn(&'a M) -> Option<&'a str>,
+    /// Count each text frame's bytes here (its length plus the server's 2- or 4-byte
+    /// header), for a socket whose reads are not counted underneath.
+    count_frames: bool,
+}
+
+/// tokio-tungstenite, with the bytes estimated from each frame.
+const PLAIN: Flavour<Message> = Flavour {
+    text: Message::text,
+    read: |m| match m {
+        Message::Text(t) => Some(t.as_str()),
+        _ => None,
+    },
+    count_frames: true,
+};
+
+/// Herald's frame layer with permessage-deflate, its bytes counted off the TCP socket.
+const DEFLATE: Flavour<herald_websocket::Message> = Flavour {
+    text: |t| herald_websocket::Message::Text(bytes::Bytes::from(t)),
+    read: |m| match m {
+        herald_websocket::Message::Text(t) => std::str::from_utf8(t).ok(),
+        _ => None,
+    },
+    count_frames: false,
+};
+
+/// Sends `connect`, then runs the client's task: it sends what arrives on the returned
+/// channel, answers pings as the SDKs do, and hands every other line it receives to
+/// [`on_message`].
+async fn websocket_task<S, M>(
+    mut socket: S,
+    flavour: Flavour<M>,
     connect: &str,
     tally: Arc<Tally>,
     waiting: Arc<Mutex<HashMap<u32, oneshot::Sender<()>>>>,
@@ -334,8 +343,54 @@ async fn deflate_websocket(
 ) -> anyhow::Result<(
     tokio::task::JoinHandle<()>,
     tokio::sync::mpsc::UnboundedSender<String>,
-)> {
-    use herald_websocket::Message as WsMessage;
+)>
+where
+    S: futures_util::Stream<Item = Result<M, <S as futures_util::Sink<M>>::Error>>
+        + futures_util::Sink<M>
+        + Unpin
+        + Send
+        + 'static,
+    <S as futures_util::Sink<M>>::Error: std::error::Error + Send + Sync + 'static,
+    M: Send + 'static,
+{
+    socket.send((flavour.text)(connect.to_owned())).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                out = rx.recv() => match out {
+                    Some(t) => if socket.send((flavour.text)(t)).await.is_err() { return },
+                    None => return,
+                },
+                msg = socket.next() => {
+                    let Some(Ok(msg)) = msg else { return };
+                    let Some(frame) = (flavour.read)(&msg) else { return };
+                    if flavour.count_frames {
+                        let header = if frame.len() > 125 { 4 } else { 2 };
+                        tally.bytes.fetch_add((frame.len() + header) as u64, Ordering::Relaxed);
+                    }
+                    for line in frame.split('\n') {
+                        if line == "{}" {
+                            // Pings are answered, as the SDKs do.
+                            let _ = socket.send((flavour.text)("{}".to_owned())).await;
+                            continue;
+                        }
+                        on_message(line, &tally, &waiting, &first);
+                    }
+                }
+            }
+        }
+    });
+    Ok((task, tx))
+}
+
+/// A WebSocket client that negotiates permessage-deflate (Herald's own frame layer, as
+/// the usual Rust clients have no such extension), counting the bytes read off the TCP
+/// socket, compressed as they are.
+async fn deflate_websocket(
+    addr: SocketAddr,
+    tally: Arc<Tally>,
+) -> anyhow::Result<herald_websocket::WebSocket<Counting>> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let host = addr.to_string();
@@ -348,38 +403,14 @@ async fn deflate_websocket(
     };
     let counting = Counting {
         inner: stream,
-        tally: tally.clone(),
+        tally,
     };
-    let mut socket = herald_websocket::client::handshake(counting, &request).await?;
+    let socket = herald_websocket::client::handshake(counting, &request).await?;
     anyhow::ensure!(
         socket.compressed(),
         "the node did not accept permessage-deflate"
     );
-    let text = |t: &str| WsMessage::Text(bytes::Bytes::copy_from_slice(t.as_bytes()));
-    socket.send(text(connect)).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let task = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                out = rx.recv() => match out {
-                    Some(t) => if socket.send(text(&t)).await.is_err() { return },
-                    None => return,
-                },
-                msg = socket.next() => {
-                    let Some(Ok(WsMessage::Text(frame))) = msg else { return };
-                    let Ok(frame) = std::str::from_utf8(&frame) else { return };
-                    for line in frame.split('\n') {
-                        if line == "{}" {
-                            let _ = socket.send(text("{}")).await;
-                            continue;
-                        }
-                        on_message(line, &tally, &waiting, &first);
-                    }
-                }
-            }
-        }
-    });
-    Ok((task, tx))
+    Ok(socket)
 }
 
 /// A TCP stream that adds what it reads to the tally's bytes.

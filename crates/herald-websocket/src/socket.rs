@@ -29,19 +29,6 @@ pub struct Config {
     pub deflate: Option<Deflate>,
 }
 
-impl Config {
-    /// A server's configuration with the given limit and no compression.
-    pub fn server(max_message: usize) -> Self {
-        Config {
-            role: Role::Server,
-            max_message,
-            read_buffer: 1024,
-            write_buffer: 4096,
-            deflate: None,
-        }
-    }
-}
-
 /// A message whose final frame has not arrived yet.
 #[derive(Debug)]
 struct Partial {

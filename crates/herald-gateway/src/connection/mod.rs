@@ -88,6 +88,23 @@ impl Sub {
         self.token_filter.is_some() || self.client_filter.is_some()
     }
 
+    /// Whether a publication with these tags passes this subscription's filters and
+    /// the connection's.
+    fn passes(
+        &self,
+        connection: Option<&herald_protocol::Filter>,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
+        [
+            connection,
+            self.token_filter.as_deref(),
+            self.client_filter.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .all(|f| f.matches(tags))
+    }
+
     /// Keeps the publications that pass this subscription's filters and the
     /// connection's.
     fn retain_passing(
@@ -96,22 +113,9 @@ impl Sub {
         connection: Option<&herald_protocol::Filter>,
     ) {
         if connection.is_some() || self.filtered() {
-            let filters = [
-                connection,
-                self.token_filter.as_deref(),
-                self.client_filter.as_deref(),
-            ];
-            publications.retain(|p| passes(filters, &p.tags));
+            publications.retain(|p| self.passes(connection, &p.tags));
         }
     }
-}
-
-/// Whether a publication with these tags passes every filter that applies.
-fn passes(
-    filters: [Option<&herald_protocol::Filter>; 3],
-    tags: &std::collections::BTreeMap<String, String>,
-) -> bool {
-    filters.into_iter().flatten().all(|f| f.matches(tags))
 }
 
 /// A filter from a token claim, checked: `Err` when the claim is not a valid tree.
@@ -455,12 +459,7 @@ impl Conn {
                 // Filtered out: the position moved on, nothing goes out, and a delta
                 // subscriber's next publication comes in full.
                 let session_filter = self.session.as_ref().and_then(|s| s.filter.as_deref());
-                let filters = [
-                    session_filter,
-                    sub.token_filter.as_deref(),
-                    sub.client_filter.as_deref(),
-                ];
-                if !passes(filters, &p.stored.publication.tags) {
+                if !sub.passes(session_filter, &p.stored.publication.tags) {
                     sub.delta_base = false;
                     return Ok(());
                 }

@@ -114,27 +114,26 @@ impl Handshake {
     /// Checks the opening request (the same checks, statuses and order as the HTTP
     /// library's WebSocket upgrade) and picks the answer to its extension offers.
     pub(crate) fn from_parts(parts: &mut Parts) -> Result<Self, (StatusCode, &'static str)> {
-        let refuse = |status: StatusCode, why: &'static str| (status, why);
         if parts.method != Method::GET {
-            return Err(refuse(
+            return Err((
                 StatusCode::METHOD_NOT_ALLOWED,
                 "a WebSocket opening request must be a GET",
             ));
         }
         if !has_token(&parts.headers, header::CONNECTION, "upgrade") {
-            return Err(refuse(
+            return Err((
                 StatusCode::BAD_REQUEST,
                 "the Connection header does not include 'upgrade'",
             ));
         }
         if !has_token(&parts.headers, header::UPGRADE, "websocket") {
-            return Err(refuse(
+            return Err((
                 StatusCode::BAD_REQUEST,
                 "the Upgrade header does not include 'websocket'",
             ));
         }
         let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
-            return Err(refuse(
+            return Err((
                 StatusCode::BAD_REQUEST,
                 "the Sec-WebSocket-Key header is missing",
             ));
@@ -144,13 +143,13 @@ impl Handshake {
             .get(header::SEC_WEBSOCKET_VERSION)
             .is_none_or(|v| v.as_bytes() != b"13")
         {
-            return Err(refuse(
+            return Err((
                 StatusCode::BAD_REQUEST,
                 "the Sec-WebSocket-Version header is not 13",
             ));
         }
         let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
-            return Err(refuse(
+            return Err((
                 StatusCode::UPGRADE_REQUIRED,
                 "this connection cannot be upgraded",
             ));
@@ -171,7 +170,7 @@ impl Handshake {
     }
 
     /// Whether the client offered this subprotocol.
-    pub(crate) fn offers_protocol(&self, protocol: &str) -> bool {
+    fn offers_protocol(&self, protocol: &str) -> bool {
         self.protocols.iter().any(|p| p == protocol)
     }
 

@@ -37,7 +37,11 @@ impl AsyncRead for Io<'_> {
 }
 
 impl AsyncWrite for Io<'_> {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -66,7 +70,10 @@ fuzz_target!(|data: &[u8]| {
         max_message: MAX,
         read_buffer: 64,
         write_buffer: 256,
-        deflate: (flags & 1 == 1).then(|| Deflate { level: 1, min_bytes: 16 }),
+        deflate: (flags & 1 == 1).then(|| Deflate {
+            level: 1,
+            min_bytes: 16,
+        }),
     };
     let io = Io {
         input,
@@ -84,7 +91,10 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Message::Binary(data)) => assert!(data.len() <= MAX),
                 Ok(_) => {}
                 Err(_) => {
-                    assert!(socket.next().await.is_none(), "nothing is read after an error");
+                    assert!(
+                        socket.next().await.is_none(),
+                        "nothing is read after an error"
+                    );
                     break;
                 }
             }

@@ -37,6 +37,22 @@ pub fn free_port() -> u16 {
     panic!("no free port found in 20000..32000");
 }
 
+/// A free port for a Redis Cluster node, whose cluster bus listens 10000 above it: both
+/// free and both below the ephemeral range. (A node on a port from [`free_port`] may
+/// get a bus port inside that range, where a client's source port can hold it; the
+/// node then fails to start.)
+pub fn free_cluster_port() -> u16 {
+    let mut rng = rand::rng();
+    let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+    for _ in 0..1000 {
+        let port = rng.random_range(20_000..22_000);
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+    panic!("no free port pair found in 20000..22000 and 30000..32000");
+}
+
 /// The `herald` binary: `HERALD_BIN`, else `target/<profile>/herald` next to this test.
 pub fn herald_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("HERALD_BIN") {

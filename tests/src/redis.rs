@@ -2,7 +2,7 @@
 //! machine's shared 6379), with kill, restart, pause and a three-primary cluster; TLS
 //! with certificates made at test time, and ACL users.
 
-use crate::free_port;
+use crate::{free_cluster_port, free_port};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -359,7 +359,7 @@ impl RedisCluster {
     /// announce their TLS ports and talk TLS to each other).
     pub fn start_with(options: &RedisOptions) -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| RedisServer::start_configured(free_port(), true, options.clone()))
+            .map(|_| RedisServer::start_configured(free_cluster_port(), true, options.clone()))
             .collect();
         let addrs: Vec<String> = nodes
             .iter()

@@ -74,6 +74,11 @@ impl<'a> Channel<'a> {
                 .is_some_and(|list| list.split(',').any(|u| u == user))
     }
 
+    /// Whether this is a user-limited channel whose list does not name `user`.
+    pub fn excludes_user(&self, user: &str) -> bool {
+        self.users.is_some() && !self.admits_user(user)
+    }
+
     /// Whether a client may subscribe without a subscription token.
     pub fn may_subscribe(&self, user: &str) -> bool {
         if self.private {

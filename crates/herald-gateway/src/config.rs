@@ -2,6 +2,7 @@
 //! channel namespaces, with the checks that need no other component. Reading them from
 //! files, the environment and flags is the binary's job.
 
+pub use crate::proxy::{HookConfig, ProxyConfig};
 pub use crate::rate_limits::{NamespaceRateLimits, Rate, RateError, RateLimits};
 use herald_protocol::DeltaType;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,8 @@ pub struct Config {
     pub client: ClientConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// Proxy hooks to the application's backend.
+    pub proxy: ProxyConfig,
     /// Channel namespaces by name; `default` applies to channels without a `:`, and `*`
     /// to namespaces not configured by name.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
@@ -41,6 +44,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             client: ClientConfig::default(),
             shutdown: ShutdownConfig::default(),
+            proxy: ProxyConfig::default(),
             namespaces: BTreeMap::new(),
         }
     }
@@ -415,6 +419,15 @@ pub struct NamespaceConfig {
     /// `tagsFilter`): they then receive only the publications whose tags pass it, live
     /// and recovered. Filters set by tokens apply whatever this says.
     pub allow_tags_filter: bool,
+    /// Subscriptions without a token are authorized by the `proxy.subscribe` hook
+    /// (instead of `allow_subscribe_*`).
+    pub subscribe_proxy: bool,
+    /// Client publications go through the `proxy.publish` hook, which authorizes
+    /// them (instead of `allow_publish_*`) and may rewrite them.
+    pub publish_proxy: bool,
+    /// Subscriptions the subscribe hook gave an expiry are extended by the
+    /// `proxy.sub_refresh` hook (otherwise they end when they expire).
+    pub sub_refresh_proxy: bool,
     /// This namespace's own rate limits (absent keys keep `client.rate_limits`).
     #[serde(skip_serializing_if = "NamespaceRateLimits::is_empty")]
     pub rate_limits: NamespaceRateLimits,
@@ -448,6 +461,9 @@ impl NamespaceConfig {
             allowed_delta_types: vec![DeltaType::Fossil],
             latest_value: false,
             allow_tags_filter: true,
+            subscribe_proxy: false,
+            publish_proxy: false,
+            sub_refresh_proxy: false,
             rate_limits: NamespaceRateLimits::default(),
         }
     }
@@ -538,10 +554,10 @@ impl Config {
                 message,
             })
         };
-        if !self.has_token_key() && !self.client.allow_anonymous {
+        if !self.has_token_key() && !self.client.allow_anonymous && self.proxy.connect.is_none() {
             bad(
                 "token",
-                "no token key is set (token.hmac_secret, token.hmac_secret_file, token.rsa_public_key, token.ec_public_key or token.jwks_url) and client.allow_anonymous is false: nobody could connect".into(),
+                "no token key is set (token.hmac_secret, token.hmac_secret_file, token.rsa_public_key, token.ec_public_key or token.jwks_url), no proxy.connect hook, and client.allow_anonymous is false: nobody could connect".into(),
             );
         }
         let t = &self.token;
@@ -714,6 +730,9 @@ impl Config {
         for (key, message) in c.rate_limits.problems() {
             bad(&format!("client.rate_limits.{key}"), message);
         }
+        for (key, message) in self.proxy.problems() {
+            bad(&format!("proxy.{key}"), message);
+        }
         if self.shutdown.timeout < self.shutdown.drain_window {
             bad(
                 "shutdown.timeout",
@@ -741,6 +760,23 @@ impl Config {
                     &format!("{at}.latest_value"),
                     "latest-value channels need history (history_size = 1 and a history_ttl are enough)".into(),
                 );
+            }
+            for (on, key, hook) in [
+                (ns.subscribe_proxy, "subscribe_proxy", &self.proxy.subscribe),
+                (ns.publish_proxy, "publish_proxy", &self.proxy.publish),
+                (
+                    ns.sub_refresh_proxy,
+                    "sub_refresh_proxy",
+                    &self.proxy.sub_refresh,
+                ),
+            ] {
+                if on && hook.is_none() {
+                    let name = key.trim_end_matches("_proxy");
+                    bad(
+                        &format!("{at}.{key}"),
+                        format!("needs the proxy.{name} hook (proxy.{name}.url)"),
+                    );
+                }
             }
             if !ns.allowed_delta_types.is_empty() && !ns.history_enabled() {
                 bad(

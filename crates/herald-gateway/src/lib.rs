@@ -16,6 +16,7 @@ pub(crate) mod hub;
 pub mod jwks;
 pub(crate) mod metrics;
 pub mod node;
+pub mod proxy;
 pub mod rate_limits;
 pub(crate) mod reads;
 pub mod server;

@@ -47,6 +47,8 @@ pub(crate) struct Parts {
     pub emulation: Arc<crate::transport::emulation::Emulation>,
     /// The node's id.
     pub uid: String,
+    /// The proxy hooks' client.
+    pub proxy: Arc<crate::proxy::Proxy>,
 }
 
 /// One gateway node.
@@ -65,6 +67,8 @@ pub struct Node {
     pub(crate) metrics: Metrics,
     /// Who may connect: origins, addresses, limits.
     pub(crate) admission: Arc<Admission>,
+    /// Calls to the application's backend.
+    pub(crate) proxy: Arc<crate::proxy::Proxy>,
     /// This node's name.
     pub(crate) name: String,
     /// A unique id for this run of the node: its address in the broker.
@@ -122,6 +126,7 @@ impl Node {
             emulation: parts.emulation,
             metrics,
             admission,
+            proxy: parts.proxy,
             name,
             uid: parts.uid,
             started: Instant::now(),

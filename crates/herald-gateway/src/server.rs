@@ -39,6 +39,9 @@ pub enum StartError {
     /// An admission setting (allowed origins, trusted proxies) is not valid.
     #[error("invalid admission settings")]
     Admission(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The proxy hooks' client could not be set up.
+    #[error("invalid proxy settings")]
+    Proxy(#[source] Box<crate::proxy::ProxySetupError>),
     /// Serving failed.
     #[error("serving failed")]
     Serve(#[source] std::io::Error),
@@ -180,6 +183,10 @@ pub async fn build(
         Admission::new(&config.client, metrics.admission.clone())
             .map_err(|e| StartError::Admission(Box::new(e)))?,
     );
+    let proxy = Arc::new(
+        crate::proxy::Proxy::new(&config.proxy, metrics.registry())
+            .map_err(|e| StartError::Proxy(Box::new(e)))?,
+    );
     let lifecycle = Lifecycle::new(shutdown);
     if let Some(jwks) = verifier.jwks() {
         metrics
@@ -243,6 +250,7 @@ pub async fn build(
             hub,
             emulation,
             uid,
+            proxy,
         },
         metrics,
         admission,
@@ -342,11 +350,13 @@ async fn websocket(State(node): State<Arc<Node>>, request: Request) -> Response 
     } else {
         herald_protocol::Encoding::Json
     };
+    let forwarded = node.proxy.forwarded(&parts.headers);
     let tracker_token = node.tasks.token();
     let client = node.config.client.clone();
     let metrics = node.metrics.clone();
     upgrade.accept(&client, &metrics, move |socket| async move {
-        let transport = crate::transport::Transport::websocket(encoding);
+        let mut transport = crate::transport::Transport::websocket(encoding);
+        transport.forwarded = forwarded;
         crate::connection::serve(socket, node, transport).await;
         drop(permit);
         drop(tracker_token);

@@ -1,5 +1,6 @@
 //! Command handling: decode a frame, dispatch each command, queue its reply.
 
+use super::hooks::Identity;
 use super::limits::Limit;
 use super::{Conn, Fail, Session, idempotency};
 use crate::auth::{TokenError, expiry, unix_now};
@@ -51,6 +52,7 @@ impl Conn {
                     match self.limit_command() {
                         Ok(()) => self.reply_error(e.id, ErrorCode::BadRequest),
                         Err(Fail::Error(code)) => self.reply_error(e.id, code),
+                        Err(Fail::App(error)) => self.reply_app_error(e.id, *error),
                         Err(Fail::Disconnect(code)) => return Err(code),
                     }
                 }
@@ -60,12 +62,23 @@ impl Conn {
     }
 
     fn reply_error(&mut self, id: u32, code: ErrorCode) {
+        self.reply_app_error(id, code.to_error());
+    }
+
+    /// Replies with any error, Herald's or the application's (from a proxy hook).
+    fn reply_app_error(&mut self, id: u32, error: herald_protocol::Error) {
+        // The application's codes share one label: the label set stays bounded.
+        let label = if ErrorCode::ALL.iter().any(|c| c.code() == error.code) {
+            error.code.to_string()
+        } else {
+            "application".to_owned()
+        };
         self.node
             .metrics
             .reply_errors
-            .with_label_values(&[code.code().to_string().as_str()])
+            .with_label_values(&[label.as_str()])
             .inc();
-        let _ = self.out.push(&Reply::error(id, code.to_error()));
+        let _ = self.out.push(&Reply::error(id, error));
     }
 
     async fn on_command(&mut self, cmd: &Command) -> Result<(), DisconnectCode> {
@@ -108,6 +121,10 @@ impl Conn {
                     self.reply_error(cmd.id, code);
                     return Ok(());
                 }
+                Err(Fail::App(error)) => {
+                    self.reply_app_error(cmd.id, *error);
+                    return Ok(());
+                }
                 Err(Fail::Disconnect(code)) => return Err(code),
             }
         }
@@ -136,7 +153,7 @@ impl Conn {
                 rpc: Some(herald_protocol::RpcResult::default()),
                 ..Reply::default()
             }),
-            Request::Rpc(_) => Err(Fail::Error(ErrorCode::NotAvailable)),
+            Request::Rpc(req) => self.rpc_by_proxy(req).await,
         };
         match result {
             Ok(mut reply) => {
@@ -146,6 +163,10 @@ impl Conn {
             }
             Err(Fail::Error(code)) => {
                 self.reply_error(cmd.id, code);
+                Ok(())
+            }
+            Err(Fail::App(error)) => {
+                self.reply_app_error(cmd.id, *error);
                 Ok(())
             }
             Err(Fail::Disconnect(code)) => Err(code),
@@ -160,35 +181,26 @@ impl Conn {
             return Err(Fail::Disconnect(DisconnectCode::Shutdown));
         }
         let config = self.node.config.clone();
-        let claims = if req.token.is_empty() {
-            if !config.client.allow_anonymous {
-                return Err(Fail::Disconnect(DisconnectCode::InvalidToken));
-            }
-            crate::auth::ConnectionClaims::default()
+        let identity = if !req.token.is_empty() {
+            self.identify_by_token(&req.token).await?
+        } else if self.node.proxy.has(crate::proxy::Hook::Connect) {
+            // The backend decides; a backend that cannot be asked lets nobody in.
+            self.identify_by_proxy(req).await?
+        } else if config.client.allow_anonymous {
+            Identity::anonymous()
         } else {
-            match self.node.verifier.verify_connection(&req.token).await {
-                Ok(c) => c,
-                Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired.into()),
-                Err(e) if e.is_temporary() => {
-                    tracing::debug!(error = %e, "connection token not checked yet");
-                    return Err(ErrorCode::Internal.into());
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "connection token refused");
-                    return Err(Fail::Disconnect(DisconnectCode::InvalidToken));
-                }
-            }
+            return Err(Fail::Disconnect(DisconnectCode::InvalidToken));
         };
-        let expires = claims.expires_at();
+        let expires = identity.expires;
         if expires.is_some_and(|t| t <= unix_now()) {
-            return Err(ErrorCode::TokenExpired.into());
+            return Err(if identity.refreshed_by_proxy {
+                Fail::Disconnect(DisconnectCode::Expired)
+            } else {
+                ErrorCode::TokenExpired.into()
+            });
         }
-        let filter = super::claimed_filter(claims.tags_filter.as_ref()).map_err(|e| {
-            tracing::debug!(error = %e, "connection token's tag filter refused");
-            Fail::Disconnect(DisconnectCode::InvalidToken)
-        })?;
         let (expires_at, ttl) = expiry(expires);
-        let user: Arc<str> = Arc::from(claims.sub.as_str());
+        let user: Arc<str> = Arc::from(identity.user.as_str());
         // 111, temporary, as for the limit across nodes below: behind a balancer the
         // SDK's next attempt may land on a node where the user has room, or find that
         // another of the user's connections has gone. Its backoff grows while it is
@@ -216,17 +228,21 @@ impl Conn {
         self.session = Some(Session {
             client: client.clone(),
             user,
-            conn_info: claims.info.clone(),
+            conn_info: identity.info.clone(),
             expires_at,
-            filter,
+            filter: identity.filter.clone(),
+            refreshed_by_proxy: identity.refreshed_by_proxy,
             handle,
             _user_permit: user_permit,
         });
         self.next_ping = Instant::now() + config.client.ping_interval;
 
         let mut subs = BTreeMap::new();
-        let channels: std::collections::BTreeSet<&String> = claims.channels.iter().collect();
-        for channel in channels {
+        let mut channels: Vec<(String, Option<herald_protocol::RawJson>)> = identity.channels;
+        channels.sort_by(|a, b| a.0.cmp(&b.0));
+        channels.dedup_by(|a, b| a.0 == b.0);
+        for (channel, chan_info) in channels {
+            let channel = &channel;
             let (recover, offset, epoch) = self.transport.start_of(channel, req.subs.get(channel));
             let opts = super::subscribe::SubOptions {
                 recover,
@@ -236,10 +252,11 @@ impl Conn {
                 join_leave: false,
                 expires_at: None,
                 ttl: 0,
-                chan_info: None,
+                chan_info,
                 delta: None,
                 token_filter: None,
                 client_filter: None,
+                refreshed_by_proxy: false,
             };
             match self.subscribe_channel(channel, opts).await {
                 Ok(result) => {
@@ -256,6 +273,13 @@ impl Conn {
                         "server-side subscription refused"
                     );
                 }
+                Err(Fail::App(error)) => {
+                    tracing::warn!(
+                        channel,
+                        code = error.code,
+                        "server-side subscription refused"
+                    );
+                }
             }
         }
         if !self.transport.kind.bidirectional() {
@@ -266,8 +290,11 @@ impl Conn {
             connect: Some(ConnectResult {
                 client: client.to_string(),
                 version: crate::node::VERSION.to_owned(),
-                expires: expires_at.is_some(),
-                ttl,
+                // A connection the refresh hook extends never asks the client for a
+                // token.
+                expires: expires_at.is_some() && !identity.refreshed_by_proxy,
+                ttl: if identity.refreshed_by_proxy { 0 } else { ttl },
+                data: identity.data,
                 ping: u32::try_from(config.client.ping_interval.as_secs()).unwrap_or(u32::MAX),
                 pong: self.transport.kind.bidirectional(),
                 // An emulated session's commands are routed to this node by its id.
@@ -278,9 +305,37 @@ impl Conn {
                 },
                 session: self.transport.session.clone(),
                 subs,
-                ..ConnectResult::default()
             }),
             ..Reply::default()
+        })
+    }
+
+    /// Who a client is by its connection token.
+    async fn identify_by_token(&self, token: &str) -> Result<Identity, Fail> {
+        let claims = match self.node.verifier.verify_connection(token).await {
+            Ok(c) => c,
+            Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired.into()),
+            Err(e) if e.is_temporary() => {
+                tracing::debug!(error = %e, "connection token not checked yet");
+                return Err(ErrorCode::Internal.into());
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "connection token refused");
+                return Err(Fail::Disconnect(DisconnectCode::InvalidToken));
+            }
+        };
+        let filter = super::claimed_filter(claims.tags_filter.as_ref()).map_err(|e| {
+            tracing::debug!(error = %e, "connection token's tag filter refused");
+            Fail::Disconnect(DisconnectCode::InvalidToken)
+        })?;
+        Ok(Identity {
+            expires: claims.expires_at(),
+            user: claims.sub,
+            info: claims.info,
+            channels: claims.channels.into_iter().map(|c| (c, None)).collect(),
+            filter,
+            data: None,
+            refreshed_by_proxy: false,
         })
     }
 
@@ -320,6 +375,16 @@ impl Conn {
                         "requested subscription refused"
                     );
                     return Err(Fail::Disconnect(crate::transport::uni::refusal(code)));
+                }
+                // Refused by the backend: a temporary refusal reconnects, any other
+                // does not.
+                Err(Fail::App(error)) => {
+                    tracing::debug!(channel, code = error.code, "requested subscription refused");
+                    return Err(Fail::Disconnect(if error.temporary {
+                        DisconnectCode::Internal
+                    } else {
+                        DisconnectCode::PermissionDenied
+                    }));
                 }
                 Err(Fail::Disconnect(code)) => return Err(Fail::Disconnect(code)),
             }
@@ -374,20 +439,37 @@ impl Conn {
         let config = self.node.config.clone();
         let ch = Channel::resolve(&config, channel)?;
         self.limit_channel(Limit::Publishes, &ch)?;
-        // Permission first: a refused publish never consumes an idempotency key.
-        ch.check(
-            Action::Publish,
-            self.user(),
-            self.subs.contains_key(channel),
-        )?;
+        // Permission first: a refused publish never consumes an idempotency key. With
+        // the publish hook on, the backend is the permission.
+        let by_proxy = ch.ns.publish_proxy;
+        if !by_proxy {
+            ch.check(
+                Action::Publish,
+                self.user(),
+                self.subs.contains_key(channel),
+            )?;
+        }
         self.limit_user_publish(&ch).await?;
-        let data = publish.data.clone().ok_or(ErrorCode::BadRequest)?;
+        let mut data = publish.data.clone().ok_or(ErrorCode::BadRequest)?;
+        let mut tags = BTreeMap::new();
+        let mut history = (ch.ns.history_size, ch.ns.history_ttl);
+        if by_proxy {
+            let review = self.review_by_proxy(channel, &data).await?;
+            if let Some(rewritten) = review.data {
+                data = rewritten;
+            }
+            tags = review.tags;
+            if review.skip_history {
+                history = (0, std::time::Duration::ZERO);
+            }
+        }
         let client = self.session.as_ref().map_or("", |s| &s.client);
         let key = idempotency::broker_key(self.user(), client, &publish.idempotency_key)?;
         // Only a keyed publish gets its position back, so that the reply to an ordinary
         // publish stays the `{}` every SDK expects.
         let keyed = key.is_some();
-        let mut req = PublishRequest::new(data).with_history(ch.ns.history_size, ch.ns.history_ttl);
+        let mut req = PublishRequest::new(data).with_history(history.0, history.1);
+        req.tags = tags;
         req.info = self.client_info(None);
         req.idempotency_key = key;
         let timer = self
@@ -527,6 +609,8 @@ impl Conn {
         })?;
         let (expires_at, ttl) = expiry(claims.expires_at());
         session.expires_at = expires_at;
+        // From now on the client's tokens keep the connection, not the refresh hook.
+        session.refreshed_by_proxy = false;
         Ok(Reply {
             refresh: Some(herald_protocol::RefreshResult {
                 client: session.client.to_string(),
@@ -562,6 +646,7 @@ impl Conn {
         let (expires_at, ttl) = expiry(claims.expires_at());
         sub.expires_at = expires_at;
         sub.token_filter = filter;
+        sub.refreshed_by_proxy = false;
         Ok(Reply {
             sub_refresh: Some(SubRefreshResult {
                 expires: expires_at.is_some(),

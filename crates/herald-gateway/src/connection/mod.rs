@@ -6,6 +6,7 @@
 //! decoding a frame and writing one.
 
 mod commands;
+mod hooks;
 mod idempotency;
 mod limits;
 #[cfg(test)]
@@ -30,11 +31,14 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 /// Why a command did not get a normal reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Fail {
     /// Reply with this error; the connection stays.
     Error(ErrorCode),
-    /// Close the connection with this code.
+    /// Reply with an error the application's backend chose (a proxy hook's answer).
+    App(Box<herald_protocol::Error>),
+    /// Close the connection with this code (or with the one already requested of its
+    /// closer, such as an application's close code from a proxy hook).
     Disconnect(DisconnectCode),
 }
 
@@ -52,6 +56,9 @@ struct Session {
     expires_at: Option<Instant>,
     /// The connection token's tag filter, applied to every subscription.
     filter: Option<Arc<herald_protocol::Filter>>,
+    /// At `expires_at`, the refresh hook is asked whether the connection goes on
+    /// (instead of the client sending a new token).
+    refreshed_by_proxy: bool,
     handle: ConnHandle,
     /// Counts this connection under its user on this node until the session is dropped,
     /// however the connection ends.
@@ -80,6 +87,8 @@ struct Sub {
     token_filter: Option<Arc<herald_protocol::Filter>>,
     /// The tag filter the client chose.
     client_filter: Option<Arc<herald_protocol::Filter>>,
+    /// At `expires_at`, the sub_refresh hook is asked whether the subscription goes on.
+    refreshed_by_proxy: bool,
 }
 
 impl Sub {
@@ -134,14 +143,26 @@ struct Conn {
     session: Option<Session>,
     subs: HashMap<Arc<str>, Sub>,
     out: FrameWriter,
-    /// Unsubscribes decided while draining the queue, carried out before the next flush.
-    deferred: Vec<(Arc<str>, UnsubscribeCode)>,
+    /// Work decided while handling an event, carried out before the next flush:
+    /// unsubscribes, and expiries to ask the backend about.
+    deferred: Vec<Deferred>,
     opened: Instant,
     next_ping: Instant,
     pong_deadline: Option<Instant>,
     limiter: limits::Limiter,
     /// How the client is connected.
     transport: Transport,
+}
+
+/// Work a connection carries out after the event that decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Deferred {
+    /// End a subscription with this code.
+    Unsubscribe(Arc<str>, UnsubscribeCode),
+    /// The connection expired: ask the refresh hook.
+    Refresh,
+    /// A subscription expired: ask the sub_refresh hook.
+    SubRefresh(Arc<str>),
 }
 
 /// What a connection task reads messages from and writes them to: axum's `WebSocket`
@@ -256,20 +277,25 @@ impl Conn {
                 () = &mut write_timer, if write_pending => Ok(()),
             };
             if let Err(code) = step {
-                break Ending::Close(reason_of(code));
+                // A close already requested (a proxy hook's own code) wins.
+                break Ending::Close(closer.requested_close().unwrap_or_else(|| reason_of(code)));
             }
             // A unidirectional client cannot resubscribe to recover a channel: it gets
             // 3010 instead, and reconnects with its positions.
             if !self.transport.kind.bidirectional()
-                && self
-                    .deferred
-                    .iter()
-                    .any(|(_, code)| *code == UnsubscribeCode::InsufficientState)
+                && self.deferred.iter().any(|d| {
+                    matches!(
+                        d,
+                        Deferred::Unsubscribe(_, UnsubscribeCode::InsufficientState)
+                    )
+                })
             {
                 break Ending::Close(reason_of(DisconnectCode::InsufficientState));
             }
-            if !self.deferred.is_empty() {
-                Box::pin(self.run_deferred()).await;
+            if !self.deferred.is_empty()
+                && let Err(code) = Box::pin(self.run_deferred()).await
+            {
+                break Ending::Close(closer.requested_close().unwrap_or_else(|| reason_of(code)));
             }
             if !self.out.is_empty() {
                 let now = Instant::now();
@@ -373,14 +399,27 @@ impl Conn {
             return self.opened + client.connect_timeout;
         };
         let mut next = self.next_ping;
+        // The client gets a grace period to send a new token; the backend is asked at
+        // the expiry itself.
+        let grace = |by_proxy: bool| {
+            if by_proxy {
+                Duration::ZERO
+            } else {
+                client.expire_grace
+            }
+        };
         let candidates = self
             .pong_deadline
             .into_iter()
-            .chain(session.expires_at.map(|t| t + client.expire_grace))
+            .chain(
+                session
+                    .expires_at
+                    .map(|t| t + grace(session.refreshed_by_proxy)),
+            )
             .chain(
                 self.subs
                     .values()
-                    .filter_map(|s| s.expires_at.map(|t| t + client.expire_grace)),
+                    .filter_map(|s| s.expires_at.map(|t| t + grace(s.refreshed_by_proxy))),
             );
         for t in candidates {
             next = next.min(t);
@@ -401,7 +440,13 @@ impl Conn {
         if self.pong_deadline.is_some_and(|t| now >= t) {
             return Err(DisconnectCode::NoPong);
         }
-        if session
+        if session.refreshed_by_proxy {
+            if session.expires_at.is_some_and(|t| now >= t)
+                && !self.deferred.contains(&Deferred::Refresh)
+            {
+                self.deferred.push(Deferred::Refresh);
+            }
+        } else if session
             .expires_at
             .is_some_and(|t| now >= t + client.expire_grace)
         {
@@ -409,9 +454,16 @@ impl Conn {
         }
         let grace = client.expire_grace;
         for (channel, sub) in &self.subs {
-            if sub.expires_at.is_some_and(|t| now >= t + grace) {
-                self.deferred
-                    .push((channel.clone(), UnsubscribeCode::Expired));
+            if sub.refreshed_by_proxy {
+                let due = Deferred::SubRefresh(channel.clone());
+                if sub.expires_at.is_some_and(|t| now >= t) && !self.deferred.contains(&due) {
+                    self.deferred.push(due);
+                }
+            } else if sub.expires_at.is_some_and(|t| now >= t + grace) {
+                self.deferred.push(Deferred::Unsubscribe(
+                    channel.clone(),
+                    UnsubscribeCode::Expired,
+                ));
             }
         }
         if now >= self.next_ping {
@@ -448,9 +500,13 @@ impl Conn {
                             // Never deliver out of order. The client resubscribes with
                             // recovery and gets the missing part or a clear "not recovered".
                             tracing::debug!(channel = %p.channel, have = sub.offset, got = p.offset, "gap in live stream");
-                            if !self.deferred.iter().any(|(c, _)| *c == p.channel) {
-                                self.deferred
-                                    .push((p.channel.clone(), UnsubscribeCode::InsufficientState));
+                            if !self.deferred.iter().any(
+                                |d| matches!(d, Deferred::Unsubscribe(c, _) if *c == p.channel),
+                            ) {
+                                self.deferred.push(Deferred::Unsubscribe(
+                                    p.channel.clone(),
+                                    UnsubscribeCode::InsufficientState,
+                                ));
                             }
                             return Ok(());
                         }
@@ -477,22 +533,41 @@ impl Conn {
                     // The hub builds delta forms for every publication queued to a
                     // delta subscriber; without them the data cannot go out as the
                     // client expects, so it resubscribes and recovers.
-                    self.deferred
-                        .push((p.channel.clone(), UnsubscribeCode::InsufficientState));
+                    self.deferred.push(Deferred::Unsubscribe(
+                        p.channel.clone(),
+                        UnsubscribeCode::InsufficientState,
+                    ));
                 }
             }
             Outgoing::Push(push) => self.out.push_encoded(push.encoded(self.out.encoding())),
             Outgoing::Unsubscribe(order) => {
                 if self.subs.contains_key(&order.channel) {
-                    self.deferred.push((order.channel, order.code));
+                    self.deferred
+                        .push(Deferred::Unsubscribe(order.channel, order.code));
                 }
             }
         }
         Ok(())
     }
 
-    async fn run_deferred(&mut self) {
-        for (channel, code) in std::mem::take(&mut self.deferred) {
+    /// Carries out the deferred work: first the expiries the backend decides on (a call
+    /// each, within its timeout; those it ends become unsubscribes), then the
+    /// unsubscribes. `Err` closes the connection.
+    async fn run_deferred(&mut self) -> Result<(), DisconnectCode> {
+        let mut work = std::mem::take(&mut self.deferred);
+        for item in &work {
+            match item {
+                Deferred::Refresh => self.refresh_by_proxy().await?,
+                Deferred::SubRefresh(channel) => self.sub_refresh_by_proxy(channel).await?,
+                Deferred::Unsubscribe(..) => {}
+            }
+        }
+        // Unsubscribes the calls decided come after those decided before.
+        work.append(&mut self.deferred);
+        for item in work {
+            let Deferred::Unsubscribe(channel, code) = item else {
+                continue;
+            };
             if self.remove_sub(&channel).await {
                 let push = Reply::push(herald_protocol::Push {
                     channel: channel.to_string(),
@@ -505,6 +580,7 @@ impl Conn {
                 let _ = self.out.push(&push);
             }
         }
+        Ok(())
     }
 
     /// Ends one subscription: leaves the hub and presence, and announces the leave.

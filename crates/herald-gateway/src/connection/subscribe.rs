@@ -31,6 +31,8 @@ pub(super) struct SubOptions {
     pub token_filter: Option<Arc<Filter>>,
     /// The tag filter the client chose (already checked against the namespace).
     pub client_filter: Option<Arc<Filter>>,
+    /// The sub_refresh hook extends the subscription when it expires.
+    pub refreshed_by_proxy: bool,
 }
 
 impl Conn {
@@ -63,6 +65,8 @@ impl Conn {
             })?)),
         };
         let user = self.session.as_ref().map_or("", |s| &s.user).to_owned();
+        let mut data = None;
+        let mut refreshed_by_proxy = false;
         let (expires, chan_info, token_filter) = if !req.token.is_empty() {
             match self.node.verifier.verify_subscription(&req.token).await {
                 Ok(c) if c.channel == req.channel && c.sub == user => {
@@ -83,6 +87,15 @@ impl Conn {
                     return Err(ErrorCode::PermissionDenied.into());
                 }
             }
+        } else if ch.ns.subscribe_proxy {
+            // The backend decides, except that a user-limited channel's list holds.
+            if ch.excludes_user(&user) {
+                return Err(ErrorCode::PermissionDenied.into());
+            }
+            let grant = self.authorize_by_proxy(req).await?;
+            data = grant.data;
+            refreshed_by_proxy = ch.ns.sub_refresh_proxy && grant.expires.is_some();
+            (grant.expires, grant.info, grant.filter)
         } else if ch.may_subscribe(&user) {
             (None, None, None)
         } else {
@@ -92,6 +105,8 @@ impl Conn {
             return Err(ErrorCode::TokenExpired.into());
         }
         let (expires_at, ttl) = crate::auth::expiry(expires);
+        // A subscription the backend extends never asks the client for a token.
+        let ttl = if refreshed_by_proxy { 0 } else { ttl };
         let opts = SubOptions {
             recover: req.recover,
             offset: req.offset,
@@ -104,8 +119,12 @@ impl Conn {
             delta,
             token_filter,
             client_filter,
+            refreshed_by_proxy,
         };
-        let result = self.subscribe_channel(&req.channel, opts).await?;
+        let mut result = self.subscribe_channel(&req.channel, opts).await?;
+        if data.is_some() {
+            result.data = data;
+        }
         Ok(Reply {
             subscribe: Some(result),
             ..Reply::default()
@@ -152,7 +171,7 @@ impl Conn {
         let registered = Instant::now();
 
         let mut result = SubscribeResult {
-            expires: opts.expires_at.is_some(),
+            expires: opts.expires_at.is_some() && !opts.refreshed_by_proxy,
             ttl: opts.ttl,
             join_leave: receive,
             delta,
@@ -170,6 +189,7 @@ impl Conn {
             delta_base: false,
             token_filter: opts.token_filter,
             client_filter: opts.client_filter,
+            refreshed_by_proxy: opts.refreshed_by_proxy,
         };
         let session_filter = session.filter.clone();
         let filtered = session_filter.is_some() || sub.filtered();

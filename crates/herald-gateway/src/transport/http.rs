@@ -206,10 +206,11 @@ async fn connect_data(parts: &Parts, body: Body) -> Result<Option<String>, Refus
 fn start(
     node: &Arc<Node>,
     parts: &Parts,
-    transport: Transport,
+    mut transport: Transport,
     format: Format,
     first: String,
 ) -> Response {
+    transport.forwarded = node.proxy.forwarded(&parts.headers);
     match admit(node, parts) {
         Ok(permit) => open_stream(node, transport, format, first, permit, accepts_gzip(parts)),
         Err(r) => r.into_response(),
@@ -309,12 +310,14 @@ pub(crate) async fn uni_websocket(State(node): State<Arc<Node>>, request: Reques
         Err(r) => return r.into_response(),
     };
     let connect = cf_connect(&parts);
+    let forwarded = node.proxy.forwarded(&parts.headers);
     let tracker_token = node.tasks.token();
     let client = node.config.client.clone();
     let metrics = node.metrics.clone();
     upgrade.accept(&client, &metrics, move |socket| async move {
         let socket = UniWebSocket::new(socket, connect);
-        let transport = Transport::with_session(TransportKind::UniWebSocket);
+        let mut transport = Transport::with_session(TransportKind::UniWebSocket);
+        transport.forwarded = forwarded;
         crate::connection::serve(socket, node, transport).await;
         drop(permit);
         drop(tracker_token);

@@ -74,6 +74,8 @@ pub(crate) struct Transport {
     pub resume: resume::Positions,
     /// The encoding of its frames: Protobuf on WebSocket when asked for, JSON otherwise.
     pub encoding: herald_protocol::Encoding,
+    /// The headers of the client's request that proxy calls carry (when a hook is on).
+    pub forwarded: crate::proxy::Forwarded,
 }
 
 impl Transport {
@@ -84,6 +86,7 @@ impl Transport {
             session: String::new(),
             resume: resume::Positions::new(),
             encoding,
+            forwarded: None,
         }
     }
 
@@ -94,6 +97,7 @@ impl Transport {
             session: uuid::Uuid::new_v4().to_string(),
             resume: resume::Positions::new(),
             encoding: herald_protocol::Encoding::Json,
+            forwarded: None,
         }
     }
 

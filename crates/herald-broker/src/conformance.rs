@@ -8,6 +8,7 @@
 use crate::{Broker, BrokerHandler, HistoryQuery, JoinLeave, PublishRequest, StoredPublication};
 use herald_protocol::{ClientInfo, HistoryLimit, RawJson, StreamPosition};
 use parking_lot::Mutex;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -445,6 +446,41 @@ pub async fn stale_versions_are_dropped<B: Broker>(broker: B) {
     nothing_more(&mut rx).await;
 }
 
+/// A publication's origin reaches subscribing nodes and history with it, apart from
+/// its tags; publications without one have none.
+pub async fn origins_travel_with_publications<B: Broker>(broker: B) {
+    let mut rx = start(&broker).await;
+    let ch = channel("origins");
+    broker
+        .subscribe(std::slice::from_ref(&ch))
+        .await
+        .expect("subscribe");
+    let mut marked = history(10)(1);
+    marked.origin = "42/tab-1".into();
+    marked.tags = BTreeMap::from([("k".to_owned(), "v".to_owned())]);
+    broker.publish(&ch, marked).await.expect("publish");
+    broker.publish(&ch, history(10)(2)).await.expect("publish");
+    let (_, first) = next(&mut rx).await;
+    let (_, second) = next(&mut rx).await;
+    assert_eq!(first.publication.origin.as_deref(), Some("42/tab-1"));
+    assert_eq!(
+        first.publication.tags,
+        BTreeMap::from([("k".to_owned(), "v".to_owned())])
+    );
+    assert_eq!(second.publication.origin, None);
+    let page = broker
+        .history(&ch, HistoryQuery::default())
+        .await
+        .expect("history");
+    let origins: Vec<Option<&str>> = page
+        .publications
+        .iter()
+        .map(|p| p.origin.as_deref())
+        .collect();
+    assert_eq!(origins, [Some("42/tab-1"), None]);
+    assert_eq!(page.publications[0].tags.len(), 1);
+}
+
 /// Removing history keeps the position, so recovery from before it fails visibly.
 pub async fn remove_history_keeps_position<B: Broker>(broker: B) {
     let _rx = start(&broker).await;
@@ -682,6 +718,7 @@ macro_rules! broker_conformance_tests {
             history_expires,
             idempotent_publish,
             stale_versions_are_dropped,
+            origins_travel_with_publications,
             remove_history_keeps_position,
             position_before_first_publish,
             presence_lifecycle,

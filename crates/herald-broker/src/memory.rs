@@ -222,6 +222,7 @@ impl Broker for MemoryBroker {
             offset: 0,
             tags: request.tags,
             delta: false,
+            origin: (!request.origin.is_empty()).then_some(request.origin),
         };
         if !keeps_history
             && request.idempotency_key.is_none()

@@ -44,6 +44,9 @@ pub struct PublishRequest {
     pub version: u64,
     /// The series `version` counts in: a new series (a restarted counter) starts over.
     pub version_epoch: String,
+    /// The publisher's origin id (empty = none): subscribers with the same origin
+    /// never receive the publication, live or recovered.
+    pub origin: String,
 }
 
 impl PublishRequest {
@@ -58,6 +61,7 @@ impl PublishRequest {
             idempotency_key: None,
             version: 0,
             version_epoch: String::new(),
+            origin: String::new(),
         }
     }
 

@@ -141,6 +141,7 @@ mod tests {
             offset,
             tags: Default::default(),
             delta: false,
+            origin: None,
         }
     }
 

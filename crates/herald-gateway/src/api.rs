@@ -156,6 +156,9 @@ struct PublishParams {
     version: u64,
     #[serde(default)]
     version_epoch: String,
+    /// The publisher's origin id: subscribers with this origin do not receive it.
+    #[serde(default)]
+    origin: String,
 }
 
 #[derive(Deserialize)]
@@ -169,6 +172,8 @@ struct BroadcastParams {
     idempotency_key: String,
     #[serde(default)]
     skip_history: bool,
+    #[serde(default)]
+    origin: String,
 }
 
 #[derive(Deserialize)]
@@ -421,14 +426,30 @@ fn publish_request(
     req
 }
 
+/// Checks a publication's tags and origin: tag keys starting with NUL are Herald's
+/// own, and an origin is at most 256 bytes without control characters.
+fn check_marks(tags: &BTreeMap<String, String>, origin: &str) -> Result<(), ApiError> {
+    if tags.keys().any(|k| k.starts_with('\0')) {
+        return Err(ApiError::bad_request("a tag key must not start with NUL"));
+    }
+    if origin.len() > crate::connection::MAX_ORIGIN_BYTES || origin.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "origin must be at most 256 bytes, without control characters",
+        ));
+    }
+    Ok(())
+}
+
 async fn publish(node: &Arc<Node>, p: PublishParams) -> ApiResult {
     let ch = Channel::resolve(&node.config, &p.channel)?;
     let data = p
         .data
         .ok_or_else(|| ApiError::bad_request("data is required"))?;
+    check_marks(&p.tags, &p.origin)?;
     let mut req = publish_request(&ch, data, p.tags, &p.idempotency_key, p.skip_history);
     req.version = p.version;
     req.version_epoch = p.version_epoch;
+    req.origin = p.origin;
     let timer = node
         .metrics
         .publish_duration
@@ -459,6 +480,7 @@ async fn broadcast(node: &Arc<Node>, p: BroadcastParams) -> ApiResult {
     if p.channels.is_empty() {
         return Err(ApiError::bad_request("channels is empty"));
     }
+    check_marks(&p.tags, &p.origin)?;
     let timer = node.metrics.broadcast_duration.start_timer();
     let mut responses: Vec<Raw> = Vec::with_capacity(p.channels.len());
     for channel in &p.channels {
@@ -469,6 +491,7 @@ async fn broadcast(node: &Arc<Node>, p: BroadcastParams) -> ApiResult {
             &p.tags,
             &p.idempotency_key,
             p.skip_history,
+            &p.origin,
         );
         responses.push(encode(&Envelope::of(&one.await))?);
     }
@@ -484,10 +507,12 @@ async fn fan_out_one(
     tags: &BTreeMap<String, String>,
     idempotency_key: &str,
     skip_history: bool,
+    origin: &str,
 ) -> ApiResult {
     let ch = Channel::resolve(&node.config, channel)?;
     let key = channel_idempotency_key(idempotency_key, channel).unwrap_or_default();
-    let req = publish_request(&ch, data.clone(), tags.clone(), &key, skip_history);
+    let mut req = publish_request(&ch, data.clone(), tags.clone(), &key, skip_history);
+    req.origin = origin.to_owned();
     let out = node
         .broker
         .publish(channel, req)
@@ -510,7 +535,16 @@ async fn publish_entity(node: &Arc<Node>, p: PublishEntityParams) -> ApiResult {
     let no_tags = BTreeMap::new();
     let mut responses: Vec<Raw> = Vec::with_capacity(channels.len());
     for channel in &channels {
-        let one = fan_out_one(node, channel, &data, &no_tags, &p.idempotency_key, false).await;
+        let one = fan_out_one(
+            node,
+            channel,
+            &data,
+            &no_tags,
+            &p.idempotency_key,
+            false,
+            "",
+        )
+        .await;
         responses.push(encode(&ChannelOutcome {
             channel,
             outcome: Envelope::of(&one),

@@ -90,6 +90,10 @@ pub struct ConnectionClaims {
     /// cannot change (see [`herald_protocol::filter`]).
     #[serde(default)]
     pub tags_filter: Option<herald_protocol::FilterNode>,
+    /// The connection's origin id: its publications carry it, and it never receives
+    /// publications that carry it (those its user's backend marks with it too).
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 impl ConnectionClaims {

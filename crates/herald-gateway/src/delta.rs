@@ -119,6 +119,7 @@ mod tests {
                 offset,
                 tags: Default::default(),
                 delta: false,
+                origin: None,
             },
             epoch: epoch.to_owned(),
         })

@@ -640,6 +640,7 @@ mod tests {
                 offset: 3,
                 tags: Default::default(),
                 delta: false,
+                origin: None,
             },
             epoch: "e".into(),
         });

@@ -10,7 +10,7 @@ pub(crate) mod api;
 pub mod auth;
 pub mod channel;
 pub mod config;
-mod connection;
+pub(crate) mod connection;
 pub(crate) mod delta;
 pub(crate) mod hub;
 pub mod jwks;

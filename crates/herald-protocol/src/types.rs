@@ -604,6 +604,10 @@ pub struct Publication {
     /// received (delta subscriptions only; stored publications never set it).
     #[serde(default, skip_serializing_if = "is_false")]
     pub delta: bool,
+    /// Who published it, as a stable origin id: subscribers with the same origin never
+    /// receive it. Kept with the publication, never sent to clients.
+    #[serde(skip)]
+    pub origin: Option<String>,
 }
 
 /// A client joined.

@@ -59,6 +59,7 @@ fn publication() -> impl Strategy<Value = Publication> {
             offset,
             tags,
             delta,
+            origin: None,
         })
 }
 

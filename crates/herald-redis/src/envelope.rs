@@ -91,17 +91,19 @@ pub fn publication(offset: u64, data: &[u8], info: &[u8], tags: &[u8]) -> Public
     } else {
         serde_json::from_slice(info).ok()
     };
-    let tags: BTreeMap<String, String> = if tags.is_empty() {
+    let mut tags: BTreeMap<String, String> = if tags.is_empty() {
         BTreeMap::new()
     } else {
         serde_json::from_slice(tags).unwrap_or_default()
     };
+    let origin = tags.remove(ORIGIN_TAG);
     Publication {
         data,
         info,
         offset,
         tags,
         delta: false,
+        origin,
     }
 }
 
@@ -111,12 +113,23 @@ pub fn encode_info(info: Option<&ClientInfo>) -> String {
         .unwrap_or_default()
 }
 
-/// Encodes tags for the publish function ("" when empty).
-pub fn encode_tags(tags: &BTreeMap<String, String>) -> String {
-    if tags.is_empty() {
+/// The tag under which a publication's origin is stored with its tags (the stream
+/// and the pub/sub envelope have no field of their own for it). A key no client or
+/// API tag can have: the gateway refuses tags whose key starts with NUL. Decoding
+/// moves it back out of the tags.
+pub const ORIGIN_TAG: &str = "\u{0}origin";
+
+/// Encodes tags, and the origin when there is one, for the publish function ("" when
+/// neither).
+pub fn encode_tags(tags: &BTreeMap<String, String>, origin: &str) -> String {
+    if tags.is_empty() && origin.is_empty() {
         String::new()
-    } else {
+    } else if origin.is_empty() {
         serde_json::to_string(tags).unwrap_or_default()
+    } else {
+        let mut with_origin = tags.clone();
+        with_origin.insert(ORIGIN_TAG.to_owned(), origin.to_owned());
+        serde_json::to_string(&with_origin).unwrap_or_default()
     }
 }
 
@@ -136,13 +149,30 @@ mod tests {
             client: "c".into(),
             ..ClientInfo::default()
         }));
-        let tags = encode_tags(&BTreeMap::from([("k".to_owned(), "v".to_owned())]));
+        let tags = encode_tags(&BTreeMap::from([("k".to_owned(), "v".to_owned())]), "");
         let d = decode_envelope(&pack(7, "ep", r#"{"a":[1,2]}"#, &info, &tags)).expect("decode");
         assert_eq!(d.epoch, "ep");
         assert_eq!(d.publication.offset, 7);
         assert_eq!(d.publication.data.get(), r#"{"a":[1,2]}"#);
         assert_eq!(d.publication.info.expect("info").user, "42");
         assert_eq!(d.publication.tags.get("k").map(String::as_str), Some("v"));
+        assert_eq!(d.publication.origin, None);
+    }
+
+    #[test]
+    fn the_origin_travels_with_the_tags_and_comes_back_out_of_them() {
+        let tags = encode_tags(&BTreeMap::from([("k".to_owned(), "v".to_owned())]), "tab-1");
+        let d = decode_envelope(&pack(3, "ep", "1", "", &tags)).expect("decode");
+        assert_eq!(d.publication.origin.as_deref(), Some("tab-1"));
+        assert_eq!(
+            d.publication.tags,
+            BTreeMap::from([("k".to_owned(), "v".to_owned())])
+        );
+        let alone = encode_tags(&BTreeMap::new(), "42");
+        let p = publication(4, b"1", b"", alone.as_bytes());
+        assert_eq!(p.origin.as_deref(), Some("42"));
+        assert!(p.tags.is_empty());
+        assert_eq!(encode_tags(&BTreeMap::new(), ""), "");
     }
 
     #[test]

@@ -119,7 +119,7 @@ impl Store {
             secs(self.settings.meta_ttl),
             new_epoch(),
             envelope::encode_info(request.info.as_ref()),
-            envelope::encode_tags(&request.tags),
+            envelope::encode_tags(&request.tags, &request.origin),
             secs(self.settings.idempotency_ttl),
             if self.settings.cluster { "1" } else { "0" }.to_owned(),
             request.version.to_string(),

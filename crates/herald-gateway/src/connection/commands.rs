@@ -181,11 +181,14 @@ impl Conn {
             return Err(Fail::Disconnect(DisconnectCode::Shutdown));
         }
         let config = self.node.config.clone();
+        // The client id exists before the connect hook is asked, so that the backend
+        // can tie its later calls to this one.
+        let client: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string());
         let identity = if !req.token.is_empty() {
             self.identify_by_token(&req.token).await?
         } else if self.node.proxy.has(crate::proxy::Hook::Connect) {
             // The backend decides; a backend that cannot be asked lets nobody in.
-            self.identify_by_proxy(req).await?
+            self.identify_by_proxy(req, &client).await?
         } else if config.client.allow_anonymous {
             Identity::anonymous()
         } else {
@@ -200,6 +203,7 @@ impl Conn {
             });
         }
         let (expires_at, ttl) = expiry(expires);
+        let origin = origin_of(identity.origin.as_deref(), &req.headers, &identity.user)?;
         let user: Arc<str> = Arc::from(identity.user.as_str());
         // 111, temporary, as for the limit across nodes below: behind a balancer the
         // SDK's next attempt may land on a node where the user has room, or find that
@@ -211,7 +215,6 @@ impl Conn {
             .admission
             .admit_user(&user)
             .map_err(|_| Fail::Error(ErrorCode::TooManyRequests))?;
-        let client: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string());
         // Then the user's slots across nodes, when that optional limit is set.
         self.admit(&user, &client).await?;
         let span = tracing::Span::current();
@@ -232,6 +235,7 @@ impl Conn {
             expires_at,
             filter: identity.filter.clone(),
             refreshed_by_proxy: identity.refreshed_by_proxy,
+            origin,
             handle,
             _user_permit: user_permit,
         });
@@ -336,6 +340,7 @@ impl Conn {
             filter,
             data: None,
             refreshed_by_proxy: false,
+            origin: claims.origin,
         })
     }
 
@@ -458,7 +463,9 @@ impl Conn {
             if let Some(rewritten) = review.data {
                 data = rewritten;
             }
+            // Tag keys starting with NUL are Herald's own.
             tags = review.tags;
+            tags.retain(|k, _| !k.starts_with('\0'));
             if review.skip_history {
                 history = (0, std::time::Duration::ZERO);
             }
@@ -471,6 +478,12 @@ impl Conn {
         let mut req = PublishRequest::new(data).with_history(history.0, history.1);
         req.tags = tags;
         req.info = self.client_info(None);
+        // Marked with the connection's origin, or its user's.
+        req.origin = self
+            .session
+            .as_ref()
+            .map(|s| s.origin.as_deref().unwrap_or(&s.user).to_owned())
+            .unwrap_or_default();
         req.idempotency_key = key;
         let timer = self
             .node
@@ -655,4 +668,47 @@ impl Conn {
             ..Reply::default()
         })
     }
+}
+
+/// The request header (the SDKs' `headers` option) in which a client names its own
+/// origin id.
+pub(crate) const ORIGIN_HEADER: &str = "x-herald-origin";
+
+/// The longest origin id a token, the backend or the API may give.
+pub(crate) const MAX_ORIGIN_BYTES: usize = 256;
+
+/// The longest origin id a client may choose for itself.
+const MAX_CLIENT_ORIGIN_BYTES: usize = 64;
+
+/// A connection's origin id: the one its token or the connect hook gave, as is, or
+/// else the one the client chose in its connect request's `x-herald-origin` header,
+/// scoped to its user as `user/chosen` (so that no client can take an origin that
+/// hides its publications from another user). `None` when neither is there.
+fn origin_of(
+    given: Option<&str>,
+    headers: &BTreeMap<String, String>,
+    user: &str,
+) -> Result<Option<Arc<str>>, Fail> {
+    if let Some(given) = given {
+        if given.is_empty() || given.len() > MAX_ORIGIN_BYTES || given.chars().any(char::is_control)
+        {
+            tracing::debug!("the origin the token or the backend gave is not valid");
+            return Err(Fail::Disconnect(DisconnectCode::InvalidToken));
+        }
+        return Ok(Some(Arc::from(given)));
+    }
+    let Some((_, chosen)) = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(ORIGIN_HEADER))
+    else {
+        return Ok(None);
+    };
+    let valid = !chosen.is_empty()
+        && chosen.len() <= MAX_CLIENT_ORIGIN_BYTES
+        && chosen.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+    if !valid {
+        tracing::debug!("the client's origin id is not valid");
+        return Err(Fail::Disconnect(DisconnectCode::BadRequest));
+    }
+    Ok(Some(Arc::from(format!("{user}/{chosen}"))))
 }

@@ -27,6 +27,8 @@ pub(super) struct Identity {
     pub data: Option<RawJson>,
     /// The refresh hook extends the connection when it expires.
     pub refreshed_by_proxy: bool,
+    /// The origin id the token or the backend gave.
+    pub origin: Option<String>,
 }
 
 impl Identity {
@@ -40,6 +42,7 @@ impl Identity {
             filter: None,
             data: None,
             refreshed_by_proxy: false,
+            origin: None,
         }
     }
 }
@@ -109,10 +112,11 @@ impl Conn {
     pub(super) async fn identify_by_proxy(
         &self,
         req: &herald_protocol::ConnectRequest,
+        client: &str,
     ) -> Result<Identity, Fail> {
         let body = wire::ConnectRequest {
             caller: wire::Caller {
-                client: "",
+                client,
                 ..self.caller()
             },
             name: &req.name,
@@ -139,6 +143,7 @@ impl Conn {
             filter,
             data: result.data,
             refreshed_by_proxy: self.node.proxy.has(Hook::Refresh),
+            origin: result.origin,
         })
     }
 

@@ -6,6 +6,7 @@
 //! decoding a frame and writing one.
 
 mod commands;
+pub(crate) use commands::MAX_ORIGIN_BYTES;
 mod hooks;
 mod idempotency;
 mod limits;
@@ -59,6 +60,9 @@ struct Session {
     /// At `expires_at`, the refresh hook is asked whether the connection goes on
     /// (instead of the client sending a new token).
     refreshed_by_proxy: bool,
+    /// The connection's origin id: its publications carry it, and it never receives
+    /// publications that carry it.
+    origin: Option<Arc<str>>,
     handle: ConnHandle,
     /// Counts this connection under its user on this node until the session is dropped,
     /// however the connection ends.
@@ -97,32 +101,54 @@ impl Sub {
         self.token_filter.is_some() || self.client_filter.is_some()
     }
 
-    /// Whether a publication with these tags passes this subscription's filters and
-    /// the connection's.
-    fn passes(
-        &self,
-        connection: Option<&herald_protocol::Filter>,
-        tags: &std::collections::BTreeMap<String, String>,
-    ) -> bool {
+    /// Whether a publication passes this subscription's filters and what the
+    /// connection keeps out.
+    fn passes(&self, connection: Excluding<'_>, p: &herald_protocol::Publication) -> bool {
+        if connection.origin.is_some() && p.origin.as_deref() == connection.origin {
+            return false;
+        }
         [
-            connection,
+            connection.filter,
             self.token_filter.as_deref(),
             self.client_filter.as_deref(),
         ]
         .into_iter()
         .flatten()
-        .all(|f| f.matches(tags))
+        .all(|f| f.matches(&p.tags))
     }
 
-    /// Keeps the publications that pass this subscription's filters and the
-    /// connection's.
+    /// Keeps the publications that pass this subscription's filters and what the
+    /// connection keeps out.
     fn retain_passing(
         &self,
         publications: &mut Vec<herald_protocol::Publication>,
-        connection: Option<&herald_protocol::Filter>,
+        connection: Excluding<'_>,
     ) {
-        if connection.is_some() || self.filtered() {
-            publications.retain(|p| self.passes(connection, &p.tags));
+        if connection.any() || self.filtered() {
+            publications.retain(|p| self.passes(connection, p));
+        }
+    }
+}
+
+/// What a connection keeps out of every subscription: publications its connection
+/// token's filter does not pass, and those of its own origin.
+#[derive(Debug, Clone, Copy, Default)]
+struct Excluding<'a> {
+    filter: Option<&'a herald_protocol::Filter>,
+    origin: Option<&'a str>,
+}
+
+impl Excluding<'_> {
+    fn any(&self) -> bool {
+        self.filter.is_some() || self.origin.is_some()
+    }
+}
+
+impl Session {
+    fn excluding(&self) -> Excluding<'_> {
+        Excluding {
+            filter: self.filter.as_deref(),
+            origin: self.origin.as_deref(),
         }
     }
 }
@@ -514,8 +540,12 @@ impl Conn {
                 }
                 // Filtered out: the position moved on, nothing goes out, and a delta
                 // subscriber's next publication comes in full.
-                let session_filter = self.session.as_ref().and_then(|s| s.filter.as_deref());
-                if !sub.passes(session_filter, &p.stored.publication.tags) {
+                let excluding = self
+                    .session
+                    .as_ref()
+                    .map(Session::excluding)
+                    .unwrap_or_default();
+                if !sub.passes(excluding, &p.stored.publication) {
                     sub.delta_base = false;
                     return Ok(());
                 }

@@ -192,7 +192,12 @@ impl Conn {
             refreshed_by_proxy: opts.refreshed_by_proxy,
         };
         let session_filter = session.filter.clone();
-        let filtered = session_filter.is_some() || sub.filtered();
+        let session_origin = session.origin.clone();
+        let excluding = || super::Excluding {
+            filter: session_filter.as_deref(),
+            origin: session_origin.as_deref(),
+        };
+        let filtered = excluding().any() || sub.filtered();
         if ns.history_enabled() {
             let query = if ns.latest_value {
                 // Only the newest publication ever goes in the reply (the newest that
@@ -254,7 +259,7 @@ impl Conn {
                     opts.recover && opts.epoch == page.position.epoch && opts.offset >= top;
                 if !holds_newest {
                     let mut newest = page.publications;
-                    sub.retain_passing(&mut newest, session_filter.as_deref());
+                    sub.retain_passing(&mut newest, excluding());
                     newest.truncate(1);
                     result.publications = self.recovered_publications(
                         channel,
@@ -280,7 +285,7 @@ impl Conn {
                     // Filtered after the check that nothing is missing: what a filter
                     // leaves out was not lost, and the client's position moves past it.
                     let mut recovered = page.publications;
-                    sub.retain_passing(&mut recovered, session_filter.as_deref());
+                    sub.retain_passing(&mut recovered, excluding());
                     result.publications = self.recovered_publications(
                         channel,
                         &mut sub,

@@ -33,7 +33,8 @@ pub(crate) struct ConnectRequest<'a> {
     pub version: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<&'a RawJson>,
-    /// The channels a unidirectional client asks for in its connect request.
+    /// The channels the connect request names: those a unidirectional client asks
+    /// for, or the server-side subscriptions an SDK recovers after a reconnect.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<&'a str>,
 }
@@ -126,6 +127,8 @@ pub(crate) struct ConnectResult {
     pub subs: BTreeMap<String, SubOptions>,
     /// A tag filter every subscription of the connection applies (Herald's own field).
     pub tags_filter: Option<FilterNode>,
+    /// The connection's origin id (Herald's own field; see the token claim).
+    pub origin: Option<String>,
 }
 
 /// One server-side subscription of a `connect` result.

@@ -538,5 +538,6 @@ fn publication_in(p: pb::Publication) -> Result<t::Publication, RawJsonError> {
         info: p.info.map(client_info_in).transpose()?,
         offset: p.offset,
         tags: p.tags,
+        origin: None,
     })
 }

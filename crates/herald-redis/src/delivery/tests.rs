@@ -25,6 +25,7 @@ fn publication(offset: u64) -> Publication {
         offset,
         tags: Default::default(),
         delta: false,
+        origin: None,
     }
 }
 

@@ -142,6 +142,9 @@ pub struct SubscriptionClaims {
     /// A tag filter the subscription applies, which the client cannot change.
     #[serde(default)]
     pub tags_filter: Option<herald_protocol::FilterNode>,
+    /// At most one publication per key per interval for this subscription.
+    #[serde(default)]
+    pub conflation: Option<crate::conflation::ConflationConfig>,
 }
 
 impl SubscriptionClaims {

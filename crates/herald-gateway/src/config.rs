@@ -428,6 +428,10 @@ pub struct NamespaceConfig {
     /// Subscriptions the subscribe hook gave an expiry are extended by the
     /// `proxy.sub_refresh` hook (otherwise they end when they expire).
     pub sub_refresh_proxy: bool,
+    /// Every subscription is conflated so, unless its token or the subscribe hook
+    /// says otherwise: `{ key = "tile", interval = "2s" }`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflation: Option<crate::conflation::ConflationConfig>,
     /// This namespace's own rate limits (absent keys keep `client.rate_limits`).
     #[serde(skip_serializing_if = "NamespaceRateLimits::is_empty")]
     pub rate_limits: NamespaceRateLimits,
@@ -464,6 +468,7 @@ impl NamespaceConfig {
             subscribe_proxy: false,
             publish_proxy: false,
             sub_refresh_proxy: false,
+            conflation: None,
             rate_limits: NamespaceRateLimits::default(),
         }
     }
@@ -777,6 +782,9 @@ impl Config {
                         format!("needs the proxy.{name} hook (proxy.{name}.url)"),
                     );
                 }
+            }
+            if let Some(problem) = ns.conflation.as_ref().and_then(|c| c.problem()) {
+                bad(&format!("{at}.conflation"), problem.into());
             }
             if !ns.allowed_delta_types.is_empty() && !ns.history_enabled() {
                 bad(

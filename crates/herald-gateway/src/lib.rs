@@ -10,6 +10,7 @@ pub(crate) mod api;
 pub mod auth;
 pub mod channel;
 pub mod config;
+pub mod conflation;
 pub(crate) mod connection;
 pub(crate) mod delta;
 pub(crate) mod hub;

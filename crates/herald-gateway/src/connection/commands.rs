@@ -261,6 +261,7 @@ impl Conn {
                 token_filter: None,
                 client_filter: None,
                 refreshed_by_proxy: false,
+                conflation: None,
             };
             match self.subscribe_channel(channel, opts).await {
                 Ok(result) => {
@@ -689,9 +690,9 @@ fn origin_of(
     headers: &BTreeMap<String, String>,
     user: &str,
 ) -> Result<Option<Arc<str>>, Fail> {
-    if let Some(given) = given {
-        if given.is_empty() || given.len() > MAX_ORIGIN_BYTES || given.chars().any(char::is_control)
-        {
+    // An empty claim is no claim.
+    if let Some(given) = given.filter(|g| !g.is_empty()) {
+        if given.len() > MAX_ORIGIN_BYTES || given.chars().any(char::is_control) {
             tracing::debug!("the origin the token or the backend gave is not valid");
             return Err(Fail::Disconnect(DisconnectCode::InvalidToken));
         }

@@ -53,6 +53,7 @@ pub(super) struct Grant {
     pub info: Option<RawJson>,
     pub data: Option<RawJson>,
     pub filter: Option<Arc<Filter>>,
+    pub conflation: Option<crate::conflation::ConflationConfig>,
 }
 
 /// A Unix time from the proxy protocol (0 = never).
@@ -163,11 +164,20 @@ impl Conn {
             tracing::warn!(error = %e, channel = req.channel, "the subscribe hook's tag filter is not valid");
             Fail::Error(ErrorCode::Internal)
         })?;
+        if let Some(problem) = result.conflation.as_ref().and_then(|c| c.problem()) {
+            tracing::warn!(
+                channel = req.channel,
+                problem,
+                "the subscribe hook's conflation is not valid"
+            );
+            return Err(Fail::Error(ErrorCode::Internal));
+        }
         Ok(Grant {
             expires: unix(result.expire_at),
             info: result.info,
             data: result.data,
             filter,
+            conflation: result.conflation,
         })
     }
 

@@ -93,6 +93,8 @@ struct Sub {
     client_filter: Option<Arc<herald_protocol::Filter>>,
     /// At `expires_at`, the sub_refresh hook is asked whether the subscription goes on.
     refreshed_by_proxy: bool,
+    /// At most one publication per key per interval, when asked for.
+    conflation: Option<Box<crate::conflation::Conflation<Arc<crate::hub::EncodedPublication>>>>,
 }
 
 impl Sub {
@@ -151,6 +153,30 @@ impl Session {
             origin: self.origin.as_deref(),
         }
     }
+}
+
+/// Writes a publication in the subscription's form: a patch when it follows the one
+/// the client holds in full (`next`), in full otherwise. `false` when a delta
+/// subscription's forms are missing.
+fn deliver(
+    out: &mut FrameWriter,
+    sub: &mut Sub,
+    p: &crate::hub::EncodedPublication,
+    next: bool,
+) -> bool {
+    // Delta forms are JSON: Protobuf subscriptions never ask for delta.
+    if !sub.delta || out.encoding() != Encoding::Json {
+        out.push_encoded(p.encoded(out.encoding()));
+    } else if let Some(forms) = &p.delta {
+        let patch = (next && sub.delta_base)
+            .then(|| forms.patch(&p.channel))
+            .flatten();
+        out.push_encoded(patch.unwrap_or_else(|| forms.full(&p.channel)));
+        sub.delta_base = next;
+    } else {
+        return false;
+    }
+    true
 }
 
 /// A filter from a token claim, checked: `Err` when the claim is not a valid tree.
@@ -446,6 +472,11 @@ impl Conn {
                 self.subs
                     .values()
                     .filter_map(|s| s.expires_at.map(|t| t + grace(s.refreshed_by_proxy))),
+            )
+            .chain(
+                self.subs
+                    .values()
+                    .filter_map(|s| s.conflation.as_ref().and_then(|c| c.due())),
             );
         for t in candidates {
             next = next.min(t);
@@ -490,6 +521,22 @@ impl Conn {
                     channel.clone(),
                     UnsubscribeCode::Expired,
                 ));
+            }
+        }
+        // Conflated publications whose window ended.
+        for (channel, sub) in &mut self.subs {
+            let due = match sub.conflation.as_mut() {
+                Some(c) => c.take_due(now),
+                None => continue,
+            };
+            for p in due {
+                if !deliver(&mut self.out, sub, &p, false) {
+                    self.deferred.push(Deferred::Unsubscribe(
+                        channel.clone(),
+                        UnsubscribeCode::InsufficientState,
+                    ));
+                    break;
+                }
             }
         }
         if now >= self.next_ping {
@@ -549,17 +596,19 @@ impl Conn {
                     sub.delta_base = false;
                     return Ok(());
                 }
-                // Delta forms are JSON: Protobuf subscriptions never ask for delta.
-                if !sub.delta || self.out.encoding() != Encoding::Json {
-                    self.out.push_encoded(p.encoded(self.out.encoding()));
-                } else if let Some(forms) = &p.delta {
-                    let patch = (next && sub.delta_base)
-                        .then(|| forms.patch(&p.channel))
-                        .flatten();
-                    self.out
-                        .push_encoded(patch.unwrap_or_else(|| forms.full(&p.channel)));
-                    sub.delta_base = next;
-                } else {
+                // Conflated: held for the end of the window (or sent now, opening one).
+                if let Some(c) = sub.conflation.as_mut()
+                    && c.arrive(
+                        Instant::now(),
+                        &p.stored.publication.tags,
+                        p.offset,
+                        p.clone(),
+                    ) == crate::conflation::Arrival::Held
+                {
+                    sub.delta_base = false;
+                    return Ok(());
+                }
+                if !deliver(&mut self.out, sub, &p, next) {
                     // The hub builds delta forms for every publication queued to a
                     // delta subscriber; without them the data cannot go out as the
                     // client expects, so it resubscribes and recovers.

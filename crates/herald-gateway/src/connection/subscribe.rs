@@ -33,6 +33,8 @@ pub(super) struct SubOptions {
     pub client_filter: Option<Arc<Filter>>,
     /// The sub_refresh hook extends the subscription when it expires.
     pub refreshed_by_proxy: bool,
+    /// Conflation from the token or the subscribe hook (the namespace's otherwise).
+    pub conflation: Option<crate::conflation::ConflationConfig>,
 }
 
 impl Conn {
@@ -67,13 +69,19 @@ impl Conn {
         let user = self.session.as_ref().map_or("", |s| &s.user).to_owned();
         let mut data = None;
         let mut refreshed_by_proxy = false;
+        let mut conflation = None;
         let (expires, chan_info, token_filter) = if !req.token.is_empty() {
             match self.node.verifier.verify_subscription(&req.token).await {
-                Ok(c) if c.channel == req.channel && c.sub == user => {
+                Ok(mut c) if c.channel == req.channel && c.sub == user => {
                     let filter = super::claimed_filter(c.tags_filter.as_ref()).map_err(|e| {
                         tracing::debug!(error = %e, "subscription token's tag filter refused");
                         ErrorCode::PermissionDenied
                     })?;
+                    if let Some(problem) = c.conflation.as_ref().and_then(|c| c.problem()) {
+                        tracing::debug!(problem, "subscription token's conflation refused");
+                        return Err(ErrorCode::PermissionDenied.into());
+                    }
+                    conflation = c.conflation.take();
                     (c.expires_at(), c.info, filter)
                 }
                 Ok(_) => return Err(ErrorCode::PermissionDenied.into()),
@@ -94,6 +102,7 @@ impl Conn {
             }
             let grant = self.authorize_by_proxy(req).await?;
             data = grant.data;
+            conflation = grant.conflation;
             refreshed_by_proxy = ch.ns.sub_refresh_proxy && grant.expires.is_some();
             (grant.expires, grant.info, grant.filter)
         } else if ch.may_subscribe(&user) {
@@ -120,6 +129,7 @@ impl Conn {
             token_filter,
             client_filter,
             refreshed_by_proxy,
+            conflation,
         };
         let mut result = self.subscribe_channel(&req.channel, opts).await?;
         if data.is_some() {
@@ -190,6 +200,10 @@ impl Conn {
             token_filter: opts.token_filter,
             client_filter: opts.client_filter,
             refreshed_by_proxy: opts.refreshed_by_proxy,
+            conflation: opts
+                .conflation
+                .or_else(|| ns.conflation.clone())
+                .map(|c| Box::new(crate::conflation::Conflation::new(&c))),
         };
         let session_filter = session.filter.clone();
         let session_origin = session.origin.clone();
@@ -286,6 +300,10 @@ impl Conn {
                     // leaves out was not lost, and the client's position moves past it.
                     let mut recovered = page.publications;
                     sub.retain_passing(&mut recovered, excluding());
+                    // A conflated subscription gets the newest of each key.
+                    if let Some(c) = &sub.conflation {
+                        crate::conflation::newest_per_key(&mut recovered, c.key());
+                    }
                     result.publications = self.recovered_publications(
                         channel,
                         &mut sub,

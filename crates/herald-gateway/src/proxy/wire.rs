@@ -163,6 +163,8 @@ pub(crate) struct SubscribeResult {
     /// A tag filter the subscription applies, which the client cannot change (Herald's
     /// own field).
     pub tags_filter: Option<FilterNode>,
+    /// At most one publication per key per interval (Herald's own field).
+    pub conflation: Option<crate::conflation::ConflationConfig>,
 }
 
 /// The `publish` result.

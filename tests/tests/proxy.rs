@@ -32,6 +32,9 @@ struct Backend {
     calls: Mutex<Vec<Call>>,
     refreshes: AtomicU32,
     sub_refreshes: AtomicU32,
+    /// Calls being answered now, and the most at once.
+    busy: AtomicU32,
+    most_busy: AtomicU32,
 }
 
 impl Backend {
@@ -81,6 +84,12 @@ async fn connect(
         json!({"result": {"user": "brief", "expire_at": now() + 4}})
     } else if cookie.contains("session=banned") {
         json!({"disconnect": {"code": 4501, "reason": "banned"}})
+    } else if cookie.contains("session=sleepy") {
+        let now_busy = b.busy.fetch_add(1, Ordering::SeqCst) + 1;
+        b.most_busy.fetch_max(now_busy, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        b.busy.fetch_sub(1, Ordering::SeqCst);
+        json!({"result": {"user": "sleepy"}})
     } else if cookie.contains("session=slow") {
         tokio::time::sleep(Duration::from_secs(3)).await;
         json!({"result": {"user": "slow"}})
@@ -117,6 +126,7 @@ async fn subscribe(
             "tags_filter": {"key": "board", "cmp": "eq", "val": "7"}
         }}),
         "board:brief" => json!({"result": {"expire_at": now() + 2}}),
+        "board:tiles" => json!({"result": {"conflation": {"key": "tile", "interval": "400ms"}}}),
         "board:later" => {
             json!({"error": {"code": 1003, "message": "try later", "temporary": true}})
         }
@@ -504,4 +514,53 @@ subscribe_proxy = true
     let log = node.log();
     assert!(log.contains("proxy.connect.url"), "{log}");
     assert!(log.contains("namespaces.board.subscribe_proxy"), "{log}");
+}
+
+#[tokio::test]
+async fn calls_in_flight_are_bounded_per_node() {
+    let (backend, base) = backend().await;
+    let config = hooks(&base)
+        .replace("[proxy]\n", "[proxy]\nmax_in_flight = 2\n")
+        .replace("timeout = \"500ms\"", "timeout = \"3s\"");
+    let h = Herald::start(&config).await;
+    // Six connects at once, each answered in 150 ms: two at a time, all let in.
+    let connects = (0..6).map(|_| connect_with(&h, &[("Cookie", "session=sleepy")]));
+    let replies = futures_util::future::join_all(connects).await;
+    for (_, reply) in &replies {
+        assert!(reply.get("error").is_none(), "{reply}");
+    }
+    assert_eq!(backend.most_busy.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_subscribe_hook_can_ask_for_conflation() {
+    let (_backend, base) = backend().await;
+    let h = Herald::start(&hooks(&base)).await;
+    let (mut raw, _) = connect_with(&h, &[("Cookie", "session=alice")]).await;
+    let reply = raw
+        .call(json!({"subscribe": {"channel": "board:tiles"}}))
+        .await;
+    assert!(reply.get("error").is_none(), "{reply}");
+    for n in 1..=30 {
+        let r = h
+            .api(
+                "publish",
+                json!({"channel": "board:tiles", "data": {"n": n}, "tags": {"tile": "a"}}),
+            )
+            .await;
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    // The first at once, then the newest when the window ends: 30 went out as far
+    // fewer, the last one last.
+    let mut got = Vec::new();
+    while let Some(herald_tests::raw::Event::Reply(r)) =
+        raw.next_within(Duration::from_millis(900)).await
+    {
+        if let Some(p) = r.push.and_then(|p| p.publication) {
+            let data: Value = serde_json::from_str(p.data.get()).expect("json");
+            got.push(data["n"].as_u64().expect("n"));
+        }
+    }
+    assert!(got.len() < 30 && got.first() == Some(&1), "{got:?}");
+    assert_eq!(got.last(), Some(&30), "{got:?}");
 }

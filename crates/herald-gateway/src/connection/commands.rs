@@ -104,6 +104,7 @@ impl Conn {
             .messages_received
             .with_label_values(&[request.name()])
             .inc();
+        self.commands_in = self.commands_in.saturating_add(1);
         // Only pongs and `send` go without an id.
         if cmd.id == 0 && !matches!(request, Request::Pong | Request::Send(_)) {
             return Err(DisconnectCode::BadRequest);

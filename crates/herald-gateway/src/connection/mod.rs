@@ -204,6 +204,9 @@ struct Conn {
     limiter: limits::Limiter,
     /// How the client is connected.
     transport: Transport,
+    /// Commands received and messages written, for the summary logged at the end.
+    commands_in: u32,
+    messages_out: u32,
 }
 
 /// Work a connection carries out after the event that decided it.
@@ -250,7 +253,9 @@ pub(crate) async fn serve<S: Socket>(socket: S, node: Arc<Node>, transport: Tran
         .inc();
     let (tx, rx) = mpsc::channel(node.config.client.queue_size);
     let now = Instant::now();
-    let conn = Conn {
+    // Built in place, not bound to a name first: a binding would keep a second
+    // Conn-sized slot in this future next to the one inside `run`'s.
+    Conn {
         id,
         tx,
         closer: Arc::new(Closer::default()),
@@ -263,132 +268,176 @@ pub(crate) async fn serve<S: Socket>(socket: S, node: Arc<Node>, transport: Tran
         pong_deadline: None,
         limiter: limits::Limiter::default(),
         transport,
+        commands_in: 0,
+        messages_out: 0,
         node: node.clone(),
-    };
-    conn.run(socket, rx).instrument(span).await;
+    }
+    .run(socket, rx)
+    .instrument(span)
+    .await;
     node.metrics.connections.dec();
 }
 
 impl Conn {
-    async fn run<S: Socket>(mut self, mut socket: S, mut rx: mpsc::Receiver<Outgoing>) {
-        let closer = self.closer.clone();
-        let batch_bytes = self.node.config.client.write_batch_bytes;
-        let write_interval = self.node.config.client.write_interval;
-        let mut deadline = self.deadline();
-        let timer = tokio::time::sleep_until(deadline);
-        tokio::pin!(timer);
-        // Pushes are written at most once per `write_interval`: the first after a quiet
-        // spell goes at once, those arriving faster wait for the next write and share
-        // its frame and system call. Replies to commands never wait.
-        let now = Instant::now();
-        let mut last_write = now.checked_sub(write_interval).unwrap_or(now);
-        let mut write_pending = false;
-        let write_timer = tokio::time::sleep_until(last_write);
-        tokio::pin!(write_timer);
-        let outcome: Ending = loop {
-            let mut pushes_only = false;
-            let step = tokio::select! {
-                biased;
-                () = closer.requested() => break Ending::Close(closer.requested_close().unwrap_or_else(|| reason_of(DisconnectCode::ConnectionClosed))),
-                // Authenticated clients are closed by the drain, spread over its window;
-                // a socket that never connected just goes.
-                () = self.node.shutdown.cancelled(), if self.session.is_none() => Err(DisconnectCode::Shutdown),
-                msg = socket.next() => match msg {
-                    None => break Ending::Gone,
-                    Some(Ok(Message::Close(_))) => break Ending::ClosedByPeer,
-                    // Commands are rare next to pushes; their futures (authentication,
-                    // history reads) are boxed so that they do not make every idle
-                    // connection's task as large as the largest command.
-                    Some(Ok(Message::Text(text))) if self.out.encoding() == Encoding::Json => {
-                        Box::pin(self.on_text_frame(text.as_str())).await
-                    }
-                    Some(Ok(Message::Binary(data))) if self.out.encoding() == Encoding::Protobuf => {
-                        Box::pin(self.on_binary_frame(&data)).await
-                    }
-                    // A frame of the other encoding's kind.
-                    Some(Ok(Message::Text(_) | Message::Binary(_))) => Err(DisconnectCode::BadRequest),
-                    Some(Ok(_)) => Ok(()),
-                    Some(Err(e)) => match read_error_code(e) {
-                        Some(code) => Err(code),
+    // Not an `async fn`: its arguments would be stored twice in its future (once as
+    // arguments, once as the locals they are moved into), doubling the Conn and the
+    // socket that every idle connection holds. An `async move` block uses the captured
+    // values in place.
+    #[allow(clippy::manual_async_fn)]
+    fn run<S: Socket>(
+        mut self,
+        mut socket: S,
+        mut rx: mpsc::Receiver<Outgoing>,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            let closer = self.closer.clone();
+            let batch_bytes = self.node.config.client.write_batch_bytes;
+            let write_interval = self.node.config.client.write_interval;
+            let mut deadline = self.deadline();
+            let timer = tokio::time::sleep_until(deadline);
+            tokio::pin!(timer);
+            // Pushes are written at most once per `write_interval`: the first after a quiet
+            // spell goes at once, those arriving faster wait for the next write and share
+            // its frame and system call. Replies to commands never wait.
+            let now = Instant::now();
+            let mut last_write = now.checked_sub(write_interval).unwrap_or(now);
+            let mut write_pending = false;
+            let write_timer = tokio::time::sleep_until(last_write);
+            tokio::pin!(write_timer);
+            let outcome: Ending = loop {
+                let mut pushes_only = false;
+                let step = tokio::select! {
+                    biased;
+                    () = closer.requested() => break Ending::Close(closer.requested_close().unwrap_or_else(|| reason_of(DisconnectCode::ConnectionClosed))),
+                    // Authenticated clients are closed by the drain, spread over its window;
+                    // a socket that never connected just goes.
+                    () = self.node.shutdown.cancelled(), if self.session.is_none() => Err(DisconnectCode::Shutdown),
+                    msg = socket.next() => match msg {
                         None => break Ending::Gone,
+                        Some(Ok(Message::Close(_))) => break Ending::ClosedByPeer,
+                        // Commands are rare next to pushes; their futures (authentication,
+                        // history reads) are boxed so that they do not make every idle
+                        // connection's task as large as the largest command.
+                        Some(Ok(Message::Text(text))) if self.out.encoding() == Encoding::Json => {
+                            Box::pin(self.on_text_frame(text.as_str())).await
+                        }
+                        Some(Ok(Message::Binary(data))) if self.out.encoding() == Encoding::Protobuf => {
+                            Box::pin(self.on_binary_frame(&data)).await
+                        }
+                        // A frame of the other encoding's kind.
+                        Some(Ok(Message::Text(_) | Message::Binary(_))) => Err(DisconnectCode::BadRequest),
+                        Some(Ok(_)) => Ok(()),
+                        Some(Err(e)) => match read_error_code(e) {
+                            Some(code) => Err(code),
+                            None => break Ending::Gone,
+                        },
                     },
-                },
-                item = rx.recv() => {
-                    pushes_only = true;
-                    // `self.tx` keeps the queue open, so `None` cannot happen.
-                    let mut result = item.map_or(Ok(()), |item| self.on_outgoing(item));
-                    while result.is_ok() && self.out.len() < batch_bytes {
-                        match rx.try_recv() {
-                            Ok(item) => result = self.on_outgoing(item),
-                            Err(_) => break,
+                    item = rx.recv() => {
+                        pushes_only = true;
+                        // `self.tx` keeps the queue open, so `None` cannot happen.
+                        let mut result = item.map_or(Ok(()), |item| self.on_outgoing(item));
+                        while result.is_ok() && self.out.len() < batch_bytes {
+                            match rx.try_recv() {
+                                Ok(item) => result = self.on_outgoing(item),
+                                Err(_) => break,
+                            }
+                        }
+                        result
+                    }
+                    () = &mut timer => self.on_timer(),
+                    () = &mut write_timer, if write_pending => Ok(()),
+                };
+                if let Err(code) = step {
+                    // A close already requested (a proxy hook's own code) wins.
+                    break Ending::Close(
+                        closer.requested_close().unwrap_or_else(|| reason_of(code)),
+                    );
+                }
+                // A unidirectional client cannot resubscribe to recover a channel: it gets
+                // 3010 instead, and reconnects with its positions.
+                if !self.transport.kind.bidirectional()
+                    && self.deferred.iter().any(|d| {
+                        matches!(
+                            d,
+                            Deferred::Unsubscribe(_, UnsubscribeCode::InsufficientState)
+                        )
+                    })
+                {
+                    break Ending::Close(reason_of(DisconnectCode::InsufficientState));
+                }
+                if !self.deferred.is_empty()
+                    && let Err(code) = Box::pin(self.run_deferred()).await
+                {
+                    break Ending::Close(
+                        closer.requested_close().unwrap_or_else(|| reason_of(code)),
+                    );
+                }
+                if !self.out.is_empty() {
+                    let now = Instant::now();
+                    let due = last_write + write_interval;
+                    if pushes_only && now < due && self.out.len() < batch_bytes {
+                        if !write_pending {
+                            write_pending = true;
+                            write_timer.as_mut().reset(due);
+                        }
+                    } else {
+                        write_pending = false;
+                        last_write = now;
+                        if !self.flush(&mut socket).await {
+                            break Ending::Close(
+                                closer
+                                    .requested_close()
+                                    .unwrap_or_else(|| reason_of(DisconnectCode::WriteError)),
+                            );
                         }
                     }
-                    result
                 }
-                () = &mut timer => self.on_timer(),
-                () = &mut write_timer, if write_pending => Ok(()),
+                let next = self.deadline();
+                if next != deadline {
+                    deadline = next;
+                    timer.as_mut().reset(deadline);
+                }
             };
-            if let Err(code) = step {
-                // A close already requested (a proxy hook's own code) wins.
-                break Ending::Close(closer.requested_close().unwrap_or_else(|| reason_of(code)));
-            }
-            // A unidirectional client cannot resubscribe to recover a channel: it gets
-            // 3010 instead, and reconnects with its positions.
-            if !self.transport.kind.bidirectional()
-                && self.deferred.iter().any(|d| {
-                    matches!(
-                        d,
-                        Deferred::Unsubscribe(_, UnsubscribeCode::InsufficientState)
-                    )
-                })
-            {
-                break Ending::Close(reason_of(DisconnectCode::InsufficientState));
-            }
-            if !self.deferred.is_empty()
-                && let Err(code) = Box::pin(self.run_deferred()).await
-            {
-                break Ending::Close(closer.requested_close().unwrap_or_else(|| reason_of(code)));
-            }
-            if !self.out.is_empty() {
-                let now = Instant::now();
-                let due = last_write + write_interval;
-                if pushes_only && now < due && self.out.len() < batch_bytes {
-                    if !write_pending {
-                        write_pending = true;
-                        write_timer.as_mut().reset(due);
-                    }
-                } else {
-                    write_pending = false;
-                    last_write = now;
-                    if !self.flush(&mut socket).await {
-                        break Ending::Close(
-                            closer
-                                .requested_close()
-                                .unwrap_or_else(|| reason_of(DisconnectCode::WriteError)),
-                        );
-                    }
+            self.log_summary(&outcome);
+            match outcome {
+                Ending::Close((code, reason)) => self.close(&mut socket, code, reason).await,
+                // The library queued the answer to the client's Close (its code echoed, or
+                // 1002 for a code that must not be sent) but writes it only when the sink is
+                // flushed; closing the sink writes it and ends the WebSocket.
+                Ending::ClosedByPeer => {
+                    let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, socket.close()).await;
                 }
+                Ending::Gone => {}
             }
-            let next = self.deadline();
-            if next != deadline {
-                deadline = next;
-                timer.as_mut().reset(deadline);
-            }
-        };
-        match outcome {
-            Ending::Close((code, reason)) => self.close(&mut socket, code, reason).await,
-            // The library queued the answer to the client's Close (its code echoed, or
-            // 1002 for a code that must not be sent) but writes it only when the sink is
-            // flushed; closing the sink writes it and ends the WebSocket.
-            Ending::ClosedByPeer => {
-                let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, socket.close()).await;
-            }
-            Ending::Gone => {}
+            // The TCP connection is closed here, before the cleanup's broker calls, so that
+            // the client sees the end of the handshake at once.
+            drop(socket);
+            Box::pin(self.cleanup()).await;
         }
-        // The TCP connection is closed here, before the cleanup's broker calls, so that
-        // the client sees the end of the handshake at once.
-        drop(socket);
-        Box::pin(self.cleanup()).await;
+    }
+
+    /// One line per connection that authenticated, at info: how it ended, how long it
+    /// lasted, what it sent and got (the span adds its client id and user).
+    fn log_summary(&self, outcome: &Ending) {
+        let (ended_by, code) = match outcome {
+            Ending::Close((code, _)) => ("server", *code),
+            Ending::ClosedByPeer => ("client", 0),
+            Ending::Gone => ("network", 0),
+        };
+        let secs = self.opened.elapsed().as_secs_f64();
+        if self.session.is_some() {
+            tracing::info!(
+                ended_by,
+                code,
+                secs = format!("{secs:.1}"),
+                commands = self.commands_in,
+                messages = self.messages_out,
+                subscriptions = self.subs.len(),
+                "connection closed"
+            );
+        } else {
+            tracing::debug!(ended_by, code, "connection closed before connecting");
+        }
     }
 
     /// Counts the close and sends its Close frame, within a short wait.
@@ -439,6 +488,9 @@ impl Conn {
             () = closer.requested() => false,
         };
         if sent {
+            self.messages_out = self
+                .messages_out
+                .saturating_add(u32::try_from(count).unwrap_or(u32::MAX));
             self.node.metrics.messages_sent.inc_by(count);
             self.node.metrics.frames_sent.inc();
         }

@@ -245,7 +245,7 @@ fn the_connection_future_stays_small() {
     }
     let size = future_size(super::serve::<axum::extract::ws::WebSocket>);
     eprintln!("connection future: {size} bytes");
-    assert!(size <= 3 * 1024, "connection future grew to {size} bytes");
+    assert!(size <= 2304, "connection future grew to {size} bytes");
 }
 
 #[test]

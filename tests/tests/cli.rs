@@ -8,11 +8,17 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// Where `serve --dev` keeps its secret and key in these tests (never the user's own).
+fn dev_state() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("herald-cli-test-{}-dev.json", std::process::id()))
+}
+
 fn herald(args: &[&str]) -> std::process::Output {
     Command::new(herald_bin())
         .args(args)
         .env_remove("HERALD_API_KEY")
         .env_remove("HERALD_TOKEN_HMAC_SECRET")
+        .env("HERALD_DEV_STATE", dev_state())
         .output()
         .expect("run herald")
 }
@@ -220,6 +226,7 @@ async fn dev_mode_prints_a_working_token_and_api_key() {
         .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}")])
         .env_remove("HERALD_API_KEY")
         .env_remove("HERALD_TOKEN_HMAC_SECRET")
+        .env("HERALD_DEV_STATE", dev_state())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -426,7 +433,7 @@ async fn publish_entity_publishes_through_a_node() {
     ]);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("publish_entity failed"),
+        text(&out.stderr).contains("refused the API key"),
         "{}",
         text(&out.stderr)
     );

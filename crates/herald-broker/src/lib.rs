@@ -44,6 +44,12 @@ pub trait BrokerHandler: Send + Sync + 'static {
 /// What a gateway node needs from the message backbone.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
+    /// What kind of broker this is, for people reading a node's page (`memory`,
+    /// `redis`).
+    fn kind(&self) -> &'static str {
+        "other"
+    }
+
     /// Starts delivering publications of subscribed channels to the context's handler.
     /// Called once, before any other method. Every background task the broker needs runs
     /// on the context's tracker and ends when its token is cancelled.

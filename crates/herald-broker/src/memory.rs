@@ -191,6 +191,10 @@ async fn sweeper(inner: Weak<Inner>, every: Duration, stop: CancellationToken) -
 
 #[async_trait]
 impl Broker for MemoryBroker {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
     async fn start(&self, context: BrokerContext) -> Result<(), BrokerError> {
         self.inner
             .handler

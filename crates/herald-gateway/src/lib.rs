@@ -13,6 +13,7 @@ pub mod config;
 pub mod conflation;
 pub(crate) mod connection;
 pub(crate) mod delta;
+pub(crate) mod home;
 pub(crate) mod hub;
 pub mod jwks;
 pub(crate) mod metrics;

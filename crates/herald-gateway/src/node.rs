@@ -110,11 +110,7 @@ impl Node {
         lifecycle: Lifecycle,
     ) -> Self {
         let name = if config.node_name.is_empty() {
-            format!(
-                "{}-{}",
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "herald".into()),
-                std::process::id()
-            )
+            format!("{}-{}", hostname(), std::process::id())
         } else {
             config.node_name.clone()
         };
@@ -166,4 +162,15 @@ impl Node {
         }
         (true, String::new())
     }
+}
+
+/// The machine's name: the kernel's (shells do not export `$HOSTNAME`), else
+/// `$HOSTNAME`, else "herald".
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "herald".into())
 }

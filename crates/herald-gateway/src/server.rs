@@ -309,6 +309,7 @@ pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/connection/websocket", get(websocket))
         .merge(transports)
+        .route("/", get(crate::home::page))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -169,6 +169,10 @@ async fn close_at_stop(mut connections: Connections, timeout: Duration, stop: St
 
 #[async_trait]
 impl Broker for RedisBroker {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
     async fn start(&self, context: BrokerContext) -> Result<(), BrokerError> {
         let stop = self.attach(&context)?;
         self.delivery.start(self.config.workers, &context, &stop)?;

@@ -5,11 +5,17 @@ use herald_protocol::{Audience, EntityAction};
 use std::path::PathBuf;
 
 /// Herald: a horizontally scaled WebSocket fan-out server.
-///
-/// Clients connect with any Centrifuge protocol v2 SDK (e.g. npm `centrifuge`) to
-/// `ws://HOST:PORT/connection/websocket`; publishers use the HTTP API at `/api/*`.
 #[derive(Debug, Parser)]
-#[command(name = "herald", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "herald",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "Clients connect with any Centrifuge protocol v2 SDK (e.g. npm `centrifuge`) to \
+ws://HOST:PORT/connection/websocket; publishers use the HTTP API at http://HOST:PORT/api/*.\n\
+Try it: herald serve --dev   (then open http://127.0.0.1:8000/)"
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -60,14 +66,18 @@ pub(crate) struct ServeArgs {
     pub config: ConfigArgs,
     /// Development mode: embedded broker, generated token secret and API key, permissive
     /// namespaces with history, anonymous clients allowed; prints a token and examples.
-    /// Explicit flags still win.
+    /// Explicit flags still win. The generated secret and key are kept in a state file
+    /// (printed at start) so that restarts keep them.
     #[arg(long)]
     pub dev: bool,
-    /// Address to listen on [default: 127.0.0.1:8000].
+    /// With --dev: make a new secret and API key (and keep those).
+    #[arg(long, requires = "dev")]
+    pub dev_reset: bool,
+    /// Address to listen on, HOST:PORT or :PORT for every interface [default: 127.0.0.1:8000].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Message backbone: memory (one node) or redis.
-    #[arg(long, value_name = "KIND")]
+    #[arg(long, value_name = "KIND", value_parser = ["memory", "redis"])]
     pub broker: Option<String>,
     /// Redis URL: redis://HOST:PORT, or redis-cluster://HOST:PORT?node=HOST:PORT&node=... .
     #[arg(long, value_name = "URL")]
@@ -100,7 +110,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
     /// Log format: human or json.
-    #[arg(long, value_name = "FORMAT")]
+    #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
     pub log_format: Option<String>,
 }
 
@@ -155,7 +165,8 @@ impl AudienceIssuerArgs {
 pub(crate) struct PublishArgs {
     /// The channel.
     pub channel: String,
-    /// The data: JSON (a bare word is sent as a JSON string).
+    /// The data: JSON, e.g. '{"text":"hi"}' (a bare word such as hello is sent as the
+    /// JSON string "hello"; text that starts like JSON must be valid JSON).
     pub data: String,
     /// The node's base URL.
     #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:8000")]

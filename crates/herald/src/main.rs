@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod dev;
 mod serve;
 mod tail;
 mod token;

@@ -12,8 +12,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Builds the configuration: defaults (or `--dev` defaults) < file < env < flags.
-pub(crate) fn build_config(args: &ServeArgs) -> Result<HeraldConfig, ConfigError> {
+/// Builds the configuration: defaults (or `--dev` defaults) < file < env < flags, with
+/// `--dev`'s kept secrets from `state`.
+fn build_config(
+    args: &ServeArgs,
+    state: &mut crate::dev::DevState,
+) -> Result<HeraldConfig, ConfigError> {
     let mut base = HeraldConfig::default();
     if args.dev {
         base.broker = BrokerKind::Memory;
@@ -54,7 +58,12 @@ pub(crate) fn build_config(args: &ServeArgs) -> Result<HeraldConfig, ConfigError
     ];
     for (flag, path, value) in flags {
         if let Some(v) = value {
-            b = b.flag(flag, path, v);
+            // `:8010` is every interface, as in most servers' flags.
+            let v = match v.strip_prefix(':') {
+                Some(port) if flag == "--listen" => format!("0.0.0.0:{port}"),
+                _ => v.clone(),
+            };
+            b = b.flag(flag, path, &v);
         }
     }
     if args.allow_anonymous {
@@ -75,10 +84,10 @@ pub(crate) fn build_config(args: &ServeArgs) -> Result<HeraldConfig, ConfigError
             Err(_) => (true, true),
         };
         if secret_missing && !has_key_setting(&b) {
-            b = b.set("token.hmac_secret", &random_secret());
+            b = b.set("token.hmac_secret", &state.secret());
         }
         if key_missing && args.api_key.is_none() && std::env::var_os("HERALD_API_KEY").is_none() {
-            b = b.set("api.key", &random_secret());
+            b = b.set("api.key", &state.api_key());
         }
     }
     b.build()
@@ -88,17 +97,14 @@ fn has_key_setting(b: &Layers) -> bool {
     b.clone().build().is_ok_and(|c| c.gateway.has_token_key())
 }
 
-fn random_secret() -> String {
-    use rand::Rng;
-    let bytes: [u8; 24] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a terminal: a file or a pipe gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -124,16 +130,30 @@ async fn signals(token: CancellationToken) {
 
 /// Runs `herald serve`.
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = match build_config(&args) {
+    let mut state = crate::dev::DevState::load(args.dev_reset);
+    let config = match build_config(&args, &mut state) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("herald: {e}");
+            if e.problems.iter().any(|p| p.key == "token") {
+                eprintln!(
+                    "  To fix: pass --token-hmac-secret (32 bytes or more; e.g. $(openssl rand -hex 32)) or set HERALD_TOKEN_HMAC_SECRET,\n  or try `herald serve --dev` for a development node that needs nothing."
+                );
+            }
             return Ok(ExitCode::from(2));
         }
     };
     init_logging(config.log_format);
     for warning in &config.warnings {
         tracing::warn!("{warning}");
+    }
+    if args.dev {
+        state.save();
+    }
+    if config.gateway.namespaces.is_empty() {
+        tracing::warn!(
+            "no namespaces are configured: every channel is an unknown channel (error 102) until the configuration has one, e.g. [namespaces.default] for channels without ':' (see docs/configuration.md); herald serve --dev allows every channel"
+        );
     }
     let broker: Arc<dyn Broker> = match config.broker {
         BrokerKind::Memory => Arc::new(MemoryBroker::new()),
@@ -154,7 +174,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("no api.key or api.key_file set: the server API (/api/*) is disabled");
     }
     if args.dev {
-        print_dev_banner(&config.gateway, addr);
+        // A node on every interface is reached locally at 127.0.0.1.
+        let mut shown = addr;
+        if shown.ip().is_unspecified() {
+            shown.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        print_dev_banner(&config.gateway, shown, &state);
     }
     tracing::info!(%addr, broker = ?config.broker, version = herald_gateway::node::VERSION, "listening");
     let shutdown = CancellationToken::new();
@@ -165,7 +190,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[allow(clippy::print_stdout)]
-fn print_dev_banner(config: &herald_gateway::Config, addr: std::net::SocketAddr) {
+fn print_dev_banner(
+    config: &herald_gateway::Config,
+    addr: std::net::SocketAddr,
+    state: &crate::dev::DevState,
+) {
     let secret = config.token.hmac_secret.expose();
     let token = if secret.is_empty() {
         String::from("(no HMAC secret: sign tokens with your configured key)")
@@ -174,6 +203,8 @@ fn print_dev_banner(config: &herald_gateway::Config, addr: std::net::SocketAddr)
             .unwrap_or_else(|e| format!("(cannot sign: {e})"))
     };
     let key = config.api.key.expose();
+    let herald = crate::dev::this_command();
+    let kept = state.describe();
     println!(
         r#"
 Herald {version} is running in development mode (embedded broker, permissive namespaces,
@@ -187,12 +218,14 @@ history on, anonymous clients allowed). Not for production.
   API key     {key}
   Token       {token}
               (user "dev-user", valid 24h)
+  {kept}
 
-Try it:
-  herald tail news --url ws://{addr}/connection/websocket
+Try it (in another terminal):
+  {herald} tail news --url ws://{addr}/connection/websocket
   curl -s -X POST http://{addr}/api/publish -H 'X-API-Key: {key}' \
        -d '{{"channel":"news","data":{{"text":"hello"}}}}'
-  herald publish news '{{"text":"hi"}}' --url http://{addr} --api-key {key}
+  {herald} publish news '{{"text":"hi"}}' --url http://{addr} --api-key {key}
+  open http://{addr}/ for this node's page
 
 In a browser (npm i centrifuge):
   const c = new Centrifuge('ws://{addr}/connection/websocket', {{ token: '<Token above>' }});

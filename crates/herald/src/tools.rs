@@ -44,6 +44,13 @@ pub(crate) fn gentoken(args: GentokenArgs) -> anyhow::Result<ExitCode> {
         Some(s) => s,
         None => config_secret(&args.config)?,
     };
+    // A node refuses a shorter secret at start, so no node would accept the token.
+    if secret.len() < 32 {
+        bail!(
+            "the HMAC secret is {} bytes; nodes require at least 32 (token.hmac_secret), so no node would accept this token",
+            secret.len()
+        );
+    }
     let ttl = if args.ttl == "0" {
         None
     } else {
@@ -67,9 +74,17 @@ pub(crate) fn gentoken(args: GentokenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Parses publish data: JSON as given, anything else as a JSON string.
-pub(crate) fn parse_data(data: &str) -> Value {
-    serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_owned()))
+/// Parses publish data: JSON as given; a bare word (text that does not start like JSON)
+/// as a JSON string. Text that starts like JSON but is not (`{text:hi}`) is an error,
+/// not a string: it is almost always a quoting mistake.
+pub(crate) fn parse_data(data: &str) -> anyhow::Result<Value> {
+    match serde_json::from_str(data) {
+        Ok(v) => Ok(v),
+        Err(e) if data.trim_start().starts_with(['{', '[', '"']) => bail!(
+            "the data is not valid JSON ({e}): {data}\n  keys and strings need double quotes, e.g. '{{\"text\":\"hi\"}}' (single quotes around it in a shell)"
+        ),
+        Err(_) => Ok(Value::String(data.to_owned())),
+    }
 }
 
 /// `herald publish --redis-url`: through the function library, as any publisher could.
@@ -96,7 +111,7 @@ async fn publish_to_redis(args: &PublishArgs, url: &str) -> anyhow::Result<ExitC
             )
         },
     )?;
-    let data = herald_protocol::RawJson::from_value(&parse_data(&args.data)).context("data")?;
+    let data = herald_protocol::RawJson::from_value(&parse_data(&args.data)?).context("data")?;
     let mut req = PublishRequest::new(data).with_history(ch.ns.history_size, ch.ns.history_ttl);
     req.idempotency_key = args.idempotency_key.clone();
     let broker = herald_redis::RedisBroker::connect(config.redis)
@@ -120,7 +135,7 @@ pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.redis_url {
         return publish_to_redis(&args, url).await;
     }
-    let mut body = json!({ "channel": args.channel, "data": parse_data(&args.data) });
+    let mut body = json!({ "channel": args.channel, "data": parse_data(&args.data)? });
     if let Some(key) = args.idempotency_key {
         body["idempotency_key"] = json!(key);
     }
@@ -145,12 +160,26 @@ async fn call_api(
     if let Some(key) = api_key {
         req = req.header("X-API-Key", key);
     }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
+    let resp = req.send().await.with_context(|| {
+        format!("cannot reach {url} (is a node running there? --url or HERALD_URL names it)")
+    })?;
     let status = resp.status();
-    let mut reply: Value = resp.json().await.context("the reply is not JSON")?;
+    match status.as_u16() {
+        401 => bail!(
+            "the node at {base_url} refused the API key ({status}): pass --api-key or set HERALD_API_KEY to the node's api.key (herald serve --dev prints it)"
+        ),
+        404 => bail!(
+            "{url} is not a Herald API ({status}): --url is the node's base URL, such as http://127.0.0.1:8000, without /api"
+        ),
+        _ => {}
+    }
+    let text = resp.text().await.context("reading the reply")?;
+    let mut reply: Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "the reply from {url} ({status}) is not JSON: {}",
+            text.chars().take(200).collect::<String>()
+        )
+    })?;
     if let Some(err) = reply.get("error") {
         bail!("{method} failed ({status}): {err}");
     }

@@ -17,7 +17,15 @@ pub(crate) enum EnvVar {
 
 // Read by the `herald` tools and test harnesses, not configuration keys: `serve` must
 // start in a shell where they are set.
-const ENV_IGNORED: &[&str] = &["LOG", "CONFIG", "URL", "WS_URL", "TOKEN", "BIN"];
+const ENV_IGNORED: &[&str] = &[
+    "LOG",
+    "CONFIG",
+    "URL",
+    "WS_URL",
+    "TOKEN",
+    "BIN",
+    "DEV_STATE",
+];
 
 /// Kubernetes sets `<SERVICE>_PORT`, `<SERVICE>_PORT_<n>_TCP...` and
 /// `<SERVICE>_SERVICE_HOST/PORT...` for every Service in the namespace.

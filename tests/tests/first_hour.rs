@@ -1,0 +1,305 @@
+//! What a new user meets in the first hour: help that says where clients connect, errors
+//! that name the fix, a `--dev` node whose secret and key survive a restart, a page at
+//! `/`, and logs that explain each connection.
+
+use herald_tests::raw::Raw;
+use herald_tests::{Herald, free_port, herald_bin};
+
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn herald(args: &[&str]) -> std::process::Output {
+    Command::new(herald_bin())
+        .args(args)
+        .env_remove("HERALD_API_KEY")
+        .env_remove("HERALD_TOKEN_HMAC_SECRET")
+        .output()
+        .expect("run herald")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "herald-first-hour-{}-{}-{name}",
+        std::process::id(),
+        free_port()
+    ))
+}
+
+#[test]
+fn help_says_where_clients_connect_and_lists_the_choices() {
+    let out = herald(&["--help"]);
+    let help = text(&out.stdout);
+    assert!(help.contains("/connection/websocket"), "{help}");
+    assert!(help.contains("herald serve --dev"), "{help}");
+    let out = herald(&["serve", "--help"]);
+    let help = text(&out.stdout);
+    assert!(help.contains("[possible values: memory, redis]"), "{help}");
+    assert!(help.contains("[possible values: human, json]"), "{help}");
+    assert!(help.contains("--dev-reset"), "{help}");
+}
+
+#[test]
+fn gentoken_refuses_a_secret_no_node_accepts() {
+    let out = herald(&["gentoken", "--user", "1", "--token-hmac-secret", "short"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("at least 32"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).is_empty());
+}
+
+#[test]
+fn serve_without_a_key_says_how_to_give_one() {
+    let out = herald(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    for fix in [
+        "--token-hmac-secret",
+        "HERALD_TOKEN_HMAC_SECRET",
+        "herald serve --dev",
+    ] {
+        assert!(err.contains(fix), "{fix} missing from: {err}");
+    }
+}
+
+#[tokio::test]
+async fn publish_errors_name_the_fix() {
+    let h = Herald::start("").await;
+    let url = h.url("");
+    // Not JSON, though it looks like it: refused, nothing published.
+    let out = herald(&[
+        "publish",
+        "news",
+        "{text:hi}",
+        "--url",
+        &url,
+        "--api-key",
+        &h.api_key,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not valid JSON"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(h.history_data("news").await.is_empty());
+    // A bare word is still a string.
+    let out = herald(&[
+        "publish",
+        "news",
+        "hello",
+        "--url",
+        &url,
+        "--api-key",
+        &h.api_key,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The API path given as the base URL.
+    let api = h.url("/api");
+    let out = herald(&[
+        "publish",
+        "news",
+        "1",
+        "--url",
+        &api,
+        "--api-key",
+        &h.api_key,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("without /api"),
+        "{}",
+        text(&out.stderr)
+    );
+    // No key.
+    let out = herald(&["publish", "news", "1", "--url", &url]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--api-key") && err.contains("HERALD_API_KEY"),
+        "{err}"
+    );
+    // Nothing there.
+    let gone = format!("http://127.0.0.1:{}", free_port());
+    let out = herald(&["publish", "news", "1", "--url", &gone, "--api-key", "k"]);
+    assert!(
+        text(&out.stderr).contains("is a node running there"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Starts `herald serve ARGS` with the dev state at `state`; returns it and its banner.
+fn serve_dev(args: &[&str], state: &PathBuf) -> (Child, String) {
+    let mut child = Command::new(herald_bin())
+        .arg("serve")
+        .args(args)
+        .env_remove("HERALD_API_KEY")
+        .env_remove("HERALD_TOKEN_HMAC_SECRET")
+        .env("HERALD_DEV_STATE", state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve --dev");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut banner = String::new();
+    let mut line = String::new();
+    while out.read_line(&mut line).expect("read") > 0 {
+        banner.push_str(&line);
+        if line.contains("In a browser") {
+            break;
+        }
+        line.clear();
+    }
+    (child, banner)
+}
+
+fn banner_value(banner: &str, label: &str) -> String {
+    banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn dev_mode_keeps_its_secret_and_key_across_restarts_until_reset() {
+    let state = temp_path("dev.json");
+    let port = free_port().to_string();
+    let listen = format!(":{port}");
+    let (mut first, banner) = serve_dev(&["--dev", "--listen", &listen], &state);
+    let _ = first.kill();
+    let _ = first.wait();
+    let (secret, key) = (
+        banner_value(&banner, "HMAC secret"),
+        banner_value(&banner, "API key"),
+    );
+    assert_eq!(secret.len(), 48, "{banner}");
+    assert!(banner.contains(&state.display().to_string()), "{banner}");
+    // `:PORT` listens everywhere; the banner's commands use an address that works.
+    assert!(
+        banner.contains(&format!("ws://127.0.0.1:{port}/")),
+        "{banner}"
+    );
+    // The commands name this binary, not a `herald` the PATH may not have.
+    let command = herald_bin().display().to_string();
+    assert!(
+        banner.contains("herald tail")
+            && (banner.contains(&command)
+                || banner.contains("./")
+                || banner.contains(" herald tail")),
+        "{banner}"
+    );
+    let (mut second, banner) = serve_dev(&["--dev", "--listen", "127.0.0.1:0"], &state);
+    let _ = second.kill();
+    let _ = second.wait();
+    assert_eq!(banner_value(&banner, "HMAC secret"), secret);
+    assert_eq!(banner_value(&banner, "API key"), key);
+    let (mut third, banner) =
+        serve_dev(&["--dev", "--dev-reset", "--listen", "127.0.0.1:0"], &state);
+    let _ = third.kill();
+    let _ = third.wait();
+    assert_ne!(banner_value(&banner, "HMAC secret"), secret);
+    assert_ne!(banner_value(&banner, "API key"), key);
+    let kept = std::fs::read_to_string(&state).expect("state");
+    assert!(kept.contains(&banner_value(&banner, "API key")));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&state).expect("meta").permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "only its owner may read it");
+    let _ = std::fs::remove_file(state);
+}
+
+#[tokio::test]
+async fn the_node_page_logs_and_names_explain_the_node() {
+    // A node with a key and nothing else: no namespaces, which it says at start.
+    let port = free_port();
+    let log_path = temp_path("serve.log");
+    let mut child = Command::new(herald_bin())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--token-hmac-secret", &herald_tests::secret()])
+        .env_remove("HERALD_API_KEY")
+        .env_remove("HERALD_TOKEN_HMAC_SECRET")
+        .env_remove("HERALD_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        if let Ok(r) = reqwest::get(format!("{base}/")).await {
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("text/html"))
+    );
+    let html = page.text().await.expect("text");
+    for part in [
+        "Herald",
+        "memory",
+        "ready",
+        "/connection/websocket",
+        "/api/publish",
+    ] {
+        assert!(html.contains(part), "{part} missing from the page");
+    }
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("hostname")
+        .trim()
+        .to_owned();
+    assert!(
+        html.contains(&hostname),
+        "the node is named after the machine"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    assert!(log.contains("no namespaces are configured"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file: {log}");
+    let _ = std::fs::remove_file(log_path);
+}
+
+#[tokio::test]
+async fn each_connection_ends_with_a_summary_line() {
+    let h = Herald::start("").await;
+    let (mut raw, _) = Raw::connect(&h.ws_url(), &h.token("summary-user")).await;
+    raw.call(json!({"subscribe": {"channel": "news"}})).await;
+    drop(raw);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = h.log();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("connection closed") && l.contains("summary-user"))
+        {
+            for part in ["summary-user", "commands=2", "ended_by"] {
+                assert!(line.contains(part), "{part} missing from: {line}");
+            }
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no summary in: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -303,3 +303,90 @@ async fn each_connection_ends_with_a_summary_line() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runs `herald tail ARGS` for at most `within`; its exit code (None: still running,
+/// killed) and stderr.
+fn tail_for(args: &[&str], within: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(herald_bin())
+        .arg("tail")
+        .args(args)
+        .env_remove("HERALD_TOKEN_HMAC_SECRET")
+        .env_remove("HERALD_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tail");
+    let started = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        if started.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err);
+    (code, err)
+}
+
+#[tokio::test]
+async fn tail_says_what_is_wrong_and_stops_when_it_cannot_go_on() {
+    // Nothing there: the URL, the cause and the next attempt; it keeps trying.
+    let gone = format!("ws://127.0.0.1:{}/connection/websocket", free_port());
+    let (code, err) = tail_for(&["news", "--url", &gone], Duration::from_secs(2));
+    assert_eq!(code, None, "{err}");
+    for part in [
+        gone.as_str(),
+        "Connection refused",
+        "is a node running there",
+        "next attempt in",
+    ] {
+        assert!(err.contains(part), "{part} missing from: {err}");
+    }
+    assert!(!err.contains("connect called"), "{err}");
+    let h = Herald::start("").await;
+    // A wrong path.
+    let wrong = h.url("/ws").replace("http://", "ws://");
+    let (_, err) = tail_for(&["news", "--url", &wrong], Duration::from_secs(2));
+    assert!(
+        err.contains("404") && err.contains("/connection/websocket"),
+        "{err}"
+    );
+    // No token where one is needed: 3500 is final, so tail ends, saying what to give.
+    let (code, err) = tail_for(&["news", "--url", &h.ws_url()], Duration::from_secs(5));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("3500") && err.contains("--token"), "{err}");
+    // A `$` channel: a subscription token is signed with the secret.
+    let mut tail = Command::new(herald_bin())
+        .args([
+            "tail",
+            "$board",
+            "--url",
+            &h.ws_url(),
+            "--token-hmac-secret",
+            &h.secret,
+        ])
+        .args(["--count", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tail");
+    let mut stderr = BufReader::new(tail.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("subscribed to") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).expect("read") > 0, "tail ended");
+    }
+    h.publish("$board", json!({"n": 1})).await;
+    let out = tail.wait_with_output().expect("tail");
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains(r#""n":1"#),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -45,6 +45,12 @@ pub enum ConnectionEvent {
     },
     /// Something failed without changing the state (a connect attempt, a token refresh).
     Error(Arc<ClientError>),
+    /// The next connect attempt starts after this backoff (sent after
+    /// [`ConnectionEvent::Connecting`] when the client waits before trying again).
+    Retrying {
+        /// How long until the next attempt.
+        delay: std::time::Duration,
+    },
 }
 
 /// Client-side codes of [`ConnectionEvent::Connecting`]; server close codes start at 3000.

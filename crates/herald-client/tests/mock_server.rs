@@ -181,13 +181,20 @@ async fn expect_subscribed(sub: &mut Subscription) -> (bool, bool, u64, String) 
     }
 }
 
+/// The next connection event other than a [`ConnectionEvent::Retrying`] notice.
 async fn next_connection_event(
     events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>,
 ) -> ConnectionEvent {
-    tokio::time::timeout(WAIT, events.recv())
-        .await
-        .expect("event in time")
-        .expect("event")
+    loop {
+        match tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("event in time")
+            .expect("event")
+        {
+            ConnectionEvent::Retrying { .. } => continue,
+            event => return event,
+        }
+    }
 }
 
 async fn subscribed_default(

@@ -242,6 +242,10 @@ pub(crate) struct TailArgs {
     /// Connection token (else one is made from --token-hmac-secret, else anonymous).
     #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Subscription token, for channels that need one (`$private:...`); with
+    /// --token-hmac-secret one is signed for such a channel.
+    #[arg(long, value_name = "TOKEN")]
+    pub sub_token: Option<String>,
     /// Secret to sign a token for --user.
     #[arg(long, env = "HERALD_TOKEN_HMAC_SECRET", hide_env_values = true)]
     pub token_hmac_secret: Option<String>,

@@ -222,6 +222,7 @@ impl Task {
                     self.set_connecting(code, &reason);
                     let delay = self.backoff.next_delay();
                     tracing::debug!(?delay, code, %reason, "reconnecting after backoff");
+                    let _ = self.events.send(ConnectionEvent::Retrying { delay });
                     self.offline(tokio::time::sleep(delay)).await;
                 }
             }

@@ -390,3 +390,56 @@ async fn tail_says_what_is_wrong_and_stops_when_it_cannot_go_on() {
         text(&out.stdout)
     );
 }
+
+#[tokio::test]
+async fn api_errors_say_what_is_wrong_and_malformed_requests_are_400() {
+    let h = Herald::start("").await;
+    let post = |path: &str, body: &'static str| {
+        let request = reqwest::Client::new()
+            .post(h.url(path))
+            .header("X-API-Key", &h.api_key)
+            .body(body);
+        async move {
+            let r = request.send().await.expect("post");
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.expect("json");
+            (
+                status,
+                body["error"]["message"].as_str().unwrap_or("").to_owned(),
+                body,
+            )
+        }
+    };
+    let (status, message, _) = post("/api/publish", "").await;
+    assert_eq!(status, 400);
+    assert!(
+        message.contains("the body is empty") && message.contains(r#""channel""#),
+        "{message}"
+    );
+    assert!(!message.contains("line 1"), "{message}");
+    let (status, message, _) = post("/api/publish", r#"{"channel": "news"}"#).await;
+    assert_eq!(status, 400);
+    assert!(
+        message.contains("data") && message.contains("takes params such as"),
+        "{message}"
+    );
+    let long = format!(r#"{{"channel": "{}", "data": 1}}"#, "x".repeat(5000));
+    let r = reqwest::Client::new()
+        .post(h.url("/api/publish"))
+        .header("X-API-Key", &h.api_key)
+        .body(long)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.expect("json");
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("5000 bytes") && message.contains("at most"),
+        "{message}"
+    );
+    let (status, message, body) = post("/api/publish", r#"{"channel": "nope:x", "data": 1}"#).await;
+    assert_eq!((status, body["error"]["code"].as_u64()), (200, Some(102)));
+    assert!(message.contains(r#"namespace "nope""#), "{message}");
+    assert!(h.log().contains("api call"), "the calls are logged");
+}

@@ -136,7 +136,42 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> ApiResult {
 }
 
 fn parse<T: DeserializeOwned>(params: &str) -> Result<T, ApiError> {
-    serde_json::from_str(params).map_err(|e| ApiError::bad_request(format!("invalid params: {e}")))
+    serde_json::from_str(params).map_err(|e| {
+        // A position only helps in a body of several lines.
+        let detail = if params.contains('\n') {
+            e.to_string()
+        } else {
+            let text = e.to_string();
+            text.split(" at line ").next().unwrap_or(&text).to_owned()
+        };
+        ApiError::bad_request(format!("invalid params: {detail}"))
+    })
+}
+
+/// What a method's params look like, for the message when they are missing or wrong.
+fn usage(method: &str) -> Option<&'static str> {
+    Some(match method {
+        "publish" => r#"{"channel": "news", "data": {"text": "hi"}}"#,
+        "broadcast" => r#"{"channels": ["news", "alerts"], "data": {"text": "hi"}}"#,
+        "publish_entity" => {
+            r#"{"event": {"type": "tasks", "id": "42", "action": "updated", "payload": {...}}}"#
+        }
+        "history" => r#"{"channel": "news", "limit": 10}"#,
+        "history_remove" | "presence" | "presence_stats" => r#"{"channel": "news"}"#,
+        "disconnect" => r#"{"user": "42"}"#,
+        "unsubscribe" => r#"{"user": "42", "channel": "news"}"#,
+        "batch" => r#"{"commands": [{"publish": {"channel": "news", "data": 1}}]}"#,
+        _ => return None,
+    })
+}
+
+/// Resolves a channel for the API, saying exactly what is wrong with a name the node
+/// cannot use.
+fn resolve<'a>(node: &'a Node, name: &'a str) -> Result<Channel<'a>, ApiError> {
+    Channel::resolve(&node.config, name).map_err(|code| ApiError {
+        code: code.code(),
+        message: crate::channel::explain(name, code),
+    })
 }
 
 #[derive(Deserialize)]
@@ -321,7 +356,7 @@ pub(crate) async fn call(node: &Arc<Node>, method: &str, params: &str) -> ApiRes
         "history" => history(node, parse(params)?).await,
         "history_remove" => {
             let p: ChannelParams = parse(params)?;
-            Channel::resolve(&node.config, &p.channel)?;
+            resolve(node, &p.channel)?;
             node.broker
                 .remove_history(&p.channel)
                 .await
@@ -330,7 +365,7 @@ pub(crate) async fn call(node: &Arc<Node>, method: &str, params: &str) -> ApiRes
         }
         "presence" | "presence_stats" => {
             let p: ChannelParams = parse(params)?;
-            let ch = Channel::resolve(&node.config, &p.channel)?;
+            let ch = resolve(node, &p.channel)?;
             if !ch.ns.presence {
                 return Err(ErrorCode::NotAvailable.into());
             }
@@ -363,7 +398,7 @@ pub(crate) async fn call(node: &Arc<Node>, method: &str, params: &str) -> ApiRes
         "disconnect" => disconnect(node, parse(params)?),
         "unsubscribe" => {
             let p: UnsubscribeParams = parse(params)?;
-            Channel::resolve(&node.config, &p.channel)?;
+            resolve(node, &p.channel)?;
             let client = (!p.client.is_empty()).then_some(p.client.as_str());
             let channel: Arc<str> = Arc::from(p.channel.as_str());
             for conn in node.hub.connections_of(&p.user, client) {
@@ -441,7 +476,7 @@ fn check_marks(tags: &BTreeMap<String, String>, origin: &str) -> Result<(), ApiE
 }
 
 async fn publish(node: &Arc<Node>, p: PublishParams) -> ApiResult {
-    let ch = Channel::resolve(&node.config, &p.channel)?;
+    let ch = resolve(node, &p.channel)?;
     let data = p
         .data
         .ok_or_else(|| ApiError::bad_request("data is required"))?;
@@ -509,7 +544,7 @@ async fn fan_out_one(
     skip_history: bool,
     origin: &str,
 ) -> ApiResult {
-    let ch = Channel::resolve(&node.config, channel)?;
+    let ch = resolve(node, channel)?;
     let key = channel_idempotency_key(idempotency_key, channel).unwrap_or_default();
     let mut req = publish_request(&ch, data.clone(), tags.clone(), &key, skip_history);
     req.origin = origin.to_owned();
@@ -529,7 +564,7 @@ async fn publish_entity(node: &Arc<Node>, p: PublishEntityParams) -> ApiResult {
     let channels = EntityEvent::from_json(data.get())?.channels(&p.audiences)?;
     // Every channel is in one namespace: if it is missing, refuse before publishing any.
     for channel in &channels {
-        Channel::resolve(&node.config, channel)?;
+        resolve(node, channel)?;
     }
     let timer = node.metrics.broadcast_duration.start_timer();
     let no_tags = BTreeMap::new();
@@ -555,7 +590,7 @@ async fn publish_entity(node: &Arc<Node>, p: PublishEntityParams) -> ApiResult {
 }
 
 async fn history(node: &Arc<Node>, p: HistoryParams) -> ApiResult {
-    let ch = Channel::resolve(&node.config, &p.channel)?;
+    let ch = resolve(node, &p.channel)?;
     if !ch.ns.history_enabled() {
         return Err(ErrorCode::NotAvailable.into());
     }
@@ -719,12 +754,45 @@ pub(crate) async fn method_handler(
         Ok(p) => p,
         Err(e) => return envelope_response(StatusCode::BAD_REQUEST, &Err(e)),
     };
-    let outcome = call(&node, &method, params).await;
+    let empty = body.iter().all(u8::is_ascii_whitespace);
+    let started = tokio::time::Instant::now();
+    let mut outcome = call(&node, &method, params).await;
+    match &outcome {
+        Ok(_) => tracing::info!(
+            method,
+            ms = started.elapsed().as_millis() as u64,
+            "api call"
+        ),
+        Err(e) => tracing::info!(
+            method,
+            ms = started.elapsed().as_millis() as u64,
+            code = e.code,
+            error = e.message,
+            "api call refused"
+        ),
+    }
+    if let Err(e) = &mut outcome
+        && e.code == ErrorCode::BadRequest.code()
+        && (e.message.starts_with("invalid params") || e.message.ends_with("is required"))
+        && let Some(usage) = usage(&method)
+    {
+        e.message = if empty {
+            format!("the body is empty: {method} takes params such as {usage}")
+        } else {
+            format!("{}; {method} takes params such as {usage}", e.message)
+        };
+    }
     match outcome {
         // A batch reply is `{"replies": ..}` itself, not wrapped in a result.
         Ok(raw) if method == "batch" => json_response(StatusCode::OK, raw.get().to_owned()),
         Err(e) if e.code == ErrorCode::MethodNotFound.code() => {
             envelope_response(StatusCode::NOT_FOUND, &Err(e))
+        }
+        // A request that cannot succeed as written (malformed params, a channel name
+        // no node accepts): 400, like a body that is not JSON. Refusals of a
+        // well-formed request (unknown channel, no history) stay 200 with the error.
+        Err(e) if e.code == ErrorCode::BadRequest.code() => {
+            envelope_response(StatusCode::BAD_REQUEST, &Err(e))
         }
         outcome => envelope_response(StatusCode::OK, &outcome),
     }

@@ -32,6 +32,36 @@ pub enum Action {
     Presence,
 }
 
+/// Why [`Channel::resolve`] refused `name` with `code`, in words that name the fix.
+pub fn explain(name: &str, code: ErrorCode) -> String {
+    if name.is_empty() {
+        return "the channel name is empty".into();
+    }
+    if name.len() > MAX_CHANNEL_BYTES {
+        return format!(
+            "the channel name is {} bytes long; at most {MAX_CHANNEL_BYTES} are allowed",
+            name.len()
+        );
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        return format!(
+            "the channel name {name:?} holds {c:?}; spaces and control characters are not allowed"
+        );
+    }
+    if code == ErrorCode::UnknownChannel {
+        let bare = name.trim_start_matches('$');
+        return match bare.split_once(':') {
+            Some((ns, _)) => format!(
+                "unknown channel {name:?}: namespace {ns:?} is not configured (add [namespaces.{ns}], or [namespaces.\"*\"] for any)"
+            ),
+            None => format!(
+                "unknown channel {name:?}: channels without ':' use namespace \"default\", which is not configured (add [namespaces.default])"
+            ),
+        };
+    }
+    code.message().to_owned()
+}
+
 impl<'a> Channel<'a> {
     /// Resolves `name`: 107 for a malformed name, 102 for an unknown namespace.
     pub fn resolve(config: &'a Config, name: &'a str) -> Result<Self, ErrorCode> {

@@ -268,11 +268,13 @@ describe('raw API', () => {
     await expectError('publish', { channel, data: {} }, 101, 401, { apiKey: 'wrong' });
     await expectError('no_such_method', {}, 104, 404);
     await expectError('publish', { channel: 'nope:x', data: {} }, 102);
-    await expectError('publish', { channel }, 107); // no data
-    await expectError('publish', { channel: 'has space', data: {} }, 107);
+    // A request that cannot succeed as written is a 400; a refusal of a well-formed one
+    // (unknown channel, no history there) a 200 with the error.
+    await expectError('publish', { channel }, 107, 400); // no data
+    await expectError('publish', { channel: 'has space', data: {} }, 107, 400);
     await expectError('history', { channel: uniq('locked:x'), limit: 1 }, 108); // no history there
     await expectError('presence', { channel: uniq('tiny:x') }, 108); // no presence there
-    await expectError('disconnect', { user: 'x', disconnect: { code: 1, reason: '' } }, 107);
+    await expectError('disconnect', { user: 'x', disconnect: { code: 1, reason: '' } }, 107, 400);
     const { epoch } = await node.publish(channel, { n: 1 });
     assert.ok(epoch);
     await expectError('history', { channel, limit: 1, since: { offset: 1, epoch: 'other' } }, 112);

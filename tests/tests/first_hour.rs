@@ -441,5 +441,5 @@ async fn api_errors_say_what_is_wrong_and_malformed_requests_are_400() {
     let (status, message, body) = post("/api/publish", r#"{"channel": "nope:x", "data": 1}"#).await;
     assert_eq!((status, body["error"]["code"].as_u64()), (200, Some(102)));
     assert!(message.contains(r#"namespace "nope""#), "{message}");
-    assert!(h.log().contains("api call"), "the calls are logged");
+    assert!(h.log().contains("api call refused"), "refusals are logged");
 }

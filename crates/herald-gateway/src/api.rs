@@ -758,7 +758,8 @@ pub(crate) async fn method_handler(
     let started = tokio::time::Instant::now();
     let mut outcome = call(&node, &method, params).await;
     match &outcome {
-        Ok(_) => tracing::info!(
+        // Successful calls at debug: a busy publisher makes thousands a second.
+        Ok(_) => tracing::debug!(
             method,
             ms = started.elapsed().as_millis() as u64,
             "api call"

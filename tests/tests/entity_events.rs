@@ -261,7 +261,10 @@ async fn publish_entity_needs_the_entities_namespace() {
         .await;
     assert_eq!(reply["error"]["code"], 102, "{reply}");
     let message = reply["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains(r#"namespace "entities" is not configured"#), "{reply}");
+    assert!(
+        message.contains(r#"namespace "entities" is not configured"#),
+        "{reply}"
+    );
 }
 
 #[tokio::test]

@@ -443,3 +443,51 @@ async fn api_errors_say_what_is_wrong_and_malformed_requests_are_400() {
     assert!(message.contains(r#"namespace "nope""#), "{message}");
     assert!(h.log().contains("api call refused"), "refusals are logged");
 }
+
+#[test]
+fn checkconfig_reports_every_problem_with_its_key_and_variable() {
+    let path = temp_path("bad.toml");
+    std::fs::write(
+        &path,
+        "listen = \"not-an-address\"\n[client]\nping_interval = \"soon\"\nqueue_size = \"big\"\nallow_anonymous = \"yes\"\n[namespaces.chat]\nhistory_size = \"x\"\n",
+    )
+    .expect("write");
+    let out = herald(&["checkconfig", "--config", &path.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("5 problem(s)"), "{err}");
+    assert!(
+        err.contains("listen (") && err.contains("HOST:PORT, e.g. 127.0.0.1:8000"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(path);
+    let out = Command::new(herald_bin())
+        .args(["checkconfig"])
+        .env("HERALD_CLIENT_PING_INTERVAL", "soon")
+        .env("HERALD_TOKEN_HMAC_SECRET", herald_tests::secret())
+        .output()
+        .expect("run");
+    assert!(
+        text(&out.stderr).contains("HERALD_CLIENT_PING_INTERVAL"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A misspelt variable: OK, but the warning is said and counted.
+    let out = Command::new(herald_bin())
+        .args(["checkconfig"])
+        .env("HERALD_CLIENT_PING_INTERVL", "5s")
+        .env("HERALD_TOKEN_HMAC_SECRET", herald_tests::secret())
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert!(
+        text(&out.stderr).contains("HERALD_CLIENT_PING_INTERVL"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("with 1 warning"),
+        "{}",
+        text(&out.stdout)
+    );
+}

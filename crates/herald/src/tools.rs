@@ -259,11 +259,21 @@ pub(crate) fn checkconfig(args: &CheckconfigArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("herald: warning: {warning}");
             }
             let g = &c.gateway;
+            let warnings = match c.warnings.len() {
+                0 => String::new(),
+                1 => " (with 1 warning above)".to_owned(),
+                n => format!(" (with {n} warnings above)"),
+            };
+            let broker = format!("{:?}", c.broker).to_lowercase();
             println!(
-                "configuration OK: listen {}, broker {:?}, {} namespace(s), server API {}",
+                "configuration OK{warnings}: listen {}, broker {broker}, {} namespace(s){}, server API {}",
                 g.listen,
-                c.broker,
                 g.namespaces.len(),
+                if g.namespaces.is_empty() {
+                    " (every channel is unknown until one is configured)"
+                } else {
+                    ""
+                },
                 if g.api.key.is_empty() && g.api.key_file.is_empty() && !g.api.insecure {
                     "disabled (no api.key or api.key_file)"
                 } else {

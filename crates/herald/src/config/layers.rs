@@ -341,6 +341,11 @@ fn explain(base: &toml::Table, path: &str, value: &toml::Value, message: String)
     let toml::Value::String(text) = value else {
         return message;
     };
+    if path == "listen" {
+        return format!(
+            "{text:?} is not an address to listen on: HOST:PORT, e.g. 127.0.0.1:8000, or 0.0.0.0:8000 for every interface"
+        );
+    }
     let default = match path.split('.').collect::<Vec<_>>()[..] {
         ["namespaces", _, field] => toml::Table::try_from(NamespaceConfig::default())
             .ok()

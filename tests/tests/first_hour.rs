@@ -491,3 +491,26 @@ fn checkconfig_reports_every_problem_with_its_key_and_variable() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn a_redis_that_is_not_there_is_said_in_words() {
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let out = herald(&[
+        "serve",
+        "--broker",
+        "redis",
+        "--redis-url",
+        &url,
+        "--token-hmac-secret",
+        &herald_tests::secret(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("nothing answers at {url}")), "{err}");
+    assert!(
+        !err.contains("Os {") && !err.contains("kind:"),
+        "debug text: {err}"
+    );
+}

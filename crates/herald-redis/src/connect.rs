@@ -49,8 +49,10 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<Connected, RedisStar
     let client = builder.build().map_err(redis_err)?;
     let subscriber = builder.build_subscriber_client().map_err(redis_err)?;
     let mut tasks = Vec::with_capacity(2);
+    // One deadline for both connections: "within 5s" means 5 s in all.
+    let deadline = tokio::time::Instant::now() + config.connect_timeout;
     for c in [&client, &subscriber.to_client()] {
-        match tokio::time::timeout(config.connect_timeout, c.init()).await {
+        match tokio::time::timeout_at(deadline, c.init()).await {
             Ok(Ok(task)) => tasks.push(task),
             Ok(Err(source)) => {
                 abort(&tasks);

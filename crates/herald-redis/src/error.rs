@@ -103,14 +103,21 @@ pub enum RedisStartError {
         #[source]
         source: RedisError,
     },
+    /// Nothing accepts connections at the URL.
+    #[error(
+        "nothing answers at {url}: the connection was refused (is Redis running there? check redis.url or --redis-url)"
+    )]
+    Refused {
+        /// The URL.
+        url: String,
+    },
     /// Redis refused the connection or a start-up command.
-    #[error("Redis at {url} failed during start-up")]
+    #[error("Redis at {url} failed during start-up: {detail}")]
     Redis {
         /// The URL.
         url: String,
-        /// Why.
-        #[source]
-        source: RedisError,
+        /// Why, in words (not the client library's debug text).
+        detail: String,
     },
     /// The server is older than 7.0 (no functions, no sharded pub/sub).
     #[error("Redis {found} is too old: Herald needs Redis 7.0 or newer")]
@@ -145,10 +152,24 @@ impl RedisStartError {
             Self::Permission { url, source }
         } else if matches!(source.kind(), ErrorKind::Tls) || is_tls_failure(details) {
             Self::Handshake { url, source }
+        } else if details.contains("ConnectionRefused") || details.contains("Connection refused") {
+            Self::Refused { url }
         } else {
-            Self::Redis { url, source }
+            Self::Redis {
+                url,
+                detail: readable(details),
+            }
         }
     }
+}
+
+/// The message inside an I/O error's debug text (`Os { code: 113, kind: HostUnreachable,
+/// message: "No route to host" }` reads "No route to host"), or the text as it is.
+fn readable(details: &str) -> String {
+    details
+        .split_once("message: \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or_else(|| details.to_owned(), |(message, _)| message.to_owned())
 }
 
 /// rustls reports handshake failures as I/O errors carrying its own error, shown by
@@ -228,8 +249,8 @@ mod tests {
                 "TLS handshake",
             ),
             (
-                ErrorKind::IO,
-                "Connection refused (os error 111)",
+                ErrorKind::Unknown,
+                "ERR unknown command 'FUNCTION'",
                 "failed during start-up",
             ),
         ] {
@@ -238,6 +259,25 @@ mod tests {
             assert!(line.contains(expected), "{line}");
             assert!(line.contains(details), "{line}");
         }
+        // Refused, and other I/O errors, in words rather than debug text.
+        let refused = RedisError::new(
+            ErrorKind::IO,
+            r#"Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }"#,
+        );
+        let line = Chain(&RedisStartError::from_redis(url(), refused)).to_string();
+        assert!(
+            line.contains("nothing answers at") && !line.contains("Os {"),
+            "{line}"
+        );
+        let other = RedisError::new(
+            ErrorKind::IO,
+            r#"Os { code: 113, kind: HostUnreachable, message: "No route to host" }"#,
+        );
+        let line = Chain(&RedisStartError::from_redis(url(), other)).to_string();
+        assert!(
+            line.ends_with("failed during start-up: No route to host"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub(crate) enum Command {
     Checkconfig(CheckconfigArgs),
     /// Exit 0 if a node answers ready (for container health checks).
     Healthcheck(HealthcheckArgs),
+    /// Print shell exports of the `serve --dev` node's API key and token secret, for
+    /// `eval "$(herald dev-env)"` in another terminal.
+    DevEnv,
 }
 
 /// Where configuration comes from.

@@ -140,6 +140,28 @@ impl DevState {
     }
 }
 
+/// `herald dev-env`: the kept values as shell exports.
+#[allow(clippy::print_stdout)]
+pub(crate) fn print_env() -> anyhow::Result<std::process::ExitCode> {
+    let state = DevState::load(false);
+    let path = state.path.as_ref().map_or_else(
+        || "(no HOME or XDG_DATA_HOME)".to_owned(),
+        |p| p.display().to_string(),
+    );
+    if state.kept.api_key.is_empty() || state.kept.token_hmac_secret.is_empty() {
+        anyhow::bail!(
+            "no --dev node has kept a key in {path}: start one with `herald serve --dev` first"
+        );
+    }
+    println!("export HERALD_API_KEY={}", state.kept.api_key);
+    println!(
+        "export HERALD_TOKEN_HMAC_SECRET={}",
+        state.kept.token_hmac_secret
+    );
+    eprintln!("# the API key and token secret of the --dev node, from {path}");
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// How to run this same binary from the current directory: `herald` when that is what
 /// the PATH finds, else its path (relative when under the current directory), so that
 /// the banner's commands work when pasted.

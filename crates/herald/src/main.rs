@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             cli::Command::Tail(args) => tail::run(args).await,
             cli::Command::Checkconfig(args) => tools::checkconfig(&args),
             cli::Command::Healthcheck(args) => tools::healthcheck(args).await,
+            cli::Command::DevEnv => dev::print_env(),
         }
     });
     match result {

@@ -140,17 +140,18 @@ pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         body["idempotency_key"] = json!(key);
     }
     let result = call_api(&args.url, args.api_key.as_deref(), "publish", &body).await?;
-    println!("{result}");
+    println!("{}", result.get());
     Ok(ExitCode::SUCCESS)
 }
 
-/// Calls a server API method; its `result`, or an error carrying the reply's `error`.
+/// Calls a server API method; its `result` as the node wrote it (keys in the node's
+/// order), or an error carrying the reply's `error`.
 async fn call_api(
     base_url: &str,
     api_key: Option<&str>,
     method: &str,
     body: &Value,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Box<serde_json::value::RawValue>> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -174,16 +175,23 @@ async fn call_api(
         _ => {}
     }
     let text = resp.text().await.context("reading the reply")?;
-    let mut reply: Value = serde_json::from_str(&text).with_context(|| {
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        result: Option<Box<serde_json::value::RawValue>>,
+        error: Option<Value>,
+    }
+    let reply: Reply = serde_json::from_str(&text).with_context(|| {
         format!(
             "the reply from {url} ({status}) is not JSON: {}",
             text.chars().take(200).collect::<String>()
         )
     })?;
-    if let Some(err) = reply.get("error") {
+    if let Some(err) = reply.error {
         bail!("{method} failed ({status}): {err}");
     }
-    Ok(reply.get_mut("result").map(Value::take).unwrap_or_default())
+    reply
+        .result
+        .ok_or_else(|| anyhow::anyhow!("the reply from {url} has no result: {text}"))
 }
 
 /// Milliseconds since the Unix epoch.
@@ -220,7 +228,8 @@ pub(crate) async fn publish_entity(args: PublishEntityArgs) -> anyhow::Result<Ex
     if let Some(key) = args.idempotency_key {
         body["idempotency_key"] = json!(key);
     }
-    let result = call_api(&args.url, args.api_key.as_deref(), "publish_entity", &body).await?;
+    let raw = call_api(&args.url, args.api_key.as_deref(), "publish_entity", &body).await?;
+    let result: Value = serde_json::from_str(raw.get()).context("the reply's result")?;
     let responses = result["responses"]
         .as_array()
         .map_or(&[][..], Vec::as_slice);

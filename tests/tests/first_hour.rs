@@ -514,3 +514,38 @@ fn a_redis_that_is_not_there_is_said_in_words() {
         "debug text: {err}"
     );
 }
+
+#[tokio::test]
+async fn top_shows_the_nodes_and_the_busiest_channels() {
+    let h = Herald::start("").await;
+    let (mut raw, _) = Raw::connect(&h.ws_url(), &h.token("1")).await;
+    raw.call(json!({"subscribe": {"channel": "news"}})).await;
+    h.publish("news", json!(1)).await;
+    let out = herald(&[
+        "top",
+        "--once",
+        "--url",
+        &h.url(""),
+        "--api-key",
+        &h.api_key,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let screen = text(&out.stdout);
+    assert!(
+        screen.contains("NODE") && screen.contains("CLIENTS"),
+        "{screen}"
+    );
+    let news = screen
+        .lines()
+        .find(|l| l.starts_with("news "))
+        .expect("news listed");
+    assert!(news.trim_end().ends_with(" 1"), "{screen}");
+    assert!(!screen.contains('\u{1b}'), "no escape codes off a terminal");
+    let out = herald(&["top", "--once", "--url", &h.url("")]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--api-key"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -42,6 +42,26 @@ pub(crate) enum Command {
     /// Print shell exports of the `serve --dev` node's API key and token secret, for
     /// `eval "$(herald dev-env)"` in another terminal.
     DevEnv,
+    /// A node's overview in the terminal, refreshed every second: nodes, rates, the
+    /// busiest channels, recent close codes.
+    Top(TopArgs),
+}
+
+/// `herald top`.
+#[derive(Debug, Args)]
+pub(crate) struct TopArgs {
+    /// The node's base URL.
+    #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    /// The server API key.
+    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Channels to list.
+    #[arg(long, default_value_t = 15)]
+    pub rows: usize,
+    /// Print one screen and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// Where configuration comes from.

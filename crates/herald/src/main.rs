@@ -8,6 +8,7 @@ mod serve;
 mod tail;
 mod token;
 mod tools;
+mod top;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
             cli::Command::Checkconfig(args) => tools::checkconfig(&args),
             cli::Command::Healthcheck(args) => tools::healthcheck(args).await,
             cli::Command::DevEnv => dev::print_env(),
+            cli::Command::Top(args) => top::run(args).await,
         }
     });
     match result {

@@ -316,20 +316,31 @@ impl Conn {
         })
     }
 
-    /// Who a client is by its connection token.
-    async fn identify_by_token(&self, token: &str) -> Result<Identity, Fail> {
-        let claims = match self.node.verifier.verify_connection(token).await {
-            Ok(c) => c,
-            Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired.into()),
+    /// A connection token's claims (`what`: which command's token, for the log): an
+    /// expired token is 109, one whose key cannot be had yet 100, any other problem a
+    /// close with 3500.
+    async fn connection_claims(
+        &self,
+        token: &str,
+        what: &'static str,
+    ) -> Result<crate::auth::ConnectionClaims, Fail> {
+        match self.node.verifier.verify_connection(token).await {
+            Ok(c) => Ok(c),
+            Err(TokenError::Expired) => Err(ErrorCode::TokenExpired.into()),
             Err(e) if e.is_temporary() => {
-                tracing::debug!(error = %e, "connection token not checked yet");
-                return Err(ErrorCode::Internal.into());
+                tracing::debug!(error = %e, token = what, "token not checked yet");
+                Err(ErrorCode::Internal.into())
             }
             Err(e) => {
-                tracing::debug!(error = %e, "connection token refused");
-                return Err(Fail::Disconnect(DisconnectCode::InvalidToken));
+                tracing::debug!(error = %e, token = what, "token refused");
+                Err(Fail::Disconnect(DisconnectCode::InvalidToken))
             }
-        };
+        }
+    }
+
+    /// Who a client is by its connection token.
+    async fn identify_by_token(&self, token: &str) -> Result<Identity, Fail> {
+        let claims = self.connection_claims(token, "connect").await?;
         let filter = super::claimed_filter(claims.tags_filter.as_ref()).map_err(|e| {
             tracing::debug!(error = %e, "connection token's tag filter refused");
             Fail::Disconnect(DisconnectCode::InvalidToken)
@@ -598,18 +609,7 @@ impl Conn {
     }
 
     async fn on_refresh(&mut self, token: &str) -> Result<Reply, Fail> {
-        let claims = match self.node.verifier.verify_connection(token).await {
-            Ok(c) => c,
-            Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired.into()),
-            Err(e) if e.is_temporary() => {
-                tracing::debug!(error = %e, "refresh token not checked yet");
-                return Err(ErrorCode::Internal.into());
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "refresh token refused");
-                return Err(Fail::Disconnect(DisconnectCode::InvalidToken));
-            }
-        };
+        let claims = self.connection_claims(token, "refresh").await?;
         let session = self
             .session
             .as_mut()

@@ -187,3 +187,45 @@ async fn a_bad_conflation_setting_stops_the_node() {
     assert_ne!(h.wait_exit(Duration::from_secs(10)).await, Some(0));
     assert!(h.log().contains("namespaces.bad.conflation"), "{}", h.log());
 }
+
+#[tokio::test]
+async fn every_key_published_throughout_goes_out_in_every_window() {
+    // Keys published all the time must each go out once per window: a window whose end
+    // a publication reaches before the timer does must still send what it held.
+    let h = Herald::start(TILES).await;
+    let interval = Duration::from_millis(400);
+    let token = sign(
+        &h.secret,
+        &json!({"sub": "1", "channel": "tiles:all", "conflation": {"key": "tile", "interval": "400ms"}}),
+    );
+    let (mut raw, _) = Raw::connect(&h.ws_url(), &h.token("1")).await;
+    let reply = raw
+        .call(json!({"subscribe": {"channel": "tiles:all", "token": token}}))
+        .await;
+    assert!(reply.get("error").is_none(), "{reply}");
+    let reader =
+        tokio::spawn(
+            async move { received(&mut raw, "tiles:all", Duration::from_millis(1000)).await },
+        );
+    let started = Instant::now();
+    let mut n = 1;
+    let mut last = BTreeMap::new();
+    while started.elapsed() < Duration::from_millis(2500) {
+        last.extend(publish_burst(&h, "tiles:all", n, TILE_COUNT).await);
+        n += TILE_COUNT;
+    }
+    let got = reader.await.expect("reader");
+    check_conflated(&got, &last, interval);
+    for tile in last.keys() {
+        let times: Vec<Instant> = got.iter().filter(|g| &g.2 == tile).map(|g| g.0).collect();
+        let widest = times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        assert!(
+            widest <= interval * 8 / 5,
+            "{tile} went {widest:?} without an update while published throughout"
+        );
+    }
+}

@@ -90,13 +90,15 @@ impl<T> Conflation<T> {
     ) -> Arrival {
         match self.window_until {
             Some(end) if now < end => {
-                let key = tags.get(&*self.key).map(|v| Box::from(v.as_str()));
-                if let Some(slot) = self.held.iter_mut().find(|(k, ..)| *k == key) {
-                    *slot = (key, offset, item);
+                let key = tags.get(&*self.key).map(String::as_str);
+                // The key's slot keeps its name: a replacement allocates nothing.
+                if let Some(slot) = self.held.iter_mut().find(|(k, ..)| k.as_deref() == key) {
+                    slot.1 = offset;
+                    slot.2 = item;
                     return Arrival::Held;
                 }
                 if self.held.len() < MAX_HELD_KEYS {
-                    self.held.push((key, offset, item));
+                    self.held.push((key.map(Box::from), offset, item));
                     return Arrival::Held;
                 }
                 Arrival::Send
@@ -191,6 +193,22 @@ mod tests {
         let later = t1 + Duration::from_secs(10);
         assert_eq!(c.due(), None);
         assert_eq!(c.arrive(later, &tags("b"), 8, 8), Arrival::Send);
+    }
+
+    #[test]
+    fn a_window_that_ended_before_its_timer_goes_out_before_the_next_publication() {
+        // What the connection does with each publication: first what is due, then the
+        // publication itself.
+        let t0 = Instant::now();
+        let mut c: Conflation<u64> = Conflation::new(&config());
+        assert_eq!(c.arrive(t0, &tags("a"), 1, 1), Arrival::Send);
+        assert_eq!(c.arrive(t0, &tags("b"), 2, 2), Arrival::Held);
+        // The window ended 10 ms ago and its timer has not fired yet.
+        let late = t0 + Duration::from_millis(2010);
+        assert_eq!(c.take_due(late), [2]);
+        // The next window opened then: the new one is held, after what went out.
+        assert_eq!(c.arrive(late, &tags("a"), 3, 3), Arrival::Held);
+        assert_eq!(c.take_due(late + Duration::from_secs(2)), [3]);
     }
 
     #[test]

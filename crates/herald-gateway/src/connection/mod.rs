@@ -649,16 +649,31 @@ impl Conn {
                     return Ok(());
                 }
                 // Conflated: held for the end of the window (or sent now, opening one).
-                if let Some(c) = sub.conflation.as_mut()
-                    && c.arrive(
-                        Instant::now(),
-                        &p.stored.publication.tags,
-                        p.offset,
-                        p.clone(),
-                    ) == crate::conflation::Arrival::Held
-                {
-                    sub.delta_base = false;
-                    return Ok(());
+                if sub.conflation.is_some() {
+                    let now = Instant::now();
+                    // A window that ended before its timer fired goes out first: what it
+                    // holds is older than this publication.
+                    let due = sub
+                        .conflation
+                        .as_mut()
+                        .map(|c| c.take_due(now))
+                        .unwrap_or_default();
+                    for held in &due {
+                        if !deliver(&mut self.out, sub, held, false) {
+                            self.deferred.push(Deferred::Unsubscribe(
+                                p.channel.clone(),
+                                UnsubscribeCode::InsufficientState,
+                            ));
+                            return Ok(());
+                        }
+                    }
+                    if let Some(c) = sub.conflation.as_mut()
+                        && c.arrive(now, &p.stored.publication.tags, p.offset, p.clone())
+                            == crate::conflation::Arrival::Held
+                    {
+                        sub.delta_base = false;
+                        return Ok(());
+                    }
                 }
                 if !deliver(&mut self.out, sub, &p, next) {
                     // The hub builds delta forms for every publication queued to a

@@ -121,15 +121,17 @@ pub(crate) async fn start_herald(
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", herald.display()))?;
-    let proc = Proc {
+    let mut proc = Proc {
         child,
         name: name.into(),
     };
-    wait_http_ok(
-        &format!("http://127.0.0.1:{port}/readyz"),
-        Duration::from_secs(20),
-    )
-    .await?;
+    // A node that exits at start (a configuration it refuses, a port taken) fails at
+    // once rather than after the readiness timeout.
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    tokio::select! {
+        ready = wait_http_ok(&url, Duration::from_secs(20)) => ready?,
+        status = proc.child.wait() => bail!("{name} exited at start ({})", status?),
+    }
     Ok(proc)
 }
 

@@ -9,6 +9,7 @@
 mod cases;
 mod coordinator;
 mod filter;
+mod integration;
 mod lean;
 mod limiter;
 mod procs;
@@ -50,6 +51,9 @@ enum Cmd {
     Transports(transports::TransportsArgs),
     /// Time a tag filter's evaluation.
     Filter(filter::FilterArgs),
+    /// The integration features on fresh nodes: fan-out with and without a tag filter,
+    /// the proxy hooks' round trips, conflation.
+    Integration(integration::IntegrationArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Limiter(args) => current_thread(limiter::run(args)),
         Cmd::Transports(args) => current_thread(transports::run(args)),
         Cmd::Filter(args) => filter::run(&args),
+        Cmd::Integration(args) => current_thread_checked(integration::run(args)),
         Cmd::Cases => {
             coordinator::print_cases();
             Ok(true)
@@ -91,6 +96,14 @@ fn current_thread(fut: impl Future<Output = anyhow::Result<()>>) -> anyhow::Resu
         .build()?
         .block_on(fut)?;
     Ok(true)
+}
+
+/// Like [`current_thread`], for a command whose result says whether it passed.
+fn current_thread_checked(fut: impl Future<Output = anyhow::Result<bool>>) -> anyhow::Result<bool> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)
 }
 
 fn multi_thread(fut: impl Future<Output = anyhow::Result<bool>>) -> anyhow::Result<bool> {

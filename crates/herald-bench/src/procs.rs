@@ -117,6 +117,8 @@ pub(crate) async fn start_herald(
         .arg("serve")
         .env("HERALD_CONFIG", config)
         .env("HERALD_LOG", "warn")
+        // Herald warns of every HERALD_* variable it does not know, such as the bench's.
+        .env_remove("HERALD_BENCH_LOG")
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()

@@ -239,6 +239,8 @@ ping_interval = "600s"
 struct Tally {
     /// Publications received.
     received: AtomicU64,
+    /// Text frames received (each a write of the node's).
+    frames: AtomicU64,
     /// Subscribers whose socket ended (closed by the server, or an error).
     closed: AtomicU64,
     /// Of those, closed with 3008 (a slow consumer cut off).
@@ -357,6 +359,7 @@ async fn read(mut ws: Ws, tally: Arc<Tally>) {
             }
         };
         tally.received.fetch_add(received, Ordering::Relaxed);
+        tally.frames.fetch_add(1, Ordering::Relaxed);
         if ping && ws.pong().await.is_err() {
             tally.ended("the pong could not be sent".into(), false);
             return;
@@ -517,12 +520,17 @@ async fn fanout(
         args.rate, args.secs
     );
     println!(
-        "{:<22} {:>8} {:>19} {:>8} {:>13} {:>9} {:>14} {:>14} {:>9}",
+        "frames = WebSocket frames the subscribers received (the node's writes; one carries every publication queued for its connection)"
+    );
+    println!(
+        "{:<18} {:>6} {:>17} {:>8} {:>12} {:>9} {:>10} {:>8} {:>10} {:>11} {:>7}",
         "run",
         "pub/s",
-        "delivered/expected",
+        "delivered/expect",
         "window s",
         "deliveries/s",
+        "frames/s",
+        "pubs/frame",
         "herald %",
         "us/pub*sub",
         "us/delivery",
@@ -541,6 +549,7 @@ allow_tags_filter = true
         let subscribers = subscribe_all(node.addr, "f:board", tf, n, &tally).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let from = tally.received.load(Ordering::Relaxed);
+        let frames_from = tally.frames.load(Ordering::Relaxed);
         let cpu = Cpu::now(&node)?;
         let started = Instant::now();
         let board: TagOf = Arc::new(|k| ("board", if k % 2 == 0 { "7" } else { "8" }.into()));
@@ -556,16 +565,19 @@ allow_tags_filter = true
         let window = started.elapsed().as_secs_f64();
         let (node_us, bench_us) = cpu.since(&node)?;
         let delivered = tally.received.load(Ordering::Relaxed) - from;
+        let frames = tally.frames.load(Ordering::Relaxed) - frames_from;
         let decisions = (published.count * n as u64) as f64;
         let rate = published.count as f64 / published.elapsed.as_secs_f64();
         per_decision.push(node_us / decisions);
         println!(
-            "{:<22} {:>8.1} {:>19} {:>8.2} {:>13.0} {:>9.1} {:>14.2} {:>14.2} {:>9.1}",
+            "{:<18} {:>6.1} {:>17} {:>8.2} {:>12.0} {:>9.0} {:>10.2} {:>8.1} {:>10.2} {:>11.2} {:>7.1}",
             label,
             rate,
             format!("{delivered}/{expected}"),
             window,
             delivered as f64 / window,
+            frames as f64 / window,
+            delivered as f64 / frames.max(1) as f64,
             node_us / window / 1e4,
             node_us / decisions,
             node_us / delivered.max(1) as f64,
@@ -862,18 +874,6 @@ async fn conflation(
         args.keys - 1,
         args.interval_ms
     );
-    println!(
-        "{:<26} {:>8} {:>13} {:>13} {:>13} {:>9} {:>9} {:>9} {:>8}",
-        "run",
-        "pub/s",
-        "offered/s",
-        "expected/s",
-        "deliveries/s",
-        "herald %",
-        "bench %",
-        "cut off",
-        "closed"
-    );
     let sections = format!(
         r#"
 [namespaces.n]
@@ -908,6 +908,19 @@ conflation = {{ key = "tile", interval = "{}ms" }}
             "the publishing window: --secs is under two intervals"
         }
     );
+    println!(
+        "{:<26} {:>6} {:>10} {:>10} {:>12} {:>9} {:>8} {:>7} {:>7} {:>6}",
+        "run",
+        "pub/s",
+        "offered/s",
+        "expected/s",
+        "deliveries/s",
+        "frames/s",
+        "herald %",
+        "bench %",
+        "cut off",
+        "closed"
+    );
     for (label, channel) in [
         ("A: n:tiles, no conflation", "n:tiles"),
         ("B: c:tiles, conflated", "c:tiles"),
@@ -931,17 +944,19 @@ conflation = {{ key = "tile", interval = "{}ms" }}
         // wherever it starts.
         tokio::time::sleep_until((started + steady.0).into()).await;
         let from = tally.received.load(Ordering::Relaxed);
+        let frames_from = tally.frames.load(Ordering::Relaxed);
         let cpu = Cpu::now(&node)?;
         tokio::time::sleep_until((started + steady.0 + steady.1).into()).await;
         let window = steady.1.as_secs_f64();
         let (node_us, bench_us) = cpu.since(&node)?;
         let delivered = tally.received.load(Ordering::Relaxed) - from;
+        let frames = tally.frames.load(Ordering::Relaxed) - frames_from;
         let published = publisher.await??;
         let rate = published.count as f64 / published.elapsed.as_secs_f64();
         let conflated = channel.starts_with("c:");
         let closed = tally.closed.load(Ordering::Relaxed);
         println!(
-            "{:<26} {:>8.0} {:>13.0} {:>13} {:>13.0} {:>9.1} {:>9.1} {:>9} {:>8}",
+            "{:<26} {:>6.0} {:>10.0} {:>10} {:>12.0} {:>9.0} {:>8.1} {:>7.1} {:>7} {:>6}",
             label,
             rate,
             rate * n as f64,
@@ -951,6 +966,7 @@ conflation = {{ key = "tile", interval = "{}ms" }}
                 "-".into()
             },
             delivered as f64 / window,
+            frames as f64 / window,
             node_us / window / 1e4,
             bench_us / window / 1e4,
             tally.slow.load(Ordering::Relaxed),

@@ -11,7 +11,8 @@ use herald_redis::envelope::{
 };
 use libfuzzer_sys::fuzz_target;
 
-/// `cmsgpack.pack({offset, epoch, data, info, tags})`, as the publish function does.
+/// `cmsgpack.pack({offset, epoch, data, info, tags})`, as the publish function does (the
+/// origin travels in the tags).
 fn pack(decoded: &Decoded) -> Vec<u8> {
     let p = &decoded.publication;
     rmp_serde::to_vec(&(
@@ -19,7 +20,7 @@ fn pack(decoded: &Decoded) -> Vec<u8> {
         decoded.epoch.as_str(),
         p.data.get(),
         encode_info(p.info.as_ref()),
-        encode_tags(&p.tags),
+        encode_tags(&p.tags, p.origin.as_deref().unwrap_or_default()),
     ))
     .expect("an envelope packs")
 }

@@ -96,7 +96,8 @@ pub fn publication(offset: u64, data: &[u8], info: &[u8], tags: &[u8]) -> Public
     } else {
         serde_json::from_slice(tags).unwrap_or_default()
     };
-    let origin = tags.remove(ORIGIN_TAG);
+    // An empty origin is none, as `encode_tags` writes it.
+    let origin = tags.remove(ORIGIN_TAG).filter(|o| !o.is_empty());
     Publication {
         data,
         info,

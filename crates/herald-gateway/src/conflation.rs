@@ -9,7 +9,7 @@
 //! just closes. So every key gets at most one publication per window, the client's
 //! offsets only grow, and a publication replaced while held is never sent: the
 //! client's position moves past it, and recovery from that position brings only the
-//! newest publication of each key (see [`newest_per_key`]).
+//! newest publication of each key (`newest_per_key`).
 
 use herald_protocol::Publication;
 use serde::{Deserialize, Serialize};

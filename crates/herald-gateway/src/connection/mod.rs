@@ -179,6 +179,16 @@ fn deliver(
     true
 }
 
+/// Writes what a conflated subscription holds from a window that has ended by `now`
+/// (nothing for other subscriptions). `false` as for [`deliver`].
+fn deliver_due(out: &mut FrameWriter, sub: &mut Sub, now: Instant) -> bool {
+    let due = match sub.conflation.as_mut() {
+        Some(c) => c.take_due(now),
+        None => return true,
+    };
+    due.iter().all(|held| deliver(out, sub, held, false))
+}
+
 /// A filter from a token claim, checked: `Err` when the claim is not a valid tree.
 fn claimed_filter(
     node: Option<&herald_protocol::FilterNode>,
@@ -577,18 +587,11 @@ impl Conn {
         }
         // Conflated publications whose window ended.
         for (channel, sub) in &mut self.subs {
-            let due = match sub.conflation.as_mut() {
-                Some(c) => c.take_due(now),
-                None => continue,
-            };
-            for p in due {
-                if !deliver(&mut self.out, sub, &p, false) {
-                    self.deferred.push(Deferred::Unsubscribe(
-                        channel.clone(),
-                        UnsubscribeCode::InsufficientState,
-                    ));
-                    break;
-                }
+            if !deliver_due(&mut self.out, sub, now) {
+                self.deferred.push(Deferred::Unsubscribe(
+                    channel.clone(),
+                    UnsubscribeCode::InsufficientState,
+                ));
             }
         }
         if now >= self.next_ping {
@@ -653,19 +656,12 @@ impl Conn {
                     let now = Instant::now();
                     // A window that ended before its timer fired goes out first: what it
                     // holds is older than this publication.
-                    let due = sub
-                        .conflation
-                        .as_mut()
-                        .map(|c| c.take_due(now))
-                        .unwrap_or_default();
-                    for held in &due {
-                        if !deliver(&mut self.out, sub, held, false) {
-                            self.deferred.push(Deferred::Unsubscribe(
-                                p.channel.clone(),
-                                UnsubscribeCode::InsufficientState,
-                            ));
-                            return Ok(());
-                        }
+                    if !deliver_due(&mut self.out, sub, now) {
+                        self.deferred.push(Deferred::Unsubscribe(
+                            p.channel.clone(),
+                            UnsubscribeCode::InsufficientState,
+                        ));
+                        return Ok(());
                     }
                     if let Some(c) = sub.conflation.as_mut()
                         && c.arrive(now, &p.stored.publication.tags, p.offset, p.clone())

@@ -146,7 +146,7 @@ pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
 
 /// Calls a server API method; its `result` as the node wrote it (keys in the node's
 /// order), or an error carrying the reply's `error`.
-async fn call_api(
+pub(crate) async fn call_api(
     base_url: &str,
     api_key: Option<&str>,
     method: &str,

@@ -3,7 +3,7 @@
 //! codes.
 
 use crate::cli::TopArgs;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -48,30 +48,10 @@ struct Source {
 }
 
 impl Source {
+    /// A server API method's result, through the same call as `herald publish`.
     async fn api(&self, method: &str, params: Value) -> anyhow::Result<Value> {
-        let url = format!("{}/api/{method}", self.base);
-        let mut req = self.http.post(&url).json(&params);
-        if let Some(key) = &self.key {
-            req = req.header("X-API-Key", key);
-        }
-        let resp = req.send().await.with_context(|| {
-            format!("cannot reach {url} (is a node running there? --url or HERALD_URL names it)")
-        })?;
-        let status = resp.status();
-        if status.as_u16() == 401 {
-            bail!(
-                "the node at {} refused the API key ({status}): pass --api-key or set HERALD_API_KEY",
-                self.base
-            );
-        }
-        let mut reply: Value = resp
-            .json()
-            .await
-            .with_context(|| format!("the reply from {url} ({status}) is not JSON"))?;
-        if let Some(e) = reply.get("error") {
-            bail!("{method} failed ({status}): {e}");
-        }
-        Ok(reply.get_mut("result").map(Value::take).unwrap_or_default())
+        let raw = crate::tools::call_api(&self.base, self.key.as_deref(), method, &params).await?;
+        serde_json::from_str(raw.get()).context("the reply's result")
     }
 
     async fn metrics(&self) -> anyhow::Result<String> {

@@ -105,6 +105,23 @@ impl Broker for WithServer {
     async fn release_connection(&self, user: &str, client: &str) -> Result<(), BrokerError> {
         self.broker.release_connection(user, client).await
     }
+    async fn report_node(
+        &self,
+        node: &str,
+        report: bytes::Bytes,
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        self.broker.report_node(node, report, ttl).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<bytes::Bytes>, BrokerError> {
+        self.broker.nodes().await
+    }
+
+    async fn forget_node(&self, node: &str) -> Result<(), BrokerError> {
+        self.broker.forget_node(node).await
+    }
+
     fn health(&self) -> BrokerHealth {
         self.broker.health()
     }

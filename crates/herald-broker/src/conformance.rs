@@ -703,6 +703,66 @@ pub async fn node_messages<B: Broker>(broker: B) {
     assert_eq!(got, [bytes::Bytes::from_static(b"to myself")]);
 }
 
+/// Node reports: each node's newest report is listed until it expires or the node
+/// forgets it. Other tests may share the broker, so only this test's reports count.
+pub async fn node_reports<B: Broker>(broker: B) {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let collector = Arc::new(Collector {
+        tx,
+        joins: Mutex::new(Vec::new()),
+        node_messages: Mutex::new(Vec::new()),
+    });
+    broker
+        .start(crate::BrokerContext::standalone(collector))
+        .await
+        .expect("broker starts");
+    let tag = crate::new_epoch();
+    let a = format!("a-{tag}");
+    let b = format!("b-{tag}");
+    let report = |node: &str, n: u32| bytes::Bytes::from(format!("{node} report {n}"));
+    let ours = |reports: Vec<bytes::Bytes>| {
+        let mut own: Vec<String> = reports
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .filter(|r| r.contains(&tag))
+            .collect();
+        own.sort();
+        own
+    };
+    let long = Duration::from_secs(60);
+    broker
+        .report_node(&a, report(&a, 1), long)
+        .await
+        .expect("report");
+    broker
+        .report_node(&b, report(&b, 1), long)
+        .await
+        .expect("report");
+    broker
+        .report_node(&a, report(&a, 2), long)
+        .await
+        .expect("report");
+    assert_eq!(
+        ours(broker.nodes().await.expect("nodes")),
+        [format!("{a} report 2"), format!("{b} report 1")],
+        "each node's newest report"
+    );
+    broker.forget_node(&a).await.expect("forget");
+    assert_eq!(
+        ours(broker.nodes().await.expect("nodes")),
+        [format!("{b} report 1")]
+    );
+    broker
+        .report_node(&b, report(&b, 2), Duration::from_millis(1500))
+        .await
+        .expect("report");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(
+        ours(broker.nodes().await.expect("nodes")).is_empty(),
+        "an expired report is not listed"
+    );
+}
+
 /// Generates one `#[tokio::test]` per conformance check for a broker made by `$make`
 /// (an expression evaluating to a closure that returns a future of the broker).
 #[macro_export]
@@ -725,6 +785,7 @@ macro_rules! broker_conformance_tests {
             join_leave_reaches_subscribed_nodes,
             user_limits,
             node_messages,
+            node_reports,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

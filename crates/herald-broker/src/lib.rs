@@ -125,6 +125,23 @@ pub trait Broker: Send + Sync + 'static {
     /// and carries no ordering promise between messages.
     async fn send_to_node(&self, node: &str, message: bytes::Bytes) -> Result<bool, BrokerError>;
 
+    /// Records node `node`'s report (a document the broker does not read) for `ttl`,
+    /// replacing its previous one, so that [`Broker::nodes`] on every node lists it. A
+    /// node reports itself well within `ttl`: a node that stopped without a word drops
+    /// out of the list by itself.
+    async fn report_node(
+        &self,
+        node: &str,
+        report: bytes::Bytes,
+        ttl: Duration,
+    ) -> Result<(), BrokerError>;
+
+    /// The unexpired reports of every node, in no particular order.
+    async fn nodes(&self) -> Result<Vec<bytes::Bytes>, BrokerError>;
+
+    /// Removes node `node`'s report (it is stopping).
+    async fn forget_node(&self, node: &str) -> Result<(), BrokerError>;
+
     /// Whether the broker can serve traffic now.
     fn health(&self) -> BrokerHealth;
 }

@@ -58,6 +58,8 @@ struct Inner {
     user_publishes: Mutex<HashMap<String, Bucket>>,
     /// Each user's admitted connections and when each admission expires.
     user_connections: Mutex<HashMap<String, HashMap<String, Instant>>>,
+    /// Node reports and when each expires.
+    reports: Mutex<HashMap<String, (Instant, bytes::Bytes)>>,
 }
 
 struct Channel {
@@ -123,6 +125,7 @@ impl MemoryBroker {
                 node: OnceLock::new(),
                 user_publishes: Mutex::new(HashMap::new()),
                 user_connections: Mutex::new(HashMap::new()),
+                reports: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -467,6 +470,36 @@ impl Broker for MemoryBroker {
         } else {
             Ok(false)
         }
+    }
+
+    async fn report_node(
+        &self,
+        node: &str,
+        report: bytes::Bytes,
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        let mut reports = self.inner.reports.lock();
+        let now = Instant::now();
+        reports.retain(|_, (until, _)| *until > now);
+        reports.insert(node.to_owned(), (now + ttl, report));
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<bytes::Bytes>, BrokerError> {
+        let now = Instant::now();
+        Ok(self
+            .inner
+            .reports
+            .lock()
+            .values()
+            .filter(|(until, _)| *until > now)
+            .map(|(_, report)| report.clone())
+            .collect())
+    }
+
+    async fn forget_node(&self, node: &str) -> Result<(), BrokerError> {
+        self.inner.reports.lock().remove(node);
+        Ok(())
     }
 
     fn health(&self) -> BrokerHealth {

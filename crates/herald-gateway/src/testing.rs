@@ -404,6 +404,23 @@ impl Broker for RecordingBroker {
         self.inner.release_connection(user, client).await
     }
 
+    async fn report_node(
+        &self,
+        node: &str,
+        report: bytes::Bytes,
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        self.inner.report_node(node, report, ttl).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<bytes::Bytes>, BrokerError> {
+        self.inner.nodes().await
+    }
+
+    async fn forget_node(&self, node: &str) -> Result<(), BrokerError> {
+        self.inner.forget_node(node).await
+    }
+
     fn health(&self) -> BrokerHealth {
         self.inner.health()
     }

@@ -257,6 +257,23 @@ impl Broker for RedisBroker {
         self.store.send_to_node(node, message).await
     }
 
+    async fn report_node(
+        &self,
+        node: &str,
+        report: bytes::Bytes,
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        self.store.report_node(node, &report, ttl).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<bytes::Bytes>, BrokerError> {
+        self.store.nodes().await
+    }
+
+    async fn forget_node(&self, node: &str) -> Result<(), BrokerError> {
+        self.store.forget_node(node).await
+    }
+
     async fn subscribe(&self, channels: &[String]) -> Result<(), BrokerError> {
         self.subscriptions.request(true, channels).await
     }

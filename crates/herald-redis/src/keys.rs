@@ -76,6 +76,12 @@ impl Keys {
         format!("{}:node:{{{id}}}", self.prefix)
     }
 
+    /// The hash of node reports: one field per node, the report with its expiry. One
+    /// key for the deployment, outside the `<prefix>:{<channel>}:` form.
+    pub(crate) fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
     /// The Herald channel a pub/sub channel carries, if it is one of this prefix.
     pub(crate) fn channel_of<'a>(&self, pubsub: &'a str) -> Option<&'a str> {
         pubsub
@@ -104,6 +110,8 @@ mod tests {
         assert_eq!(keys.channel_of(&keys.user_publishes("42")), None);
         assert_eq!(keys.node("n1"), "herald:node:{n1}");
         assert_eq!(keys.channel_of(&keys.node("n1")), None);
+        assert_eq!(keys.nodes(), "herald:nodes");
+        assert_eq!(keys.channel_of(&keys.nodes()), None);
     }
 
     #[test]

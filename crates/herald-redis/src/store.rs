@@ -68,6 +68,13 @@ pub(crate) struct Store {
     metrics: RedisMetrics,
 }
 
+/// Milliseconds since the Unix epoch by this machine's clock.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Whole seconds for a TTL argument, at least 1 (0 would mean "expire now").
 fn secs(d: Duration) -> String {
     d.as_secs().max(1).to_string()
@@ -300,6 +307,69 @@ impl Store {
         }
         .map_err(unavailable)?;
         Ok(receivers > 0)
+    }
+
+    /// Stores a node's report in the reports hash as `<expiry in Unix ms> <report>`.
+    /// The expiry is the writer's clock; nodes of one cluster keep their clocks close,
+    /// and a report lives several report intervals.
+    pub(crate) async fn report_node(
+        &self,
+        node: &str,
+        report: &[u8],
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        let until = unix_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let mut value = Vec::with_capacity(report.len() + 21);
+        value.extend_from_slice(until.to_string().as_bytes());
+        value.push(b' ');
+        value.extend_from_slice(report);
+        self.client
+            .hset::<(), _, _>(self.keys.nodes(), (node, Bytes::from(value)))
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The unexpired reports. Fields expired for over a minute (nodes that died) are
+    /// removed on the way; a minute keeps a live node's fresh report safe from a reader
+    /// whose clock runs ahead.
+    pub(crate) async fn nodes(&self) -> Result<Vec<Bytes>, BrokerError> {
+        let all: std::collections::HashMap<String, Bytes> = self
+            .client
+            .hgetall(self.keys.nodes())
+            .await
+            .map_err(unavailable)?;
+        let now = unix_ms();
+        let mut live = Vec::with_capacity(all.len());
+        let mut dead = Vec::new();
+        for (node, value) in all {
+            let Some(space) = value.iter().position(|b| *b == b' ') else {
+                dead.push(node);
+                continue;
+            };
+            let until = std::str::from_utf8(&value[..space])
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok());
+            match until {
+                Some(until) if until > now => live.push(value.slice(space + 1..)),
+                Some(until) if now - until < 60_000 => {}
+                _ => dead.push(node),
+            }
+        }
+        if !dead.is_empty() {
+            self.client
+                .hdel::<(), _, _>(self.keys.nodes(), dead)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(live)
+    }
+
+    /// Removes a node's report.
+    pub(crate) async fn forget_node(&self, node: &str) -> Result<(), BrokerError> {
+        self.client
+            .hdel::<(), _, _>(self.keys.nodes(), node)
+            .await
+            .map_err(unavailable)
     }
 
     async fn send(&self, name: String, payload: Bytes) -> Result<(), fred::error::Error> {

@@ -184,6 +184,18 @@ fn dev_mode_keeps_its_secret_and_key_across_restarts_until_reset() {
         banner_value(&banner, "API key"),
     );
     assert_eq!(secret.len(), 48, "{banner}");
+    // The admin page is on, with a kept password.
+    let admin = banner_value(&banner, "Admin");
+    let password = admin
+        .split("(password ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        admin.starts_with(&format!("http://127.0.0.1:{port}/admin")) && password.len() >= 12,
+        "{banner}"
+    );
     assert!(banner.contains(&state.display().to_string()), "{banner}");
     // `:PORT` listens everywhere; the banner's commands use an address that works.
     assert!(
@@ -204,12 +216,17 @@ fn dev_mode_keeps_its_secret_and_key_across_restarts_until_reset() {
     let _ = second.wait();
     assert_eq!(banner_value(&banner, "HMAC secret"), secret);
     assert_eq!(banner_value(&banner, "API key"), key);
+    assert!(banner_value(&banner, "Admin").ends_with(&format!("(password {password})")));
     let (mut third, banner) =
         serve_dev(&["--dev", "--dev-reset", "--listen", "127.0.0.1:0"], &state);
     let _ = third.kill();
     let _ = third.wait();
     assert_ne!(banner_value(&banner, "HMAC secret"), secret);
     assert_ne!(banner_value(&banner, "API key"), key);
+    assert!(
+        !banner_value(&banner, "Admin").contains(&password),
+        "{banner}"
+    );
     let kept = std::fs::read_to_string(&state).expect("state");
     assert!(kept.contains(&banner_value(&banner, "API key")));
     let mode = std::os::unix::fs::PermissionsExt::mode(

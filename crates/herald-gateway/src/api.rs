@@ -167,7 +167,7 @@ fn usage(method: &str) -> Option<&'static str> {
 
 /// Resolves a channel for the API, saying exactly what is wrong with a name the node
 /// cannot use.
-fn resolve<'a>(node: &'a Node, name: &'a str) -> Result<Channel<'a>, ApiError> {
+pub(crate) fn resolve<'a>(node: &'a Node, name: &'a str) -> Result<Channel<'a>, ApiError> {
     Channel::resolve(&node.config, name).map_err(|code| ApiError {
         code: code.code(),
         message: crate::channel::explain(name, code),
@@ -383,17 +383,24 @@ pub(crate) async fn call(node: &Arc<Node>, method: &str, params: &str) -> ApiRes
                 encode(&json!({ "num_clients": clients, "num_users": users }))
             }
         }
-        "info" => encode(&info(node)),
+        "info" => encode(&json!({ "nodes": node.cluster.nodes(node).await })),
         "channels" => {
             let p: ChannelsParams = parse(params)?;
-            let channels: BTreeMap<String, serde_json::Value> = node
-                .hub
-                .channels()
+            let survey = node.cluster.channels(node, &p.pattern).await;
+            let channels: BTreeMap<String, serde_json::Value> = survey
+                .channels
                 .into_iter()
-                .filter(|(name, _)| p.pattern.is_empty() || glob_match(&p.pattern, name))
                 .map(|(name, n)| (name, json!({ "num_clients": n })))
                 .collect();
-            encode(&json!({ "channels": channels }))
+            let mut out = json!({ "channels": channels });
+            // Herald's own fields, only when the list is not the whole truth.
+            if !survey.missing.is_empty() {
+                out["missing_nodes"] = json!(survey.missing);
+            }
+            if survey.truncated {
+                out["truncated"] = json!(true);
+            }
+            encode(&out)
         }
         "disconnect" => disconnect(node, parse(params)?),
         "unsubscribe" => {
@@ -643,44 +650,6 @@ fn disconnect(node: &Node, p: DisconnectParams) -> ApiResult {
     encode(&Empty {})
 }
 
-fn info(node: &Node) -> serde_json::Value {
-    let (clients, users) = node.hub.counts();
-    let channels = node.hub.channels();
-    let subs: usize = channels.iter().map(|(_, n)| n).sum();
-    json!({
-        "nodes": [{
-            "uid": node.uid,
-            "name": node.name,
-            "version": crate::node::VERSION,
-            "num_clients": clients,
-            "num_users": users,
-            "num_channels": channels.len(),
-            "num_subs": subs,
-            "uptime": node.started.elapsed().as_secs(),
-        }]
-    })
-}
-
-/// `*` matches any run of characters; everything else matches itself.
-fn glob_match(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(i) => rest = &rest[i + part.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
 fn authorized(node: &Node, headers: &HeaderMap) -> bool {
     if node.config.api.insecure {
         return true;
@@ -750,13 +719,19 @@ pub(crate) async fn method_handler(
     if !authorized(&node, &headers) {
         return unauthorized(&node);
     }
-    let params = match body_text(&body) {
+    answer(&node, &method, &body).await
+}
+
+/// Calls one method with a JSON body and answers it as `POST /api/<method>` does, for a
+/// caller already authorized (by the API key, or by an admin session).
+pub(crate) async fn answer(node: &Arc<Node>, method: &str, body: &Bytes) -> Response {
+    let params = match body_text(body) {
         Ok(p) => p,
         Err(e) => return envelope_response(StatusCode::BAD_REQUEST, &Err(e)),
     };
     let empty = body.iter().all(u8::is_ascii_whitespace);
     let started = tokio::time::Instant::now();
-    let mut outcome = call(&node, &method, params).await;
+    let mut outcome = call(node, method, params).await;
     match &outcome {
         // Successful calls at debug: a busy publisher makes thousands a second.
         Ok(_) => tracing::debug!(
@@ -775,7 +750,7 @@ pub(crate) async fn method_handler(
     if let Err(e) = &mut outcome
         && e.code == ErrorCode::BadRequest.code()
         && (e.message.starts_with("invalid params") || e.message.ends_with("is required"))
-        && let Some(usage) = usage(&method)
+        && let Some(usage) = usage(method)
     {
         e.message = if empty {
             format!("the body is empty: {method} takes params such as {usage}")
@@ -837,7 +812,7 @@ pub(crate) async fn pipeline_handler(
 
 #[cfg(test)]
 mod tests {
-    use super::{glob_match, key_matches};
+    use super::key_matches;
 
     #[test]
     fn api_keys_match_only_exactly() {
@@ -848,16 +823,5 @@ mod tests {
         assert!(!key_matches("0123456789abcde", key));
         assert!(!key_matches("0123456789abcdef0", key));
         assert!(!key_matches("", key));
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("chat:*", "chat:1"));
-        assert!(glob_match("*", "anything"));
-        assert!(glob_match("a*c*e", "abcde"));
-        assert!(!glob_match("a*c*e", "abde"));
-        assert!(glob_match("exact", "exact"));
-        assert!(!glob_match("exact", "exactly"));
-        assert!(!glob_match("ab*ba", "aba"));
     }
 }

@@ -30,6 +30,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Proxy hooks to the application's backend.
     pub proxy: ProxyConfig,
+    /// The admin page (`/admin`).
+    pub admin: AdminConfig,
     /// Channel namespaces by name; `default` applies to channels without a `:`, and `*`
     /// to namespaces not configured by name.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
@@ -45,6 +47,7 @@ impl Default for Config {
             client: ClientConfig::default(),
             shutdown: ShutdownConfig::default(),
             proxy: ProxyConfig::default(),
+            admin: AdminConfig::default(),
             namespaces: BTreeMap::new(),
         }
     }
@@ -148,6 +151,35 @@ pub struct ApiConfig {
     /// File holding the API key (a mounted Kubernetes Secret), instead of `key`; one
     /// trailing newline is ignored.
     pub key_file: String,
+}
+
+/// The admin page (`/admin`): the cluster's nodes, channels, a live tail and a publish
+/// form, for people who run Herald. Off unless enabled; a login with its own password
+/// opens it, never the API key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve the admin page.
+    pub enabled: bool,
+    /// The password that opens the page (12 characters or more).
+    pub password: Secret,
+    /// Signs admin sessions (32 bytes or more). The same on every node, so that a login
+    /// made through one node works on every node behind the balancer.
+    pub secret: Secret,
+    /// How long a login lasts.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            password: Secret::default(),
+            secret: Secret::default(),
+            session_ttl: Duration::from_secs(8 * 3600),
+        }
+    }
 }
 
 /// A secret file could not be read.
@@ -658,6 +690,24 @@ impl Config {
         ] {
             if !path.is_empty() && !Path::new(path).is_file() {
                 bad(key, format!("file {path:?} does not exist"));
+            }
+        }
+        let a = &self.admin;
+        if a.enabled {
+            if a.password.expose().chars().count() < 12 {
+                bad(
+                    "admin.password",
+                    "must be at least 12 characters when admin.enabled is true (HERALD_ADMIN_PASSWORD)".into(),
+                );
+            }
+            if a.secret.expose().len() < 32 {
+                bad(
+                    "admin.secret",
+                    "must be at least 32 bytes when admin.enabled is true, and the same on every node (HERALD_ADMIN_SECRET; e.g. $(openssl rand -hex 32))".into(),
+                );
+            }
+            if a.session_ttl < Duration::from_secs(60) {
+                bad("admin.session_ttl", "must be at least 1m".into());
             }
         }
         // No api.key (and not insecure) is not an error: the API is simply off, which

@@ -70,12 +70,18 @@ code{{background:#eef1f6;padding:.1rem .3rem;border-radius:3px}} li{{margin:.2re
 <li>WebSocket: <code>/connection/websocket</code> (JSON, or Protobuf with the <code>centrifuge-protobuf</code> subprotocol)</li>
 <li>Without WebSocket: <code>/connection/http_stream</code>, <code>/connection/sse</code> (commands to <code>/emulation</code>); one-way: <code>/connection/uni_websocket</code>, <code>/connection/uni_sse</code>, <code>/connection/uni_http_stream</code></li>
 <li>Server API: <code>POST /api/publish</code>, <code>/api/broadcast</code>, <code>/api/history</code>, <code>/api/presence</code>, <code>/api/info</code> and more</li>
+<li>Admin page: {admin}</li>
 <li>Health: <a href="/livez">/livez</a>, <a href="/readyz">/readyz</a> &middot; Metrics: <a href="/metrics">/metrics</a></li>
 </ul>
 </body></html>
 "#,
         name = escape(&node.name),
         version = escape(crate::node::VERSION),
+        admin = if node.config.admin.enabled {
+            r#"<a href="/admin">/admin</a> (sign in with <code>admin.password</code>)"#
+        } else {
+            "off (turn it on with <code>admin.enabled</code>, <code>admin.password</code> and <code>admin.secret</code>)"
+        },
     );
     let mut response = body.into_response();
     response.headers_mut().insert(

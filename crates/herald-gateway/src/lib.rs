@@ -5,10 +5,12 @@
 //! and a [`CancellationToken`](tokio_util::sync::CancellationToken) to [`run`], which
 //! makes the whole server testable in-process.
 
+pub(crate) mod admin;
 pub(crate) mod admission;
 pub(crate) mod api;
 pub mod auth;
 pub mod channel;
+pub(crate) mod cluster;
 pub mod config;
 pub mod conflation;
 pub(crate) mod connection;

@@ -49,6 +49,8 @@ pub(crate) struct Parts {
     pub uid: String,
     /// The proxy hooks' client.
     pub proxy: Arc<crate::proxy::Proxy>,
+    /// The node's part in the cluster.
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// One gateway node.
@@ -69,6 +71,10 @@ pub struct Node {
     pub(crate) admission: Arc<Admission>,
     /// Calls to the application's backend.
     pub(crate) proxy: Arc<crate::proxy::Proxy>,
+    /// Reports, surveys and recent disconnects.
+    pub(crate) cluster: Arc<crate::cluster::Cluster>,
+    /// The admin page's logins and live tails.
+    pub(crate) admin: crate::admin::AdminState,
     /// This node's name.
     pub(crate) name: String,
     /// A unique id for this run of the node: its address in the broker.
@@ -123,6 +129,8 @@ impl Node {
             metrics,
             admission,
             proxy: parts.proxy,
+            cluster: parts.cluster,
+            admin: crate::admin::AdminState::default(),
             name,
             uid: parts.uid,
             started: Instant::now(),

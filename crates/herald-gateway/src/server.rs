@@ -49,7 +49,11 @@ pub enum StartError {
 
 // The broker holds its handler for its whole life; weak links avoid the cycles
 // broker → hub → broker and broker → emulation → broker.
-struct HubLink(Weak<Hub>, Weak<crate::transport::emulation::Emulation>);
+struct HubLink(
+    Weak<Hub>,
+    Weak<crate::transport::emulation::Emulation>,
+    Weak<crate::cluster::Cluster>,
+);
 
 impl BrokerHandler for HubLink {
     fn on_publication(&self, channel: &str, publication: Arc<StoredPublication>) {
@@ -71,6 +75,11 @@ impl BrokerHandler for HubLink {
     }
 
     fn on_node_message(&self, message: bytes::Bytes) {
+        if let Some(cluster) = self.2.upgrade()
+            && cluster.on_node_message(&message)
+        {
+            return;
+        }
         if let Some(emulation) = self.1.upgrade() {
             emulation.on_node_message(&message);
         }
@@ -211,9 +220,18 @@ pub async fn build(
         uid.clone(),
         broker.clone(),
     ));
+    let cluster = Arc::new(crate::cluster::Cluster::new(
+        uid.clone(),
+        broker.clone(),
+        hub.clone(),
+    ));
     broker
         .start(BrokerContext {
-            handler: Arc::new(HubLink(Arc::downgrade(&hub), Arc::downgrade(&emulation))),
+            handler: Arc::new(HubLink(
+                Arc::downgrade(&hub),
+                Arc::downgrade(&emulation),
+                Arc::downgrade(&cluster),
+            )),
             shutdown: lifecycle.background_stop.clone(),
             tasks: lifecycle.background.clone(),
             registry: metrics.registry().clone(),
@@ -242,7 +260,7 @@ pub async fn build(
             lifecycle.background_stop.clone(),
         ));
     }
-    Ok(Arc::new(Node::new(
+    let node = Arc::new(Node::new(
         Arc::new(config),
         verifier,
         broker,
@@ -251,11 +269,17 @@ pub async fn build(
             emulation,
             uid,
             proxy,
+            cluster,
         },
         metrics,
         admission,
         lifecycle,
-    )))
+    ));
+    node.background.spawn(crate::cluster::report_loop(
+        Arc::downgrade(&node),
+        node.background_stop.clone(),
+    ));
+    Ok(node)
 }
 
 /// The HTTP routes of a node.
@@ -314,6 +338,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api)
+        .merge(crate::admin::routes())
         .with_state(node)
 }
 

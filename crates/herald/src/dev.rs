@@ -12,6 +12,10 @@ struct Kept {
     token_hmac_secret: String,
     #[serde(default)]
     api_key: String,
+    #[serde(default)]
+    admin_password: String,
+    #[serde(default)]
+    admin_secret: String,
 }
 
 /// The state file, its values, and whether they changed since it was read.
@@ -42,8 +46,12 @@ fn state_path() -> Option<PathBuf> {
 }
 
 fn random_secret() -> String {
+    random_hex::<24>()
+}
+
+fn random_hex<const N: usize>() -> String {
     use rand::Rng;
-    let bytes: [u8; 24] = rand::rng().random();
+    let bytes: [u8; N] = rand::rng().random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -93,6 +101,24 @@ impl DevState {
             self.changed = true;
         }
         self.kept.api_key.clone()
+    }
+
+    /// The kept admin page password, made now if there is none.
+    pub(crate) fn admin_password(&mut self) -> String {
+        if self.kept.admin_password.len() < 12 {
+            self.kept.admin_password = random_hex::<10>();
+            self.changed = true;
+        }
+        self.kept.admin_password.clone()
+    }
+
+    /// The kept secret that signs admin sessions, made now if there is none.
+    pub(crate) fn admin_secret(&mut self) -> String {
+        if self.kept.admin_secret.len() < 32 {
+            self.kept.admin_secret = random_secret();
+            self.changed = true;
+        }
+        self.kept.admin_secret.clone()
     }
 
     /// Writes the file if a value was made (readable by its owner only).

@@ -24,6 +24,11 @@ fn build_config(
         base.gateway.client.allow_anonymous = true;
         // Pages served by any local dev server may connect.
         base.gateway.client.allowed_origins = vec!["*".into()];
+        // The admin page, with a kept password; a file, the environment or a flag may
+        // still turn it off or set other values.
+        base.gateway.admin.enabled = true;
+        base.gateway.admin.password = herald_gateway::config::Secret(state.admin_password());
+        base.gateway.admin.secret = herald_gateway::config::Secret(state.admin_secret());
     }
     let mut b = Layers::from_config(&base);
     if let Some(path) = &args.config.config {
@@ -205,6 +210,14 @@ fn print_dev_banner(
     let key = config.api.key.expose();
     let herald = crate::dev::this_command();
     let kept = state.describe();
+    let admin = if config.admin.enabled {
+        format!(
+            "http://{addr}/admin   (password {})",
+            config.admin.password.expose()
+        )
+    } else {
+        "off (admin.enabled is false)".to_owned()
+    };
     println!(
         r#"
 Herald {version} is running in development mode (embedded broker, permissive namespaces,
@@ -213,6 +226,7 @@ history on, anonymous clients allowed). Not for production.
   WebSocket   ws://{addr}/connection/websocket
   Server API  http://{addr}/api/...   (X-API-Key below)
   Health      http://{addr}/livez  http://{addr}/readyz   Metrics http://{addr}/metrics
+  Admin       {admin}
 
   HMAC secret {secret}
   API key     {key}

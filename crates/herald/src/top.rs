@@ -1,6 +1,6 @@
-//! `herald top`: a node's overview in a terminal, refreshed every second: the nodes the
-//! API reports, the rates from its metrics, the busiest channels and the recent close
-//! codes.
+//! `herald top`: an overview in a terminal from any node, refreshed every second: the
+//! cluster's nodes and busiest channels as the API reports them, and the rates and
+//! recent close codes from that node's metrics.
 
 use crate::cli::TopArgs;
 use anyhow::Context;

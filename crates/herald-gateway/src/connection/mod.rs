@@ -429,6 +429,15 @@ impl Conn {
     /// One line per connection that authenticated, at info: how it ended, how long it
     /// lasted, what it sent and got (the span adds its client id and user).
     fn log_summary(&self, outcome: &Ending) {
+        if let Ending::Close((code, reason)) = outcome {
+            let (user, client) = self
+                .session
+                .as_ref()
+                .map_or(("", ""), |s| (&*s.user, &*s.client));
+            self.node
+                .cluster
+                .record_disconnect(*code, reason, user, client);
+        }
         let (ended_by, code) = match outcome {
             Ending::Close((code, _)) => ("server", *code),
             Ending::ClosedByPeer => ("client", 0),

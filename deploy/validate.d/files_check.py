@@ -265,11 +265,12 @@ def grafana(repo, compose_json):
 # (the HMAC secret and the API key come from auth's Secret through HERALD_* variables,
 # so their *_file variants are not used either).
 NOT_IN_CHART_CONFIG = {"": {"listen", "node_name"}, "token": {"hmac_secret", "hmac_secret_file"},
-                       "api": {"key", "key_file"}, "redis": {"url"}}
+                       "api": {"key", "key_file"}, "redis": {"url"},
+                       "admin": {"password", "secret"}}
 SECTIONS = ["", "token", "api", "client", "client.limits", "client.limits.connections",
             "client.limits.connections_per_ip", "client.limits.connections_per_user",
             "client.limits.connect_rate", "client.limits.connect_rate_per_ip",
-            "client.rate_limits", "shutdown", "redis", "namespaces.probe",
+            "client.rate_limits", "shutdown", "redis", "admin", "namespaces.probe",
             "namespaces.probe.rate_limits"]
 
 

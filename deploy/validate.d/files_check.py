@@ -181,6 +181,8 @@ def compose_env(compose_json, service, dockerfile):
 PLACEHOLDERS = {
     "HERALD_TOKEN_HMAC_SECRET": "placeholder-token-secret-for-validation-only",
     "HERALD_API_KEY": "placeholder-api-key",
+    "HERALD_ADMIN_PASSWORD": "placeholder-admin-password",
+    "HERALD_ADMIN_SECRET": "placeholder-admin-session-secret-for-validation",
     "HERALD_REDIS_URL": "redis://redis.invalid:6379",
     "HERALD_NODE_NAME": "herald-0",
 }

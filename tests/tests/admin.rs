@@ -83,6 +83,42 @@ async fn the_page_is_off_unless_enabled() {
 }
 
 #[tokio::test]
+async fn a_password_guesser_locks_out_only_its_own_address() {
+    let extra = format!(
+        "{}[client]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+        admin_section(&secret())
+    );
+    let h = Herald::start(&extra).await;
+    let attempt = |from: &'static str, password: &'static str| {
+        let url = h.url("/admin/login");
+        async move {
+            http()
+                .post(url)
+                .header("x-herald-admin", "1")
+                .header("x-forwarded-for", from)
+                .json(&json!({ "password": password }))
+                .send()
+                .await
+                .expect("login")
+                .status()
+        }
+    };
+    let guesses = (0..20).map(|_| attempt("203.0.113.7", "a wrong password guess"));
+    for status in futures_util::future::join_all(guesses).await {
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // Spent: even the right password from that address waits out the minute.
+    assert_eq!(
+        attempt("203.0.113.7", PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        attempt("198.51.100.2", PASSWORD).await,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
 async fn bad_admin_settings_stop_the_node_and_name_the_fix() {
     let mut h = Herald::launch("[admin]\nenabled = true\npassword = \"short\"\n", &[]);
     let code = h.wait_exit(Duration::from_secs(10)).await;
@@ -96,6 +132,28 @@ async fn bad_admin_settings_stop_the_node_and_name_the_fix() {
         log.contains("admin.secret") && log.contains("HERALD_ADMIN_SECRET"),
         "{log}"
     );
+
+    // The admin secret must not be the token secret (a client's token would open the
+    // page), and a login lasts at most 30 days.
+    let same = secret();
+    let file = std::env::temp_dir().join(format!("herald-admin-{}.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        format!(
+            "[token]\nhmac_secret = \"{same}\"\n[admin]\nenabled = true\npassword = \"{PASSWORD}\"\nsecret = \"{same}\"\nsession_ttl = \"90d\"\n"
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new(herald_tests::herald_bin())
+        .args(["checkconfig", "--config"])
+        .arg(&file)
+        .output()
+        .expect("checkconfig");
+    let _ = std::fs::remove_file(&file);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("must differ from token.hmac_secret"), "{err}");
+    assert!(err.contains("admin.session_ttl"), "{err}");
 }
 
 #[tokio::test]
@@ -265,6 +323,7 @@ async fn a_live_tail_follows_a_channel_and_ends_its_subscription() {
     let r = client
         .get(h.url("/admin/tail?channel=nope:x"))
         .header("cookie", &cookie)
+        .header("x-herald-admin", "1")
         .send()
         .await
         .expect("tail");
@@ -272,14 +331,27 @@ async fn a_live_tail_follows_a_channel_and_ends_its_subscription() {
     assert!(r.text().await.expect("body").contains("nope"));
     let r = client
         .get(h.url("/admin/tail?channel=news"))
+        .header("x-herald-admin", "1")
         .send()
         .await
         .expect("tail");
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = client
+        .get(h.url("/admin/tail?channel=news"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("tail");
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "a tail wants the page's header too"
+    );
 
     let mut tail = client
         .get(h.url("/admin/tail?channel=news"))
         .header("cookie", &cookie)
+        .header("x-herald-admin", "1")
         .send()
         .await
         .expect("tail");
@@ -383,6 +455,7 @@ async fn any_node_shows_the_whole_cluster() {
     let mut tail = http()
         .get(a.url("/admin/tail?channel=news"))
         .header("cookie", &cookie)
+        .header("x-herald-admin", "1")
         .send()
         .await
         .expect("tail");

@@ -27,8 +27,9 @@ pub(crate) const REPORT_TTL: Duration = Duration::from_secs(10);
 /// How long a channel survey waits for the other nodes.
 const SURVEY_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most channels one node sends in answer to a survey (the most subscribed ones):
-/// a node message stays well under Redis's limits, and a page of channels is a page.
-pub(crate) const SURVEY_MAX_CHANNELS: usize = 10_000;
+/// an answer stays near 100 KB, so even many nodes answering at once stay far below
+/// what Redis buffers for the asking node's subscriber connection.
+pub(crate) const SURVEY_MAX_CHANNELS: usize = 2_000;
 /// How many disconnects a node remembers, and how many of them it reports.
 const DISCONNECTS_KEPT: usize = 100;
 const DISCONNECTS_REPORTED: usize = 20;
@@ -134,7 +135,10 @@ pub(crate) struct Cluster {
     disconnects: Mutex<VecDeque<Disconnect>>,
     rate: Mutex<Rate>,
     next_req: AtomicU64,
-    pending: Mutex<HashMap<u64, mpsc::UnboundedSender<ChannelsAnswer>>>,
+    pending: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<ChannelsAnswer>>>>,
+    /// Held while a report is written and while it is removed, so that a report in
+    /// flight cannot land after the removal; `true` once the node has left.
+    left: tokio::sync::Mutex<bool>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -202,7 +206,8 @@ impl Cluster {
                 per_second: 0.0,
             }),
             next_req: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            left: tokio::sync::Mutex::new(false),
         }
     }
 
@@ -236,7 +241,7 @@ impl Cluster {
     /// This node's report, made now.
     pub(crate) fn report(&self, node: &Node) -> NodeReport {
         let (clients, users) = self.hub.counts();
-        let channels = self.hub.channels();
+        let (channels, subs) = self.hub.channel_counts();
         let (ready, not_ready) = node.ready();
         NodeReport {
             uid: self.uid.clone(),
@@ -244,8 +249,8 @@ impl Cluster {
             version: crate::node::VERSION.to_owned(),
             num_clients: clients,
             num_users: users,
-            num_channels: channels.len(),
-            num_subs: channels.iter().map(|(_, n)| n).sum(),
+            num_channels: channels,
+            num_subs: subs,
             uptime: node.started.elapsed().as_secs(),
             broker: self.broker.kind().to_owned(),
             ready,
@@ -262,8 +267,12 @@ impl Cluster {
         }
     }
 
-    /// Writes this node's report to the broker.
+    /// Writes this node's report to the broker (not after it left).
     async fn publish_report(&self, node: &Node) {
+        let left = self.left.lock().await;
+        if *left {
+            return;
+        }
         self.update_rate(node.metrics.broker_publications.get());
         let report = self.report(node);
         let bytes = match serde_json::to_vec(&report) {
@@ -279,6 +288,17 @@ impl Cluster {
             .await
         {
             tracing::debug!(error = %Chain(&e), "node report not written");
+        }
+        drop(left);
+    }
+
+    /// Removes this node's report for good (the node is stopping), after any report in
+    /// flight.
+    pub(crate) async fn leave(&self) {
+        let mut left = self.left.lock().await;
+        *left = true;
+        if let Err(e) = self.broker.forget_node(&self.uid).await {
+            tracing::debug!(error = %Chain(&e), "node report not removed; it expires");
         }
     }
 
@@ -323,6 +343,12 @@ impl Cluster {
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.pending.lock().insert(req, tx);
+        // However the survey ends (answered, timed out, its caller gone), it is no
+        // longer waited for.
+        let _waiting = Forget {
+            pending: self.pending.clone(),
+            req,
+        };
         let message = ClusterMessage::ChannelsSurvey {
             from: self.uid.clone(),
             req,
@@ -358,7 +384,6 @@ impl Cluster {
                 _ => break,
             }
         }
-        self.pending.lock().remove(&req);
         survey.missing.extend(waiting.into_values());
         survey.missing.sort();
         survey
@@ -372,18 +397,19 @@ impl Cluster {
         };
         match message {
             ClusterMessage::ChannelsSurvey { from, req, pattern } => {
-                let (channels, truncated) =
-                    local_channels(&self.hub, &pattern, SURVEY_MAX_CHANNELS);
-                let answer = ClusterMessage::Channels(ChannelsAnswer {
-                    req,
-                    node: self.uid.clone(),
-                    channels,
-                    truncated,
-                });
-                let bytes = serde_json::to_vec(&answer).unwrap_or_default();
                 let broker = self.broker.clone();
-                // The broker's delivery path must not wait for a send.
+                let hub = self.hub.clone();
+                let uid = self.uid.clone();
+                // The broker's delivery path must not wait for the listing or the send.
                 tokio::spawn(async move {
+                    let (channels, truncated) = local_channels(&hub, &pattern, SURVEY_MAX_CHANNELS);
+                    let answer = ClusterMessage::Channels(ChannelsAnswer {
+                        req,
+                        node: uid,
+                        channels,
+                        truncated,
+                    });
+                    let bytes = serde_json::to_vec(&answer).unwrap_or_default();
                     if let Err(e) = broker.send_to_node(&from, bytes.into()).await {
                         tracing::debug!(error = %Chain(&e), "channel survey answer not sent");
                     }
@@ -399,8 +425,20 @@ impl Cluster {
     }
 }
 
-/// Reports the node now and every [`REPORT_INTERVAL`] until `stop`, then removes its
-/// report (within a second; otherwise it expires).
+/// Stops waiting for a survey's answers when dropped.
+struct Forget {
+    pending: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<ChannelsAnswer>>>>,
+    req: u64,
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.pending.lock().remove(&self.req);
+    }
+}
+
+/// Reports the node now and every [`REPORT_INTERVAL`] until `stop` (the node removes
+/// its report with [`Cluster::leave`] before its broker stops).
 pub(crate) async fn report_loop(
     node: std::sync::Weak<Node>,
     stop: tokio_util::sync::CancellationToken,
@@ -410,16 +448,12 @@ pub(crate) async fn report_loop(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            () = stop.cancelled() => break,
+            () = stop.cancelled() => return,
         }
         let Some(node) = node.upgrade() else {
             return;
         };
         node.cluster.publish_report(&node).await;
-    }
-    if let Some(node) = node.upgrade() {
-        let forget = node.broker.forget_node(&node.uid);
-        let _ = tokio::time::timeout(Duration::from_secs(1), forget).await;
     }
 }
 

@@ -706,8 +706,16 @@ impl Config {
                     "must be at least 32 bytes when admin.enabled is true, and the same on every node (HERALD_ADMIN_SECRET; e.g. $(openssl rand -hex 32))".into(),
                 );
             }
-            if a.session_ttl < Duration::from_secs(60) {
-                bad("admin.session_ttl", "must be at least 1m".into());
+            if !a.secret.is_empty() && a.secret == self.token.hmac_secret {
+                bad(
+                    "admin.secret",
+                    "must differ from token.hmac_secret, or a client's token could open the admin page and an admin session could connect as a client".into(),
+                );
+            }
+            if a.session_ttl < Duration::from_secs(60)
+                || a.session_ttl > Duration::from_secs(30 * 86_400)
+            {
+                bad("admin.session_ttl", "must be from 1m to 30 days".into());
             }
         }
         // No api.key (and not insecure) is not an error: the API is simply off, which

@@ -479,6 +479,13 @@ impl Hub {
             .collect()
     }
 
+    /// How many channels have local subscribers, and how many subscriptions there are.
+    pub(crate) fn channel_counts(&self) -> (usize, usize) {
+        let channels = self.channels.read();
+        let subs = channels.values().map(|e| e.subscribers.len()).sum();
+        (channels.len(), subs)
+    }
+
     /// Registers a connection so the server API can reach it.
     pub(crate) fn register(&self, conn: ConnHandle) {
         self.connections.write().insert(conn.id, conn);

@@ -483,8 +483,16 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<(), StartEr
             "shutdown timeout: connections still open"
         );
     }
-    // The connections are gone (or given up on): now the broker's loops, presence
-    // refresh and channel linger stop, within what is left of the same timeout.
+    // The connections are gone (or given up on): the node leaves the cluster's list
+    // while its broker still works, then the broker's loops, presence refresh and
+    // channel linger stop, within what is left of the same timeout.
+    let leave_by = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+    if tokio::time::timeout_at(leave_by, node.cluster.leave())
+        .await
+        .is_err()
+    {
+        tracing::debug!("the node's report was not removed in time; it expires");
+    }
     node.background_stop.cancel();
     node.background.close();
     if tokio::time::timeout_at(deadline, node.background.wait())

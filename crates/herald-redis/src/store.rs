@@ -68,13 +68,6 @@ pub(crate) struct Store {
     metrics: RedisMetrics,
 }
 
-/// Milliseconds since the Unix epoch by this machine's clock.
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Whole seconds for a TTL argument, at least 1 (0 would mean "expire now").
 fn secs(d: Duration) -> String {
     d.as_secs().max(1).to_string()
@@ -309,16 +302,43 @@ impl Store {
         Ok(receivers > 0)
     }
 
-    /// Stores a node's report in the reports hash as `<expiry in Unix ms> <report>`.
-    /// The expiry is the writer's clock; nodes of one cluster keep their clocks close,
-    /// and a report lives several report intervals.
+    /// Redis's own clock, in Unix milliseconds (read on the shard of the reports hash),
+    /// so that nodes whose clocks differ still agree on when a report expires.
+    async fn server_ms(&self) -> Result<u64, BrokerError> {
+        let slot = fred::util::redis_keyslot(self.keys.nodes().as_bytes());
+        let reply: Vec<String> = self
+            .client
+            .custom(
+                fred::types::CustomCommand::new_static(
+                    "TIME",
+                    fred::types::ClusterHash::Custom(slot),
+                    false,
+                ),
+                Vec::<String>::new(),
+            )
+            .await
+            .map_err(unavailable)?;
+        match reply.as_slice() {
+            [secs, micros] => match (secs.parse::<u64>(), micros.parse::<u64>()) {
+                (Ok(secs), Ok(micros)) => Ok(secs * 1000 + micros / 1000),
+                _ => Err(protocol(&format!("TIME answered {reply:?}"))),
+            },
+            _ => Err(protocol(&format!("TIME answered {reply:?}"))),
+        }
+    }
+
+    /// Stores a node's report in the reports hash as `<expiry in Unix ms> <report>`,
+    /// the expiry by Redis's clock.
     pub(crate) async fn report_node(
         &self,
         node: &str,
         report: &[u8],
         ttl: Duration,
     ) -> Result<(), BrokerError> {
-        let until = unix_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let until = self
+            .server_ms()
+            .await?
+            .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let mut value = Vec::with_capacity(report.len() + 21);
         value.extend_from_slice(until.to_string().as_bytes());
         value.push(b' ');
@@ -330,15 +350,14 @@ impl Store {
     }
 
     /// The unexpired reports. Fields expired for over a minute (nodes that died) are
-    /// removed on the way; a minute keeps a live node's fresh report safe from a reader
-    /// whose clock runs ahead.
+    /// removed on the way, so a live node that reports again meanwhile is never removed.
     pub(crate) async fn nodes(&self) -> Result<Vec<Bytes>, BrokerError> {
+        let now = self.server_ms().await?;
         let all: std::collections::HashMap<String, Bytes> = self
             .client
             .hgetall(self.keys.nodes())
             .await
             .map_err(unavailable)?;
-        let now = unix_ms();
         let mut live = Vec::with_capacity(all.len());
         let mut dead = Vec::new();
         for (node, value) in all {
@@ -355,11 +374,11 @@ impl Store {
                 _ => dead.push(node),
             }
         }
-        if !dead.is_empty() {
-            self.client
-                .hdel::<(), _, _>(self.keys.nodes(), dead)
-                .await
-                .map_err(unavailable)?;
+        if !dead.is_empty()
+            && let Err(e) = self.client.hdel::<(), _, _>(self.keys.nodes(), dead).await
+        {
+            // The list is right without the clean-up; the next read tries again.
+            tracing::debug!(error = %herald_broker::Chain(&e), "stale node reports not removed");
         }
         Ok(live)
     }

@@ -236,6 +236,7 @@ async function startTail(channel) {
   let received = 0;
   try {
     const response = await fetch(`/admin/tail?channel=${encodeURIComponent(channel)}`, {
+      headers: { 'x-herald-admin': '1' },
       credentials: 'same-origin',
       signal: controller.signal,
     });

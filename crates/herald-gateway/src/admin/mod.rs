@@ -6,7 +6,8 @@
 //! cluster, `HttpOnly`, `SameSite=Strict` and limited to `/admin`. The page then calls
 //! the server API through `/admin/api/<method>` (which also wants the `X-Herald-Admin`
 //! header, so no other site can make a browser send such a request), and follows a
-//! channel through `/admin/tail`, a stream of server-sent events fed by the node's hub.
+//! channel through `/admin/tail` (with the same header), a stream of server-sent events
+//! fed by the node's hub.
 //! The API key never reaches the browser. Page, script and styles are served by the
 //! node; the page loads nothing from elsewhere (its content security policy says so).
 
@@ -23,6 +24,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -45,9 +48,12 @@ const AUDIENCE: &str = "herald-admin";
 const MAX_TAILS: usize = 16;
 /// Publications a tail may have queued before it is ended as too slow.
 const TAIL_QUEUE: usize = 256;
-/// Failed logins a node accepts per minute; beyond that every login waits out the
-/// minute, so guessing the password takes years.
+/// Failed logins a node accepts per minute from one address; beyond that the address
+/// waits out the minute, so guessing a 12-character password takes lifetimes, and a
+/// guesser locks out only itself.
 const FAILED_LOGINS_PER_MINUTE: u32 = 20;
+/// Addresses whose failures a node remembers; past this, the stale ones go first.
+const FAILED_LOGIN_ADDRESSES: usize = 4096;
 /// A comment line that keeps an idle tail's connection open through proxies.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -55,31 +61,59 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 #[derive(Debug, Default)]
 pub(crate) struct AdminState {
     tails: Arc<AtomicUsize>,
-    failed_logins: Mutex<Option<(Instant, u32)>>,
+    /// Per client address: when its first failure of the current minute was, and how
+    /// many there were.
+    failed_logins: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
+const MINUTE: Duration = Duration::from_secs(60);
+
 impl AdminState {
-    /// Counts a failed login; `false` when the minute's allowance is spent.
-    fn login_allowed(&self) -> bool {
-        let mut failed = self.failed_logins.lock();
-        match *failed {
-            Some((since, n)) if since.elapsed() < Duration::from_secs(60) => {
-                n < FAILED_LOGINS_PER_MINUTE
+    /// Whether `ip` may try a password now (its minute's failures are not spent).
+    fn login_allowed(&self, ip: IpAddr) -> bool {
+        let failed = self.failed_logins.lock();
+        let within = |(since, n): &(Instant, u32)| {
+            since.elapsed() >= MINUTE || *n < FAILED_LOGINS_PER_MINUTE
+        };
+        match failed.get(&ip) {
+            Some(entry) => within(entry),
+            // An address not kept shares the allowance of all those not kept.
+            None if failed.len() >= FAILED_LOGIN_ADDRESSES => {
+                failed.get(&IpAddr::from([0u8; 4])).is_none_or(within)
             }
-            _ => {
-                *failed = None;
-                true
-            }
+            None => true,
         }
     }
 
-    fn login_failed(&self) {
+    /// Counts a failed login from `ip`.
+    fn login_failed(&self, ip: IpAddr) {
         let mut failed = self.failed_logins.lock();
-        match &mut *failed {
-            Some((since, n)) if since.elapsed() < Duration::from_secs(60) => *n += 1,
-            _ => *failed = Some((Instant::now(), 1)),
+        if failed.len() >= FAILED_LOGIN_ADDRESSES {
+            failed.retain(|_, (since, _)| since.elapsed() < MINUTE);
         }
+        // Thousands of addresses failing within one minute: the unspecified address
+        // stands for every one not kept.
+        let ip = if failed.len() >= FAILED_LOGIN_ADDRESSES && !failed.contains_key(&ip) {
+            IpAddr::from([0u8; 4])
+        } else {
+            ip
+        };
+        let entry = failed.entry(ip).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= MINUTE {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
     }
+}
+
+/// Whether the page is on: enabled, and with a password and secret of the lengths the
+/// configuration check asks for (a node embedded without that check stays closed
+/// rather than open to an empty password).
+fn enabled(node: &Node) -> bool {
+    let admin = &node.config.admin;
+    admin.enabled
+        && admin.password.expose().chars().count() >= 12
+        && admin.secret.expose().len() >= 32
 }
 
 #[derive(Serialize, Deserialize)]
@@ -137,7 +171,7 @@ fn off() -> Response {
 }
 
 fn asset(node: &Node, content_type: &'static str, body: &'static str) -> Response {
-    if !node.config.admin.enabled {
+    if !enabled(node) {
         return off();
     }
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
@@ -221,20 +255,31 @@ struct Login {
     password: String,
 }
 
-async fn login(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
+/// The largest login body read.
+const LOGIN_BODY_BYTES: usize = 4096;
+
+async fn login(State(node): State<Arc<Node>>, request: axum::extract::Request) -> Response {
     let admin = &node.config.admin;
-    if !admin.enabled {
+    if !enabled(&node) {
         return off();
     }
-    if !from_page(&headers) {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    if !from_page(headers) {
         return error(StatusCode::FORBIDDEN, "send the X-Herald-Admin header");
     }
-    if !node.admin.login_allowed() {
+    let ip = crate::server::peer(&parts).map_or(IpAddr::from([127, 0, 0, 1]), |peer| {
+        node.admission.client_ip(peer, headers)
+    });
+    if !node.admin.login_allowed(ip) {
         return error(
             StatusCode::TOO_MANY_REQUESTS,
-            "too many failed logins: wait a minute",
+            "too many failed logins from this address: wait a minute",
         );
     }
+    let Ok(body) = axum::body::to_bytes(body, LOGIN_BODY_BYTES).await else {
+        return error(StatusCode::BAD_REQUEST, r#"send {"password": "…"}"#);
+    };
     let Ok(Login { password }) = serde_json::from_slice::<Login>(&body) else {
         return error(StatusCode::BAD_REQUEST, r#"send {"password": "…"}"#);
     };
@@ -244,8 +289,8 @@ async fn login(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -
         .ct_eq(admin.password.expose().as_bytes())
         .into();
     if !right {
-        node.admin.login_failed();
-        tracing::warn!("admin login failed");
+        node.admin.login_failed(ip);
+        tracing::warn!(%ip, "admin login failed");
         // A wrong guess costs the guesser a moment too.
         tokio::time::sleep(Duration::from_millis(250)).await;
         return error(StatusCode::UNAUTHORIZED, "wrong password");
@@ -253,11 +298,11 @@ async fn login(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -
     let Some(token) = session_token(admin.secret.expose(), admin.session_ttl) else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot make a session");
     };
-    tracing::info!("admin login");
+    tracing::info!(%ip, "admin login");
     let cookie = format!(
         "{COOKIE}={token}; Max-Age={}{}",
         admin.session_ttl.as_secs(),
-        cookie_attributes(&headers)
+        cookie_attributes(headers)
     );
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -267,8 +312,11 @@ async fn login(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -
 }
 
 async fn logout(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
-    if !node.config.admin.enabled {
+    if !enabled(&node) {
         return off();
+    }
+    if !from_page(&headers) {
+        return error(StatusCode::FORBIDDEN, "send the X-Herald-Admin header");
     }
     let cookie = format!("{COOKIE}=; Max-Age=0{}", cookie_attributes(&headers));
     let mut response = StatusCode::NO_CONTENT.into_response();
@@ -280,7 +328,7 @@ async fn logout(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
 
 /// Why a request may not use the page's API, if it may not.
 fn refused(node: &Node, headers: &HeaderMap, call: bool) -> Option<Response> {
-    if !node.config.admin.enabled {
+    if !enabled(node) {
         return Some(off());
     }
     if call && !from_page(headers) {
@@ -339,6 +387,7 @@ impl Drop for TailGuard {
 struct Tail {
     rx: mpsc::Receiver<Outgoing>,
     closer: Arc<crate::hub::Closer>,
+    shutdown: tokio_util::sync::CancellationToken,
     keepalive: tokio::time::Interval,
     ended: bool,
     _guard: TailGuard,
@@ -373,6 +422,11 @@ impl Tail {
                     }
                     None => return None,
                 },
+                () = self.shutdown.cancelled() => {
+                    self.ended = true;
+                    let why = json!({ "reason": "the node is shutting down; follow again to reach another node" });
+                    return Some(event("end", why.to_string().as_bytes()));
+                }
                 () = self.closer.requested() => {
                     self.ended = true;
                     let why = json!({ "reason": "the tail fell behind the channel and was stopped" });
@@ -391,7 +445,7 @@ async fn tail(
     headers: HeaderMap,
     query: Result<Query<TailQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Some(refusal) = refused(&node, &headers, false) {
+    if let Some(refusal) = refused(&node, &headers, true) {
         return refusal;
     }
     let Ok(Query(TailQuery { channel })) = query else {
@@ -450,6 +504,7 @@ async fn tail(
     let state = Tail {
         rx,
         closer,
+        shutdown: node.shutdown.clone(),
         keepalive,
         ended: false,
         _guard: guard,
@@ -487,13 +542,32 @@ mod tests {
     }
 
     #[test]
-    fn failed_logins_are_limited_per_minute() {
+    fn failed_logins_are_limited_per_minute_and_address() {
         let state = AdminState::default();
+        let (guesser, admin) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
         for _ in 0..FAILED_LOGINS_PER_MINUTE {
-            assert!(state.login_allowed());
-            state.login_failed();
+            assert!(state.login_allowed(guesser));
+            state.login_failed(guesser);
         }
-        assert!(!state.login_allowed());
+        assert!(!state.login_allowed(guesser));
+        assert!(
+            state.login_allowed(admin),
+            "a guesser locks out only itself"
+        );
+    }
+
+    #[test]
+    fn failing_addresses_are_bounded() {
+        let state = AdminState::default();
+        for i in 0..(FAILED_LOGIN_ADDRESSES as u32 + 100) {
+            state.login_failed(IpAddr::from(i.to_be_bytes()));
+        }
+        assert!(state.failed_logins.lock().len() <= FAILED_LOGIN_ADDRESSES + 1);
+        assert!(!state.login_allowed(IpAddr::from([0u8; 4])));
+        assert!(
+            !state.login_allowed(IpAddr::from([192, 168, 9, 9])),
+            "a new address shares the spent allowance of those not kept"
+        );
     }
 
     #[test]

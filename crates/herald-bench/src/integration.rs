@@ -236,17 +236,17 @@ ping_interval = "600s"
 
 /// What every subscriber of one run adds to.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     /// Publications received.
-    received: AtomicU64,
+    pub(crate) received: AtomicU64,
     /// Text frames received (each a write of the node's).
-    frames: AtomicU64,
+    pub(crate) frames: AtomicU64,
     /// Subscribers whose socket ended (closed by the server, or an error).
-    closed: AtomicU64,
+    pub(crate) closed: AtomicU64,
     /// Of those, closed with 3008 (a slow consumer cut off).
-    slow: AtomicU64,
+    pub(crate) slow: AtomicU64,
     /// The first close code (or error) seen, for the report.
-    first_close: parking_lot::Mutex<Option<String>>,
+    pub(crate) first_close: parking_lot::Mutex<Option<String>>,
 }
 
 impl Tally {
@@ -260,7 +260,7 @@ impl Tally {
 }
 
 /// The reader tasks of one run's subscribers, aborted when dropped.
-struct Subscribers(Vec<tokio::task::JoinHandle<()>>);
+pub(crate) struct Subscribers(Vec<tokio::task::JoinHandle<()>>);
 
 impl Drop for Subscribers {
     fn drop(&mut self) {
@@ -277,7 +277,7 @@ fn source(i: usize) -> IpAddr {
 
 /// Opens `n` subscribers of `channel` on `node` (with the tag filter `tf`, a JSON
 /// object, if given) and starts their readers. Fails unless every one subscribed.
-async fn subscribe_all(
+pub(crate) async fn subscribe_all(
     node: SocketAddr,
     channel: &str,
     tf: Option<&str>,

@@ -9,6 +9,7 @@
 mod cases;
 mod coordinator;
 mod filter;
+mod instructions;
 mod integration;
 mod lean;
 mod limiter;
@@ -54,6 +55,9 @@ enum Cmd {
     /// The integration features on fresh nodes: fan-out with and without a tag filter,
     /// the proxy hooks' round trips, conflation.
     Integration(integration::IntegrationArgs),
+    /// Instructions a node executes per delivery, counted by callgrind (low rate and
+    /// batched): a figure that does not move with the machine's load.
+    Instructions(instructions::InstructionsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,6 +79,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Transports(args) => current_thread(transports::run(args)),
         Cmd::Filter(args) => filter::run(&args),
         Cmd::Integration(args) => current_thread_checked(integration::run(args)),
+        Cmd::Instructions(args) => current_thread_checked(instructions::run(args)),
         Cmd::Cases => {
             coordinator::print_cases();
             Ok(true)

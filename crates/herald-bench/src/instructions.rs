@@ -1,0 +1,262 @@
+//! `herald-bench instructions`: the instructions a node executes per delivery, counted
+//! by callgrind, so that the figure is the same whatever else the machine is doing.
+//!
+//! The node runs under `valgrind --tool=callgrind` on the Redis broker, with WebSocket
+//! subscribers of one channel (raw connections in this process, see
+//! [`crate::integration`]). Publications go straight into Redis through the publish
+//! function, as a backend publishes, so the count covers the whole path from a
+//! publication arriving on the node to its bytes in every socket. Two cases:
+//!
+//! - **low rate:** publications further apart than the write interval, so each one is a
+//!   wake-up and a write per subscriber;
+//! - **batched:** publications as fast as the publisher goes, so writes carry several.
+//!
+//! Each case runs twice, with `messages` and with a fifth of them; the difference of
+//! the two totals over the difference of their deliveries is the cost per delivery,
+//! without the start, the connections and the stop that both runs share.
+
+use crate::integration::{Tally, subscribe_all};
+use crate::procs::{Proc, Redis, free_port, wait_http_ok};
+use anyhow::{Context as _, bail};
+use herald_protocol::RawJson;
+use herald_redis::{PublishOptions, Publisher};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Arguments of `instructions`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InstructionsArgs {
+    /// The `herald` binary (a release build for the published figures; the smoke run
+    /// counts its debug build, against a threshold of its own).
+    #[arg(long, default_value = "target/release/herald")]
+    herald: PathBuf,
+    /// Subscribers of the one channel.
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// Publications in the longer run of each case (the shorter has a fifth).
+    #[arg(long, default_value_t = 100)]
+    messages: u64,
+    /// The low-rate case's gap between publications, in milliseconds (longer than the
+    /// node's 2 ms write interval even under valgrind's slowdown).
+    #[arg(long, default_value_t = 40)]
+    gap_ms: u64,
+    /// Fail when the low-rate case costs more instructions per delivery than this.
+    #[arg(long)]
+    max_low: Option<f64>,
+    /// Fail when the batched case costs more instructions per delivery than this.
+    #[arg(long)]
+    max_batched: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    LowRate,
+    Batched,
+}
+
+impl Case {
+    fn label(self) -> &'static str {
+        match self {
+            Case::LowRate => "low rate",
+            Case::Batched => "batched",
+        }
+    }
+}
+
+/// Runs both cases and prints the instructions per delivery; `false` when a figure is
+/// over its threshold.
+#[allow(clippy::print_stdout)] // The figures are the command's output.
+pub(crate) async fn run(args: InstructionsArgs) -> anyhow::Result<bool> {
+    check_valgrind().await?;
+    anyhow::ensure!(args.messages >= 10, "--messages must be at least 10");
+    anyhow::ensure!(args.subscribers >= 1, "--subscribers must be at least 1");
+    let dir = std::env::temp_dir().join(format!("herald-instructions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let short = args.messages / 5;
+    println!(
+        "instructions per delivery (callgrind), {} subscribers, {} and {short} publications per case, {}",
+        args.subscribers,
+        args.messages,
+        args.herald.display()
+    );
+    let mut ok = true;
+    for (case, max) in [
+        (Case::LowRate, args.max_low),
+        (Case::Batched, args.max_batched),
+    ] {
+        let long = count(&args, &dir, case, args.messages).await?;
+        let few = count(&args, &dir, case, short).await?;
+        let deliveries = (args.messages - short) * args.subscribers as u64;
+        let per_delivery = long.saturating_sub(few) as f64 / deliveries as f64;
+        let verdict = match max {
+            Some(max) if per_delivery > max => {
+                ok = false;
+                format!("  OVER the threshold of {max:.0}")
+            }
+            Some(max) => format!("  (threshold {max:.0})"),
+            None => String::new(),
+        };
+        println!(
+            "  {:<9} {per_delivery:>9.0} instructions per delivery   (totals {long} and {few}){verdict}",
+            case.label()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(ok)
+}
+
+async fn check_valgrind() -> anyhow::Result<()> {
+    let out = tokio::process::Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => bail!("valgrind is not installed (apt-get install -y valgrind)"),
+    }
+}
+
+/// One run: the node's total instructions for `messages` publications in `case`.
+async fn count(
+    args: &InstructionsArgs,
+    dir: &Path,
+    case: Case,
+    messages: u64,
+) -> anyhow::Result<u64> {
+    let redis = Redis::start().await?;
+    let port = free_port()?;
+    let name = format!(
+        "{}-{messages}",
+        if case == Case::LowRate {
+            "low"
+        } else {
+            "batched"
+        }
+    );
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:{port}"
+broker = "redis"
+
+[redis]
+url = "{}"
+
+[api]
+insecure = true
+
+[client]
+allow_anonymous = true
+# Nothing periodic per connection within a run.
+ping_interval = "600s"
+pong_timeout = "60s"
+
+[shutdown]
+drain_window = "100ms"
+timeout = "20s"
+
+[namespaces.default]
+history_size = 1000
+history_ttl = "10m"
+allow_subscribe_for_anonymous = true
+"#,
+            redis.url()
+        ),
+    )?;
+    let out = dir.join(format!("{name}.callgrind"));
+    let child = tokio::process::Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(&args.herald)
+        .arg("serve")
+        .env("HERALD_CONFIG", &config)
+        .env("HERALD_LOG", "warn")
+        .env_remove("HERALD_BENCH_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting herald under valgrind")?;
+    let node = Proc {
+        child,
+        name: format!("herald ({name}, callgrind)"),
+    };
+    wait_http_ok(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        Duration::from_secs(120),
+    )
+    .await
+    .with_context(|| format!("{} did not become ready", node.name))?;
+    let tally = Arc::new(Tally::default());
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let subscribers = subscribe_all(addr, "bench", None, args.subscribers, &tally).await?;
+    let publisher = Publisher::connect(&redis.url())
+        .await
+        .context("connecting the publisher to Redis")?;
+    let options = || PublishOptions {
+        history_size: 1000,
+        history_ttl: Duration::from_secs(600),
+        ..PublishOptions::default()
+    };
+    for seq in 0..messages {
+        let data = RawJson::from_string(crate::proto::payload(seq, crate::proto::now_us(), 64))
+            .context("payload")?;
+        publisher
+            .publish("bench", data, options())
+            .await
+            .context("publishing")?;
+        if case == Case::LowRate {
+            tokio::time::sleep(Duration::from_millis(args.gap_ms)).await;
+        }
+    }
+    let expected = messages * args.subscribers as u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while tally.received.load(Ordering::Relaxed) < expected {
+        if tally.closed.load(Ordering::Relaxed) > 0 {
+            bail!(
+                "a subscriber's socket ended: {}",
+                tally.first_close.lock().clone().unwrap_or_default()
+            );
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "{} of {expected} deliveries within 120 s",
+                tally.received.load(Ordering::Relaxed)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(subscribers);
+    node.stop(Duration::from_secs(60)).await;
+    drop(redis);
+    let text = std::fs::read_to_string(&out)
+        .with_context(|| format!("callgrind wrote no {}", out.display()))?;
+    let _ = std::fs::remove_file(&out);
+    totals(&text).with_context(|| format!("no totals in {}", out.display()))
+}
+
+/// The `Ir` total of a callgrind output file (its `totals:` line, or `summary:`).
+fn totals(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_totals_line() {
+        let text = "events: Ir\nfl=(1) a.c\nfn=(1) main\n3 10\nsummary: 12345\ntotals: 12345\n";
+        assert_eq!(super::totals(text), Some(12345));
+        assert_eq!(super::totals("events: Ir\n"), None);
+    }
+}

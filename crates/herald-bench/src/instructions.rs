@@ -13,7 +13,10 @@
 //!
 //! Each case runs twice, with `messages` and with a fifth of them; the difference of
 //! the two totals over the difference of their deliveries is the cost per delivery,
-//! without the start, the connections and the stop that both runs share.
+//! without the start, the connections and the stop that both runs share. The low-rate
+//! runs last longer, and a node does some work whatever it delivers (timers, its
+//! cluster report, the broker's health checks): two idle runs as long as the low-rate
+//! ones measure that, and the output gives the low-rate figure with and without it.
 
 use crate::integration::{Tally, subscribe_all};
 use crate::procs::{Proc, Redis, free_port, wait_http_ok};
@@ -50,12 +53,18 @@ pub(crate) struct InstructionsArgs {
     /// Fail when the batched case costs more instructions per delivery than this.
     #[arg(long)]
     max_batched: Option<f64>,
+    /// Keep callgrind's output files in this folder (for `callgrind_annotate`).
+    #[arg(long)]
+    keep: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Case {
     LowRate,
     Batched,
+    /// As long as the low-rate case, without publications: what the node does anyway
+    /// in that time (its timers, its reports, the broker's health checks).
+    Idle,
 }
 
 impl Case {
@@ -63,6 +72,7 @@ impl Case {
         match self {
             Case::LowRate => "low rate",
             Case::Batched => "batched",
+            Case::Idle => "idle",
         }
     }
 }
@@ -84,13 +94,16 @@ pub(crate) async fn run(args: InstructionsArgs) -> anyhow::Result<bool> {
         args.herald.display()
     );
     let mut ok = true;
+    let deliveries = (args.messages - short) * args.subscribers as u64;
+    let idle = count(&args, &dir, Case::Idle, args.messages).await?;
+    let idle_few = count(&args, &dir, Case::Idle, short).await?;
+    let idle_per = idle.saturating_sub(idle_few) as f64 / deliveries as f64;
     for (case, max) in [
         (Case::LowRate, args.max_low),
         (Case::Batched, args.max_batched),
     ] {
         let long = count(&args, &dir, case, args.messages).await?;
         let few = count(&args, &dir, case, short).await?;
-        let deliveries = (args.messages - short) * args.subscribers as u64;
         let per_delivery = long.saturating_sub(few) as f64 / deliveries as f64;
         let verdict = match max {
             Some(max) if per_delivery > max => {
@@ -104,6 +117,14 @@ pub(crate) async fn run(args: InstructionsArgs) -> anyhow::Result<bool> {
             "  {:<9} {per_delivery:>9.0} instructions per delivery   (totals {long} and {few}){verdict}",
             case.label()
         );
+        if case == Case::LowRate {
+            println!(
+                "  {:<9} {:>9.0} of them the node's own work in that time, without publications (totals {idle} and {idle_few}); {:.0} net",
+                "",
+                idle_per,
+                per_delivery - idle_per
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ok)
@@ -129,14 +150,7 @@ async fn count(
 ) -> anyhow::Result<u64> {
     let redis = Redis::start().await?;
     let port = free_port()?;
-    let name = format!(
-        "{}-{messages}",
-        if case == Case::LowRate {
-            "low"
-        } else {
-            "batched"
-        }
-    );
+    let name = format!("{}-{messages}", case.label().replace(' ', "-"));
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
@@ -203,7 +217,8 @@ allow_subscribe_for_anonymous = true
         history_ttl: Duration::from_secs(600),
         ..PublishOptions::default()
     };
-    for seq in 0..messages {
+    let publications = if case == Case::Idle { 0 } else { messages };
+    for seq in 0..publications {
         let data = RawJson::from_string(crate::proto::payload(seq, crate::proto::now_us(), 64))
             .context("payload")?;
         publisher
@@ -214,7 +229,10 @@ allow_subscribe_for_anonymous = true
             tokio::time::sleep(Duration::from_millis(args.gap_ms)).await;
         }
     }
-    let expected = messages * args.subscribers as u64;
+    if case == Case::Idle {
+        tokio::time::sleep(Duration::from_millis(args.gap_ms * messages)).await;
+    }
+    let expected = publications * args.subscribers as u64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while tally.received.load(Ordering::Relaxed) < expected {
         if tally.closed.load(Ordering::Relaxed) > 0 {
@@ -236,7 +254,17 @@ allow_subscribe_for_anonymous = true
     drop(redis);
     let text = std::fs::read_to_string(&out)
         .with_context(|| format!("callgrind wrote no {}", out.display()))?;
-    let _ = std::fs::remove_file(&out);
+    match &args.keep {
+        Some(keep) => {
+            std::fs::create_dir_all(keep)?;
+            std::fs::rename(&out, keep.join(format!("{name}.callgrind"))).or_else(|_| {
+                std::fs::copy(&out, keep.join(format!("{name}.callgrind"))).map(drop)
+            })?;
+        }
+        None => {
+            let _ = std::fs::remove_file(&out);
+        }
+    }
     totals(&text).with_context(|| format!("no totals in {}", out.display()))
 }
 

@@ -44,7 +44,7 @@ pub(crate) struct InstructionsArgs {
     #[arg(long, default_value_t = 100)]
     messages: u64,
     /// The low-rate case's gap between publications, in milliseconds (longer than the
-    /// node's 2 ms write interval even under valgrind's slowdown).
+    /// node's write interval, 5 ms by default, even under valgrind's slowdown).
     #[arg(long, default_value_t = 40)]
     gap_ms: u64,
     /// Fail when the low-rate case costs more instructions per delivery than this.

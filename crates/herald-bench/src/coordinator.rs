@@ -46,6 +46,10 @@ pub(crate) struct RunArgs {
     /// Write every run's measurements here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Pin the server and its Redis to these CPUs and the load (workers, publisher) to
+    /// the others, as `SERVER/LOAD` CPU lists for `taskset -c` (e.g. `1/0`).
+    #[arg(long, value_name = "SERVER/LOAD")]
+    pin: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,6 +68,9 @@ struct RunRecord {
 struct Report {
     machine: Machine,
     smoke: bool,
+    /// `SERVER/LOAD` CPU lists when the run was pinned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin: Option<String>,
     runs: Vec<RunRecord>,
     failures: Vec<String>,
 }
@@ -149,6 +156,20 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<bool> {
             peer_dir.display()
         );
     }
+    if let Some(pin) = &args.pin {
+        let Some((server, load)) = pin.split_once('/') else {
+            bail!("--pin takes SERVER/LOAD CPU lists, e.g. 1/0");
+        };
+        let ok = std::process::Command::new("taskset")
+            .args(["-c", server, "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+        anyhow::ensure!(
+            ok,
+            "taskset -c {server} does not work here (is util-linux installed, and is CPU {server} there?)"
+        );
+        crate::procs::pin(server, load);
+    }
     let paths = Paths {
         herald,
         bench: std::env::current_exe()?,
@@ -158,6 +179,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let mut report = Report {
         machine: machine(),
         smoke: args.smoke,
+        pin: args.pin.clone(),
         runs: Vec::new(),
         failures: Vec::new(),
     };

@@ -22,6 +22,38 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
     bail!("no free port in 20000-32000")
 }
 
+/// Which side of a benchmark a process is on, for `--pin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The system under test and its Redis.
+    Server,
+    /// The load: workers and the publisher.
+    Load,
+}
+
+/// The CPU lists the two sides are pinned to (`taskset -c`), when pinning.
+static PINS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Pins every process started from now on: the server side to `server`, the load to
+/// `load` (CPU lists as `taskset -c` takes them).
+pub(crate) fn pin(server: &str, load: &str) {
+    let _ = PINS.set((server.to_owned(), load.to_owned()));
+}
+
+/// A command for `program`, run through `taskset -c` when pinning.
+pub(crate) fn command(program: &Path, side: Side) -> Command {
+    match PINS.get() {
+        Some((server, load)) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c")
+                .arg(if side == Side::Server { server } else { load })
+                .arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// A process killed when dropped.
 pub(crate) struct Proc {
     pub child: Child,
@@ -113,7 +145,7 @@ pub(crate) async fn start_herald(
     port: u16,
     name: &str,
 ) -> anyhow::Result<Proc> {
-    let child = Command::new(herald)
+    let child = command(herald, Side::Server)
         .arg("serve")
         .env("HERALD_CONFIG", config)
         .env("HERALD_LOG", "warn")
@@ -185,7 +217,7 @@ pub(crate) struct Redis {
 impl Redis {
     pub(crate) async fn start() -> anyhow::Result<Self> {
         let port = free_port()?;
-        let child = Command::new("redis-server")
+        let child = command(Path::new("redis-server"), Side::Server)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--maxclients", "10000", "--loglevel", "warning"])
@@ -253,7 +285,7 @@ pub(crate) struct LineChild {
 
 impl LineChild {
     pub(crate) fn spawn(name: &str, program: &Path, args: &[String]) -> anyhow::Result<Self> {
-        let mut child = Command::new(program)
+        let mut child = command(program, Side::Load)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -7,7 +7,6 @@ use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::process::Command;
 
 /// Which server is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -514,7 +513,7 @@ allow_presence_for_subscriber = false
 
 async fn start_peer(paths: &Paths, port: u16, redis_url: &str) -> anyhow::Result<Proc> {
     use tokio::io::AsyncBufReadExt;
-    let mut child = Command::new(&paths.node)
+    let mut child = crate::procs::command(&paths.node, crate::procs::Side::Server)
         .arg(paths.peer_dir.join("server.mjs"))
         .args(["--port", &port.to_string(), "--redis", redis_url])
         .stdout(Stdio::piped())

@@ -23,6 +23,14 @@ pub(crate) struct Connected {
     pub(crate) cluster: bool,
 }
 
+/// Slots of each event channel of the command client (fred's default is 32). Each of
+/// a client's channels allocates all its slots at once: at 65,536 the command client's
+/// alone held about 47 MB that nothing used.
+const COMMAND_CLIENT_EVENTS: usize = 256;
+/// Slots of each event channel of the subscriber client, whose message channel carries
+/// every publication the node receives.
+const SUBSCRIBER_EVENTS: usize = 1 << 16;
+
 /// Connects, checks the server, and loads the function library.
 pub(crate) async fn connect(config: &RedisConfig) -> Result<Connected, RedisStartError> {
     let url = redact_url(&config.url);
@@ -40,13 +48,17 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<Connected, RedisStar
         })
         .with_performance_config(|p| {
             p.default_command_timeout = config.command_timeout;
-            // Pub/sub messages wait here for the dispatcher; a lagging reader loses
-            // messages (then repaired), so leave room for bursts.
-            p.broadcast_channel_capacity = 1 << 16;
+            // Every event channel of a client (messages, errors, reconnects, keyspace
+            // and cluster events, ...) is a broadcast with this many slots, allocated
+            // at once. The command client receives no messages: a small capacity.
+            p.broadcast_channel_capacity = COMMAND_CLIENT_EVENTS;
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
     let redis_err = |source| RedisStartError::from_redis(url.clone(), source);
     let client = builder.build().map_err(redis_err)?;
+    // Pub/sub messages wait in the subscriber's message channel for the dispatcher; a
+    // lagging reader loses messages (then repaired), so leave room for bursts.
+    builder.with_performance_config(|p| p.broadcast_channel_capacity = SUBSCRIBER_EVENTS);
     let subscriber = builder.build_subscriber_client().map_err(redis_err)?;
     let mut tasks = Vec::with_capacity(2);
     // One deadline for both connections: "within 5s" means 5 s in all.

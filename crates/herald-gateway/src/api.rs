@@ -386,7 +386,7 @@ pub(crate) async fn call(node: &Arc<Node>, method: &str, params: &str) -> ApiRes
         "info" => encode(&json!({ "nodes": node.cluster.nodes(node).await })),
         "channels" => {
             let p: ChannelsParams = parse(params)?;
-            let survey = node.cluster.channels(node, &p.pattern).await;
+            let survey = node.cluster.channels(&p.pattern).await;
             let channels: BTreeMap<String, serde_json::Value> = survey
                 .channels
                 .into_iter()
@@ -667,13 +667,14 @@ fn authorized(node: &Node, headers: &HeaderMap) -> bool {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("apikey "))
         });
-    given.is_some_and(|g| key_matches(g, key))
+    given.is_some_and(|g| secret_matches(g, key))
 }
 
-/// Compares a given API key with the configured one in time that does not depend on
-/// where they differ (`subtle`, whose comparison the optimiser cannot shortcut). Only
-/// the length can leak, and a key's length is no secret worth keeping.
-fn key_matches(given: &str, key: &str) -> bool {
+/// Compares a given secret (an API key, the admin password) with the configured one in
+/// time that does not depend on where they differ (`subtle`, whose comparison the
+/// optimiser cannot shortcut). Only the length can leak, and a secret's length is no
+/// secret worth keeping.
+pub(crate) fn secret_matches(given: &str, key: &str) -> bool {
     use subtle::ConstantTimeEq;
     bool::from(given.as_bytes().ct_eq(key.as_bytes()))
 }
@@ -812,16 +813,16 @@ pub(crate) async fn pipeline_handler(
 
 #[cfg(test)]
 mod tests {
-    use super::key_matches;
+    use super::secret_matches;
 
     #[test]
     fn api_keys_match_only_exactly() {
         let key = "0123456789abcdef";
-        assert!(key_matches(key, key));
-        assert!(!key_matches("0123456789abcdeF", key));
-        assert!(!key_matches("1123456789abcdef", key));
-        assert!(!key_matches("0123456789abcde", key));
-        assert!(!key_matches("0123456789abcdef0", key));
-        assert!(!key_matches("", key));
+        assert!(secret_matches(key, key));
+        assert!(!secret_matches("0123456789abcdeF", key));
+        assert!(!secret_matches("1123456789abcdef", key));
+        assert!(!secret_matches("0123456789abcde", key));
+        assert!(!secret_matches("0123456789abcdef0", key));
+        assert!(!secret_matches("", key));
     }
 }

@@ -135,7 +135,7 @@ pub(crate) struct Cluster {
     disconnects: Mutex<VecDeque<Disconnect>>,
     rate: Mutex<Rate>,
     next_req: AtomicU64,
-    pending: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<ChannelsAnswer>>>>,
+    pending: Mutex<HashMap<u64, mpsc::UnboundedSender<ChannelsAnswer>>>,
     /// Held while a report is written and while it is removed, so that a report in
     /// flight cannot land after the removal; `true` once the node has left.
     left: tokio::sync::Mutex<bool>,
@@ -206,7 +206,7 @@ impl Cluster {
                 per_second: 0.0,
             }),
             next_req: AtomicU64::new(1),
-            pending: Arc::new(Mutex::new(HashMap::new())),
+            pending: Mutex::new(HashMap::new()),
             left: tokio::sync::Mutex::new(false),
         }
     }
@@ -268,7 +268,7 @@ impl Cluster {
     }
 
     /// Writes this node's report to the broker (not after it left).
-    async fn publish_report(&self, node: &Node) {
+    pub(crate) async fn publish_report(&self, node: &Node) {
         let left = self.left.lock().await;
         if *left {
             return;
@@ -302,10 +302,10 @@ impl Cluster {
         }
     }
 
-    /// Every live node's report, this one's made now; sorted by name. When the broker
-    /// cannot be read, this node alone.
-    pub(crate) async fn nodes(&self, node: &Node) -> Vec<NodeReport> {
-        let mut nodes: Vec<NodeReport> = match self.broker.nodes().await {
+    /// The other live nodes' reports, as they last wrote them; none when the broker
+    /// cannot be read.
+    async fn others(&self) -> Vec<NodeReport> {
+        match self.broker.nodes().await {
             Ok(reports) => reports
                 .iter()
                 .filter_map(|r| serde_json::from_slice::<NodeReport>(r).ok())
@@ -315,7 +315,13 @@ impl Cluster {
                 tracing::warn!(error = %Chain(&e), "cannot read the other nodes' reports");
                 Vec::new()
             }
-        };
+        }
+    }
+
+    /// Every live node's report, this one's made now; sorted by name. When the broker
+    /// cannot be read, this node alone.
+    pub(crate) async fn nodes(&self, node: &Node) -> Vec<NodeReport> {
+        let mut nodes = self.others().await;
         nodes.push(self.report(node));
         nodes.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.uid.cmp(&b.uid)));
         nodes
@@ -324,19 +330,14 @@ impl Cluster {
     /// The channels matching `pattern` ("" = all) on every node, with their subscriber
     /// counts summed. Nodes that do not answer within a second are named in
     /// [`Survey::missing`].
-    pub(crate) async fn channels(&self, node: &Node, pattern: &str) -> Survey {
+    pub(crate) async fn channels(&self, pattern: &str) -> Survey {
         let mut survey = Survey::default();
-        let (own, truncated) = local_channels(&self.hub, pattern, usize::MAX);
-        survey.truncated |= truncated;
+        // This node's own channels do not cross the network: all of them.
+        let (own, _) = local_channels(&self.hub, pattern, usize::MAX);
         for (name, n) in own {
             *survey.channels.entry(name).or_default() += n;
         }
-        let others: Vec<NodeReport> = self
-            .nodes(node)
-            .await
-            .into_iter()
-            .filter(|r| r.uid != self.uid)
-            .collect();
+        let others = self.others().await;
         if others.is_empty() {
             return survey;
         }
@@ -345,10 +346,9 @@ impl Cluster {
         self.pending.lock().insert(req, tx);
         // However the survey ends (answered, timed out, its caller gone), it is no
         // longer waited for.
-        let _waiting = Forget {
-            pending: self.pending.clone(),
-            req,
-        };
+        let _waiting = crate::scopeguard(|| {
+            self.pending.lock().remove(&req);
+        });
         let message = ClusterMessage::ChannelsSurvey {
             from: self.uid.clone(),
             req,
@@ -422,38 +422,6 @@ impl Cluster {
             }
         }
         true
-    }
-}
-
-/// Stops waiting for a survey's answers when dropped.
-struct Forget {
-    pending: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<ChannelsAnswer>>>>,
-    req: u64,
-}
-
-impl Drop for Forget {
-    fn drop(&mut self) {
-        self.pending.lock().remove(&self.req);
-    }
-}
-
-/// Reports the node now and every [`REPORT_INTERVAL`] until `stop` (the node removes
-/// its report with [`Cluster::leave`] before its broker stops).
-pub(crate) async fn report_loop(
-    node: std::sync::Weak<Node>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let mut tick = tokio::time::interval(REPORT_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = stop.cancelled() => return,
-        }
-        let Some(node) = node.upgrade() else {
-            return;
-        };
-        node.cluster.publish_report(&node).await;
     }
 }
 

@@ -29,5 +29,19 @@ mod testing;
 pub(crate) mod transport;
 
 pub use api::METHODS as API_METHODS;
+
+/// Runs `f` when dropped: clean-up that must happen however a future ends (finished,
+/// failed, or dropped while it waits).
+pub(crate) fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
 pub use config::{Config, ConfigError, ConfigProblem};
 pub use server::{StartError, build, router, run, serve};

@@ -108,6 +108,19 @@ where
     }
 }
 
+/// Reports the node to the cluster at once and every report interval until `stop`; the
+/// node removes its report with `Cluster::leave` before its broker stops.
+async fn report_node(node: Weak<Node>, stop: CancellationToken) {
+    if let Some(node) = node.upgrade() {
+        node.cluster.publish_report(&node).await;
+    }
+    periodically(crate::cluster::REPORT_INTERVAL, stop, || {
+        let node = node.upgrade()?;
+        Some(async move { node.cluster.publish_report(&node).await })
+    })
+    .await;
+}
+
 /// Keeps this node's presence entries alive, so that entries of a node that died expire
 /// while live ones never do.
 async fn refresh_presence(
@@ -275,7 +288,7 @@ pub async fn build(
         admission,
         lifecycle,
     ));
-    node.background.spawn(crate::cluster::report_loop(
+    node.background.spawn(report_node(
         Arc::downgrade(&node),
         node.background_stop.clone(),
     ));

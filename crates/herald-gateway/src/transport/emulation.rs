@@ -148,7 +148,7 @@ impl Emulation {
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(req, tx);
         // Removes the waiting entry however this ends (an answer, an error, a timeout).
-        let _pending = scopeguard(|| {
+        let _pending = crate::scopeguard(|| {
             self.pending.lock().remove(&req);
         });
         let message = NodeMessage::Commands {
@@ -203,19 +203,6 @@ impl Emulation {
             }
         }
     }
-}
-
-/// Runs `f` when dropped.
-fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }
 
 /// The body of a POST to `/emulation` (JSON protocol): `data` holds the commands as

@@ -171,6 +171,23 @@ pub struct AdminConfig {
     pub session_ttl: Duration,
 }
 
+impl AdminConfig {
+    /// The shortest password accepted, in characters.
+    pub const MIN_PASSWORD_CHARS: usize = 12;
+    /// The shortest session secret accepted, in bytes.
+    pub const MIN_SECRET_BYTES: usize = 32;
+
+    /// Whether the password is long enough.
+    pub fn password_long_enough(&self) -> bool {
+        self.password.expose().chars().count() >= Self::MIN_PASSWORD_CHARS
+    }
+
+    /// Whether the session secret is long enough.
+    pub fn secret_long_enough(&self) -> bool {
+        self.secret.expose().len() >= Self::MIN_SECRET_BYTES
+    }
+}
+
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
@@ -694,16 +711,22 @@ impl Config {
         }
         let a = &self.admin;
         if a.enabled {
-            if a.password.expose().chars().count() < 12 {
+            if !a.password_long_enough() {
                 bad(
                     "admin.password",
-                    "must be at least 12 characters when admin.enabled is true (HERALD_ADMIN_PASSWORD)".into(),
+                    format!(
+                        "must be at least {} characters when admin.enabled is true (HERALD_ADMIN_PASSWORD)",
+                        AdminConfig::MIN_PASSWORD_CHARS
+                    ),
                 );
             }
-            if a.secret.expose().len() < 32 {
+            if !a.secret_long_enough() {
                 bad(
                     "admin.secret",
-                    "must be at least 32 bytes when admin.enabled is true, and the same on every node (HERALD_ADMIN_SECRET; e.g. $(openssl rand -hex 32))".into(),
+                    format!(
+                        "must be at least {} bytes when admin.enabled is true, and the same on every node (HERALD_ADMIN_SECRET; e.g. $(openssl rand -hex 32))",
+                        AdminConfig::MIN_SECRET_BYTES
+                    ),
                 );
             }
             if !a.secret.is_empty() && a.secret == self.token.hmac_secret {

@@ -2,6 +2,7 @@
 //! key, in a small state file under the user's data directory, so that a token or key
 //! copied into another terminal still works after a restart.
 
+use herald_gateway::config::AdminConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -49,6 +50,16 @@ fn random_secret() -> String {
     random_hex::<24>()
 }
 
+/// The value in `slot`, replaced by a new one from `make` (and `changed` set) when it is
+/// shorter than `min_len` bytes, as a value never kept is (empty).
+fn keep(slot: &mut String, changed: &mut bool, min_len: usize, make: fn() -> String) -> String {
+    if slot.len() < min_len {
+        *slot = make();
+        *changed = true;
+    }
+    slot.clone()
+}
+
 fn random_hex<const N: usize>() -> String {
     use rand::Rng;
     let bytes: [u8; N] = rand::rng().random();
@@ -87,38 +98,37 @@ impl DevState {
 
     /// The kept token secret, made now if there is none.
     pub(crate) fn secret(&mut self) -> String {
-        if self.kept.token_hmac_secret.len() < 32 {
-            self.kept.token_hmac_secret = random_secret();
-            self.changed = true;
-        }
-        self.kept.token_hmac_secret.clone()
+        keep(
+            &mut self.kept.token_hmac_secret,
+            &mut self.changed,
+            32,
+            random_secret,
+        )
     }
 
     /// The kept API key, made now if there is none.
     pub(crate) fn api_key(&mut self) -> String {
-        if self.kept.api_key.is_empty() {
-            self.kept.api_key = random_secret();
-            self.changed = true;
-        }
-        self.kept.api_key.clone()
+        keep(&mut self.kept.api_key, &mut self.changed, 1, random_secret)
     }
 
     /// The kept admin page password, made now if there is none.
     pub(crate) fn admin_password(&mut self) -> String {
-        if self.kept.admin_password.len() < 12 {
-            self.kept.admin_password = random_hex::<10>();
-            self.changed = true;
-        }
-        self.kept.admin_password.clone()
+        keep(
+            &mut self.kept.admin_password,
+            &mut self.changed,
+            AdminConfig::MIN_PASSWORD_CHARS,
+            random_hex::<10>,
+        )
     }
 
     /// The kept secret that signs admin sessions, made now if there is none.
     pub(crate) fn admin_secret(&mut self) -> String {
-        if self.kept.admin_secret.len() < 32 {
-            self.kept.admin_secret = random_secret();
-            self.changed = true;
-        }
-        self.kept.admin_secret.clone()
+        keep(
+            &mut self.kept.admin_secret,
+            &mut self.changed,
+            AdminConfig::MIN_SECRET_BYTES,
+            random_secret,
+        )
     }
 
     /// Writes the file if a value was made (readable by its owner only).

@@ -111,9 +111,7 @@ impl AdminState {
 /// rather than open to an empty password).
 fn enabled(node: &Node) -> bool {
     let admin = &node.config.admin;
-    admin.enabled
-        && admin.password.expose().chars().count() >= 12
-        && admin.secret.expose().len() >= 32
+    admin.enabled && admin.password_long_enough() && admin.secret_long_enough()
 }
 
 #[derive(Serialize, Deserialize)]
@@ -283,12 +281,7 @@ async fn login(State(node): State<Arc<Node>>, request: axum::extract::Request) -
     let Ok(Login { password }) = serde_json::from_slice::<Login>(&body) else {
         return error(StatusCode::BAD_REQUEST, r#"send {"password": "…"}"#);
     };
-    use subtle::ConstantTimeEq;
-    let right: bool = password
-        .as_bytes()
-        .ct_eq(admin.password.expose().as_bytes())
-        .into();
-    if !right {
+    if !crate::api::secret_matches(&password, admin.password.expose()) {
         node.admin.login_failed(ip);
         tracing::warn!(%ip, "admin login failed");
         // A wrong guess costs the guesser a moment too.
@@ -409,32 +402,28 @@ impl Tail {
         if self.ended {
             return None;
         }
-        loop {
+        let reason = loop {
             tokio::select! {
                 item = self.rx.recv() => match item {
                     // Frames hold one JSON push each; the page reads `push.pub`.
                     Some(Outgoing::Publication(p)) => return Some(event("publication", &p.frame)),
                     Some(Outgoing::Push(_)) => {}
-                    Some(Outgoing::Unsubscribe(order)) => {
-                        self.ended = true;
-                        let why = json!({ "reason": format!("unsubscribed ({:?})", order.code) });
-                        return Some(event("end", why.to_string().as_bytes()));
-                    }
+                    Some(Outgoing::Unsubscribe(order)) => break format!("unsubscribed ({:?})", order.code),
                     None => return None,
                 },
                 () = self.shutdown.cancelled() => {
-                    self.ended = true;
-                    let why = json!({ "reason": "the node is shutting down; follow again to reach another node" });
-                    return Some(event("end", why.to_string().as_bytes()));
+                    break "the node is shutting down; follow again to reach another node".to_owned();
                 }
                 () = self.closer.requested() => {
-                    self.ended = true;
-                    let why = json!({ "reason": "the tail fell behind the channel and was stopped" });
-                    return Some(event("end", why.to_string().as_bytes()));
+                    break "the tail fell behind the channel and was stopped".to_owned();
                 }
                 _ = self.keepalive.tick() => return Some(Bytes::from_static(b": keepalive\n\n")),
             }
-        }
+        };
+        // The one `end` event: the stream ends after it.
+        self.ended = true;
+        let why = json!({ "reason": reason });
+        Some(event("end", why.to_string().as_bytes()))
     }
 }
 

@@ -19,13 +19,12 @@
 //! ones measure that, and the output gives the low-rate figure with and without it.
 
 use crate::integration::{Tally, subscribe_all};
-use crate::procs::{Proc, Redis, free_port, wait_http_ok};
+use crate::procs::{Redis, free_port, start_herald_under};
 use anyhow::{Context as _, bail};
 use herald_protocol::RawJson;
 use herald_redis::{PublishOptions, Publisher};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -183,29 +182,18 @@ allow_subscribe_for_anonymous = true
         ),
     )?;
     let out = dir.join(format!("{name}.callgrind"));
-    let child = tokio::process::Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg(&args.herald)
-        .arg("serve")
-        .env("HERALD_CONFIG", &config)
-        .env("HERALD_LOG", "warn")
-        .env_remove("HERALD_BENCH_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting herald under valgrind")?;
-    let node = Proc {
-        child,
-        name: format!("herald ({name}, callgrind)"),
-    };
-    wait_http_ok(
-        &format!("http://127.0.0.1:{port}/readyz"),
+    let out_file = format!("--callgrind-out-file={}", out.display());
+    // Valgrind's `-q`: only its errors on stderr, not its banner.
+    let node = start_herald_under(
+        &["valgrind", "-q", "--tool=callgrind", &out_file],
+        &args.herald,
+        &config,
+        port,
+        &format!("herald ({name}, callgrind)"),
         Duration::from_secs(120),
     )
     .await
-    .with_context(|| format!("{} did not become ready", node.name))?;
+    .context("starting herald under valgrind")?;
     let tally = Arc::new(Tally::default());
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let subscribers = subscribe_all(addr, "bench", None, args.subscribers, &tally).await?;

@@ -145,7 +145,29 @@ pub(crate) async fn start_herald(
     port: u16,
     name: &str,
 ) -> anyhow::Result<Proc> {
-    let child = command(herald, Side::Server)
+    start_herald_under(&[], herald, config, port, name, Duration::from_secs(20)).await
+}
+
+/// Starts `herald serve` as [`start_herald`] does, run by `wrapper` (a program and the
+/// arguments that come before herald's path, such as valgrind's; empty for none), and
+/// waits up to `ready_within` for it to be ready.
+pub(crate) async fn start_herald_under(
+    wrapper: &[&str],
+    herald: &Path,
+    config: &Path,
+    port: u16,
+    name: &str,
+    ready_within: Duration,
+) -> anyhow::Result<Proc> {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = command(Path::new(program), Side::Server);
+            c.args(args).arg(herald);
+            c
+        }
+        None => command(herald, Side::Server),
+    };
+    let child = cmd
         .arg("serve")
         .env("HERALD_CONFIG", config)
         .env("HERALD_LOG", "warn")
@@ -163,7 +185,7 @@ pub(crate) async fn start_herald(
     // once rather than after the readiness timeout.
     let url = format!("http://127.0.0.1:{port}/readyz");
     tokio::select! {
-        ready = wait_http_ok(&url, Duration::from_secs(20)) => ready?,
+        ready = wait_http_ok(&url, ready_within) => ready?,
         status = proc.child.wait() => bail!("{name} exited at start ({})", status?),
     }
     Ok(proc)

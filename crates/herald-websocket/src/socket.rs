@@ -6,13 +6,14 @@ use crate::frame::{self, BINARY, CLOSE, CONTINUATION, Header, PING, PONG, TEXT};
 use crate::{CloseFrame, Deflate, Error, Message, Role, deflate, valid_close_code};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Sink, Stream};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A write buffer that grew past this for a large message is let go once written, so
-/// that an idle connection does not keep it.
-const KEEP_WRITE_CAPACITY: usize = 64 * 1024;
+/// The largest read between messages, made on the stack (at most `read_buffer` of it is
+/// used; a frame longer than what one read brings is read on into the heap buffer).
+pub(crate) const SCRATCH_BYTES: usize = 4096;
 
 /// How a [`WebSocket`] behaves.
 #[derive(Debug, Clone)]
@@ -21,7 +22,8 @@ pub struct Config {
     pub role: Role,
     /// The largest frame, and the largest message after reassembly and decompression.
     pub max_message: usize,
-    /// How much the read buffer asks for at a time (it is allocated on the first read).
+    /// How much the read buffer grows by at a time while a frame is partly read.
+    /// Between messages a connection holds no read buffer.
     pub read_buffer: usize,
     /// Queued bytes past which a send first writes what is queued.
     pub write_buffer: usize,
@@ -47,8 +49,6 @@ pub struct WebSocket<T> {
     config: Config,
     rd: BytesMut,
     wr: BytesMut,
-    /// The write buffer held more than [`KEEP_WRITE_CAPACITY`] since it was last empty.
-    wr_large: bool,
     partial: Option<Partial>,
     close_sent: bool,
     /// The peer's Close arrived, or reading failed or ended: nothing more is read.
@@ -69,7 +69,6 @@ impl<T> WebSocket<T> {
             config,
             rd: BytesMut::from(leftover),
             wr: BytesMut::new(),
-            wr_large: false,
             partial: None,
             close_sent: false,
             read_done: false,
@@ -86,6 +85,12 @@ impl<T> WebSocket<T> {
     #[cfg(test)]
     pub(crate) fn write_buffer(&self) -> (usize, usize) {
         (self.wr.len(), self.wr.capacity())
+    }
+
+    /// Bytes read and not yet taken, and the read buffer's capacity (for tests).
+    #[cfg(test)]
+    pub(crate) fn read_buffer(&self) -> (usize, usize) {
+        (self.rd.len(), self.rd.capacity())
     }
 
     /// The next whole frame in the read buffer, unmasked.
@@ -230,9 +235,6 @@ impl<T> WebSocket<T> {
         if let Some(mask) = mask {
             frame::apply_mask(&mut self.wr[start..], mask);
         }
-        // (The buffer's capacity cannot tell: writing it out advances its start, and a
-        // later reserve moves the data back into the same allocation.)
-        self.wr_large |= self.wr.len() > KEEP_WRITE_CAPACITY;
     }
 
     /// A client's next mask (xorshift: masks need not be secret from the client's own
@@ -302,11 +304,33 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WebSocket<T> {
             }
             self.wr.advance(n);
         }
-        if self.wr_large {
-            self.wr = BytesMut::new();
-            self.wr_large = false;
-        }
+        // An idle connection keeps no write buffer: the next frame allocates its own.
+        self.wr = BytesMut::new();
         Poll::Ready(Ok(()))
+    }
+
+    /// Reads more of the peer's bytes into the read buffer. Between messages the buffer
+    /// is empty and the read goes to a scratch buffer on the stack first, so that a
+    /// connection waiting for its peer holds no read buffer at all; only what arrived
+    /// is then copied to the heap.
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if !self.rd.is_empty() {
+            if self.rd.capacity() == self.rd.len() {
+                self.rd.reserve(self.config.read_buffer.max(1));
+            }
+            return tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rd);
+        }
+        // Lets go of the last message's allocation (shared with its payload, which the
+        // caller frees when done with it).
+        self.rd = BytesMut::new();
+        // No more at a time than the heap buffer would take: what one read brings bounds
+        // the pongs it can queue past a full write buffer.
+        let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH_BYTES];
+        let take = self.config.read_buffer.clamp(1, SCRATCH_BYTES);
+        let mut buf = ReadBuf::uninit(&mut scratch[..take]);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+        self.rd.extend_from_slice(buf.filled());
+        Poll::Ready(Ok(buf.filled().len()))
     }
 
     fn fail(&mut self, error: Error) -> Poll<Option<Result<Message, Error>>> {
@@ -354,14 +378,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<T> {
                     _ => {}
                 }
             }
-            if this.rd.capacity() == this.rd.len() {
-                this.rd.reserve(this.config.read_buffer.max(1));
-            }
-            match ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut this.io),
-                cx,
-                &mut this.rd
-            )) {
+            match ready!(this.poll_read_more(cx)) {
                 // The peer went without a Close: the end of the stream.
                 Ok(0) => {
                     this.read_done = true;

@@ -335,7 +335,7 @@ async fn a_peer_that_pings_without_reading_cannot_fill_the_server() {
 }
 
 #[tokio::test]
-async fn a_large_write_buffer_is_let_go_once_written() {
+async fn a_written_buffer_is_let_go() {
     let (mut server, mut raw) = server_and_raw(false);
     let reader = tokio::spawn(async move {
         let frames = server_frames(&mut raw, 1).await;
@@ -353,8 +353,35 @@ async fn a_large_write_buffer_is_let_go_once_written() {
         "the 300 KB buffer was dropped"
     );
     server.send(text("small")).await.unwrap();
-    assert!(
-        server.write_buffer().1 < 1024,
-        "small frames keep a small buffer"
+    assert_eq!(
+        server.write_buffer(),
+        (0, 0),
+        "an idle connection keeps no write buffer"
     );
+}
+
+#[tokio::test]
+async fn a_connection_between_messages_holds_no_read_buffer() {
+    let (mut server, mut raw) = server_and_raw(false);
+    // A message in one piece, then one larger than a scratch read, in pieces.
+    raw.write_all(&client_frame(true, false, TEXT, b"hello"))
+        .await
+        .unwrap();
+    assert_eq!(server.next().await.unwrap().unwrap(), text("hello"));
+    assert_eq!(server.read_buffer(), (0, 0), "nothing kept after a message");
+    let big = "x".repeat(crate::socket::SCRATCH_BYTES * 3);
+    let frame = client_frame(true, false, TEXT, big.as_bytes());
+    let writer = tokio::spawn(async move {
+        for piece in frame.chunks(1000) {
+            raw.write_all(piece).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        raw
+    });
+    assert_eq!(server.next().await.unwrap().unwrap(), text(&big));
+    let _raw = writer.await.unwrap();
+    // The next poll finds nothing to read and lets the last allocation go.
+    let polled = tokio::time::timeout(std::time::Duration::from_millis(20), server.next()).await;
+    assert!(polled.is_err(), "no message is waiting");
+    assert_eq!(server.read_buffer(), (0, 0), "nothing kept while waiting");
 }

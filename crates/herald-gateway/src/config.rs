@@ -259,8 +259,8 @@ pub struct ClientConfig {
     /// numbers), a large cost per connection next to an idle connection's few KiB.
     pub stream_gzip: bool,
     /// Offer permessage-deflate to WebSocket clients (RFC 7692). Off by default. When on,
-    /// the node serves every WebSocket through Herald's own frame layer, and a client
-    /// that offers the extension gets it without context takeover either way: each
+    /// a client that offers the extension on HTTP/1.1 gets it without context takeover
+    /// either way: each
     /// message is compressed on its own by a compressor shared per thread, so a
     /// connection keeps no compression state (its cost is CPU; see the README's numbers).
     pub websocket_compression: bool,
@@ -280,10 +280,12 @@ pub struct ClientConfig {
     /// subscribers disappear from presence after this).
     #[serde(with = "humantime_serde")]
     pub presence_ttl: Duration,
-    /// Socket read buffer per connection, in bytes (small keeps idle connections cheap;
-    /// it grows to hold a larger frame).
+    /// How much a connection's read buffer grows by at a time while a frame is partly
+    /// read, in bytes. Between messages a connection holds no read buffer (on HTTP/2,
+    /// the library's WebSocket keeps one of this size).
     pub read_buffer_bytes: usize,
-    /// Socket write buffer per connection, in bytes.
+    /// Queued bytes past which a connection's write waits for the socket. Once written,
+    /// nothing is kept (on HTTP/2, the library's WebSocket keeps its buffer).
     pub write_buffer_bytes: usize,
     /// The kernel send buffer of each client socket, in bytes (the kernel doubles it;
     /// 0 = the kernel's automatic sizing, which lets a stalled client pin megabytes).

@@ -15,7 +15,6 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -116,8 +115,8 @@ impl Outgoing {
     }
 }
 
-// Every connection's queue is made of blocks of these: keeping the item two words wide
-// keeps the queue's first block (allocated with the connection) small.
+// Every connection's queue holds these: keeping the item two words wide keeps the
+// buffer a burst makes small.
 const _: () = assert!(std::mem::size_of::<Outgoing>() <= 16);
 
 /// Asks a connection to close itself with a code, from outside its task.
@@ -170,7 +169,7 @@ pub(crate) struct ConnHandle {
     /// The user id ("" = anonymous).
     pub user: Arc<str>,
     /// The connection's bounded queue.
-    pub tx: mpsc::Sender<Outgoing>,
+    pub tx: crate::queue::Sender<Outgoing>,
     /// Closes the connection.
     pub closer: Arc<Closer>,
 }
@@ -181,14 +180,14 @@ impl ConnHandle {
     pub(crate) fn offer(&self, item: Outgoing, metrics: &Metrics) -> bool {
         match self.tx.try_send(item) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(crate::queue::TrySendError::Full(_)) => {
                 if !self.closer.is_closing() {
                     metrics.slow_disconnects.inc();
                 }
                 self.closer.close(DisconnectCode::Slow);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(crate::queue::TrySendError::Closed(_)) => false,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod jwks;
 pub(crate) mod metrics;
 pub mod node;
 pub mod proxy;
+pub(crate) mod queue;
 pub mod rate_limits;
 pub(crate) mod reads;
 pub mod server;

@@ -14,6 +14,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
+use futures_util::FutureExt;
 use herald_broker::{Broker, BrokerContext, BrokerError, BrokerHandler, StoredPublication};
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -393,12 +394,14 @@ async fn websocket(State(node): State<Arc<Node>>, request: Request) -> Response 
     let tracker_token = node.tasks.token();
     let client = node.config.client.clone();
     let metrics = node.metrics.clone();
-    upgrade.accept(&client, &metrics, move |socket| async move {
+    upgrade.accept(&client, &metrics, move |socket| {
         let mut transport = crate::transport::Transport::websocket(encoding);
         transport.forwarded = forwarded;
-        crate::connection::serve(socket, node, transport).await;
-        drop(permit);
-        drop(tracker_token);
+        // The permit and the tracker's token last as long as the connection.
+        crate::connection::serve(socket, node, transport).map(move |()| {
+            drop(permit);
+            drop(tracker_token);
+        })
     })
 }
 

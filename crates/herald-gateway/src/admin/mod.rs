@@ -29,7 +29,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 const PAGE: &str = include_str!("page.html");
@@ -378,7 +377,7 @@ impl Drop for TailGuard {
 }
 
 struct Tail {
-    rx: mpsc::Receiver<Outgoing>,
+    rx: crate::queue::Receiver<Outgoing>,
     closer: Arc<crate::hub::Closer>,
     shutdown: tokio_util::sync::CancellationToken,
     keepalive: tokio::time::Interval,
@@ -456,7 +455,7 @@ async fn tail(
     }
     let id = node.next_conn_id();
     let client: Arc<str> = format!("admin-tail-{id}").into();
-    let (tx, rx) = mpsc::channel(TAIL_QUEUE);
+    let (tx, rx) = crate::queue::channel(TAIL_QUEUE);
     let closer = Arc::new(crate::hub::Closer::default());
     let handle = ConnHandle {
         id,

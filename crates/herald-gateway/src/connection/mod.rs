@@ -27,7 +27,6 @@ use herald_protocol::{
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -200,10 +199,11 @@ fn claimed_filter(
 struct Conn {
     node: Arc<Node>,
     id: ConnId,
-    tx: mpsc::Sender<Outgoing>,
+    tx: crate::queue::Sender<Outgoing>,
     closer: Arc<Closer>,
     session: Option<Session>,
-    subs: HashMap<Arc<str>, Sub>,
+    /// Boxed: a map sized for a few entries holds pointers, not a `Sub` per slot.
+    subs: HashMap<Arc<str>, Box<Sub>>,
     out: FrameWriter,
     /// Work decided while handling an event, carried out before the next flush:
     /// unsubscribes, and expiries to ask the backend about.
@@ -246,7 +246,16 @@ impl<T> Socket for T where
 }
 
 /// Serves one client connection until it closes.
-pub(crate) async fn serve<S: Socket>(socket: S, node: Arc<Node>, transport: Transport) {
+///
+/// Not an `async fn`: the connection's state is built here and moved once into the
+/// returned future, which is all that an idle connection's task holds. An `async fn`
+/// would keep its arguments (the socket among them) beside that state for the life of
+/// the connection.
+pub(crate) fn serve<S: Socket>(
+    socket: S,
+    node: Arc<Node>,
+    transport: Transport,
+) -> impl std::future::Future<Output = ()> + Send {
     let id = node.next_conn_id();
     let span = tracing::info_span!(
         "conn",
@@ -261,17 +270,16 @@ pub(crate) async fn serve<S: Socket>(socket: S, node: Arc<Node>, transport: Tran
         .transport_connections
         .with_label_values(&[transport.kind.name()])
         .inc();
-    let (tx, rx) = mpsc::channel(node.config.client.queue_size);
+    let (tx, rx) = crate::queue::channel(node.config.client.queue_size);
     let now = Instant::now();
-    // Built in place, not bound to a name first: a binding would keep a second
-    // Conn-sized slot in this future next to the one inside `run`'s.
     Conn {
         id,
         tx,
         closer: Arc::new(Closer::default()),
         session: None,
         subs: HashMap::new(),
-        out: FrameWriter::new(transport.encoding, 256),
+        // No buffer between frames: each frame's allocation leaves with it.
+        out: FrameWriter::new(transport.encoding, 0),
         deferred: Vec::new(),
         opened: now,
         next_ping: now + node.config.client.ping_interval,
@@ -280,12 +288,10 @@ pub(crate) async fn serve<S: Socket>(socket: S, node: Arc<Node>, transport: Tran
         transport,
         commands_in: 0,
         messages_out: 0,
-        node: node.clone(),
+        node,
     }
     .run(socket, rx)
     .instrument(span)
-    .await;
-    node.metrics.connections.dec();
 }
 
 impl Conn {
@@ -297,7 +303,7 @@ impl Conn {
     fn run<S: Socket>(
         mut self,
         mut socket: S,
-        mut rx: mpsc::Receiver<Outgoing>,
+        mut rx: crate::queue::Receiver<Outgoing>,
     ) -> impl std::future::Future<Output = ()> + Send {
         async move {
             let closer = self.closer.clone();
@@ -348,8 +354,8 @@ impl Conn {
                         let mut result = item.map_or(Ok(()), |item| self.on_outgoing(item));
                         while result.is_ok() && self.out.len() < batch_bytes {
                             match rx.try_recv() {
-                                Ok(item) => result = self.on_outgoing(item),
-                                Err(_) => break,
+                                Some(item) => result = self.on_outgoing(item),
+                                None => break,
                             }
                         }
                         result
@@ -423,6 +429,7 @@ impl Conn {
             // the client sees the end of the handshake at once.
             drop(socket);
             Box::pin(self.cleanup()).await;
+            self.node.metrics.connections.dec();
         }
     }
 
@@ -816,7 +823,7 @@ fn read_error_code(e: axum::Error) -> Option<DisconnectCode> {
     use tokio_tungstenite::tungstenite::Error as WsError;
     use tokio_tungstenite::tungstenite::error::ProtocolError;
     let inner = e.into_inner();
-    // Herald's own frame layer (with `client.websocket_compression`).
+    // Herald's own frame layer (every HTTP/1.1 WebSocket).
     if let Some(e) = inner.downcast_ref::<herald_websocket::Error>() {
         return match e {
             herald_websocket::Error::Protocol(_) => Some(DisconnectCode::WsProtocolError),

@@ -320,7 +320,7 @@ impl Conn {
                 }
             }
         }
-        self.subs.insert(Arc::from(channel), sub);
+        self.subs.insert(Arc::from(channel), Box::new(sub));
         let broker = &self.node.broker;
         if ns.presence
             && let Err(e) = broker

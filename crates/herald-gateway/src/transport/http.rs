@@ -14,6 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::Poll;
@@ -143,10 +144,8 @@ fn open_stream(
     }
     let socket = StreamSocket::new(inbound, keep_open, out, format);
     let task_node = node.clone();
-    node.tasks.spawn(async move {
-        crate::connection::serve(socket, task_node, transport).await;
-        drop(guard);
-    });
+    node.tasks
+        .spawn(crate::connection::serve(socket, task_node, transport).map(move |()| drop(guard)));
     let gzip = node.config.client.stream_gzip && accepts_gzip;
     let mut compressor = gzip.then(super::gzip::Gzip::new);
     let stream = futures_util::stream::poll_fn(move |cx| {
@@ -314,12 +313,14 @@ pub(crate) async fn uni_websocket(State(node): State<Arc<Node>>, request: Reques
     let tracker_token = node.tasks.token();
     let client = node.config.client.clone();
     let metrics = node.metrics.clone();
-    upgrade.accept(&client, &metrics, move |socket| async move {
+    upgrade.accept(&client, &metrics, move |socket| {
         let socket = UniWebSocket::new(socket, connect);
         let mut transport = Transport::with_session(TransportKind::UniWebSocket);
         transport.forwarded = forwarded;
-        crate::connection::serve(socket, node, transport).await;
-        drop(permit);
-        drop(tracker_token);
+        // The permit and the tracker's token last as long as the connection.
+        crate::connection::serve(socket, node, transport).map(move |()| {
+            drop(permit);
+            drop(tracker_token);
+        })
     })
 }

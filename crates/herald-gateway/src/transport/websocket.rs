@@ -1,8 +1,9 @@
-//! The WebSocket endpoints' opening handshake and socket. A node serves WebSocket
-//! through the HTTP library's implementation, or, when it allows compression
-//! (`client.websocket_compression`), through Herald's own frame layer
-//! (`herald-websocket`), which negotiates permessage-deflate with clients that offer it.
-//! Either way the connection task gets the same [`Message`]s.
+//! The WebSocket endpoints' opening handshake and socket. A node serves HTTP/1.1
+//! WebSockets through Herald's own frame layer (`herald-websocket`): it holds no read or
+//! write buffer while a connection is idle, and negotiates permessage-deflate with
+//! clients that offer it when `client.websocket_compression` is on. WebSockets over
+//! HTTP/2 go through the HTTP library's implementation. Either way the connection task
+//! gets the same [`Message`]s.
 
 use crate::config::ClientConfig;
 use crate::node::Node;
@@ -33,8 +34,8 @@ pub(crate) enum Upgrade {
 impl Upgrade {
     /// Checks the opening request; the refusal is the answer to send.
     pub(crate) async fn from_parts(parts: &mut Parts, node: &Arc<Node>) -> Result<Self, Response> {
-        if node.config.client.websocket_compression && parts.version <= Version::HTTP_11 {
-            Handshake::from_parts(parts)
+        if parts.version <= Version::HTTP_11 {
+            Handshake::from_parts(parts, node.config.client.websocket_compression)
                 .map(Upgrade::Herald)
                 .map_err(IntoResponse::into_response)
         } else {
@@ -81,7 +82,11 @@ impl Upgrade {
                 .write_buffer_size(client.write_buffer_bytes)
                 .max_message_size(client.max_frame_bytes)
                 .max_frame_size(client.max_frame_bytes)
-                .on_upgrade(move |socket| serve(AnySocket::Library(socket))),
+                .on_upgrade(move |socket| {
+                    // As below: the connection is a task of its own.
+                    tokio::spawn(serve(AnySocket::Library(Box::new(socket))));
+                    std::future::ready(())
+                }),
             Upgrade::Herald(handshake) => handshake.accept(client, metrics, move |socket| {
                 serve(AnySocket::Herald(socket))
             }),
@@ -91,9 +96,13 @@ impl Upgrade {
 
 /// The socket the connection task gets from a WebSocket endpoint.
 #[derive(Debug)]
+// The common variant is inline on purpose: boxing it would add an allocation to every
+// connection, where the rare one (HTTP/2) pays for its box.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum AnySocket {
-    /// The HTTP library's WebSocket.
-    Library(axum::extract::ws::WebSocket),
+    /// The HTTP library's WebSocket (HTTP/2 only; boxed, as it is larger than Herald's
+    /// and every connection's task would otherwise hold its size).
+    Library(Box<axum::extract::ws::WebSocket>),
     /// Herald's own frame layer.
     Herald(Adapter<TokioIo<hyper::upgrade::Upgraded>>),
 }
@@ -112,8 +121,12 @@ pub(crate) struct Handshake {
 
 impl Handshake {
     /// Checks the opening request (the same checks, statuses and order as the HTTP
-    /// library's WebSocket upgrade) and picks the answer to its extension offers.
-    pub(crate) fn from_parts(parts: &mut Parts) -> Result<Self, (StatusCode, &'static str)> {
+    /// library's WebSocket upgrade) and, when `compression` is allowed, picks the answer
+    /// to its extension offers.
+    pub(crate) fn from_parts(
+        parts: &mut Parts,
+        compression: bool,
+    ) -> Result<Self, (StatusCode, &'static str)> {
         if parts.method != Method::GET {
             return Err((
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -158,8 +171,14 @@ impl Handshake {
             .flat_map(|v| v.split(','))
             .map(|p| p.trim().to_owned())
             .collect();
-        let extensions =
-            herald_websocket::negotiate(values(&parts.headers, header::SEC_WEBSOCKET_EXTENSIONS));
+        let extensions = compression
+            .then(|| {
+                herald_websocket::negotiate(values(
+                    &parts.headers,
+                    header::SEC_WEBSOCKET_EXTENSIONS,
+                ))
+            })
+            .flatten();
         Ok(Handshake {
             key,
             on_upgrade,
@@ -204,7 +223,10 @@ impl Handshake {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let socket = WebSocket::new(TokioIo::new(upgraded), config, &[]);
-                    serve(Adapter(socket)).await;
+                    // A task of its own, not awaited here: this one ends, and the
+                    // connection's task does not carry the upgrade's state (the
+                    // settings, the callback, the upgrade future) for its whole life.
+                    tokio::spawn(serve(Adapter(socket)));
                 }
                 Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
             }

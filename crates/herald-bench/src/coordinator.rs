@@ -50,6 +50,10 @@ pub(crate) struct RunArgs {
     /// the others, as `SERVER/LOAD` CPU lists for `taskset -c` (e.g. `1/0`).
     #[arg(long, value_name = "SERVER/LOAD")]
     pin: Option<String>,
+    /// Turn presence on in Herald's namespace, as `herald serve --dev` has it (history
+    /// is on either way). The peer has no presence.
+    #[arg(long)]
+    presence: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,6 +75,9 @@ struct Report {
     /// `SERVER/LOAD` CPU lists when the run was pinned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pin: Option<String>,
+    /// Herald ran with presence on (`--presence`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    presence: bool,
     runs: Vec<RunRecord>,
     failures: Vec<String>,
 }
@@ -175,11 +182,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<bool> {
         bench: std::env::current_exe()?,
         peer_dir,
         node: args.node.clone(),
+        presence: args.presence,
     };
     let mut report = Report {
         machine: machine(),
         smoke: args.smoke,
         pin: args.pin.clone(),
+        presence: args.presence,
         runs: Vec::new(),
         failures: Vec::new(),
     };

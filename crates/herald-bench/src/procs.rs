@@ -364,6 +364,9 @@ pub(crate) struct Paths {
     pub bench: PathBuf,
     pub peer_dir: PathBuf,
     pub node: PathBuf,
+    /// Herald's channels list their subscribers in presence (as `herald serve --dev`
+    /// has it); off unless `--presence`.
+    pub presence: bool,
 }
 
 /// Waits until `url` answers 200.

@@ -501,11 +501,12 @@ allow_anonymous = true
 history_size = {history}
 history_ttl = "{ttl}s"
 allow_subscribe_for_anonymous = true
-presence = false
-allow_presence_for_subscriber = false
+presence = {presence}
+allow_presence_for_subscriber = {presence}
 "#,
             history = crate::publisher::HISTORY_SIZE,
             ttl = crate::publisher::HISTORY_TTL.as_secs(),
+            presence = paths.presence,
         ),
     )?;
     crate::procs::start_herald(&paths.herald, &config, port, "herald").await

@@ -52,6 +52,8 @@ pub(crate) struct Case {
     pub targets: &'static [Target],
     /// Runs the peer too (false where the peer has no equivalent).
     pub with_peer: bool,
+    /// Herald gateways; more than one run behind HAProxy processes sharing one port.
+    pub gateways: usize,
 }
 
 const fn p(n: usize, rate: f64, secs: u64) -> Params {
@@ -78,6 +80,7 @@ pub(crate) const CASES: &[Case] = &[
         smoke: p(100, 0.0, 0),
         targets: &[t("a1", "connections", AtLeast, 19_500.0)],
         with_peer: false,
+        gateways: 1,
     },
     Case {
         name: "idle",
@@ -89,6 +92,7 @@ pub(crate) const CASES: &[Case] = &[
             t("a3", "rss_after_burst_per_conn_kib", AtMost, 16.0),
         ],
         with_peer: true,
+        gateways: 1,
     },
     Case {
         name: "fanout-1k",
@@ -103,6 +107,7 @@ pub(crate) const CASES: &[Case] = &[
             t("c2", "lat_p99_ms", AtMost, 50.0),
         ],
         with_peer: true,
+        gateways: 1,
     },
     Case {
         name: "peak-1k",
@@ -111,6 +116,7 @@ pub(crate) const CASES: &[Case] = &[
         smoke: p(50, 0.0, 2),
         targets: &[t("b1", "deliveries_per_sec", AtLeast, 2_000_000.0)],
         with_peer: true,
+        gateways: 1,
     },
     Case {
         name: "fanout-10k",
@@ -122,6 +128,7 @@ pub(crate) const CASES: &[Case] = &[
             t("b2", "loss", AtMost, 0.0),
         ],
         with_peer: true,
+        gateways: 1,
     },
     Case {
         name: "peak-10k",
@@ -130,6 +137,7 @@ pub(crate) const CASES: &[Case] = &[
         smoke: p(100, 0.0, 2),
         targets: &[t("b2", "deliveries_per_sec", AtLeast, 1_500_000.0)],
         with_peer: true,
+        gateways: 1,
     },
     Case {
         name: "latency",
@@ -141,6 +149,7 @@ pub(crate) const CASES: &[Case] = &[
             t("c1", "lat_p99_ms", AtMost, 15.0),
         ],
         with_peer: true,
+        gateways: 1,
     },
     Case {
         name: "broadcast",
@@ -152,6 +161,7 @@ pub(crate) const CASES: &[Case] = &[
             t("c3", "last_delivery_p99_ms", AtMost, 80.0),
         ],
         with_peer: true,
+        gateways: 1,
     },
     Case {
         name: "storm",
@@ -165,6 +175,7 @@ pub(crate) const CASES: &[Case] = &[
             t("d2", "redis_xrange_calls", AtMost, 1.0),
         ],
         with_peer: true,
+        gateways: 1,
     },
     Case {
         name: "slow",
@@ -176,6 +187,7 @@ pub(crate) const CASES: &[Case] = &[
             t("e", "redis_pubsub_omem_max_kib", AtMost, 32.0 * 1024.0),
         ],
         with_peer: true,
+        gateways: 1,
     },
     Case {
         name: "disruption",
@@ -187,6 +199,36 @@ pub(crate) const CASES: &[Case] = &[
             t("f", "dups", AtMost, 0.0),
         ],
         with_peer: true,
+        gateways: 1,
+    },
+    // The fan-out latency curve, on one topology: six gateways on one Redis behind
+    // HAProxy processes sharing the clients' port.
+    Case {
+        name: "scale-1k",
+        scenario: Scenario::Scale,
+        full: p(1_000, 0.0, 0),
+        smoke: p(30, 0.0, 0),
+        targets: &[],
+        with_peer: false,
+        gateways: 6,
+    },
+    Case {
+        name: "scale-10k",
+        scenario: Scenario::Scale,
+        full: p(10_000, 0.0, 0),
+        smoke: p(60, 0.0, 0),
+        targets: &[],
+        with_peer: false,
+        gateways: 6,
+    },
+    Case {
+        name: "scale-100k",
+        scenario: Scenario::Scale,
+        full: p(100_000, 0.0, 0),
+        smoke: p(90, 0.0, 0),
+        targets: &[t("s1", "connections", AtLeast, 100_000.0)],
+        with_peer: false,
+        gateways: 6,
     },
 ];
 

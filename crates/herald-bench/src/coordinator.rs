@@ -4,7 +4,7 @@
 use crate::cases::{CASES, Case};
 use crate::procs::{Paths, loadavg};
 use crate::scenarios::{self, Outcome, Params, median};
-use crate::stack::{CONNS_PER_WORKER, Stack, System};
+use crate::stack::{CONNS_PER_WORKER, Stack, System, Topology};
 use anyhow::{Context, bail};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -62,6 +62,7 @@ struct RunRecord {
     system: System,
     run: usize,
     params: Params,
+    topology: Topology,
     loadavg_before: String,
     loadavg_after: String,
     #[serde(flatten)]
@@ -215,19 +216,27 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<bool> {
             .copied()
             .filter(|s| *s == System::Herald || case.with_peer)
             .collect();
+        let topology = if case.gateways > 1 {
+            Topology::balanced(case.gateways, params.n)
+        } else {
+            Topology::SINGLE
+        };
         for run in 1..=args.runs {
             for &system in &systems {
                 let loadavg_before = loadavg();
                 eprintln!(
-                    "[{}] {} run {run}/{}: n={} rate={} secs={} workers={workers} (load {loadavg_before})",
+                    "[{}] {} run {run}/{}: n={} rate={} secs={} workers={workers} gateways={} balancers={} (load {loadavg_before})",
                     case.name,
                     system.label(),
                     args.runs,
                     params.n,
                     params.rate,
-                    params.secs
+                    params.secs,
+                    topology.gateways,
+                    topology.balancers,
                 );
-                let outcome = match run_once(case, system, &paths, params, workers).await {
+                let outcome = match run_once(case, system, &paths, params, workers, topology).await
+                {
                     Ok(o) => o,
                     Err(e) => Outcome {
                         rows: Vec::new(),
@@ -250,6 +259,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<bool> {
                     system,
                     run,
                     params,
+                    topology,
                     loadavg_before,
                     loadavg_after: loadavg(),
                     outcome,
@@ -283,8 +293,9 @@ async fn run_once(
     paths: &Paths,
     params: Params,
     workers: usize,
+    topology: Topology,
 ) -> anyhow::Result<Outcome> {
-    let mut stack = Stack::start(system, paths, workers).await?;
+    let mut stack = Stack::start(system, paths, workers, topology).await?;
     let outcome = scenarios::run(case.scenario, &mut stack, params).await;
     stack.stop().await;
     outcome

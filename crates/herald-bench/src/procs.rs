@@ -399,3 +399,136 @@ pub(crate) async fn scrape_counter(url: &str, name: &str) -> anyhow::Result<f64>
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())
 }
+
+/// HAProxy, the balancer `deploy/haproxy` puts in front of the gateways.
+#[derive(Debug, Clone)]
+pub(crate) struct Haproxy {
+    bin: PathBuf,
+    /// Its libraries, for the copy unpacked by `deploy/validate`.
+    libs: Option<PathBuf>,
+}
+
+impl Haproxy {
+    /// `HERALD_HAPROXY`, else `haproxy` on the PATH, else the copy that
+    /// `deploy/validate --install-only` unpacks into its cache (`HERALD_TOOLS_CACHE`,
+    /// default `~/.cache/herald-tools`).
+    pub(crate) fn find() -> anyhow::Result<Self> {
+        if let Some(bin) = std::env::var_os("HERALD_HAPROXY") {
+            return Ok(Self {
+                bin: bin.into(),
+                libs: None,
+            });
+        }
+        if let Some(bin) = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("haproxy"))
+                .find(|p| p.is_file())
+        }) {
+            return Ok(Self { bin, libs: None });
+        }
+        let cache = std::env::var_os("HERALD_TOOLS_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/herald-tools")))
+            .context("no HOME")?;
+        let root = cache.join("debs/root");
+        let bin = root.join("usr/sbin/haproxy");
+        if !bin.is_file() {
+            bail!(
+                "HAProxy not found: install it (apt-get install haproxy), set HERALD_HAPROXY, \
+                 or run ./deploy/validate --install-only"
+            );
+        }
+        let libs = std::fs::read_dir(root.join("usr/lib"))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with("-linux-gnu"));
+        Ok(Self { bin, libs })
+    }
+
+    /// Starts `count` HAProxy processes that share `port` (the kernel spreads new
+    /// connections over them: HAProxy binds with `SO_REUSEPORT`), each balancing HTTP
+    /// and WebSocket over `gateways` as `deploy/haproxy/haproxy.cfg` does (fewest
+    /// connections first, `X-Forwarded-For`), and each taking at most `max_conns`
+    /// clients: two descriptors per client must fit the open-files limit of one
+    /// process. Returns once all of them listen.
+    pub(crate) async fn start(
+        &self,
+        dir: &Path,
+        count: usize,
+        port: u16,
+        gateways: &[u16],
+        max_conns: usize,
+    ) -> anyhow::Result<Vec<Proc>> {
+        let servers: String = gateways
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("    server gateway-{i} 127.0.0.1:{p}\n"))
+            .collect();
+        let config = dir.join("haproxy.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "global\n    maxconn {max_conns}\n    ulimit-n {fds}\n\n\
+                 defaults\n    mode http\n    timeout connect 5s\n    timeout client 60s\n    \
+                 timeout server 60s\n    timeout http-request 10s\n    timeout tunnel 1h\n\n\
+                 frontend herald\n    bind 127.0.0.1:{port}\n    maxconn {max_conns}\n    \
+                 default_backend gateways\n\n\
+                 backend gateways\n    balance leastconn\n    option forwardfor\n{servers}",
+                fds = max_conns * 2 + 100,
+            ),
+        )?;
+        let mut procs = Vec::with_capacity(count);
+        for i in 0..count {
+            let log = std::fs::File::create(dir.join(format!("haproxy-{i}.log")))?;
+            let mut cmd = command(&self.bin, Side::Server);
+            if let Some(libs) = &self.libs {
+                cmd.env("LD_LIBRARY_PATH", libs);
+            }
+            let child = cmd
+                .arg("-f")
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("starting {}", self.bin.display()))?;
+            procs.push(Proc {
+                child,
+                name: format!("haproxy-{i}"),
+            });
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while listeners(port) < count {
+            for p in &mut procs {
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    bail!(
+                        "{} exited at start ({status}); see {}",
+                        p.name,
+                        dir.join(format!("{}.log", p.name)).display()
+                    );
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{count} HAProxy processes did not all listen on {port} within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(procs)
+    }
+}
+
+/// Listening IPv4 sockets on `port` (from `/proc/net/tcp`).
+fn listeners(port: u16) -> usize {
+    let suffix = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let mut f = l.split_whitespace();
+            let local = f.nth(1).unwrap_or("");
+            let state = f.nth(1).unwrap_or("");
+            local.ends_with(&suffix) && state == "0A"
+        })
+        .count()
+}

@@ -29,6 +29,9 @@ pub(crate) enum Scenario {
     Slow,
     /// Every socket force-closed every ~15 s for ~2 s under 2 broadcasts/s.
     Disruption,
+    /// N subscribers over several gateways behind balancers: connect time, memory per
+    /// connection, Redis's own cost, then single publications to all of them.
+    Scale,
 }
 
 /// The size of a scenario run.
@@ -92,6 +95,7 @@ pub(crate) async fn run(
         Scenario::Storm => storm(stack, p).await,
         Scenario::Slow => slow(stack, p).await,
         Scenario::Disruption => disruption(stack, p).await,
+        Scenario::Scale => scale(stack, p).await,
     }
 }
 
@@ -247,22 +251,92 @@ async fn fanout(stack: &mut Stack, p: Params) -> anyhow::Result<Outcome> {
 async fn broadcast(stack: &mut Stack, p: Params) -> anyhow::Result<Outcome> {
     let mut out = Outcome::new();
     open_all(stack, p.n, "broadcast", &mut out).await?;
-    let rounds = 10;
+    let (p50s, lasts) =
+        broadcast_rounds(stack, "broadcast", 10, Duration::from_secs(30), &mut out).await?;
+    out.row("p50_ms", median(&p50s), "ms");
+    out.row("last_delivery_p50_ms", median(&lasts), "ms");
+    out.row("last_delivery_p99_ms", quantile(&lasts, 0.99), "ms");
+    Ok(out)
+}
+
+/// Publishes `rounds` single publications to every subscriber of `channel`, one after
+/// the other caught up; returns each round's median and last delivery latency (ms).
+async fn broadcast_rounds(
+    stack: &mut Stack,
+    channel: &str,
+    rounds: u64,
+    within: Duration,
+    out: &mut Outcome,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let mut p50s = Vec::new();
     let mut lasts = Vec::new();
     for k in 1..=rounds {
         stack.reset().await?;
-        stack.publish("broadcast", 0.0, 1, k).await?;
-        let s = stack.wait_caught_up(k, Duration::from_secs(30)).await?;
+        stack.publish(channel, 0.0, 1, k).await?;
+        let s = stack.wait_caught_up(k, within).await?;
         out.expect_zero("missing", s.tail_missing + s.gaps);
         out.expect_zero("duplicates", s.dups);
         p50s.push(s.lat_ms(0.5));
         lasts.push(s.lat_ms(1.0));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    Ok((p50s, lasts))
+}
+
+async fn scale(stack: &mut Stack, p: Params) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::new();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = stack.sample()?;
+    let redis_before = stack.redis.proc.sample()?;
+    open_all(stack, p.n, "scale", &mut out).await?;
+    let redis_connected = stack.redis.proc.sample()?;
+    tokio::time::sleep(SETTLE).await;
+    let idle = stack.sample()?;
+    out.row("gateways", stack.gateway_samples()?.len() as f64, "");
+    out.row("balancers", stack.balancers.len() as f64, "");
+    let per_gateway = stack.gateway_metrics("herald_connections").await?;
+    let fewest = per_gateway.iter().copied().fold(f64::INFINITY, f64::min);
+    let most = per_gateway.iter().copied().fold(0.0, f64::max);
+    out.row("conns_per_gateway_min", fewest, "");
+    out.row("conns_per_gateway_max", most, "");
+    out.row("rss_per_conn_kib", kib_per_conn(idle, before, p.n), "KiB");
+    out.row("gateways_rss_mib", idle.rss_kib as f64 / 1024.0, "MiB");
+    out.row(
+        "redis_rss_delta_mib",
+        (redis_connected.rss_kib as f64 - redis_before.rss_kib as f64) / 1024.0,
+        "MiB",
+    );
+    out.row(
+        "redis_cpu_ms_connect",
+        redis_connected.cpu_us.saturating_sub(redis_before.cpu_us) as f64 / 1000.0,
+        "ms",
+    );
+    let rounds = 5;
+    let (p50s, lasts) =
+        broadcast_rounds(stack, "scale", rounds, Duration::from_secs(120), &mut out).await?;
+    let after = stack.sample()?;
+    // Nothing here asks a gateway to close a connection; a close (a pong too late from
+    // a starved load generator, say) would make the rounds' deliveries fewer than N.
+    let closed: f64 = stack
+        .gateway_metrics("herald_disconnects_total")
+        .await?
+        .iter()
+        .fold(0.0, |sum, v| sum + v);
+    out.row("closed_by_gateways", closed, "");
+    out.expect_zero("connections closed by the gateways", closed as u64);
     out.row("p50_ms", median(&p50s), "ms");
     out.row("last_delivery_p50_ms", median(&lasts), "ms");
-    out.row("last_delivery_p99_ms", quantile(&lasts, 0.99), "ms");
+    out.row(
+        "last_delivery_max_ms",
+        lasts.iter().copied().fold(0.0, f64::max),
+        "ms",
+    );
+    // Includes the gateways' pings and timers over the rounds.
+    out.row(
+        "cpu_us_per_delivery",
+        after.cpu_us.saturating_sub(idle.cpu_us) as f64 / (rounds as f64 * p.n.max(1) as f64),
+        "µs",
+    );
     Ok(out)
 }
 

@@ -108,12 +108,51 @@ fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
     v as f64 / 1000.0
 }
 
+/// How many gateways serve the clients, and through how many balancer processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Topology {
+    pub gateways: usize,
+    /// HAProxy processes sharing the clients' port; 0: clients connect straight to the
+    /// one gateway.
+    pub balancers: usize,
+}
+
+impl Topology {
+    /// One server, no balancer.
+    pub(crate) const SINGLE: Self = Self {
+        gateways: 1,
+        balancers: 0,
+    };
+
+    /// `gateways` behind enough balancer processes for `n` clients.
+    pub(crate) fn balanced(gateways: usize, n: usize) -> Self {
+        Self {
+            gateways,
+            balancers: n.div_ceil(CONNS_PER_BALANCER).max(1),
+        }
+    }
+}
+
+/// Clients per balancer process: each holds two descriptors per client, under the
+/// box's 20,000 per process, with room for the kernel's uneven spread between them.
+pub(crate) const CONNS_PER_BALANCER: usize = 8_000;
+
+/// The most a balancer process admits (the spread over processes is uneven).
+const BALANCER_MAX_CONNS: usize = 9_800;
+
 /// The system under test and everything driving it.
 pub(crate) struct Stack {
     pub system: System,
     pub redis: Redis,
+    /// The server, or the first gateway.
     pub server: Proc,
+    /// The other gateways (Herald behind balancers).
+    pub more_servers: Vec<Proc>,
+    pub balancers: Vec<Proc>,
+    /// Where clients connect: the server, or the balancers.
     pub port: u16,
+    /// The gateways' own ports (their metrics).
+    gateway_ports: Vec<u16>,
     pub publisher: LineChild,
     pub workers: Vec<LineChild>,
     paths: Paths,
@@ -133,12 +172,17 @@ impl Drop for TempDir {
 pub(crate) const CONNS_PER_WORKER: usize = 9_000;
 
 impl Stack {
-    /// Starts Redis, the server, the publisher and `workers` worker processes.
+    /// Starts Redis, the server (or `topology`'s gateways and balancers), the publisher
+    /// and `workers` worker processes.
     pub(crate) async fn start(
         system: System,
         paths: &Paths,
         workers: usize,
+        topology: Topology,
     ) -> anyhow::Result<Self> {
+        if system == System::Peer && topology != Topology::SINGLE {
+            bail!("the peer runs as one server only");
+        }
         let redis = Redis::start().await?;
         let dir = std::env::temp_dir().join(format!(
             "herald-bench-{}-{}",
@@ -147,10 +191,46 @@ impl Stack {
         ));
         std::fs::create_dir_all(&dir)?;
         let dir = TempDir(dir);
-        let port = free_port()?;
+        // Behind balancers, up to 100,000 clients open on the same two cores as the
+        // gateways: their pongs can come later than the default 8 s while that lasts,
+        // and a client the gateway closed would not be reconnected by the lean reader.
+        // The most the gateway allows (just under the 25 s ping interval) only changes
+        // when it gives up on a silent client.
+        let client = if topology.balancers > 0 {
+            "pong_timeout = \"24s\""
+        } else {
+            ""
+        };
+        let gateway_port = free_port()?;
         let server = match system {
-            System::Herald => start_herald(paths, &dir.0, port, &redis.url()).await?,
-            System::Peer => start_peer(paths, port, &redis.url()).await?,
+            System::Herald => {
+                start_herald(paths, &dir.0, gateway_port, &redis.url(), client).await?
+            }
+            System::Peer => start_peer(paths, gateway_port, &redis.url()).await?,
+        };
+        let mut more_servers = Vec::new();
+        let mut gateway_ports = vec![gateway_port];
+        for i in 1..topology.gateways.max(1) {
+            let gateway_dir = dir.0.join(format!("gateway-{i}"));
+            std::fs::create_dir_all(&gateway_dir)?;
+            let port = free_port()?;
+            more_servers.push(start_herald(paths, &gateway_dir, port, &redis.url(), client).await?);
+            gateway_ports.push(port);
+        }
+        let (port, balancers) = if topology.balancers == 0 {
+            (gateway_port, Vec::new())
+        } else {
+            let port = free_port()?;
+            let balancers = crate::procs::Haproxy::find()?
+                .start(
+                    &dir.0,
+                    topology.balancers,
+                    port,
+                    &gateway_ports,
+                    BALANCER_MAX_CONNS,
+                )
+                .await?;
+            (port, balancers)
         };
         let mut publisher = match system {
             System::Herald => LineChild::spawn(
@@ -176,7 +256,10 @@ impl Stack {
             system,
             redis,
             server,
+            more_servers,
+            balancers,
             port,
+            gateway_ports,
             publisher,
             workers: Vec::new(),
             paths: paths.clone(),
@@ -447,14 +530,44 @@ impl Stack {
         }
     }
 
-    /// The server's memory and CPU time.
+    /// The server's memory and CPU time (summed over the gateways).
     pub(crate) fn sample(&self) -> anyhow::Result<Sample> {
-        self.server.sample()
+        let mut total = self.server.sample()?;
+        for s in &self.more_servers {
+            let one = s.sample()?;
+            total.rss_kib += one.rss_kib;
+            total.cpu_us += one.cpu_us;
+        }
+        Ok(total)
     }
 
-    /// A gateway metric (Herald only).
+    /// Each gateway's memory and CPU time.
+    pub(crate) fn gateway_samples(&self) -> anyhow::Result<Vec<Sample>> {
+        std::iter::once(&self.server)
+            .chain(&self.more_servers)
+            .map(Proc::sample)
+            .collect()
+    }
+
+    /// A metric of the first gateway (Herald only).
     pub(crate) async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        crate::procs::scrape_counter(&format!("http://127.0.0.1:{}/metrics", self.port), name).await
+        crate::procs::scrape_counter(
+            &format!("http://127.0.0.1:{}/metrics", self.gateway_ports[0]),
+            name,
+        )
+        .await
+    }
+
+    /// A metric of each gateway (Herald only).
+    pub(crate) async fn gateway_metrics(&self, name: &str) -> anyhow::Result<Vec<f64>> {
+        let mut values = Vec::with_capacity(self.gateway_ports.len());
+        for port in &self.gateway_ports {
+            values.push(
+                crate::procs::scrape_counter(&format!("http://127.0.0.1:{port}/metrics"), name)
+                    .await?,
+            );
+        }
+        Ok(values)
     }
 
     /// Stops everything.
@@ -465,6 +578,12 @@ impl Stack {
         }
         let mut publisher = self.publisher;
         let _ = publisher.send(&Op::Exit).await;
+        for b in self.balancers {
+            b.stop(Duration::from_secs(2)).await;
+        }
+        for s in self.more_servers {
+            s.stop(Duration::from_secs(5)).await;
+        }
         self.server.stop(Duration::from_secs(5)).await;
         self.redis.proc.stop(Duration::from_secs(2)).await;
     }
@@ -478,11 +597,13 @@ pub(crate) struct Published {
     pub failed: u64,
 }
 
+/// Starts a Herald node; `client` is added to its `[client]` settings.
 async fn start_herald(
     paths: &Paths,
     dir: &std::path::Path,
     port: u16,
     redis_url: &str,
+    client: &str,
 ) -> anyhow::Result<Proc> {
     let config = dir.join("herald.toml");
     std::fs::write(
@@ -496,6 +617,7 @@ url = "{redis_url}"
 
 [client]
 allow_anonymous = true
+{client}
 
 [namespaces.default]
 history_size = {history}

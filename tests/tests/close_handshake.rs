@@ -1,8 +1,9 @@
 //! The WebSocket close handshake and the RFC 6455 close codes, checked on the wire:
 //! every client Close gets a Close back (its code echoed, or 1002 for a code that must
 //! not be sent), every framing violation gets its RFC code, and the server then closes
-//! the TCP connection. Each check runs on both frame layers a node can serve with: the
-//! HTTP library's, and Herald's own (`client.websocket_compression`).
+//! the TCP connection. Each check runs on Herald's frame layer (which serves every
+//! HTTP/1.1 WebSocket) with permessage-deflate not allowed and allowed
+//! (`client.websocket_compression`).
 
 use herald_tests::Herald;
 use herald_tests::wire::{FrameBuilder, Wire, op};
@@ -14,7 +15,7 @@ const TCP_CLOSE: Duration = Duration::from_secs(2);
 
 const MAX_FRAME: usize = 4096;
 
-/// A node on the library's frame layer and one on Herald's own.
+/// A node without permessage-deflate and one that allows it.
 async fn nodes() -> [Herald; 2] {
     let config = |own: bool| {
         format!("[client]\nmax_frame_bytes = {MAX_FRAME}\nwebsocket_compression = {own}\n")

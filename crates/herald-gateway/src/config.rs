@@ -280,9 +280,10 @@ pub struct ClientConfig {
     /// subscribers disappear from presence after this).
     #[serde(with = "humantime_serde")]
     pub presence_ttl: Duration,
-    /// How much a connection's read buffer grows by at a time while a frame is partly
-    /// read, in bytes. Between messages a connection holds no read buffer (on HTTP/2,
-    /// the library's WebSocket keeps one of this size).
+    /// The most one read from a connection takes (up to 4 KiB), and the step its read
+    /// buffer grows by while a frame is partly read, in bytes. Between messages a
+    /// connection holds no read buffer (on HTTP/2, the library's WebSocket keeps one of
+    /// this size).
     pub read_buffer_bytes: usize,
     /// Queued bytes past which a connection's write waits for the socket. Once written,
     /// nothing is kept (on HTTP/2, the library's WebSocket keeps its buffer).

@@ -1,9 +1,10 @@
 //! Herald's WebSocket frame layer: RFC 6455 framing over an already upgraded connection,
 //! with the permessage-deflate extension of RFC 7692.
 //!
-//! A node serves WebSocket through this layer when it allows compression
-//! (`client.websocket_compression`), for every client, whether or not that client
-//! negotiates the extension; otherwise through the HTTP library's own WebSocket.
+//! A node serves every HTTP/1.1 WebSocket through this layer, and offers the extension
+//! when it allows compression (`client.websocket_compression`); WebSockets over HTTP/2
+//! go through the HTTP library's own. A connection holds no read or write buffer
+//! between messages.
 //!
 //! Compression is always without context takeover in both directions (the server says
 //! `server_no_context_takeover; client_no_context_takeover` in its answer): every

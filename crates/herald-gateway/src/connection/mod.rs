@@ -230,8 +230,9 @@ enum Deferred {
     SubRefresh(Arc<str>),
 }
 
-/// What a connection task reads messages from and writes them to: axum's `WebSocket`
-/// in production, a pair of channels in tests.
+/// What a connection task reads messages from and writes them to: a WebSocket
+/// (Herald's frame layer, or the HTTP library's on HTTP/2), a unidirectional or HTTP
+/// stream, or a pair of channels in tests.
 ///
 /// One value is both the sink and the stream, so that production needs no `split()`:
 /// that would move every socket behind a lock into an allocation of its own.
@@ -265,7 +266,6 @@ pub(crate) fn serve<S: Socket>(
         client = tracing::field::Empty,
         user = tracing::field::Empty
     );
-    node.metrics.connections.inc();
     node.metrics
         .transport_connections
         .with_label_values(&[transport.kind.name()])
@@ -306,6 +306,9 @@ impl Conn {
         mut rx: crate::queue::Receiver<Outgoing>,
     ) -> impl std::future::Future<Output = ()> + Send {
         async move {
+            // Counted from the first poll (a future dropped unpolled never counted), and
+            // uncounted at the end of this block.
+            self.node.metrics.connections.inc();
             let closer = self.closer.clone();
             let batch_bytes = self.node.config.client.write_batch_bytes;
             let write_interval = self.node.config.client.write_interval;
@@ -417,9 +420,9 @@ impl Conn {
             self.log_summary(&outcome);
             match outcome {
                 Ending::Close((code, reason)) => self.close(&mut socket, code, reason).await,
-                // The library queued the answer to the client's Close (its code echoed, or
-                // 1002 for a code that must not be sent) but writes it only when the sink is
-                // flushed; closing the sink writes it and ends the WebSocket.
+                // The frame layer queued the answer to the client's Close (its code echoed,
+                // or 1002 for a code that must not be sent) and may not have written all of
+                // it yet; closing the sink writes what is left and ends the WebSocket.
                 Ending::ClosedByPeer => {
                     let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, socket.close()).await;
                 }

@@ -51,10 +51,14 @@ def main():
         for key, _, _ in SERIES
     }
     values = [v for vs in meds.values() for v in vs if v > 0]
+    if not values:
+        sys.exit("no latency above 0 in the scale runs")
     lo = 10 ** math.floor(math.log10(min(values)))
-    hi = 10 ** math.ceil(math.log10(max(values)))
+    hi = max(10 ** math.ceil(math.log10(max(values))), lo * 10)
     nlo = 10 ** math.floor(math.log10(ns[0]))
-    nhi = 10 ** math.ceil(math.log10(ns[-1]))
+    nhi = max(10 ** math.ceil(math.log10(ns[-1])), nlo * 10)
+    gateways = sorted({int(v) for n in ns for v in data[n].get("gateways", [])})
+    topology = f"{'/'.join(map(str, gateways))} gateways" if gateways else "scale cases"
 
     def x(n):
         return LEFT + (math.log10(n) - math.log10(nlo)) / (math.log10(nhi) - math.log10(nlo)) * (W - LEFT - RIGHT)
@@ -66,7 +70,7 @@ def main():
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
         f'<rect width="{W}" height="{H}" fill="white"/>',
         f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">'
-        "Herald fan-out latency against subscribers (6 gateways, one Redis, HAProxy)</text>",
+        f"Herald fan-out latency against subscribers ({topology}, one Redis, HAProxy)</text>",
     ]
     decade = lo
     while decade <= hi:
@@ -78,14 +82,14 @@ def main():
         svg.append(f'<text x="{x(n):.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">{n:,}</text>')
     svg.append(f'<text x="{W / 2}" y="{H - 18}" text-anchor="middle">subscribers of the channel</text>')
     for i, (key, label, color) in enumerate(SERIES):
-        pts = [(x(n), y(statistics.median(data[n][key]))) for n in ns if key in data[n]]
+        series = [(n, statistics.median(data[n][key])) for n in ns if key in data[n]]
         svg.append(
             '<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>'.format(
-                color, " ".join(f"{px:.1f},{py:.1f}" for px, py in pts)
+                color, " ".join(f"{x(n):.1f},{y(v):.1f}" for n, v in series)
             )
         )
-        for (px, py), n in zip(pts, ns):
-            v = statistics.median(data[n][key])
+        for n, v in series:
+            px, py = x(n), y(v)
             svg.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{color}"/>')
             svg.append(f'<text x="{px + 6:.1f}" y="{py - 6:.1f}" fill="{color}">{v:,.0f} ms</text>')
         svg.append(f'<rect x="{LEFT + 10}" y="{TOP + 8 + i * 18}" width="12" height="3" fill="{color}"/>')

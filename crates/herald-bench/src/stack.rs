@@ -115,6 +115,8 @@ pub(crate) struct Topology {
     /// HAProxy processes sharing the clients' port; 0: clients connect straight to the
     /// one gateway.
     pub balancers: usize,
+    /// The most clients one balancer admits.
+    pub balancer_max_conns: usize,
 }
 
 impl Topology {
@@ -122,13 +124,20 @@ impl Topology {
     pub(crate) const SINGLE: Self = Self {
         gateways: 1,
         balancers: 0,
+        balancer_max_conns: 0,
     };
 
-    /// `gateways` behind enough balancer processes for `n` clients.
+    /// `gateways` behind enough balancer processes for `n` clients, each admitting a
+    /// quarter more than its share (the kernel's spread is uneven), and no more: its
+    /// open-files limit is set from this, and HAProxy will not start if it cannot have
+    /// it.
     pub(crate) fn balanced(gateways: usize, n: usize) -> Self {
+        let balancers = n.div_ceil(CONNS_PER_BALANCER).max(1);
+        let share = n.div_ceil(balancers);
         Self {
             gateways,
-            balancers: n.div_ceil(CONNS_PER_BALANCER).max(1),
+            balancers,
+            balancer_max_conns: (share + share / 4 + 64).min(BALANCER_MAX_CONNS),
         }
     }
 }
@@ -137,7 +146,8 @@ impl Topology {
 /// box's 20,000 per process, with room for the kernel's uneven spread between them.
 pub(crate) const CONNS_PER_BALANCER: usize = 8_000;
 
-/// The most a balancer process admits (the spread over processes is uneven).
+/// The most a balancer process may admit: two descriptors per client and a few of its
+/// own under the box's 20,000 per process.
 const BALANCER_MAX_CONNS: usize = 9_800;
 
 /// The system under test and everything driving it.
@@ -227,7 +237,7 @@ impl Stack {
                     topology.balancers,
                     port,
                     &gateway_ports,
-                    BALANCER_MAX_CONNS,
+                    topology.balancer_max_conns,
                 )
                 .await?;
             (port, balancers)

@@ -2,8 +2,9 @@
 //! subscriptions), one receiver (the connection task).
 //!
 //! Every connection has one, so it is built for the idle case: it allocates nothing until
-//! an item arrives, and gives its buffer back each time the receiver empties it, so that
-//! neither an idle connection nor one that took a burst keeps queue memory.
+//! an item arrives, and gives a burst's buffer back when the receiver empties it, so
+//! that neither an idle connection nor one that took a burst keeps more than a few
+//! items' room.
 
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
@@ -11,6 +12,9 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::Poll;
+
+/// The buffer an emptied queue keeps, in items (a larger one is let go).
+const KEEP_ITEMS: usize = 8;
 
 /// Why an item was not queued; the item comes back.
 #[derive(Debug, PartialEq, Eq)]
@@ -123,9 +127,10 @@ impl<T> Receiver<T> {
         let mut state = self.shared.state.lock();
         match state.items.pop_front() {
             Some(item) => {
-                if state.items.is_empty() {
-                    // Emptied: the buffer goes back rather than staying at the size of
-                    // the largest burst.
+                if state.items.is_empty() && state.items.capacity() > KEEP_ITEMS {
+                    // Emptied: a burst's buffer goes back rather than staying at the
+                    // size of the largest burst. A small one stays, so that one
+                    // publication at a time does not cost an allocation each.
                     state.items = VecDeque::new();
                 }
                 Ok(Some(item))
@@ -199,15 +204,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn nothing_is_allocated_until_an_item_and_after_the_queue_empties() {
+    async fn nothing_is_allocated_until_an_item_and_a_burst_buffer_is_let_go() {
         let (tx, mut rx) = channel(256);
         assert_eq!(rx.buffer_capacity(), 0);
+        tx.try_send(0).expect("room");
+        assert_eq!(rx.try_recv(), Some(0));
+        let small = rx.buffer_capacity();
+        assert!(small <= KEEP_ITEMS, "one item at a time keeps a small buffer");
         for i in 0..200 {
             tx.try_send(i).expect("room");
         }
         assert!(rx.buffer_capacity() >= 200);
         while rx.try_recv().is_some() {}
-        assert_eq!(rx.buffer_capacity(), 0, "a drained queue keeps no buffer");
+        assert_eq!(rx.buffer_capacity(), 0, "a drained burst's buffer goes back");
     }
 
     #[tokio::test]

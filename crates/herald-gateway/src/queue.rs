@@ -210,13 +210,20 @@ mod tests {
         tx.try_send(0).expect("room");
         assert_eq!(rx.try_recv(), Some(0));
         let small = rx.buffer_capacity();
-        assert!(small <= KEEP_ITEMS, "one item at a time keeps a small buffer");
+        assert!(
+            small <= KEEP_ITEMS,
+            "one item at a time keeps a small buffer"
+        );
         for i in 0..200 {
             tx.try_send(i).expect("room");
         }
         assert!(rx.buffer_capacity() >= 200);
         while rx.try_recv().is_some() {}
-        assert_eq!(rx.buffer_capacity(), 0, "a drained burst's buffer goes back");
+        assert_eq!(
+            rx.buffer_capacity(),
+            0,
+            "a drained burst's buffer goes back"
+        );
     }
 
     #[tokio::test]

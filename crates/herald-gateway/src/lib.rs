@@ -30,6 +30,8 @@ mod testing;
 pub(crate) mod transport;
 
 pub use api::METHODS as API_METHODS;
+pub use config::{Config, ConfigError, ConfigProblem};
+pub use server::{StartError, build, router, run, serve};
 
 /// Runs `f` when dropped: clean-up that must happen however a future ends (finished,
 /// failed, or dropped while it waits).
@@ -44,5 +46,3 @@ pub(crate) fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
     }
     Guard(Some(f))
 }
-pub use config::{Config, ConfigError, ConfigProblem};
-pub use server::{StartError, build, router, run, serve};

@@ -37,6 +37,15 @@ struct Shared<T> {
     waker: AtomicWaker,
 }
 
+// The queue shows its capacity only: its items are the connection's business.
+impl<T> std::fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A queue holding at most `capacity` items (at least one).
 pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
@@ -57,16 +66,9 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 }
 
 /// Queues items without waiting.
+#[derive(Debug)]
 pub(crate) struct Sender<T> {
     shared: Arc<Shared<T>>,
-}
-
-impl<T> std::fmt::Debug for Sender<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sender")
-            .field("capacity", &self.shared.capacity)
-            .finish_non_exhaustive()
-    }
 }
 
 impl<T> Sender<T> {
@@ -108,16 +110,9 @@ impl<T> Drop for Sender<T> {
 }
 
 /// Takes items in the order they were queued.
+#[derive(Debug)]
 pub(crate) struct Receiver<T> {
     shared: Arc<Shared<T>>,
-}
-
-impl<T> std::fmt::Debug for Receiver<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receiver")
-            .field("capacity", &self.shared.capacity)
-            .finish_non_exhaustive()
-    }
 }
 
 impl<T> Receiver<T> {

@@ -22,8 +22,9 @@ pub struct Config {
     pub role: Role,
     /// The largest frame, and the largest message after reassembly and decompression.
     pub max_message: usize,
-    /// How much the read buffer grows by at a time while a frame is partly read.
-    /// Between messages a connection holds no read buffer.
+    /// The most one read takes (at most 4 KiB between messages), and how much
+    /// the read buffer grows by at a time while a frame is partly read. Between messages
+    /// a connection holds no read buffer.
     pub read_buffer: usize,
     /// Queued bytes past which a send first writes what is queued.
     pub write_buffer: usize,

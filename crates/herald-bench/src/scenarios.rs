@@ -292,7 +292,7 @@ async fn scale(stack: &mut Stack, p: Params) -> anyhow::Result<Outcome> {
     let redis_connected = stack.redis.proc.sample()?;
     tokio::time::sleep(SETTLE).await;
     let idle = stack.sample()?;
-    out.row("gateways", stack.gateway_samples()?.len() as f64, "");
+    out.row("gateways", stack.gateways() as f64, "");
     out.row("balancers", stack.balancers.len() as f64, "");
     let per_gateway = stack.gateway_metrics("herald_connections").await?;
     let fewest = per_gateway.iter().copied().fold(f64::INFINITY, f64::min);

@@ -551,31 +551,21 @@ impl Stack {
         Ok(total)
     }
 
-    /// Each gateway's memory and CPU time.
-    pub(crate) fn gateway_samples(&self) -> anyhow::Result<Vec<Sample>> {
-        std::iter::once(&self.server)
-            .chain(&self.more_servers)
-            .map(Proc::sample)
-            .collect()
+    /// How many gateways serve the clients.
+    pub(crate) fn gateways(&self) -> usize {
+        self.gateway_ports.len()
     }
 
     /// A metric of the first gateway (Herald only).
     pub(crate) async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        crate::procs::scrape_counter(
-            &format!("http://127.0.0.1:{}/metrics", self.gateway_ports[0]),
-            name,
-        )
-        .await
+        scrape(self.gateway_ports[0], name).await
     }
 
     /// A metric of each gateway (Herald only).
     pub(crate) async fn gateway_metrics(&self, name: &str) -> anyhow::Result<Vec<f64>> {
         let mut values = Vec::with_capacity(self.gateway_ports.len());
-        for port in &self.gateway_ports {
-            values.push(
-                crate::procs::scrape_counter(&format!("http://127.0.0.1:{port}/metrics"), name)
-                    .await?,
-            );
+        for &port in &self.gateway_ports {
+            values.push(scrape(port, name).await?);
         }
         Ok(values)
     }
@@ -605,6 +595,11 @@ pub(crate) struct Published {
     pub ms: f64,
     pub late_max_ms: f64,
     pub failed: u64,
+}
+
+/// One metric of the gateway listening on `port`.
+async fn scrape(port: u16, name: &str) -> anyhow::Result<f64> {
+    crate::procs::scrape_counter(&format!("http://127.0.0.1:{port}/metrics"), name).await
 }
 
 /// Starts a Herald node; `client` is added to its `[client]` settings.

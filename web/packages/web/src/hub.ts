@@ -692,7 +692,6 @@ export class Hub {
       pub.epoch = ch.stream.epoch;
       ch.recent.push(pub);
       if (ctx.offset > ch.stream.offset) ch.stream = { epoch: ch.stream.epoch, offset: ctx.offset };
-      this.#writer?.write(ch.name, ch.stream);
     }
     if (ctx.info) pub.info = ctx.info;
     if (ctx.tags) pub.tags = ctx.tags;
@@ -704,7 +703,13 @@ export class Hub {
     if (cur.filling) return void cur.buffer.push(pub);
     switch (classify(cur.pos, pub.epoch, pub.offset)) {
       case 'deliver':
-        if (pub.offset !== undefined && pub.epoch !== undefined) cur.pos = { epoch: pub.epoch, offset: pub.offset };
+        if (pub.offset !== undefined && pub.epoch !== undefined) {
+          cur.pos = { epoch: pub.epoch, offset: pub.offset };
+          // The stored position is where delivery to a tab got to (the store keeps the
+          // latest), never where the subscription got to: publications that arrive while a
+          // channel lingers with no tab are the next tab's to receive.
+          this.#writer?.write(ch.name, cur.pos);
+        }
         return this.#sendTo(id, { type: 'pub', pub });
       case 'duplicate':
         return;

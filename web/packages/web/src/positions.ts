@@ -97,7 +97,7 @@ export class MemoryPositions implements PositionStore {
 
 /**
  * Batches position writes: at most one write per channel per `delayMs`, the latest
- * position wins, and `flush` writes everything pending at once (page hide, close).
+ * position wins (within an epoch, the furthest; a new epoch replaces an old one), and `flush` writes everything pending at once (page hide, close).
  */
 export class PositionWriter {
   readonly #pending = new Map<string, Position>();
@@ -114,7 +114,8 @@ export class PositionWriter {
   }
 
   write(channel: string, pos: Position): void {
-    this.#pending.set(channel, { ...pos });
+    // Tabs at different positions write too: the later one of an epoch is kept.
+    this.#pending.set(channel, { ...later(this.#pending.get(channel) ?? null, pos) });
     this.#timer ??= setTimeout(() => this.flush(), this.#delayMs);
   }
 

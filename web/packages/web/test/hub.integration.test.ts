@@ -17,6 +17,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { reconnectPolicy } from '../src/backoff.js';
 import { Hub } from '../src/hub.js';
 import { DEFAULT_BOUNDS, MemoryOutbox, makeRecord, type OutboxRecord } from '../src/outbox.js';
+import { MemoryPositions, type PositionStore } from '../src/positions.js';
 import type { HubMessage, HubSettings, HubStatus, TabMessage } from '../src/messages.js';
 import type { ConnectionState, HeraldError, Position, Publication, ResyncEvent, SubscribedEvent } from '../src/types.js';
 
@@ -190,8 +191,8 @@ const hubs: Hub[] = [];
 const proxies: Proxy[] = [];
 const extraNodes: HeraldNode[] = [];
 
-function newHub(url: string, outbox: MemoryOutbox | null = null, change: Partial<HubSettings> = {}): Hub {
-  const hub = new Hub({ id: `hub-${hubs.length}`, settings: { ...settingsFor(url), ...change }, positions: null, outbox, websocket: WebSocketImpl });
+function newHub(url: string, outbox: MemoryOutbox | null = null, change: Partial<HubSettings> = {}, positions: PositionStore | null = null): Hub {
+  const hub = new Hub({ id: `hub-${hubs.length}`, settings: { ...settingsFor(url), ...change }, positions, outbox, websocket: WebSocketImpl });
   hubs.push(hub);
   return hub;
 }
@@ -342,6 +343,39 @@ describe('Hub against a real herald node', () => {
     expect(c.offsets(channel), c.explain()).toEqual([2, 3, 4, 5, 6]);
     expect(c.subscribed(channel)).toMatchObject([{ wasRecovering: true, recovered: true }]);
     expect([...c.resyncs(channel), ...c.errors()]).toEqual([]);
+  });
+
+  it('the stored position stops where the last peer left: publications while the channel lingers are kept for the next peer', async () => {
+    // The last tab closes, publications go on, a new tab opens: the new tab starts from
+    // the stored position, so that position must be the last one a tab was given, not
+    // where the lingering subscription got to with nobody attached.
+    const channel = uniq('linger');
+    const positions = new MemoryPositions();
+    const hub = newHub(node.wsUrl, null, { persistPositions: true }, positions);
+    const a = new Peer('a');
+    join(hub, a, tokenOf(() => node), node.wsUrl);
+    attach(hub, a, channel);
+    await subscribedTo(a, channel);
+    const epoch = a.subscribed(channel)[0]!.position!.epoch;
+    for (let i = 1; i <= 2; i++) await node.publish(channel, { i });
+    await received(a, channel, 2);
+    await waitFor(async () => (await positions.get(channel))?.offset === 2, 'position 2 stored', () => a.explain(), 3000);
+
+    hub.removePeer(a.id);
+    for (let i = 3; i <= 5; i++) await node.publish(channel, { i });
+    // Still lingering (1 s), and the writer's batches (100 ms) have had time to land.
+    await sleep(400);
+    expect(await numClients(node, channel)).toBe(1);
+    expect(await positions.get(channel)).toEqual({ epoch, offset: 2 });
+
+    const b = new Peer('b');
+    join(hub, b, tokenOf(() => node), node.wsUrl);
+    attach(hub, b, channel, await positions.get(channel));
+    await received(b, channel, 3);
+    await sleep(150);
+    expect(b.offsets(channel), b.explain()).toEqual([3, 4, 5]);
+    expect(b.subscribed(channel)).toMatchObject([{ wasRecovering: true, recovered: true }]);
+    await waitFor(async () => (await positions.get(channel))?.offset === 5, 'position 5 stored', () => b.explain(), 3000);
   });
 
   it('peers at different positions attaching together: each gets only what it has not seen', async () => {

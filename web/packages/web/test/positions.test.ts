@@ -164,6 +164,19 @@ describe('PositionWriter', () => {
     expect(puts).toHaveLength(2);
   });
 
+  it('a behind tab writing an earlier position of the epoch never lowers a pending one; a new epoch replaces it', async () => {
+    const { store, puts } = recordingStore();
+    const w = new PositionWriter(store, () => {}, 100);
+    w.write('a', { epoch: 'e', offset: 10 });
+    w.write('a', { epoch: 'e', offset: 3 });
+    await vi.advanceTimersByTimeAsync(100);
+    expect(puts).toEqual([['a', { epoch: 'e', offset: 10 }]]);
+    w.write('a', { epoch: 'e', offset: 12 });
+    w.write('a', { epoch: 'f', offset: 1 });
+    await vi.advanceTimersByTimeAsync(100);
+    expect(puts.at(-1)).toEqual(['a', { epoch: 'f', offset: 1 }]);
+  });
+
   it('the timer does not restart on every write (bounded latency)', async () => {
     const { store, puts } = recordingStore();
     const w = new PositionWriter(store, () => {}, 100);

@@ -212,6 +212,25 @@ impl Wire {
         }
     }
 
+    /// Writes bytes as they are; false when the connection refuses them (closed or reset).
+    pub async fn try_send_bytes(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).await.is_ok()
+    }
+
+    /// How the server ended the TCP connection within `within`: `Ok(())` for an orderly
+    /// end (FIN) with no more bytes, `Err` describing anything else (a reset, more
+    /// bytes, nothing at all).
+    pub async fn orderly_end(&mut self, within: Duration) -> Result<(), String> {
+        let mut chunk = [0u8; 1024];
+        match tokio::time::timeout(within, self.stream.read(&mut chunk)).await {
+            Ok(Ok(0)) if self.buf.is_empty() => Ok(()),
+            Ok(Ok(0)) => Err(format!("unread bytes before the end: {:?}", self.buf)),
+            Ok(Ok(n)) => Err(format!("{n} more bytes after the Close frame")),
+            Ok(Err(e)) => Err(format!("ended by an error: {e}")),
+            Err(_) => Err(format!("still open after {within:?}")),
+        }
+    }
+
     /// Whether the server closes the TCP connection within `within`, sending no more
     /// frames (a reset counts as closed).
     pub async fn closed_by_server(&mut self, within: Duration) -> bool {

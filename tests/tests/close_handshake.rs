@@ -202,6 +202,37 @@ async fn protocol_errors_keep_their_centrifuge_code() {
     }
 }
 
+/// A client that is still sending when the server closes it (commands in flight, as
+/// any client has) gets the Close frame with its code, and, once it answers with its own
+/// Close, an orderly end of the TCP connection: the server reads what is still arriving
+/// up to the client's Close instead of closing over unread bytes, which makes the kernel
+/// reset the connection (and a reset can take the Close frame with it).
+#[tokio::test]
+async fn a_client_still_sending_gets_the_close_code_and_an_orderly_end() {
+    for h in nodes().await {
+        let mut wire = connected(&h).await;
+        // One write: a malformed command (3501), then 90 KiB of commands behind it that
+        // the server has not read when it decides to close.
+        let mut burst = FrameBuilder::text(b"{not json".to_vec()).encode();
+        for id in 0..2_000 {
+            let command = json!({"id": 100 + id, "presence_stats": {"channel": "x"}});
+            burst.extend(FrameBuilder::text(command.to_string()).encode());
+        }
+        assert!(burst.len() > 64 * 1024, "{}", burst.len());
+        wire.send_bytes(&burst).await;
+        let close = wire.close_frame().await;
+        assert_eq!(close.close_code(), Some(3501));
+        assert!(
+            wire.try_send_bytes(&FrameBuilder::close(1000, b"").encode())
+                .await,
+            "the server reset the connection before the client's Close"
+        );
+        wire.orderly_end(TCP_CLOSE)
+            .await
+            .expect("an orderly end after the client's Close");
+    }
+}
+
 #[tokio::test]
 async fn pings_get_pongs_and_fragmented_messages_with_control_frames_between_work() {
     for h in nodes().await {

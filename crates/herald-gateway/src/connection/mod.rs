@@ -18,7 +18,7 @@ mod tests;
 
 use crate::hub::{Closer, ConnHandle, ConnId, Outgoing};
 use crate::node::Node;
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportKind};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use herald_protocol::{
@@ -419,7 +419,11 @@ impl Conn {
             };
             self.log_summary(&outcome);
             match outcome {
-                Ending::Close((code, reason)) => self.close(&mut socket, code, reason).await,
+                Ending::Close((code, reason)) => {
+                    if self.close(&mut socket, code, reason).await {
+                        self.await_close_reply(&mut socket).await;
+                    }
+                }
                 // The frame layer queued the answer to the client's Close (its code echoed,
                 // or 1002 for a code that must not be sent) and may not have written all of
                 // it yet; closing the sink writes what is left and ends the WebSocket.
@@ -469,8 +473,9 @@ impl Conn {
         }
     }
 
-    /// Counts the close and sends its Close frame, within a short wait.
-    async fn close<S: Socket>(&self, socket: &mut S, code: u16, reason: String) {
+    /// Counts the close and sends its Close frame, within a short wait; whether the
+    /// frame went out.
+    async fn close<S: Socket>(&self, socket: &mut S, code: u16, reason: String) -> bool {
         let label = if code >= 4000 {
             "application".to_owned()
         } else {
@@ -485,7 +490,7 @@ impl Conn {
         // A failed write cannot take a close frame; a slow client gets a brief chance
         // (its queued bytes go first), everyone else a second.
         let wait = match DisconnectCode::from_code(code) {
-            Some(DisconnectCode::WriteError) => return,
+            Some(DisconnectCode::WriteError) => return false,
             Some(DisconnectCode::Slow) => Duration::from_millis(250),
             _ => CLOSE_REPLY_TIMEOUT,
         };
@@ -493,7 +498,28 @@ impl Conn {
             code,
             reason: Utf8Bytes::from(reason),
         }));
-        let _ = tokio::time::timeout(wait, socket.send(close)).await;
+        matches!(tokio::time::timeout(wait, socket.send(close)).await, Ok(Ok(())))
+    }
+
+    /// After the server's Close on a WebSocket: reads and drops what the client still
+    /// sends until its own Close arrives (or the stream ends, or a short wait passes).
+    /// Closing the TCP connection over unread bytes makes the kernel reset it, and a
+    /// reset can overtake the Close frame on its way, so that the client never learns
+    /// the code. A client answers a Close at once; one that does not costs this wait.
+    async fn await_close_reply<S: Socket>(&self, socket: &mut S) {
+        if self.transport.kind != TransportKind::WebSocket
+            && self.transport.kind != TransportKind::UniWebSocket
+        {
+            return;
+        }
+        let _ = tokio::time::timeout(CLOSE_DRAIN_TIMEOUT, async {
+            while let Some(Ok(message)) = socket.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     /// Writes the pending frame. A client that stops reading is cut off as soon as its
@@ -804,6 +830,9 @@ impl Conn {
 /// How long a Close frame (the server's own, or the answer to the client's) may take
 /// to write.
 const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long, after the server's Close, the client's answering Close is waited for.
+const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How the connection loop ended.
 #[derive(Debug)]

@@ -673,6 +673,7 @@ export class Hub {
         if (ch.peers.get(id) !== cur || !cur.fresh) return;
         cur.fresh = false;
         cur.pos = ch.stream ? { ...ch.stream } : null;
+        if (cur.pos) this.#writer?.write(ch.name, cur.pos);
         announce(false, false);
       });
       return;
@@ -820,6 +821,8 @@ export class Hub {
     const to = ch.stream ? { ...ch.stream } : null;
     this.#sendTo(id, { type: 'resync', event: { channel: ch.name, reason, from: cur.pos ? { ...cur.pos } : null, to } });
     cur.pos = to;
+    // The tab stands at the stream's position now: a new tab need not resync again.
+    if (to) this.#writer?.write(ch.name, to);
   }
 
   /** Who is in `channel`: one presence call on the shared connection. */

@@ -364,7 +364,7 @@ describe('Hub against a real herald node', () => {
     hub.removePeer(a.id);
     for (let i = 3; i <= 5; i++) await node.publish(channel, { i });
     // Still lingering (1 s), and the writer's batches (100 ms) have had time to land.
-    await sleep(400);
+    await sleep(200);
     expect(await numClients(node, channel)).toBe(1);
     expect(await positions.get(channel)).toEqual({ epoch, offset: 2 });
 

@@ -474,7 +474,7 @@ impl Conn {
     }
 
     /// Counts the close and sends its Close frame, within a short wait; whether the
-    /// frame went out.
+    /// frame went out to a client that may answer it.
     async fn close<S: Socket>(&self, socket: &mut S, code: u16, reason: String) -> bool {
         let label = if code >= 4000 {
             "application".to_owned()
@@ -487,6 +487,9 @@ impl Conn {
             .with_label_values(&[label.as_str()])
             .inc();
         tracing::debug!(code, reason, "closing connection");
+        // The hub sees the connection closing from now on (whatever the reason), so
+        // that publications meanwhile neither queue up nor count as a slow client.
+        self.closer.close_with(code, &reason);
         // A failed write cannot take a close frame; a slow client gets a brief chance
         // (its queued bytes go first), everyone else a second.
         let wait = match DisconnectCode::from_code(code) {
@@ -498,7 +501,12 @@ impl Conn {
             code,
             reason: Utf8Bytes::from(reason),
         }));
-        matches!(tokio::time::timeout(wait, socket.send(close)).await, Ok(Ok(())))
+        let sent = matches!(
+            tokio::time::timeout(wait, socket.send(close)).await,
+            Ok(Ok(()))
+        );
+        // A client that stopped answering pings will not answer a Close either.
+        sent && DisconnectCode::from_code(code) != Some(DisconnectCode::NoPong)
     }
 
     /// After the server's Close on a WebSocket: reads and drops what the client still

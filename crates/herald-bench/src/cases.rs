@@ -230,6 +230,17 @@ pub(crate) const CASES: &[Case] = &[
         with_peer: false,
         gateways: 6,
     },
+    // A rolling update under load: three gateways behind HAProxy, each restarted in
+    // turn while publications go on.
+    Case {
+        name: "rolling",
+        scenario: Scenario::Rolling,
+        full: p(10_000, 1.0, 60),
+        smoke: p(60, 10.0, 45),
+        targets: &[],
+        with_peer: true,
+        gateways: 3,
+    },
 ];
 
 /// Looks a case up by name.

@@ -247,10 +247,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<bool> {
                 let outcome = match run_once(case, system, &paths, params, workers, topology).await
                 {
                     Ok(o) => o,
-                    Err(e) => Outcome {
-                        rows: Vec::new(),
-                        problems: vec![format!("run failed: {e:#}")],
-                    },
+                    Err(e) => {
+                        let mut o = Outcome::new();
+                        o.problems.push(format!("run failed: {e:#}"));
+                        o
+                    }
                 };
                 for p in &outcome.problems {
                     eprintln!("    ! {p}");

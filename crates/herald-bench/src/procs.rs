@@ -72,14 +72,19 @@ impl Proc {
 
     /// Sends SIGTERM and waits up to `wait` before killing.
     pub(crate) async fn stop(mut self, wait: Duration) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
+        self.signal("TERM");
         if tokio::time::timeout(wait, self.child.wait()).await.is_err() {
             let _ = self.child.start_kill();
             let _ = self.child.wait().await;
+        }
+    }
+
+    /// Sends the signal `name` (`TERM`, `INT`, …) if the process is still there.
+    pub(crate) fn signal(&self, name: &str) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args([&format!("-{name}"), &pid.to_string()])
+                .status();
         }
     }
 }
@@ -451,6 +456,10 @@ impl Haproxy {
     /// connections first, `X-Forwarded-For`), and each taking at most `max_conns`
     /// clients: two descriptors per client must fit the open-files limit of one
     /// process. Returns once all of them listen.
+    ///
+    /// Each gateway is health-checked as in `deploy/haproxy`: Herald's `/readyz` (which
+    /// turns 503 while a node drains), a plain TCP check for the peer (`ready_path`
+    /// `None`); a connection refused or a 503 is retried on another gateway.
     pub(crate) async fn start(
         &self,
         dir: &Path,
@@ -458,7 +467,15 @@ impl Haproxy {
         port: u16,
         gateways: &[u16],
         max_conns: usize,
+        ready_path: Option<&str>,
     ) -> anyhow::Result<Vec<Proc>> {
+        let checks = match ready_path {
+            Some(path) => format!(
+                "    option httpchk\n    http-check send meth GET uri {path} ver HTTP/1.1 hdr Host herald\n    \
+                 http-check expect status 200\n    retry-on 503 conn-failure empty-response\n"
+            ),
+            None => "    retry-on conn-failure empty-response\n".to_owned(),
+        };
         let servers: String = gateways
             .iter()
             .enumerate()
@@ -473,7 +490,9 @@ impl Haproxy {
                  timeout server 60s\n    timeout http-request 10s\n    timeout tunnel 1h\n\n\
                  frontend herald\n    bind 127.0.0.1:{port}\n    maxconn {max_conns}\n    \
                  default_backend gateways\n\n\
-                 backend gateways\n    balance leastconn\n    option forwardfor\n{servers}",
+                 backend gateways\n    balance leastconn\n    option forwardfor\n{checks}    \
+                 option redispatch 1\n    retries 3\n    \
+                 default-server check inter 2s fall 2 rise 2\n{servers}",
                 fds = max_conns * 2 + 100,
             ),
         )?;

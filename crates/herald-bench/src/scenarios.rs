@@ -32,6 +32,10 @@ pub(crate) enum Scenario {
     /// N subscribers over several gateways behind balancers: connect time, memory per
     /// connection, Redis's own cost, then single publications to all of them.
     Scale,
+    /// N subscribers over several gateways behind balancers under a steady publish
+    /// rate, while every gateway is restarted in turn (SIGTERM, then started again), as
+    /// a rolling update does: loss, duplicates, reconnects per second, latency.
+    Rolling,
 }
 
 /// The size of a scenario run.
@@ -57,15 +61,19 @@ pub(crate) struct Row {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Outcome {
     pub rows: Vec<Row>,
+    /// Measurements over time (one value a second), by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<(&'static str, Vec<f64>)>,
     /// Correctness problems (loss, duplicates, failed connections): a smoke run fails on
     /// any.
     pub problems: Vec<String>,
 }
 
 impl Outcome {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             rows: Vec::new(),
+            series: Vec::new(),
             problems: Vec::new(),
         }
     }
@@ -96,6 +104,7 @@ pub(crate) async fn run(
         Scenario::Slow => slow(stack, p).await,
         Scenario::Disruption => disruption(stack, p).await,
         Scenario::Scale => scale(stack, p).await,
+        Scenario::Rolling => rolling(stack, p).await,
     }
 }
 
@@ -111,7 +120,7 @@ async fn open_all(
     out: &mut Outcome,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let lean = !matches!(channel, "storm" | "disruption");
+    let lean = !matches!(channel, "storm" | "disruption" | "rolling");
     let ok = stack.open(n, channel, RAMP, lean).await?;
     out.row("connections", ok as f64, "");
     out.row("connect_secs", started.elapsed().as_secs_f64(), "s");
@@ -518,6 +527,166 @@ async fn disruption(stack: &mut Stack, p: Params) -> anyhow::Result<Outcome> {
     out.expect_zero("duplicates", s.dups);
     out.expect_zero("publish failures", published.failed);
     Ok(out)
+}
+
+/// Longest a gateway may take to exit after SIGTERM: Herald's shutdown timeout (20 s by
+/// default) and a margin.
+const EXIT_GRACE: Duration = Duration::from_secs(30);
+
+/// How long the publications go on before the first gateway is stopped: the latency
+/// without a deploy.
+const ROLLING_BASELINE: Duration = Duration::from_secs(8);
+
+/// How long a restarted gateway runs before the next one is stopped: the balancer's
+/// health check (`rise 2` every 2 s) takes it back in that time, as a rollout's
+/// `minReadySeconds` would wait.
+const ROLLING_PAUSE: Duration = Duration::from_secs(5);
+
+async fn rolling(stack: &mut Stack, p: Params) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::new();
+    open_all(stack, p.n, "rolling", &mut out).await?;
+    let warm = 10;
+    stack.publish("rolling", 0.0, warm, 1).await?;
+    stack.wait_caught_up(warm, Duration::from_secs(30)).await?;
+    stack.reset().await?;
+    let count = (p.rate * p.secs as f64) as u64;
+    let before = stack.stats(None).await?;
+    let overflows_before = listen_overflows();
+    let mut curve = Curve::new(before.reconnects);
+    stack
+        .publish_start("rolling", p.rate, count, warm + 1)
+        .await?;
+    // The latency without a deploy first, then only during and after it.
+    curve.wait(stack, ROLLING_BASELINE).await?;
+    let steady = stack.stats(None).await?;
+    stack.reset().await?;
+    let deploy = std::time::Instant::now();
+    let mut exit_secs: Vec<f64> = Vec::new();
+    for i in 0..stack.gateways() {
+        let signalled = std::time::Instant::now();
+        stack.signal_gateway(i);
+        if !curve.wait_exit(stack, i, EXIT_GRACE).await? {
+            out.problems.push(format!(
+                "gateway {i} did not exit within {EXIT_GRACE:?} of SIGTERM"
+            ));
+        }
+        exit_secs.push(signalled.elapsed().as_secs_f64());
+        stack.start_gateway(i).await?;
+        curve.wait(stack, ROLLING_PAUSE).await?;
+    }
+    let deploy_secs = deploy.elapsed().as_secs_f64();
+    let published = stack.published(Duration::from_secs(p.secs + 120)).await?;
+    let publish_secs = curve.elapsed();
+    curve.wait(stack, Duration::from_secs(1)).await?;
+    let s = stack
+        .wait_caught_up(warm + count, Duration::from_secs(60))
+        .await?;
+    let expected = count * s.conns as u64;
+    out.row("deploy_secs", deploy_secs, "s");
+    out.row("publish_secs", publish_secs, "s");
+    out.row(
+        "exit_secs_max",
+        exit_secs.iter().copied().fold(0.0, f64::max),
+        "s",
+    );
+    out.row(
+        "delivered_pct",
+        (s.received - before.received) as f64 / expected.max(1) as f64 * 100.0,
+        "%",
+    );
+    out.row("gaps", (s.gaps + s.tail_missing) as f64, "");
+    out.row("dups", s.dups as f64, "");
+    out.row("not_recovered", s.not_recovered as f64, "");
+    out.row("reconnects", (s.reconnects - before.reconnects) as f64, "");
+    out.row(
+        "reconnects_max_per_s",
+        curve.per_sec.iter().copied().fold(0.0, f64::max),
+        "/s",
+    );
+    out.row("steady_lat_p50_ms", steady.lat_ms(0.5), "ms");
+    out.row("steady_lat_p99_ms", steady.lat_ms(0.99), "ms");
+    out.row("deploy_lat_p50_ms", s.lat_ms(0.5), "ms");
+    out.row("deploy_lat_p99_ms", s.lat_ms(0.99), "ms");
+    out.row("deploy_lat_max_ms", s.lat_ms(1.0), "ms");
+    out.row("publish_late_max_ms", published.late_max_ms, "ms");
+    out.row(
+        "listen_overflows",
+        (listen_overflows() - overflows_before) as f64,
+        "",
+    );
+    out.series.push(("reconnects_per_s", curve.per_sec));
+    if publish_secs < deploy_secs {
+        out.problems.push(format!(
+            "publishing ended {publish_secs:.1} s in, before the deploy ({deploy_secs:.1} s): give it more seconds"
+        ));
+    }
+    out.expect_zero("lost", s.gaps + s.tail_missing);
+    out.expect_zero("duplicates", s.dups);
+    out.expect_zero("not recovered", s.not_recovered);
+    out.expect_zero("publish failures", published.failed);
+    Ok(out)
+}
+
+/// The clients' reconnects, counted once a second while the scenario waits.
+struct Curve {
+    started: std::time::Instant,
+    last: u64,
+    per_sec: Vec<f64>,
+}
+
+impl Curve {
+    fn new(reconnects: u64) -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            last: reconnects,
+            per_sec: Vec::new(),
+        }
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Takes the samples that are due.
+    async fn sample(&mut self, stack: &mut Stack) -> anyhow::Result<()> {
+        let due = Duration::from_secs(self.per_sec.len() as u64 + 1);
+        if self.started.elapsed() >= due {
+            let s = stack.stats(None).await?;
+            self.per_sec
+                .push(s.reconnects.saturating_sub(self.last) as f64);
+            self.last = s.reconnects;
+        }
+        Ok(())
+    }
+
+    /// Waits `d`, sampling.
+    async fn wait(&mut self, stack: &mut Stack, d: Duration) -> anyhow::Result<()> {
+        let until = std::time::Instant::now() + d;
+        while std::time::Instant::now() < until {
+            self.sample(stack).await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Waits for gateway `i` to exit, sampling; kills it after `grace` (false then).
+    async fn wait_exit(
+        &mut self,
+        stack: &mut Stack,
+        i: usize,
+        grace: Duration,
+    ) -> anyhow::Result<bool> {
+        let until = std::time::Instant::now() + grace;
+        while !stack.gateway_exited(i, false).await {
+            if std::time::Instant::now() >= until {
+                stack.gateway_exited(i, true).await;
+                return Ok(false);
+            }
+            self.sample(stack).await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(true)
+    }
 }
 
 /// The median of some values (NaN when empty).

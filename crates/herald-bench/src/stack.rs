@@ -163,6 +163,8 @@ pub(crate) struct Stack {
     pub port: u16,
     /// The gateways' own ports (their metrics).
     gateway_ports: Vec<u16>,
+    /// What the gateways add to their `[client]` settings.
+    client: &'static str,
     pub publisher: LineChild,
     pub workers: Vec<LineChild>,
     paths: Paths,
@@ -190,9 +192,6 @@ impl Stack {
         workers: usize,
         topology: Topology,
     ) -> anyhow::Result<Self> {
-        if system == System::Peer && topology != Topology::SINGLE {
-            bail!("the peer runs as one server only");
-        }
         let redis = Redis::start().await?;
         let dir = std::env::temp_dir().join(format!(
             "herald-bench-{}-{}",
@@ -212,19 +211,16 @@ impl Stack {
             ""
         };
         let gateway_port = free_port()?;
-        let server = match system {
-            System::Herald => {
-                start_herald(paths, &dir.0, gateway_port, &redis.url(), client).await?
-            }
-            System::Peer => start_peer(paths, gateway_port, &redis.url()).await?,
-        };
+        let server =
+            start_server(system, paths, &dir.0, gateway_port, &redis.url(), client).await?;
         let mut more_servers = Vec::new();
         let mut gateway_ports = vec![gateway_port];
         for i in 1..topology.gateways.max(1) {
             let gateway_dir = dir.0.join(format!("gateway-{i}"));
             std::fs::create_dir_all(&gateway_dir)?;
             let port = free_port()?;
-            more_servers.push(start_herald(paths, &gateway_dir, port, &redis.url(), client).await?);
+            more_servers
+                .push(start_server(system, paths, &gateway_dir, port, &redis.url(), client).await?);
             gateway_ports.push(port);
         }
         let (port, balancers) = if topology.balancers == 0 {
@@ -238,6 +234,7 @@ impl Stack {
                     port,
                     &gateway_ports,
                     topology.balancer_max_conns,
+                    (system == System::Herald).then_some("/readyz"),
                 )
                 .await?;
             (port, balancers)
@@ -270,6 +267,7 @@ impl Stack {
             balancers,
             port,
             gateway_ports,
+            client,
             publisher,
             workers: Vec::new(),
             paths: paths.clone(),
@@ -551,6 +549,48 @@ impl Stack {
         Ok(total)
     }
 
+    /// Gateway `i`'s process.
+    fn gateway_proc(&mut self, i: usize) -> &mut Proc {
+        match i {
+            0 => &mut self.server,
+            i => &mut self.more_servers[i - 1],
+        }
+    }
+
+    /// Sends SIGTERM to gateway `i`, as a rolling update does: Herald drains its clients
+    /// over its drain window, the peer closes them all at once.
+    pub(crate) fn signal_gateway(&mut self, i: usize) {
+        self.gateway_proc(i).signal("TERM");
+    }
+
+    /// Whether gateway `i` has exited; killed when `kill`.
+    pub(crate) async fn gateway_exited(&mut self, i: usize, kill: bool) -> bool {
+        let proc = self.gateway_proc(i);
+        if kill {
+            let _ = proc.child.start_kill();
+            let _ = proc.child.wait().await;
+            return true;
+        }
+        matches!(proc.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Starts gateway `i` again, on its port and with its configuration; returns once
+    /// it is ready.
+    pub(crate) async fn start_gateway(&mut self, i: usize) -> anyhow::Result<()> {
+        let port = *self
+            .gateway_ports
+            .get(i)
+            .with_context(|| format!("no gateway {i}"))?;
+        let dir = match i {
+            0 => self._dir.0.clone(),
+            i => self._dir.0.join(format!("gateway-{i}")),
+        };
+        let redis = self.redis.url();
+        let proc = start_server(self.system, &self.paths, &dir, port, &redis, self.client).await?;
+        *self.gateway_proc(i) = proc;
+        Ok(())
+    }
+
     /// How many gateways serve the clients.
     pub(crate) fn gateways(&self) -> usize {
         self.gateway_ports.len()
@@ -600,6 +640,21 @@ pub(crate) struct Published {
 /// One metric of the gateway listening on `port`.
 async fn scrape(port: u16, name: &str) -> anyhow::Result<f64> {
     crate::procs::scrape_counter(&format!("http://127.0.0.1:{port}/metrics"), name).await
+}
+
+/// Starts one server of `system` on `port` (Herald with its configuration in `dir`).
+async fn start_server(
+    system: System,
+    paths: &Paths,
+    dir: &std::path::Path,
+    port: u16,
+    redis_url: &str,
+    client: &str,
+) -> anyhow::Result<Proc> {
+    match system {
+        System::Herald => start_herald(paths, dir, port, redis_url, client).await,
+        System::Peer => start_peer(paths, port, redis_url).await,
+    }
 }
 
 /// Starts a Herald node; `client` is added to its `[client]` settings.

@@ -1,6 +1,7 @@
 //! Node behaviour: slow consumers, graceful shutdown, the server API, health and metrics.
 
 use herald_tests::raw::{Event, Raw};
+use herald_tests::redis::RedisServer;
 use herald_tests::{Herald, now, sign};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -202,6 +203,62 @@ async fn server_api_shapes() {
     )
     .await;
     assert_eq!(raw.closed_within(Duration::from_secs(5)).await, 3503);
+}
+
+/// A user's connections may be on any node: the server API's `unsubscribe` and
+/// `disconnect` reach them wherever the call lands, and a client id narrows them to one.
+#[tokio::test]
+async fn api_unsubscribe_and_disconnect_reach_every_node() {
+    let redis = RedisServer::start();
+    let nodes = Herald::group(2, &redis.url(), "").await;
+    // The call goes to node 0 once it knows node 1 (nodes report every 2 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nodes[0].api("info", json!({})).await["result"]["nodes"]
+        .as_array()
+        .map_or(0, Vec::len)
+        < 2
+    {
+        assert!(Instant::now() < deadline, "node 0 never saw node 1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut here, _) = Raw::connect(&nodes[0].ws_url(), &nodes[0].token("ann")).await;
+    let (mut there, _) = Raw::connect(&nodes[1].ws_url(), &nodes[1].token("ann")).await;
+    let (mut other, other_info) = Raw::connect(&nodes[1].ws_url(), &nodes[1].token("ann")).await;
+    for raw in [&mut here, &mut there, &mut other] {
+        let reply = raw.call(json!({"subscribe": {"channel": "news"}})).await;
+        assert!(reply.get("error").is_none(), "{reply}");
+    }
+    async fn unsubscribed(raw: &mut Raw) -> u32 {
+        loop {
+            let r = raw.next_reply().await;
+            if let Some(u) = r.push.and_then(|p| p.unsubscribe) {
+                return u.code;
+            }
+        }
+    }
+    let reply = nodes[0]
+        .api("unsubscribe", json!({"user": "ann", "channel": "news"}))
+        .await;
+    assert_eq!(reply, json!({"result": {}}));
+    for raw in [&mut here, &mut there, &mut other] {
+        let code = tokio::time::timeout(Duration::from_secs(5), unsubscribed(raw))
+            .await
+            .expect("an unsubscribe push on each node");
+        assert_eq!(code, 2000);
+    }
+    // One client of the user, on the other node.
+    let client = other_info["client"].as_str().expect("client id");
+    nodes[0]
+        .api(
+            "disconnect",
+            json!({"user": "ann", "client": client, "disconnect": {"code": 4001, "reason": "moved"}}),
+        )
+        .await;
+    assert_eq!(other.closed_within(Duration::from_secs(5)).await, 4001);
+    // The rest of the user's connections, on both nodes.
+    nodes[0].api("disconnect", json!({"user": "ann"})).await;
+    assert_eq!(here.closed_within(Duration::from_secs(5)).await, 3503);
+    assert_eq!(there.closed_within(Duration::from_secs(5)).await, 3503);
 }
 
 #[tokio::test]

@@ -9,7 +9,6 @@
 //! byte (big numbers, key order and all).
 
 use crate::channel::Channel;
-use crate::hub::Outgoing;
 use crate::node::Node;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
@@ -19,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use herald_broker::PublishRequest;
 use herald_protocol::{
     Audience, ClientInfo, EntityError, EntityEvent, ErrorCode, Publication, RawJson,
-    StreamPosition, UnsubscribeCode, channel_idempotency_key,
+    StreamPosition, channel_idempotency_key,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -402,18 +401,17 @@ pub(crate) async fn call(node: &Arc<Node>, method: &str, params: &str) -> ApiRes
             }
             encode(&out)
         }
-        "disconnect" => disconnect(node, parse(params)?),
+        "disconnect" => disconnect(node, parse(params)?).await,
         "unsubscribe" => {
             let p: UnsubscribeParams = parse(params)?;
             resolve(node, &p.channel)?;
+            // On this node, and on every other one: the user's connections may be
+            // anywhere in the cluster.
             let client = (!p.client.is_empty()).then_some(p.client.as_str());
-            let channel: Arc<str> = Arc::from(p.channel.as_str());
-            for conn in node.hub.connections_of(&p.user, client) {
-                conn.offer(
-                    Outgoing::unsubscribe(channel.clone(), UnsubscribeCode::Server),
-                    &node.metrics,
-                );
-            }
+            node.hub.unsubscribe_user(&p.user, client, &p.channel);
+            node.cluster
+                .unsubscribe_everywhere(&p.user, &p.client, &p.channel)
+                .await;
             encode(&Empty {})
         }
         "batch" => {
@@ -614,7 +612,7 @@ async fn history(node: &Arc<Node>, p: HistoryParams) -> ApiResult {
     })
 }
 
-fn disconnect(node: &Node, p: DisconnectParams) -> ApiResult {
+async fn disconnect(node: &Node, p: DisconnectParams) -> ApiResult {
     let (code, reason) = match p.disconnect {
         None => {
             let c = herald_protocol::DisconnectCode::ForceDisconnect;
@@ -643,10 +641,13 @@ fn disconnect(node: &Node, p: DisconnectParams) -> ApiResult {
             (spec.code, reason)
         }
     };
+    // On this node, and on every other one: the user's connections may be anywhere in
+    // the cluster.
     let client = (!p.client.is_empty()).then_some(p.client.as_str());
-    for conn in node.hub.connections_of(&p.user, client) {
-        conn.closer.close_with(code, &reason);
-    }
+    node.hub.disconnect_user(&p.user, client, code, &reason);
+    node.cluster
+        .disconnect_everywhere(&p.user, &p.client, code, &reason)
+        .await;
     encode(&Empty {})
 }
 

@@ -7,7 +7,8 @@
 //!
 //! Channels are too many to report: `channels` asks every listed node for the ones
 //! matching a pattern, over the broker's node messages, and waits a short while for the
-//! answers.
+//! answers. The server API's `disconnect` and `unsubscribe` reach the other nodes'
+//! connections the same way.
 
 use crate::hub::Hub;
 use crate::node::Node;
@@ -107,6 +108,23 @@ enum ClusterMessage {
     },
     /// The answer.
     Channels(ChannelsAnswer),
+    /// The server API's `disconnect`, for this node's connections of `user` (of
+    /// `client` only, when not empty).
+    Disconnect {
+        user: String,
+        #[serde(default)]
+        client: String,
+        code: u16,
+        reason: String,
+    },
+    /// The server API's `unsubscribe`, for this node's connections of `user` (of
+    /// `client` only, when not empty).
+    Unsubscribe {
+        user: String,
+        #[serde(default)]
+        client: String,
+        channel: String,
+    },
 }
 
 /// The cluster's channels, as the nodes that answered know them.
@@ -389,6 +407,49 @@ impl Cluster {
         survey
     }
 
+    /// Closes `user`'s connections (of `client` only, when not empty) on every other
+    /// live node; this node's are the caller's. Returns once the requests are sent.
+    pub(crate) async fn disconnect_everywhere(
+        &self,
+        user: &str,
+        client: &str,
+        code: u16,
+        reason: &str,
+    ) {
+        self.tell_others(&ClusterMessage::Disconnect {
+            user: user.to_owned(),
+            client: client.to_owned(),
+            code,
+            reason: reason.to_owned(),
+        })
+        .await;
+    }
+
+    /// Unsubscribes `user`'s connections (of `client` only, when not empty) from
+    /// `channel` on every other live node; this node's are the caller's.
+    pub(crate) async fn unsubscribe_everywhere(&self, user: &str, client: &str, channel: &str) {
+        self.tell_others(&ClusterMessage::Unsubscribe {
+            user: user.to_owned(),
+            client: client.to_owned(),
+            channel: channel.to_owned(),
+        })
+        .await;
+    }
+
+    /// Sends `message` to every other live node, without waiting for them to act.
+    async fn tell_others(&self, message: &ClusterMessage) {
+        let others = self.others().await;
+        if others.is_empty() {
+            return;
+        }
+        let bytes = bytes::Bytes::from(serde_json::to_vec(message).unwrap_or_default());
+        for other in &others {
+            if let Err(e) = self.broker.send_to_node(&other.uid, bytes.clone()).await {
+                tracing::warn!(node = %other.name, error = %Chain(&e), "a server API request did not reach a node");
+            }
+        }
+    }
+
     /// Handles a message from another node, if it is one of the cluster's; `false`
     /// leaves it to the emulated sessions.
     pub(crate) fn on_node_message(&self, message: &[u8]) -> bool {
@@ -419,6 +480,23 @@ impl Cluster {
                 if let Some(waiting) = self.pending.lock().get(&answer.req) {
                     let _ = waiting.send(answer);
                 }
+            }
+            ClusterMessage::Disconnect {
+                user,
+                client,
+                code,
+                reason,
+            } => {
+                let client = (!client.is_empty()).then_some(client.as_str());
+                self.hub.disconnect_user(&user, client, code, &reason);
+            }
+            ClusterMessage::Unsubscribe {
+                user,
+                client,
+                channel,
+            } => {
+                let client = (!client.is_empty()).then_some(client.as_str());
+                self.hub.unsubscribe_user(&user, client, &channel);
             }
         }
         true
@@ -452,6 +530,18 @@ mod tests {
         };
         let text = serde_json::to_string(&survey).expect("encode");
         assert!(text.contains(r#""t":"channels_survey""#), "{text}");
+        let disconnect = ClusterMessage::Disconnect {
+            user: "ann".into(),
+            client: String::new(),
+            code: 4001,
+            reason: "moved".into(),
+        };
+        let text = serde_json::to_string(&disconnect).expect("encode");
+        assert!(text.contains(r#""t":"disconnect""#), "{text}");
+        assert!(matches!(
+            serde_json::from_str::<ClusterMessage>(&text),
+            Ok(ClusterMessage::Disconnect { code: 4001, .. })
+        ));
         assert!(serde_json::from_str::<ClusterMessage>(r#"{"t":"ack","req":1}"#).is_err());
         assert!(
             serde_json::from_str::<ClusterMessage>(

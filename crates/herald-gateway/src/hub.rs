@@ -496,13 +496,48 @@ impl Hub {
     }
 
     /// Connections matching a user (and a client id, when given).
-    pub(crate) fn connections_of(&self, user: &str, client: Option<&str>) -> Vec<ConnHandle> {
+    fn connections_of(&self, user: &str, client: Option<&str>) -> Vec<ConnHandle> {
         self.connections
             .read()
             .values()
             .filter(|c| &*c.user == user && client.is_none_or(|id| &*c.client == id))
             .cloned()
             .collect()
+    }
+
+    /// Closes a user's connections on this node (only client `client`'s, when given)
+    /// with `code` and `reason`; how many.
+    pub(crate) fn disconnect_user(
+        &self,
+        user: &str,
+        client: Option<&str>,
+        code: u16,
+        reason: &str,
+    ) -> usize {
+        let conns = self.connections_of(user, client);
+        for conn in &conns {
+            conn.closer.close_with(code, reason);
+        }
+        conns.len()
+    }
+
+    /// Unsubscribes a user's connections on this node (only client `client`'s, when
+    /// given) from `channel`, as the server API asks; how many.
+    pub(crate) fn unsubscribe_user(
+        &self,
+        user: &str,
+        client: Option<&str>,
+        channel: &str,
+    ) -> usize {
+        let conns = self.connections_of(user, client);
+        let channel: Arc<str> = Arc::from(channel);
+        for conn in &conns {
+            conn.offer(
+                Outgoing::unsubscribe(channel.clone(), herald_protocol::UnsubscribeCode::Server),
+                &self.metrics,
+            );
+        }
+        conns.len()
     }
 
     /// Every registered connection.

@@ -236,7 +236,7 @@ pub(crate) const CASES: &[Case] = &[
         name: "rolling",
         scenario: Scenario::Rolling,
         full: p(10_000, 1.0, 60),
-        smoke: p(60, 10.0, 45),
+        smoke: p(60, 10.0, 60),
         targets: &[],
         with_peer: true,
         gateways: 3,

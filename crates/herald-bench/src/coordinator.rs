@@ -217,7 +217,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<bool> {
             .filter(|s| *s == System::Herald || case.with_peer)
             .collect();
         let topology = if case.gateways > 1 {
-            Topology::balanced(case.gateways, params.n)
+            Topology {
+                health_checks: case.scenario == crate::scenarios::Scenario::Rolling,
+                ..Topology::balanced(case.gateways, params.n)
+            }
         } else {
             Topology::SINGLE
         };

@@ -457,9 +457,10 @@ impl Haproxy {
     /// clients: two descriptors per client must fit the open-files limit of one
     /// process. Returns once all of them listen.
     ///
-    /// Each gateway is health-checked as in `deploy/haproxy`: Herald's `/readyz` (which
-    /// turns 503 while a node drains), a plain TCP check for the peer (`ready_path`
-    /// `None`); a connection refused or a 503 is retried on another gateway.
+    /// With `checks`, each gateway is health-checked as in `deploy/haproxy`: at
+    /// `Some(path)` over HTTP (Herald's `/readyz`, which turns 503 while a node drains),
+    /// or with a plain TCP check (`None`, the peer); and a connection refused or a 503 is
+    /// tried again on another gateway.
     pub(crate) async fn start(
         &self,
         dir: &Path,
@@ -467,14 +468,18 @@ impl Haproxy {
         port: u16,
         gateways: &[u16],
         max_conns: usize,
-        ready_path: Option<&str>,
+        checks: Option<Option<&str>>,
     ) -> anyhow::Result<Vec<Proc>> {
-        let checks = match ready_path {
-            Some(path) => format!(
+        let checks = match checks {
+            Some(Some(path)) => format!(
                 "    option httpchk\n    http-check send meth GET uri {path} ver HTTP/1.1 hdr Host herald\n    \
-                 http-check expect status 200\n    retry-on 503 conn-failure empty-response\n"
+                 http-check expect status 200\n    retry-on 503 conn-failure empty-response\n    \
+                 option redispatch 1\n    retries 3\n    default-server check inter 2s fall 2 rise 2\n"
             ),
-            None => "    retry-on conn-failure empty-response\n".to_owned(),
+            Some(None) => "    retry-on conn-failure empty-response\n    option redispatch 1\n    \
+                 retries 3\n    default-server check inter 2s fall 2 rise 2\n"
+                .to_owned(),
+            None => String::new(),
         };
         let servers: String = gateways
             .iter()
@@ -490,9 +495,7 @@ impl Haproxy {
                  timeout server 60s\n    timeout http-request 10s\n    timeout tunnel 1h\n\n\
                  frontend herald\n    bind 127.0.0.1:{port}\n    maxconn {max_conns}\n    \
                  default_backend gateways\n\n\
-                 backend gateways\n    balance leastconn\n    option forwardfor\n{checks}    \
-                 option redispatch 1\n    retries 3\n    \
-                 default-server check inter 2s fall 2 rise 2\n{servers}",
+                 backend gateways\n    balance leastconn\n    option forwardfor\n{checks}{servers}",
                 fds = max_conns * 2 + 100,
             ),
         )?;

@@ -117,6 +117,9 @@ pub(crate) struct Topology {
     pub balancers: usize,
     /// The most clients one balancer admits.
     pub balancer_max_conns: usize,
+    /// The balancers check the gateways' health (as `deploy/haproxy` does) and try a
+    /// refused connection on another gateway: for cases that stop gateways.
+    pub health_checks: bool,
 }
 
 impl Topology {
@@ -125,6 +128,7 @@ impl Topology {
         gateways: 1,
         balancers: 0,
         balancer_max_conns: 0,
+        health_checks: false,
     };
 
     /// `gateways` behind enough balancer processes for `n` clients, each admitting a
@@ -138,6 +142,7 @@ impl Topology {
             gateways,
             balancers,
             balancer_max_conns: (share + share / 4 + 64).min(BALANCER_MAX_CONNS),
+            health_checks: false,
         }
     }
 }
@@ -234,7 +239,10 @@ impl Stack {
                     port,
                     &gateway_ports,
                     topology.balancer_max_conns,
-                    (system == System::Herald).then_some("/readyz"),
+                    topology.health_checks.then_some(match system {
+                        System::Herald => Some("/readyz"),
+                        System::Peer => None,
+                    }),
                 )
                 .await?;
             (port, balancers)

@@ -436,17 +436,24 @@ impl Cluster {
         .await;
     }
 
-    /// Sends `message` to every other live node, without waiting for them to act.
+    /// Sends `message` to every other live node, all at once and within
+    /// [`SURVEY_TIMEOUT`], without waiting for them to act.
     async fn tell_others(&self, message: &ClusterMessage) {
-        let others = self.others().await;
-        if others.is_empty() {
-            return;
-        }
         let bytes = bytes::Bytes::from(serde_json::to_vec(message).unwrap_or_default());
-        for other in &others {
-            if let Err(e) = self.broker.send_to_node(&other.uid, bytes.clone()).await {
-                tracing::warn!(node = %other.name, error = %Chain(&e), "a server API request did not reach a node");
-            }
+        let send = async {
+            let others = self.others().await;
+            let sends = others.iter().map(|other| {
+                let bytes = bytes.clone();
+                async move {
+                    if let Err(e) = self.broker.send_to_node(&other.uid, bytes).await {
+                        tracing::warn!(node = %other.name, error = %Chain(&e), "a server API request did not reach a node");
+                    }
+                }
+            });
+            futures_util::future::join_all(sends).await;
+        };
+        if tokio::time::timeout(SURVEY_TIMEOUT, send).await.is_err() {
+            tracing::warn!("a server API request did not reach every node in time");
         }
     }
 
@@ -481,22 +488,29 @@ impl Cluster {
                     let _ = waiting.send(answer);
                 }
             }
+            // Off the broker's delivery path: finding the user's connections scans them.
             ClusterMessage::Disconnect {
                 user,
                 client,
                 code,
                 reason,
             } => {
-                let client = (!client.is_empty()).then_some(client.as_str());
-                self.hub.disconnect_user(&user, client, code, &reason);
+                let hub = self.hub.clone();
+                tokio::spawn(async move {
+                    let client = (!client.is_empty()).then_some(client.as_str());
+                    hub.disconnect_user(&user, client, code, &reason);
+                });
             }
             ClusterMessage::Unsubscribe {
                 user,
                 client,
                 channel,
             } => {
-                let client = (!client.is_empty()).then_some(client.as_str());
-                self.hub.unsubscribe_user(&user, client, &channel);
+                let hub = self.hub.clone();
+                tokio::spawn(async move {
+                    let client = (!client.is_empty()).then_some(client.as_str());
+                    hub.unsubscribe_user(&user, client, &channel);
+                });
             }
         }
         true

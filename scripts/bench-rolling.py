@@ -81,7 +81,7 @@ def main():
         svg.append(f'<rect x="{LEFT + 10}" y="{TOP + 8 + i * 18}" width="12" height="3" fill="{color}"/>')
         svg.append(
             f'<text x="{LEFT + 28}" y="{TOP + 13 + i * 18}">'
-            f"{escape(LABELS.get(system, system))}: peak {peak:,.0f}/s</text>"
+            f"{escape(LABELS.get(system, system))}: highest second {peak:,.0f}/s</text>"
         )
     svg.append("</svg>")
     with open(sys.argv[1], "w") as f:

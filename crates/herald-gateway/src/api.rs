@@ -405,10 +405,7 @@ pub(crate) async fn call(node: &Arc<Node>, method: &str, params: &str) -> ApiRes
         "unsubscribe" => {
             let p: UnsubscribeParams = parse(params)?;
             resolve(node, &p.channel)?;
-            // On this node, and on every other one: the user's connections may be
-            // anywhere in the cluster.
-            let client = (!p.client.is_empty()).then_some(p.client.as_str());
-            node.hub.unsubscribe_user(&p.user, client, &p.channel);
+            // The user's connections may be on any node of the cluster.
             node.cluster
                 .unsubscribe_everywhere(&p.user, &p.client, &p.channel)
                 .await;
@@ -641,10 +638,7 @@ async fn disconnect(node: &Node, p: DisconnectParams) -> ApiResult {
             (spec.code, reason)
         }
     };
-    // On this node, and on every other one: the user's connections may be anywhere in
-    // the cluster.
-    let client = (!p.client.is_empty()).then_some(p.client.as_str());
-    node.hub.disconnect_user(&p.user, client, code, &reason);
+    // The user's connections may be on any node of the cluster.
     node.cluster
         .disconnect_everywhere(&p.user, &p.client, code, &reason)
         .await;

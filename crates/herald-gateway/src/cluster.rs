@@ -407,8 +407,8 @@ impl Cluster {
         survey
     }
 
-    /// Closes `user`'s connections (of `client` only, when not empty) on every other
-    /// live node; this node's are the caller's. Returns once the requests are sent.
+    /// Closes `user`'s connections (of `client` only, when not empty) on this node and
+    /// on every other live one. Returns once the requests are sent.
     pub(crate) async fn disconnect_everywhere(
         &self,
         user: &str,
@@ -416,6 +416,7 @@ impl Cluster {
         code: u16,
         reason: &str,
     ) {
+        self.hub.disconnect_user(user, client, code, reason);
         self.tell_others(&ClusterMessage::Disconnect {
             user: user.to_owned(),
             client: client.to_owned(),
@@ -426,8 +427,9 @@ impl Cluster {
     }
 
     /// Unsubscribes `user`'s connections (of `client` only, when not empty) from
-    /// `channel` on every other live node; this node's are the caller's.
+    /// `channel` on this node and on every other live one.
     pub(crate) async fn unsubscribe_everywhere(&self, user: &str, client: &str, channel: &str) {
+        self.hub.unsubscribe_user(user, client, channel);
         self.tell_others(&ClusterMessage::Unsubscribe {
             user: user.to_owned(),
             client: client.to_owned(),
@@ -497,8 +499,7 @@ impl Cluster {
             } => {
                 let hub = self.hub.clone();
                 tokio::spawn(async move {
-                    let client = (!client.is_empty()).then_some(client.as_str());
-                    hub.disconnect_user(&user, client, code, &reason);
+                    hub.disconnect_user(&user, &client, code, &reason);
                 });
             }
             ClusterMessage::Unsubscribe {
@@ -508,8 +509,7 @@ impl Cluster {
             } => {
                 let hub = self.hub.clone();
                 tokio::spawn(async move {
-                    let client = (!client.is_empty()).then_some(client.as_str());
-                    hub.unsubscribe_user(&user, client, &channel);
+                    hub.unsubscribe_user(&user, &client, &channel);
                 });
             }
         }

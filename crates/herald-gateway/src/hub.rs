@@ -505,39 +505,24 @@ impl Hub {
             .collect()
     }
 
-    /// Closes a user's connections on this node (only client `client`'s, when given)
-    /// with `code` and `reason`; how many.
-    pub(crate) fn disconnect_user(
-        &self,
-        user: &str,
-        client: Option<&str>,
-        code: u16,
-        reason: &str,
-    ) -> usize {
-        let conns = self.connections_of(user, client);
-        for conn in &conns {
+    /// Closes a user's connections on this node (only client `client`'s, when not
+    /// empty) with `code` and `reason`.
+    pub(crate) fn disconnect_user(&self, user: &str, client: &str, code: u16, reason: &str) {
+        for conn in self.connections_of(user, (!client.is_empty()).then_some(client)) {
             conn.closer.close_with(code, reason);
         }
-        conns.len()
     }
 
-    /// Unsubscribes a user's connections on this node (only client `client`'s, when
-    /// given) from `channel`, as the server API asks; how many.
-    pub(crate) fn unsubscribe_user(
-        &self,
-        user: &str,
-        client: Option<&str>,
-        channel: &str,
-    ) -> usize {
-        let conns = self.connections_of(user, client);
+    /// Unsubscribes a user's connections on this node (only client `client`'s, when not
+    /// empty) from `channel`, as the server API asks.
+    pub(crate) fn unsubscribe_user(&self, user: &str, client: &str, channel: &str) {
         let channel: Arc<str> = Arc::from(channel);
-        for conn in &conns {
+        for conn in self.connections_of(user, (!client.is_empty()).then_some(client)) {
             conn.offer(
                 Outgoing::unsubscribe(channel.clone(), herald_protocol::UnsubscribeCode::Server),
                 &self.metrics,
             );
         }
-        conns.len()
     }
 
     /// Every registered connection.

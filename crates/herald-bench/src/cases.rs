@@ -2,6 +2,7 @@
 //! defined at, with the targets it checks.
 
 use crate::scenarios::{Params, Row, Scenario};
+use crate::stack::System;
 use serde::Serialize;
 
 /// How a measurement is compared with its target.
@@ -50,7 +51,7 @@ pub(crate) struct Case {
     pub full: Params,
     pub smoke: Params,
     pub targets: &'static [Target],
-    /// Runs the peer too (false where the peer has no equivalent).
+    /// Runs the Socket.IO peer too (false where it has no equivalent).
     pub with_peer: bool,
     /// Herald gateways; more than one run behind HAProxy processes sharing one port.
     pub gateways: usize,
@@ -242,6 +243,25 @@ pub(crate) const CASES: &[Case] = &[
         gateways: 3,
     },
 ];
+
+impl Case {
+    /// Whether `system` runs this case. The Sockudo peer takes the Socket.IO peer's
+    /// delivery and memory cases: the Pusher protocol has no recovery, and a stalled
+    /// reader is only made for the other two protocols.
+    pub(crate) fn runs_on(&self, system: System) -> bool {
+        match system {
+            System::Herald => true,
+            System::Peer => self.with_peer,
+            System::Sockudo => {
+                self.with_peer
+                    && matches!(
+                        self.scenario,
+                        Scenario::Idle | Scenario::Fanout | Scenario::Peak | Scenario::Broadcast
+                    )
+            }
+        }
+    }
+}
 
 /// Looks a case up by name.
 pub(crate) fn find(name: &str) -> Option<&'static Case> {

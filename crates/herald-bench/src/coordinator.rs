@@ -40,9 +40,13 @@ pub(crate) struct RunArgs {
     /// The herald binary (default: target/release/herald in the repository).
     #[arg(long)]
     herald_bin: Option<PathBuf>,
-    /// Node.js, for the peer.
+    /// Node.js, for the Socket.IO peer.
     #[arg(long, default_value = "node")]
     node: PathBuf,
+    /// The Sockudo binary, for `--system sockudo` (default: where
+    /// `scripts/build-sockudo.sh` installs it).
+    #[arg(long, env = "HERALD_BENCH_SOCKUDO")]
+    sockudo_bin: Option<PathBuf>,
     /// Write every run's measurements here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -164,6 +168,16 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<bool> {
             peer_dir.display()
         );
     }
+    let sockudo = args
+        .sockudo_bin
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::stack::SOCKUDO_DEFAULT_BIN));
+    if args.systems.contains(&System::Sockudo) && !sockudo.is_file() {
+        bail!(
+            "{} not found: build it once with scripts/build-sockudo.sh, or give --sockudo-bin",
+            sockudo.display()
+        );
+    }
     if let Some(pin) = &args.pin {
         let Some((server, load)) = pin.split_once('/') else {
             bail!("--pin takes SERVER/LOAD CPU lists, e.g. 1/0");
@@ -183,6 +197,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<bool> {
         bench: std::env::current_exe()?,
         peer_dir,
         node: args.node.clone(),
+        sockudo,
         presence: args.presence,
     };
     let mut report = Report {
@@ -214,7 +229,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<bool> {
             .systems
             .iter()
             .copied()
-            .filter(|s| *s == System::Herald || case.with_peer)
+            .filter(|s| case.runs_on(*s))
             .collect();
         let topology = if case.gateways > 1 {
             Topology {
@@ -334,7 +349,8 @@ fn fmt(v: f64) -> String {
     }
 }
 
-/// Prints one case's medians, Herald beside the peer, with the ratio and the targets.
+/// Prints one case's medians, Herald beside each peer, with Herald's ratio to each and
+/// the targets.
 fn print_table(case: &Case, systems: &[System], runs: &[RunRecord]) {
     let medians = |system: System, key: &str| -> Option<f64> {
         let values: Vec<f64> = runs
@@ -352,30 +368,51 @@ fn print_table(case: &Case, systems: &[System], runs: &[RunRecord]) {
     else {
         return;
     };
+    let peers: Vec<System> = systems
+        .iter()
+        .copied()
+        .filter(|s| *s != System::Herald)
+        .collect();
+    // Herald's column, its ratios and its targets, where Herald ran.
+    let herald = systems.contains(&System::Herald);
     let mut out = String::new();
     out.push_str(&format!(
         "\n== {} ({:?}, n={}, rate={}, secs={}) — medians\n",
         case.name, case.scenario, first.params.n, first.params.rate, first.params.secs
     ));
-    out.push_str(&format!(
-        "{:<30} {:>14} {:>14} {:>9}  {}\n",
-        "metric", "herald", "socket.io", "ratio", "target"
-    ));
+    out.push_str(&format!("{:<30}", "metric"));
+    if herald {
+        out.push_str(&format!(" {:>14}", "herald"));
+    }
+    for peer in &peers {
+        out.push_str(&format!(" {:>14}", peer.label()));
+    }
+    for peer in peers.iter().filter(|_| herald) {
+        out.push_str(&format!(" {:>12}", format!("÷{}", peer.label())));
+    }
+    out.push_str("  target\n");
     for row in &first.outcome.rows {
         let h = medians(System::Herald, row.key);
-        let p = if systems.contains(&System::Peer) {
-            medians(System::Peer, row.key)
-        } else {
-            None
-        };
-        let ratio = match (h, p) {
-            (Some(h), Some(p)) if p != 0.0 && !h.is_nan() && !p.is_nan() => fmt(h / p),
-            _ => String::new(),
-        };
+        let values: Vec<Option<f64>> = peers.iter().map(|p| medians(*p, row.key)).collect();
+        out.push_str(&format!("{:<30}", format!("{} ({})", row.key, row.unit)));
+        if herald {
+            out.push_str(&format!(" {:>14}", h.map(fmt).unwrap_or_default()));
+        }
+        for v in &values {
+            out.push_str(&format!(" {:>14}", v.map(fmt).unwrap_or_default()));
+        }
+        for v in values.iter().filter(|_| herald) {
+            let ratio = match (h, *v) {
+                (Some(h), Some(p)) if p != 0.0 && !h.is_nan() && !p.is_nan() => fmt(h / p),
+                _ => String::new(),
+            };
+            out.push_str(&format!(" {ratio:>12}"));
+        }
+        // The targets are Herald's: judged only where Herald ran.
         let targets: Vec<String> = case
             .targets
             .iter()
-            .filter(|t| t.key == row.key)
+            .filter(|t| herald && t.key == row.key)
             .map(|t| {
                 let met = h.is_some_and(|v| {
                     t.met(&[scenarios::Row {
@@ -388,14 +425,7 @@ fn print_table(case: &Case, systems: &[System], runs: &[RunRecord]) {
                 format!("{} {}", t.describe(), if met { "met" } else { "NOT met" })
             })
             .collect();
-        out.push_str(&format!(
-            "{:<30} {:>14} {:>14} {:>9}  {}\n",
-            format!("{} ({})", row.key, row.unit),
-            h.map(fmt).unwrap_or_default(),
-            p.map(fmt).unwrap_or_default(),
-            ratio,
-            targets.join("; ")
-        ));
+        out.push_str(&format!("  {}\n", targets.join("; ")));
     }
     // Printed as the results, on stdout.
     #[allow(clippy::print_stdout)]

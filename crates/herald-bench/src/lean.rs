@@ -5,6 +5,8 @@
 //! At a million deliveries per second the SDK's per-publication work (a full decode, an
 //! event per publication) would measure the load generator rather than the server; the
 //! throughput and memory scenarios use this reader, the recovery scenarios the SDK.
+//! The same reader serves the Sockudo peer's Pusher connections ([`Dialect::Pusher`]),
+//! whose publications carry the payload as an escaped JSON string.
 
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
@@ -21,7 +23,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 pub(crate) struct LeanTrack {
     pub last: AtomicU64,
     pub connected: AtomicBool,
-    /// The server closed the connection as a slow consumer (3008).
+    /// The server closed the connection as a slow consumer (Herald's 3008, Sockudo's
+    /// 4100 for a full buffer).
     pub cut_off: AtomicBool,
 }
 
@@ -33,6 +36,15 @@ pub(crate) struct FrameTally {
     pub gaps: u64,
     /// (latency µs rounded, count) for this frame's publications.
     pub lat: Vec<u64>,
+}
+
+/// The protocol a lean connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// Herald's (the Centrifuge client protocol, JSON).
+    Herald,
+    /// Pusher's, for the Sockudo peer.
+    Pusher,
 }
 
 /// Connects from `source_ip` and subscribes to `channel`.
@@ -79,6 +91,7 @@ pub(crate) async fn connect(
 /// Reads publications until the socket closes, calling `fold` once per frame.
 pub(crate) async fn read(
     mut ws: WebSocketStream<TcpStream>,
+    dialect: Dialect,
     track: Arc<LeanTrack>,
     mut fold: impl FnMut(FrameTally),
 ) {
@@ -87,7 +100,11 @@ pub(crate) async fn read(
         let text = match msg {
             Message::Text(text) => text,
             Message::Close(Some(frame)) => {
-                if u16::from(frame.code) == 3008 {
+                let slow = match dialect {
+                    Dialect::Herald => 3008,
+                    Dialect::Pusher => 4100,
+                };
+                if u16::from(frame.code) == slow {
                     track.cut_off.store(true, Ordering::Relaxed);
                 }
                 break;
@@ -95,8 +112,15 @@ pub(crate) async fn read(
             _ => continue,
         };
         let text = text.as_str();
-        // A server ping is an empty reply; the pong is an empty command.
-        if text.lines().any(|l| l == "{}") && ws.send(Message::Text("{}".into())).await.is_err() {
+        // Herald's ping is an empty reply and its pong an empty command; Pusher's are
+        // named events.
+        let pong = match dialect {
+            Dialect::Herald => text.lines().any(|l| l == "{}").then_some("{}"),
+            Dialect::Pusher => crate::pusher::is_ping(text).then_some(crate::pusher::PONG),
+        };
+        if let Some(pong) = pong
+            && ws.send(Message::Text(pong.into())).await.is_err()
+        {
             break;
         }
         let now = crate::proto::now_us();
@@ -120,18 +144,33 @@ pub(crate) async fn read(
     track.connected.store(false, Ordering::Relaxed);
 }
 
-/// The `(seq, ts)` of every benchmark publication in a frame.
+/// The `(seq, ts)` of every benchmark publication in a frame, whether the payload is
+/// JSON in the frame (Herald) or a JSON string inside it (Pusher).
 fn publications(text: &str) -> impl Iterator<Item = (u64, u64)> + '_ {
     let mut rest = text;
     std::iter::from_fn(move || {
-        let at = rest.find("\"seq\":")?;
-        rest = &rest[at + 6..];
+        rest = after_key(rest, "\"seq")?;
         let seq = leading_number(rest)?;
-        let at = rest.find("\"ts\":")?;
-        rest = &rest[at + 5..];
+        rest = after_key(rest, "\"ts")?;
         let ts = leading_number(rest)?;
         Some((seq, ts))
     })
+}
+
+/// What follows the first `key":` or `key\":` (a key inside an escaped string) in `text`.
+fn after_key<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let mut from = 0;
+    loop {
+        let at = from + text[from..].find(key)?;
+        let rest = &text[at + key.len()..];
+        if let Some(value) = rest
+            .strip_prefix("\":")
+            .or_else(|| rest.strip_prefix("\\\":"))
+        {
+            return Some(value);
+        }
+        from = at + key.len();
+    }
 }
 
 fn leading_number(s: &str) -> Option<u64> {
@@ -158,5 +197,18 @@ mod tests {
             vec![(7, 1_000), (8, 2_000)]
         );
         assert_eq!(publications("{}").count(), 0);
+    }
+
+    #[test]
+    fn finds_a_publication_inside_a_pusher_event() {
+        let data = serde_json::to_string(&crate::proto::payload(9, 3_000, 64)).expect("json");
+        let frame = format!(r#"{{"event":"pub","channel":"c","data":{data}}}"#);
+        assert!(frame.contains(r#"\"seq\":9"#), "{frame}");
+        assert_eq!(publications(&frame).collect::<Vec<_>>(), vec![(9, 3_000)]);
+        // A key that merely starts like one is skipped.
+        assert_eq!(
+            publications(r#"{"seqx":1,"seq":2,"ts":5}"#).collect::<Vec<_>>(),
+            vec![(2, 5)]
+        );
     }
 }

@@ -1,10 +1,10 @@
 //! `herald-bench`: Herald's load generator and benchmark coordinator.
 //!
 //! `herald-bench run` starts, for every run of every case, a private Redis, the system
-//! under test (a Herald gateway, or the Socket.IO peer), a publisher process and several
-//! worker processes (each holding thousands of connections from its own 127.0.0.x source
-//! address), drives a scenario through them, and prints the measurements of Herald and
-//! the peer side by side. `worker` and `publisher` are the child processes' entry points.
+//! under test (a Herald gateway, the Socket.IO peer or the Sockudo peer), a publisher
+//! process and several worker processes (each holding thousands of connections from its
+//! own 127.0.0.x source address), drives a scenario through them, and prints the
+//! measurements of Herald and the peers side by side. `worker` and `publisher` are the child processes' entry points.
 
 mod cases;
 mod coordinator;
@@ -16,6 +16,7 @@ mod limiter;
 mod procs;
 mod proto;
 mod publisher;
+mod pusher;
 mod scenarios;
 mod stack;
 mod stall;
@@ -40,8 +41,19 @@ enum Cmd {
     Worker,
     /// A publisher process (started by `run`; speaks JSON lines on stdin/stdout).
     Publisher {
+        /// Publish into Herald's Redis backbone at this URL.
+        #[arg(long, required_unless_present = "pusher_api")]
+        redis_url: Option<String>,
+        /// Publish through a Pusher-protocol HTTP API at this base URL (the Sockudo
+        /// peer), as `--app-id`/`--app-key` with the secret in HERALD_BENCH_PUSHER_SECRET.
+        #[arg(long, conflicts_with = "redis_url", requires_all = ["app_id", "app_key"])]
+        pusher_api: Option<String>,
         #[arg(long)]
-        redis_url: String,
+        app_id: Option<String>,
+        #[arg(long)]
+        app_key: Option<String>,
+        #[arg(long, env = "HERALD_BENCH_PUSHER_SECRET", hide_env_values = true)]
+        app_secret: Option<String>,
     },
     /// List the cases and the targets they check.
     Cases,
@@ -73,7 +85,27 @@ fn main() -> std::process::ExitCode {
         // Children run on one thread each: the load is spread over processes, and a
         // single-threaded runtime spends nothing on synchronisation.
         Cmd::Worker => current_thread(worker::run()),
-        Cmd::Publisher { redis_url } => current_thread(publisher::run(&redis_url)),
+        Cmd::Publisher {
+            redis_url,
+            pusher_api,
+            app_id,
+            app_key,
+            app_secret,
+        } => match (redis_url, pusher_api) {
+            (Some(url), _) => current_thread(publisher::run(publisher::Target::Redis(url))),
+            (None, Some(api)) => match (app_id, app_key, app_secret) {
+                (Some(id), Some(key), Some(secret)) if !secret.is_empty() => {
+                    current_thread(publisher::run(publisher::Target::Pusher {
+                        api,
+                        app: pusher::App { id, key, secret },
+                    }))
+                }
+                _ => Err(anyhow::anyhow!(
+                    "--pusher-api needs --app-id, --app-key and HERALD_BENCH_PUSHER_SECRET"
+                )),
+            },
+            (None, None) => Err(anyhow::anyhow!("give --redis-url or --pusher-api")),
+        },
         Cmd::Run(args) => multi_thread(coordinator::run(args)),
         Cmd::Limiter(args) => current_thread(limiter::run(args)),
         Cmd::Transports(args) => current_thread(transports::run(args)),

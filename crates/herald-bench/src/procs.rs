@@ -312,8 +312,19 @@ pub(crate) struct LineChild {
 
 impl LineChild {
     pub(crate) fn spawn(name: &str, program: &Path, args: &[String]) -> anyhow::Result<Self> {
+        Self::spawn_with_env(name, program, args, &[])
+    }
+
+    /// [`Self::spawn`] with `env` added to the child's environment.
+    pub(crate) fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut child = command(program, Side::Load)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -369,6 +380,8 @@ pub(crate) struct Paths {
     pub bench: PathBuf,
     pub peer_dir: PathBuf,
     pub node: PathBuf,
+    /// The Sockudo peer's binary.
+    pub sockudo: PathBuf,
     /// Herald's channels list their subscribers in presence (as `herald serve --dev`
     /// has it); off unless `--presence`.
     pub presence: bool,

@@ -19,9 +19,12 @@ pub(crate) enum Op {
         channel: String,
         #[serde(default)]
         ramp: u32,
-        /// Use the lean reader instead of the SDK (Herald workers only).
+        /// Use the lean reader instead of the SDK (herald-bench workers only).
         #[serde(default)]
         lean: bool,
+        /// The lean reader speaks the Pusher protocol (the Sockudo peer).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pusher: bool,
     },
     /// Open one connection that subscribes and then never reads its socket again;
     /// answered by [`Ev::Stalled`].

@@ -1,5 +1,6 @@
-//! A publisher process: writes benchmark publications straight into Herald's Redis
-//! backbone (the same atomic function the gateways use), at a fixed offered rate.
+//! A publisher process: writes benchmark publications at a fixed offered rate, straight
+//! into Herald's Redis backbone (the same atomic function the gateways use), or for the
+//! Sockudo peer through its HTTP API.
 
 use crate::proto::{Ev, Op, now_us, payload};
 use anyhow::Context;
@@ -13,11 +14,83 @@ pub(crate) const HISTORY_SIZE: usize = 10_000;
 /// How long history is kept.
 pub(crate) const HISTORY_TTL: Duration = Duration::from_secs(600);
 
+/// Where publications go.
+pub(crate) enum Target {
+    /// Herald's Redis backbone at this URL.
+    Redis(String),
+    /// A Pusher-protocol server's HTTP API at this base URL, as this app.
+    Pusher {
+        api: String,
+        app: crate::pusher::App,
+    },
+}
+
+enum Sink {
+    Redis(Box<Publisher>),
+    Pusher(crate::pusher::Publisher),
+}
+
+impl Sink {
+    /// The most publications one request carries: the Redis function takes one, the
+    /// Pusher API a batch.
+    fn batch_max(&self) -> usize {
+        match self {
+            Sink::Redis(_) => 1,
+            Sink::Pusher(_) => crate::pusher::BATCH_MAX,
+        }
+    }
+
+    /// Publishes `payloads` in order; returns how many failed. A failed Pusher batch
+    /// counts whole, though the server may have sent some of its events.
+    async fn send(&self, channel: &str, payloads: Vec<String>) -> u64 {
+        match self {
+            Sink::Redis(publisher) => {
+                let mut failed = 0;
+                for data in payloads {
+                    let Ok(data) = RawJson::from_string(data) else {
+                        failed += 1;
+                        continue;
+                    };
+                    let options = PublishOptions {
+                        history_size: HISTORY_SIZE,
+                        history_ttl: HISTORY_TTL,
+                        ..PublishOptions::default()
+                    };
+                    if let Err(e) = publisher.publish(channel, data, options).await {
+                        tracing::warn!(error = %e, "publish failed");
+                        failed += 1;
+                    }
+                }
+                failed
+            }
+            Sink::Pusher(publisher) => match publisher.batch(channel, &payloads).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "publish failed");
+                    payloads.len() as u64
+                }
+            },
+        }
+    }
+}
+
 /// Runs the publisher protocol on stdin/stdout.
-pub(crate) async fn run(redis_url: &str) -> anyhow::Result<()> {
-    let publisher = Publisher::connect(redis_url)
-        .await
-        .context("connecting to Redis")?;
+pub(crate) async fn run(target: Target) -> anyhow::Result<()> {
+    let sink = match target {
+        Target::Redis(url) => Sink::Redis(Box::new(
+            Publisher::connect(&url)
+                .await
+                .context("connecting to Redis")?,
+        )),
+        Target::Pusher { api, app } => {
+            let publisher = crate::pusher::Publisher::new(&api, app)?;
+            publisher
+                .wait_ready(Duration::from_secs(15))
+                .await
+                .context("the Pusher API does not accept signed requests")?;
+            Sink::Pusher(publisher)
+        }
+    };
     let mut out = tokio::io::stdout();
     send(&mut out, &Ev::Ready).await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -30,7 +103,7 @@ pub(crate) async fn run(redis_url: &str) -> anyhow::Result<()> {
                 first_seq,
                 pad,
             } => {
-                let ev = publish(&publisher, &channel, rate, count, first_seq, pad).await;
+                let ev = publish(&sink, &channel, rate, count, first_seq, pad).await;
                 send(&mut out, &ev).await?;
             }
             Op::Exit | Op::Close => return Ok(()),
@@ -50,8 +123,9 @@ async fn send(out: &mut tokio::io::Stdout, ev: &Ev) -> anyhow::Result<()> {
 
 /// Publishes in order, each message due at `start + i / rate`; a message that is late is
 /// sent at once and its lateness recorded, so the offered rate never silently drifts.
+/// Where the sink takes batches, the messages due by then go together.
 async fn publish(
-    publisher: &Publisher,
+    sink: &Sink,
     channel: &str,
     rate: f64,
     count: u64,
@@ -59,32 +133,31 @@ async fn publish(
     pad: usize,
 ) -> Ev {
     let start = Instant::now();
+    let due = |i: u64| start + Duration::from_secs_f64(i as f64 / rate);
     let mut late_max = Duration::ZERO;
     let mut failed = 0;
-    for i in 0..count {
+    let mut i = 0;
+    while i < count {
+        let mut n = 1;
         if rate > 0.0 {
-            let due = start + Duration::from_secs_f64(i as f64 / rate);
             let now = Instant::now();
-            if due > now {
-                tokio::time::sleep_until(due.into()).await;
+            if due(i) > now {
+                tokio::time::sleep_until(due(i).into()).await;
             } else {
-                late_max = late_max.max(now - due);
+                late_max = late_max.max(now - due(i));
             }
+            let now = Instant::now();
+            while n < sink.batch_max() as u64 && i + n < count && due(i + n) <= now {
+                n += 1;
+            }
+        } else {
+            n = (sink.batch_max() as u64).min(count - i);
         }
-        let data = payload(first_seq + i, now_us(), pad);
-        let Ok(data) = RawJson::from_string(data) else {
-            failed += 1;
-            continue;
-        };
-        let options = PublishOptions {
-            history_size: HISTORY_SIZE,
-            history_ttl: HISTORY_TTL,
-            ..PublishOptions::default()
-        };
-        if let Err(e) = publisher.publish(channel, data, options).await {
-            tracing::warn!(error = %e, "publish failed");
-            failed += 1;
-        }
+        let payloads = (i..i + n)
+            .map(|k| payload(first_seq + k, now_us(), pad))
+            .collect();
+        failed += sink.send(channel, payloads).await;
+        i += n;
     }
     Ev::Published {
         count: count - failed,

@@ -16,6 +16,9 @@ pub(crate) enum System {
     Herald,
     /// Socket.IO 4.8 with the Redis streams adapter and connection state recovery.
     Peer,
+    /// Sockudo (Rust, the Pusher protocol) with its Redis adapter: built once by
+    /// `scripts/build-sockudo.sh`.
+    Sockudo,
 }
 
 impl System {
@@ -23,6 +26,7 @@ impl System {
         match self {
             System::Herald => "herald",
             System::Peer => "socket.io",
+            System::Sockudo => "sockudo",
         }
     }
 }
@@ -170,6 +174,8 @@ pub(crate) struct Stack {
     gateway_ports: Vec<u16>,
     /// What the gateways add to their `[client]` settings.
     client: &'static str,
+    /// The Sockudo peer's application, made up for this run.
+    app: Option<crate::pusher::App>,
     pub publisher: LineChild,
     pub workers: Vec<LineChild>,
     paths: Paths,
@@ -215,17 +221,23 @@ impl Stack {
         } else {
             ""
         };
+        let app = (system == System::Sockudo).then(bench_app);
+        let gateway = Gateway {
+            system,
+            paths,
+            redis_url: redis.url(),
+            client,
+            app: app.as_ref(),
+        };
         let gateway_port = free_port()?;
-        let server =
-            start_server(system, paths, &dir.0, gateway_port, &redis.url(), client).await?;
+        let server = gateway.start(&dir.0, gateway_port).await?;
         let mut more_servers = Vec::new();
         let mut gateway_ports = vec![gateway_port];
         for i in 1..topology.gateways.max(1) {
-            let gateway_dir = dir.0.join(format!("gateway-{i}"));
+            let gateway_dir = gateway_dir(&dir.0, i);
             std::fs::create_dir_all(&gateway_dir)?;
             let port = free_port()?;
-            more_servers
-                .push(start_server(system, paths, &gateway_dir, port, &redis.url(), client).await?);
+            more_servers.push(gateway.start(&gateway_dir, port).await?);
             gateway_ports.push(port);
         }
         let (port, balancers) = if topology.balancers == 0 {
@@ -242,6 +254,7 @@ impl Stack {
                     topology.health_checks.then_some(match system {
                         System::Herald => Some("/readyz"),
                         System::Peer => None,
+                        System::Sockudo => Some("/up"),
                     }),
                 )
                 .await?;
@@ -262,6 +275,24 @@ impl Stack {
                     redis.url(),
                 ],
             )?,
+            // Through the HTTP API of the first node, as a Pusher application publishes.
+            System::Sockudo => {
+                let app = app.as_ref().context("the Sockudo app")?;
+                LineChild::spawn_with_env(
+                    "sockudo-publisher",
+                    &paths.bench,
+                    &[
+                        "publisher".into(),
+                        "--pusher-api".into(),
+                        format!("http://127.0.0.1:{gateway_port}"),
+                        "--app-id".into(),
+                        app.id.clone(),
+                        "--app-key".into(),
+                        app.key.clone(),
+                    ],
+                    &[("HERALD_BENCH_PUSHER_SECRET", &app.secret)],
+                )?
+            }
         };
         match publisher.recv(Duration::from_secs(20)).await? {
             Ev::Ready => {}
@@ -276,6 +307,7 @@ impl Stack {
             port,
             gateway_ports,
             client,
+            app,
             publisher,
             workers: Vec::new(),
             paths: paths.clone(),
@@ -290,7 +322,9 @@ impl Stack {
     fn spawn_worker(&self, i: usize) -> anyhow::Result<LineChild> {
         let name = format!("worker-{i}");
         match self.system {
-            System::Herald => LineChild::spawn(&name, &self.paths.bench, &["worker".into()]),
+            System::Herald | System::Sockudo => {
+                LineChild::spawn(&name, &self.paths.bench, &["worker".into()])
+            }
             System::Peer => LineChild::spawn(
                 &name,
                 &self.paths.node,
@@ -304,6 +338,11 @@ impl Stack {
         match self.system {
             System::Herald => format!("ws://127.0.0.1:{}/connection/websocket", self.port),
             System::Peer => format!("http://127.0.0.1:{}", self.port),
+            System::Sockudo => format!(
+                "ws://127.0.0.1:{}/app/{}?protocol=7&client=herald-bench&version=1",
+                self.port,
+                self.app.as_ref().map_or("", |a| a.key.as_str())
+            ),
         }
     }
 
@@ -335,7 +374,9 @@ impl Stack {
                 source_ip: Self::source_ip(i),
                 channel: channel.to_owned(),
                 ramp: ramp / count as u32,
-                lean,
+                // Sockudo's clients are always lean Pusher readers.
+                lean: lean || self.system == System::Sockudo,
+                pusher: self.system == System::Sockudo,
             })
             .await?;
         }
@@ -529,6 +570,9 @@ impl Stack {
                 "ws://127.0.0.1:{}/socket.io/?EIO=4&transport=websocket",
                 self.port
             ),
+            System::Sockudo => {
+                bail!("the stalled connection speaks Herald's or Socket.IO's protocol")
+            }
         };
         match w
             .call(
@@ -589,12 +633,15 @@ impl Stack {
             .gateway_ports
             .get(i)
             .with_context(|| format!("no gateway {i}"))?;
-        let dir = match i {
-            0 => self._dir.0.clone(),
-            i => self._dir.0.join(format!("gateway-{i}")),
+        let dir = gateway_dir(&self._dir.0, i);
+        let gateway = Gateway {
+            system: self.system,
+            paths: &self.paths,
+            redis_url: self.redis.url(),
+            client: self.client,
+            app: self.app.as_ref(),
         };
-        let redis = self.redis.url();
-        let proc = start_server(self.system, &self.paths, &dir, port, &redis, self.client).await?;
+        let proc = gateway.start(&dir, port).await?;
         *self.gateway_proc(i) = proc;
         Ok(())
     }
@@ -650,19 +697,118 @@ async fn scrape(port: u16, name: &str) -> anyhow::Result<f64> {
     crate::procs::scrape_counter(&format!("http://127.0.0.1:{port}/metrics"), name).await
 }
 
-/// Starts one server of `system` on `port` (Herald with its configuration in `dir`).
-async fn start_server(
+/// Gateway `i`'s directory in the run's directory `run`: the first gateway has `run`
+/// itself.
+fn gateway_dir(run: &std::path::Path, i: usize) -> std::path::PathBuf {
+    match i {
+        0 => run.to_path_buf(),
+        i => run.join(format!("gateway-{i}")),
+    }
+}
+
+/// Where `scripts/build-sockudo.sh` installs the Sockudo peer.
+pub(crate) const SOCKUDO_DEFAULT_BIN: &str = "/var/cache/herald-bench/sockudo/bin/sockudo";
+
+/// A Pusher application with credentials made up for one run.
+fn bench_app() -> crate::pusher::App {
+    use rand::Rng;
+    let hex = |n: usize| -> String {
+        let mut rng = rand::rng();
+        (0..n)
+            .map(|_| char::from(b"0123456789abcdef"[rng.random_range(0..16)]))
+            .collect()
+    };
+    crate::pusher::App {
+        id: "herald-bench".into(),
+        key: hex(20),
+        secret: hex(40),
+    }
+}
+
+/// How every gateway of one stack is started.
+struct Gateway<'a> {
     system: System,
+    paths: &'a Paths,
+    redis_url: String,
+    /// What Herald adds to its `[client]` settings.
+    client: &'a str,
+    app: Option<&'a crate::pusher::App>,
+}
+
+impl Gateway<'_> {
+    /// Starts one server on `port` (with its configuration and working directory in
+    /// `dir`); returns once it is ready.
+    async fn start(&self, dir: &std::path::Path, port: u16) -> anyhow::Result<Proc> {
+        match self.system {
+            System::Herald => {
+                start_herald(self.paths, dir, port, &self.redis_url, self.client).await
+            }
+            System::Peer => start_peer(self.paths, port, &self.redis_url).await,
+            System::Sockudo => {
+                let app = self.app.context("the Sockudo app")?;
+                start_sockudo(self.paths, dir, port, &self.redis_url, app).await
+            }
+        }
+    }
+}
+
+/// Starts a Sockudo node with its Redis adapter and one application, configured through
+/// its environment (a configuration file it cannot read is ignored silently). Its limits
+/// that would refuse the benchmark's load are lifted: the per-address rate limiter (20
+/// connects a minute), the default application's 100 connections; nothing else is
+/// changed. Logging is at `warn`, as Herald's.
+async fn start_sockudo(
     paths: &Paths,
     dir: &std::path::Path,
     port: u16,
     redis_url: &str,
-    client: &str,
+    app: &crate::pusher::App,
 ) -> anyhow::Result<Proc> {
-    match system {
-        System::Herald => start_herald(paths, dir, port, redis_url, client).await,
-        System::Peer => start_peer(paths, port, redis_url).await,
+    let log = dir.join("sockudo.log");
+    let child = crate::procs::command(&paths.sockudo, crate::procs::Side::Server)
+        // It reads ./config/ when there: the run's own directory has none.
+        .current_dir(dir)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("ADAPTER_DRIVER", "redis")
+        .env("REDIS_URL", redis_url)
+        .env("ADAPTER_FALLBACK_TO_LOCAL", "false")
+        .env("QUEUE_DRIVER", "none")
+        .env("CACHE_DRIVER", "redis")
+        .env("RATE_LIMITER_ENABLED", "false")
+        .env("METRICS_ENABLED", "false")
+        .env("SOCKUDO_DEFAULT_APP_ID", &app.id)
+        .env("SOCKUDO_DEFAULT_APP_KEY", &app.key)
+        .env("SOCKUDO_DEFAULT_APP_SECRET", &app.secret)
+        .env("SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS", "0")
+        .env("RUST_LOG", "warn")
+        .env("LOG_COLORS_ENABLED", "false")
+        // It logs to stdout: kept in the run's directory, and quoted if it fails to start.
+        .stdout(Stdio::from(std::fs::File::create(&log)?))
+        .stderr(Stdio::from(std::fs::File::create(dir.join("sockudo.err"))?))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", paths.sockudo.display()))?;
+    let mut proc = Proc {
+        child,
+        name: "sockudo".into(),
+    };
+    // `/up` answers 200 once the node listens with its adapter, cache and app in place.
+    let url = format!("http://127.0.0.1:{port}/up");
+    tokio::select! {
+        ready = crate::procs::wait_http_ok(&url, Duration::from_secs(30)) => ready?,
+        status = proc.child.wait() => {
+            let status = status?;
+            let said = [log, dir.join("sockudo.err")]
+                .iter()
+                .filter_map(|f| std::fs::read_to_string(f).ok())
+                .collect::<String>();
+            let lines: Vec<&str> = said.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(5)..];
+            bail!("sockudo exited at start ({status}): {}", tail.join(" | "));
+        }
     }
+    Ok(proc)
 }
 
 /// Starts a Herald node; `client` is added to its `[client]` settings.

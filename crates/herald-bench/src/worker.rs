@@ -1,7 +1,8 @@
-//! A worker process: many Herald SDK connections from one source address, checking every
-//! publication's sequence number and recording its latency.
+//! A worker process: many connections from one source address (Herald SDK clients, or
+//! lean readers speaking Herald's or the Pusher protocol), checking every publication's
+//! sequence number and recording its latency.
 
-use crate::lean::{FrameTally, LeanTrack};
+use crate::lean::{Dialect, FrameTally, LeanTrack};
 use crate::proto::{Ev, Op, Payload, WorkerStats, now_us, round3};
 use anyhow::Context;
 use herald_client::{Client, SubscribeOptions, SubscriptionEvent};
@@ -154,7 +155,15 @@ pub(crate) async fn run() -> anyhow::Result<()> {
                 channel,
                 ramp,
                 lean,
-            } => open(&shared, &url, conns, &source_ip, &channel, ramp, lean).await?,
+                pusher,
+            } => {
+                let lean = match (lean, pusher) {
+                    (_, true) => Some(Dialect::Pusher),
+                    (true, false) => Some(Dialect::Herald),
+                    (false, false) => None,
+                };
+                open(&shared, &url, conns, &source_ip, &channel, ramp, lean).await?
+            }
             Op::Stall {
                 url,
                 source_ip,
@@ -245,7 +254,7 @@ async fn open(
     source_ip: &str,
     channel: &str,
     ramp: u32,
-    lean: bool,
+    lean: Option<Dialect>,
 ) -> anyhow::Result<Ev> {
     let ip: IpAddr = source_ip.parse().context("source_ip")?;
     let started = std::time::Instant::now();
@@ -257,11 +266,14 @@ async fn open(
             tokio::time::sleep_until(due.into()).await;
         }
         let permit = limit.clone().acquire_owned().await?;
-        if lean {
+        if let Some(dialect) = lean {
             let shared = shared.clone();
             let (url, channel) = (url.to_owned(), channel.to_owned());
             tasks.push(tokio::spawn(async move {
-                let ws = crate::lean::connect(&url, ip, &channel).await;
+                let ws = match dialect {
+                    Dialect::Herald => crate::lean::connect(&url, ip, &channel).await,
+                    Dialect::Pusher => crate::pusher::connect(&url, ip, &channel).await,
+                };
                 drop(permit);
                 match ws {
                     Ok(ws) => {
@@ -269,7 +281,9 @@ async fn open(
                         track.connected.store(true, Ordering::Relaxed);
                         shared.lean.lock().push(track.clone());
                         let reader = shared.clone();
-                        tokio::spawn(crate::lean::read(ws, track, move |t| reader.on_frame(t)));
+                        tokio::spawn(crate::lean::read(ws, dialect, track, move |t| {
+                            reader.on_frame(t);
+                        }));
                         true
                     }
                     Err(e) => {

@@ -47,11 +47,10 @@ pub(crate) enum Dialect {
     Pusher,
 }
 
-/// Connects from `source_ip` and subscribes to `channel`.
-pub(crate) async fn connect(
+/// Opens a WebSocket to `url` from `source_ip`.
+pub(crate) async fn open(
     url: &str,
     source_ip: IpAddr,
-    channel: &str,
 ) -> anyhow::Result<WebSocketStream<TcpStream>> {
     let request = url.into_client_request()?;
     let host = request.uri().host().context("url host")?.to_owned();
@@ -63,7 +62,17 @@ pub(crate) async fn connect(
     let socket = herald_client::local_socket(source_ip)?;
     let stream = socket.connect(remote).await?;
     stream.set_nodelay(true)?;
-    let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await?;
+    let (ws, _) = tokio_tungstenite::client_async(request, stream).await?;
+    Ok(ws)
+}
+
+/// Connects from `source_ip` and subscribes to `channel`.
+pub(crate) async fn connect(
+    url: &str,
+    source_ip: IpAddr,
+    channel: &str,
+) -> anyhow::Result<WebSocketStream<TcpStream>> {
+    let mut ws = open(url, source_ip).await?;
     let commands = format!(
         "{{\"id\":1,\"connect\":{{\"name\":\"herald-bench\"}}}}\n{{\"id\":2,\"subscribe\":{{\"channel\":{}}}}}",
         serde_json::to_string(channel)?

@@ -6,12 +6,11 @@ use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
 use md5::Digest;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// The most events one `batch_events` request carries (the Pusher API's limit).
 pub(crate) const BATCH_MAX: usize = 10;
@@ -26,17 +25,7 @@ pub(crate) async fn connect(
     source_ip: IpAddr,
     channel: &str,
 ) -> anyhow::Result<WebSocketStream<TcpStream>> {
-    let request = url.into_client_request()?;
-    let host = request.uri().host().context("url host")?.to_owned();
-    let port = request.uri().port_u16().unwrap_or(80);
-    let remote = tokio::net::lookup_host((host.as_str(), port))
-        .await?
-        .find(SocketAddr::is_ipv4)
-        .context("no IPv4 address")?;
-    let socket = herald_client::local_socket(source_ip)?;
-    let stream = socket.connect(remote).await?;
-    stream.set_nodelay(true)?;
-    let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await?;
+    let mut ws = crate::lean::open(url, source_ip).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut subscribed = false;
     loop {

@@ -101,6 +101,8 @@ pub(crate) struct Sample {
     pub rss_kib: u64,
     /// utime + stime, in microseconds.
     pub cpu_us: u64,
+    /// stime alone: the kernel's share of `cpu_us`.
+    pub sys_us: u64,
 }
 
 impl Sample {
@@ -116,15 +118,15 @@ impl Sample {
         // Fields after the command name, which is in parentheses and may hold spaces.
         let rest = stat.rsplit_once(')').context("stat")?.1;
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields
+        let (user, sys) = fields
             .get(11)
             .and_then(|u| u.parse::<u64>().ok())
             .zip(fields.get(12).and_then(|s| s.parse::<u64>().ok()))
-            .map(|(u, s)| u + s)
             .context("utime/stime")?;
         Ok(Self {
             rss_kib,
-            cpu_us: ticks * 1_000_000 / clock_ticks(),
+            cpu_us: (user + sys) * 1_000_000 / clock_ticks(),
+            sys_us: sys * 1_000_000 / clock_ticks(),
         })
     }
 }

@@ -232,6 +232,12 @@ async fn fanout(stack: &mut Stack, p: Params) -> anyhow::Result<Outcome> {
         (s1.cpu_us - s0.cpu_us) as f64 / deliveries.max(1) as f64,
         "µs",
     );
+    // The kernel's share: on loopback it includes the receiving side's TCP work.
+    out.row(
+        "cpu_sys_us_per_delivery",
+        (s1.sys_us - s0.sys_us) as f64 / deliveries.max(1) as f64,
+        "µs",
+    );
     out.row(
         "server_cpu_cores",
         (s1.cpu_us - s0.cpu_us) as f64 / 1e6 / window,

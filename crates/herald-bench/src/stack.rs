@@ -597,6 +597,7 @@ impl Stack {
             let one = s.sample()?;
             total.rss_kib += one.rss_kib;
             total.cpu_us += one.cpu_us;
+            total.sys_us += one.sys_us;
         }
         Ok(total)
     }

@@ -106,12 +106,15 @@ fn main() -> std::process::ExitCode {
             },
             (None, None) => Err(anyhow::anyhow!("give --redis-url or --pusher-api")),
         },
-        Cmd::Run(args) => multi_thread(coordinator::run(args)),
+        // The commands that start processes stop them when interrupted.
+        Cmd::Run(args) => multi_thread(until_interrupted(coordinator::run(args))),
         Cmd::Limiter(args) => current_thread(limiter::run(args)),
-        Cmd::Transports(args) => current_thread(transports::run(args)),
+        Cmd::Transports(args) => current_thread(until_interrupted(transports::run(args))),
         Cmd::Filter(args) => filter::run(&args),
-        Cmd::Integration(args) => current_thread_checked(integration::run(args)),
-        Cmd::Instructions(args) => current_thread_checked(instructions::run(args)),
+        Cmd::Integration(args) => current_thread_checked(until_interrupted(integration::run(args))),
+        Cmd::Instructions(args) => {
+            current_thread_checked(until_interrupted(instructions::run(args)))
+        }
         Cmd::Cases => {
             coordinator::print_cases();
             Ok(true)
@@ -124,6 +127,25 @@ fn main() -> std::process::ExitCode {
             eprintln!("herald-bench: {e:#}");
             std::process::ExitCode::from(2)
         }
+    }
+}
+
+/// Runs `fut` until it ends or the process gets SIGINT or SIGTERM. Then `fut` is
+/// dropped, and with it every process it started (each child is killed when its handle
+/// is dropped) and its scratch directories: an interrupted benchmark leaves nothing
+/// running.
+async fn until_interrupted<T>(fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return fut.await;
+    };
+    tokio::select! {
+        result = fut => result,
+        _ = term.recv() => Err(anyhow::anyhow!("stopped by SIGTERM, with every process it started")),
+        _ = int.recv() => Err(anyhow::anyhow!("stopped by SIGINT, with every process it started")),
     }
 }
 

@@ -271,6 +271,8 @@ async fn commands_posted_to_another_node_reach_the_session_over_redis() {
 
     // A stopped: it still listens on Redis but cannot answer, and B gives up with 504.
     nodes[0].signal("STOP");
+    // kill(1) returns once the signal is sent, not once every thread has stopped.
+    wait_all_threads_stopped(nodes[0].pid()).await;
     let started = std::time::Instant::now();
     let status = emulate(&http(), &on_b, &node, &session, &ping).await;
     let waited = started.elapsed();
@@ -430,4 +432,24 @@ async fn a_stream_that_is_not_read_is_cut_off_as_slow_and_frees_its_slot() {
     let mut next = open_when_free(&h, &other, Duration::from_secs(5)).await;
     assert!(next.next().await.get("connect").is_some());
     drop(stalled);
+}
+
+/// Waits until every thread of process `pid` is stopped (state `T` in `/proc`).
+async fn wait_all_threads_stopped(pid: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let states: Vec<char> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("the process's threads")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+            .filter_map(|stat| stat.rsplit_once(") ")?.1.chars().next())
+            .collect();
+        if !states.is_empty() && states.iter().all(|s| *s == 'T') {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not stopped: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -6,6 +6,7 @@
 use crate::delta::DeltaForms;
 use crate::metrics::Metrics;
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use herald_broker::{Broker, BrokerError, BrokerHandler, JoinLeave, StoredPublication};
 use herald_protocol::{
     ClientInfo, DisconnectCode, Encoding, Join, Leave, Publication, Push, Reply,
@@ -13,6 +14,7 @@ use herald_protocol::{
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -120,10 +122,17 @@ impl Outgoing {
 const _: () = assert!(std::mem::size_of::<Outgoing>() <= 16);
 
 /// Asks a connection to close itself with a code, from outside its task.
+///
+/// One task waits for the request: the connection's own (or an admin tail's). Its
+/// loop asks on every wake-up, once per delivery at low rates, so asking takes no lock:
+/// an atomic flag and one registered waker.
 #[derive(Debug, Default)]
 pub(crate) struct Closer {
     requested: Mutex<Option<(u16, String)>>,
-    token: CancellationToken,
+    /// Set, after `requested`, once a close is requested.
+    closing: AtomicBool,
+    /// The waiting task.
+    waker: AtomicWaker,
 }
 
 impl Closer {
@@ -140,7 +149,8 @@ impl Closer {
             *requested = Some((code, reason.to_owned()));
         }
         drop(requested);
-        self.token.cancel();
+        self.closing.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     /// The requested code and reason, once a close was requested.
@@ -150,12 +160,24 @@ impl Closer {
 
     /// Whether a close was requested.
     pub(crate) fn is_closing(&self) -> bool {
-        self.token.is_cancelled()
+        self.closing.load(Ordering::Acquire)
     }
 
-    /// Resolves when a close is requested.
+    /// Resolves when a close is requested. Awaited by one task at a time.
     pub(crate) async fn requested(&self) {
-        self.token.cancelled().await
+        std::future::poll_fn(|cx| {
+            if self.is_closing() {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // A request between the check and the registration woke no one.
+            if self.is_closing() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
     }
 }
 

@@ -136,21 +136,24 @@ pub(crate) struct Closer {
 }
 
 impl Closer {
-    /// Requests a close with one of Herald's codes; the first request wins.
-    pub(crate) fn close(&self, code: DisconnectCode) {
-        self.close_with(code.code(), code.reason());
+    /// Requests a close with one of Herald's codes; the first request wins. True for
+    /// the first request.
+    pub(crate) fn close(&self, code: DisconnectCode) -> bool {
+        self.close_with(code.code(), code.reason())
     }
 
     /// Requests a close with any code (3000–4999, application codes included) and
-    /// reason; the first request wins.
-    pub(crate) fn close_with(&self, code: u16, reason: &str) {
+    /// reason; the first request wins. True for the first request.
+    pub(crate) fn close_with(&self, code: u16, reason: &str) -> bool {
         let mut requested = self.requested.lock();
-        if requested.is_none() {
+        let first = requested.is_none();
+        if first {
             *requested = Some((code, reason.to_owned()));
         }
         drop(requested);
         self.closing.store(true, Ordering::Release);
         self.waker.wake();
+        first
     }
 
     /// The requested code and reason, once a close was requested.
@@ -203,10 +206,10 @@ impl ConnHandle {
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(crate::queue::TrySendError::Full(_)) => {
-                if !self.closer.is_closing() {
+                // Counted once, by whichever thread made the first close request.
+                if self.closer.close(DisconnectCode::Slow) {
                     metrics.slow_disconnects.inc();
                 }
-                self.closer.close(DisconnectCode::Slow);
                 false
             }
             Err(crate::queue::TrySendError::Closed(_)) => false,
@@ -671,6 +674,39 @@ mod tests {
 
     fn sub() -> BrokerCall {
         BrokerCall::Subscribe(vec!["news".into()])
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_close_requested_from_another_thread_wakes_the_waiting_task_once() {
+        use super::{Closer, DisconnectCode};
+        let closer = Arc::new(Closer::default());
+        let waiting = tokio::spawn({
+            let closer = closer.clone();
+            async move {
+                closer.requested().await;
+                closer.requested_close()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "resolved before any request");
+        let other = closer.clone();
+        let first = std::thread::spawn(move || other.close(DisconnectCode::Slow))
+            .join()
+            .expect("the closing thread");
+        assert!(first, "the first request says so");
+        let requested = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting task is woken")
+            .expect("the waiting task");
+        let slow = DisconnectCode::Slow.code();
+        assert_eq!(requested.map(|(code, _)| code), Some(slow));
+        // A later request neither wins nor counts as the first.
+        assert!(!closer.close_with(4000, "later"));
+        assert_eq!(closer.requested_close().map(|(code, _)| code), Some(slow));
+        // Asked after the request, it resolves at once.
+        tokio::time::timeout(Duration::from_millis(100), closer.requested())
+            .await
+            .expect("resolves at once");
     }
 
     fn unsub() -> BrokerCall {

@@ -520,12 +520,12 @@ impl Hub {
         self.connections.write().remove(&id);
     }
 
-    /// Connections matching a user (and a client id, when given).
-    fn connections_of(&self, user: &str, client: Option<&str>) -> Vec<ConnHandle> {
+    /// Connections matching a user (and a client id, when not empty).
+    fn connections_of(&self, user: &str, client: &str) -> Vec<ConnHandle> {
         self.connections
             .read()
             .values()
-            .filter(|c| &*c.user == user && client.is_none_or(|id| &*c.client == id))
+            .filter(|c| &*c.user == user && (client.is_empty() || &*c.client == client))
             .cloned()
             .collect()
     }
@@ -533,7 +533,7 @@ impl Hub {
     /// Closes a user's connections on this node (only client `client`'s, when not
     /// empty) with `code` and `reason`.
     pub(crate) fn disconnect_user(&self, user: &str, client: &str, code: u16, reason: &str) {
-        for conn in self.connections_of(user, (!client.is_empty()).then_some(client)) {
+        for conn in self.connections_of(user, client) {
             conn.closer.close_with(code, reason);
         }
     }
@@ -542,7 +542,7 @@ impl Hub {
     /// empty) from `channel`, as the server API asks.
     pub(crate) fn unsubscribe_user(&self, user: &str, client: &str, channel: &str) {
         let channel: Arc<str> = Arc::from(channel);
-        for conn in self.connections_of(user, (!client.is_empty()).then_some(client)) {
+        for conn in self.connections_of(user, client) {
             conn.offer(
                 Outgoing::unsubscribe(channel.clone(), herald_protocol::UnsubscribeCode::Server),
                 &self.metrics,

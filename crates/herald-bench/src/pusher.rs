@@ -159,7 +159,8 @@ fn signed_query(app: &App, method: &str, path: &str, body: &[u8], now_us: u64) -
     )
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// `bytes` in lowercase hexadecimal.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::new(), |mut s, b| {
         let _ = write!(s, "{b:02x}");

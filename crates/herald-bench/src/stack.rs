@@ -712,17 +712,12 @@ pub(crate) const SOCKUDO_DEFAULT_BIN: &str = "/var/cache/herald-bench/sockudo/bi
 
 /// A Pusher application with credentials made up for one run.
 fn bench_app() -> crate::pusher::App {
-    use rand::Rng;
-    let hex = |n: usize| -> String {
-        let mut rng = rand::rng();
-        (0..n)
-            .map(|_| char::from(b"0123456789abcdef"[rng.random_range(0..16)]))
-            .collect()
-    };
+    let key: [u8; 10] = rand::random();
+    let secret: [u8; 20] = rand::random();
     crate::pusher::App {
         id: "herald-bench".into(),
-        key: hex(20),
-        secret: hex(40),
+        key: crate::pusher::hex(&key),
+        secret: crate::pusher::hex(&secret),
     }
 }
 
@@ -765,7 +760,7 @@ async fn start_sockudo(
     redis_url: &str,
     app: &crate::pusher::App,
 ) -> anyhow::Result<Proc> {
-    let log = dir.join("sockudo.log");
+    let (log, err) = (dir.join("sockudo.log"), dir.join("sockudo.err"));
     let child = crate::procs::command(&paths.sockudo, crate::procs::Side::Server)
         // It reads ./config/ when there: the run's own directory has none.
         .current_dir(dir)
@@ -786,7 +781,7 @@ async fn start_sockudo(
         .env("LOG_COLORS_ENABLED", "false")
         // It logs to stdout: kept in the run's directory, and quoted if it fails to start.
         .stdout(Stdio::from(std::fs::File::create(&log)?))
-        .stderr(Stdio::from(std::fs::File::create(dir.join("sockudo.err"))?))
+        .stderr(Stdio::from(std::fs::File::create(&err)?))
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", paths.sockudo.display()))?;
@@ -800,7 +795,7 @@ async fn start_sockudo(
         ready = crate::procs::wait_http_ok(&url, Duration::from_secs(30)) => ready?,
         status = proc.child.wait() => {
             let status = status?;
-            let said = [log, dir.join("sockudo.err")]
+            let said = [log, err]
                 .iter()
                 .filter_map(|f| std::fs::read_to_string(f).ok())
                 .collect::<String>();
